@@ -1,0 +1,430 @@
+"""DiT (Peebles & Xie, arXiv 2212.09748) with the variants the debate names, as flags of one model.
+
+With default flags this is the official DiT: the same modules, parameter names, shapes,
+initialization and arithmetic, so the released checkpoints load with ``strict=True``.
+
+Variants (fields of :class:`DiTConfig`, so every run records exactly what ran):
+
+- ``norm_placement``: ``"pre"`` (DiT: ``x + gate * f(modulate(LN(x)))``, the residual stream is
+  never normalized) or ``"post"`` (``x <- LN(x + gate * f(modulate(x)))``: the sum of each branch
+  and the stream is normalized, so the stream itself passes through every norm).
+- ``conditioning``: ``"adaln-zero"`` (DiT: one SiLU+Linear(d, 6d) per block, zero-initialised) or
+  ``"adaln-single"`` (PixArt-alpha: one shared SiLU+Linear(d, 6d) on the condition plus a learned
+  per-block (6, d) table added to it). Unlike PixArt, the shared projection and the gate rows of
+  each table start at zero, so both conditionings start as the identity and only the sharing
+  differs from DiT.
+- LightningDiT options: ``norm`` (``layernorm`` | ``rmsnorm``), ``mlp`` (``gelu`` | ``swiglu``),
+  ``pos_embed`` (``sincos`` additive | ``rope``: 2-D axial rotary on q and k, no additive table),
+  ``qk_norm``, and any ``patch_size`` that divides ``input_size`` (1 included).
+- ``routes``: TREAD routes (see :mod:`repro.models.routing`), active only in training mode.
+- ``stochastic_depth``: per-sample block skipping in training, the reply's proposed ablation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .layers import (
+    Attention,
+    LabelEmbedder,
+    Mlp,
+    PatchEmbed,
+    SwiGLU,
+    TimestepEmbedder,
+    get_2d_sincos_pos_embed,
+    make_norm,
+    modulate,
+    rope_2d_tables,
+)
+from .routing import (
+    Route,
+    StochasticDepth,
+    as_route,
+    as_stochastic_depth,
+    check_keep_ids,
+    gather_tokens,
+    sample_keep_ids,
+    scatter_tokens,
+    validate_routes,
+    validate_stochastic_depth,
+)
+
+_CHOICES = {
+    "norm_placement": ("pre", "post"),
+    "conditioning": ("adaln-zero", "adaln-single"),
+    "norm": ("layernorm", "rmsnorm"),
+    "mlp": ("gelu", "swiglu"),
+    "pos_embed": ("sincos", "rope"),
+}
+
+
+@dataclass
+class DiTConfig:
+    """Everything that defines a model. Defaults are the official ``DiT`` class defaults (XL/2)."""
+
+    input_size: int = 32
+    patch_size: int = 2
+    in_channels: int = 4
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    class_dropout_prob: float = 0.1
+    num_classes: int = 1000
+    learn_sigma: bool = True
+    norm_placement: str = "pre"
+    conditioning: str = "adaln-zero"
+    norm: str = "layernorm"
+    mlp: str = "gelu"
+    pos_embed: str = "sincos"
+    qk_norm: bool = False
+    routes: Sequence[Route] = field(default_factory=tuple)
+    stochastic_depth: StochasticDepth | None = None
+    fp32_after_route: bool = True
+
+    def __post_init__(self):
+        self.routes = tuple(as_route(r) for r in self.routes)
+        self.stochastic_depth = as_stochastic_depth(self.stochastic_depth)
+        self.validate()
+
+    def validate(self) -> None:
+        for name, allowed in _CHOICES.items():
+            v = getattr(self, name)
+            if v not in allowed:
+                raise ValueError(f"{name}: unknown value {v!r}; allowed: {', '.join(map(repr, allowed))}")
+        for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: {v!r} is not allowed; must be a positive integer")
+        if self.input_size % self.patch_size:
+            raise ValueError(
+                f"input_size: {self.input_size} is not divisible by patch_size {self.patch_size}"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size: {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.pos_embed == "sincos" and self.hidden_size % 4:
+            raise ValueError(f"hidden_size: {self.hidden_size} must be divisible by 4 for sincos pos_embed")
+        if self.pos_embed == "rope" and (self.hidden_size // self.num_heads) % 4:
+            raise ValueError(
+                f"num_heads: head dimension {self.hidden_size // self.num_heads} must be divisible by 4 for rope"
+            )
+        if not 0.0 <= self.class_dropout_prob < 1.0:
+            raise ValueError(f"class_dropout_prob: {self.class_dropout_prob!r} not allowed; must be in [0, 1)")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio: {self.mlp_ratio!r} not allowed; must be > 0")
+        validate_routes(self.routes, self.depth)
+        validate_stochastic_depth(self.stochastic_depth, self.depth)
+        if self.routes and self.stochastic_depth is not None:
+            raise ValueError("stochastic_depth: cannot be combined with routes in one model; pick one ablation")
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.input_size // self.patch_size) ** 2
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * 2 if self.learn_sigma else self.in_channels
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["routes"] = [dataclasses.asdict(r) for r in self.routes]
+        return d
+
+    def replace(self, **changes) -> "DiTConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class DiTBlock(nn.Module):
+    """One transformer block conditioned by adaLN(-zero) modulation."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        d = cfg.hidden_size
+        self.post_norm = cfg.norm_placement == "post"
+        self.norm1 = make_norm(cfg.norm, d)
+        self.attn = Attention(d, cfg.num_heads, qkv_bias=True, qk_norm=cfg.qk_norm, norm=cfg.norm)
+        self.norm2 = make_norm(cfg.norm, d)
+        hidden = int(d * cfg.mlp_ratio)
+        self.mlp = SwiGLU(d, hidden) if cfg.mlp == "swiglu" else Mlp(d, hidden)
+        if cfg.conditioning == "adaln-zero":
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d, bias=True))
+        else:  # adaln-single: the model holds the shared projection, the block its (6, d) table
+            self.scale_shift_table = nn.Parameter(torch.zeros(6, d))
+
+    def modulation(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """c is the condition (B, d) for adaLN-zero, or the shared projection (B, 6d) for adaLN-single."""
+        if hasattr(self, "adaLN_modulation"):
+            return self.adaLN_modulation(c).chunk(6, dim=1)
+        mod = self.scale_shift_table[None] + c.view(c.shape[0], 6, -1)
+        return mod.unbind(1)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, rope=None) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(c)
+        if self.post_norm:
+            x = self.norm1(x + gate_msa.unsqueeze(1) * self.attn(modulate(x, shift_msa, scale_msa), rope))
+            return self.norm2(x + gate_mlp.unsqueeze(1) * self.mlp(modulate(x, shift_mlp, scale_mlp)))
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)
+        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    """adaLN (shift, scale) on the normalized tokens, then a linear map to patch pixels."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        d = cfg.hidden_size
+        self.norm_final = make_norm(cfg.norm, d)
+        self.linear = nn.Linear(d, cfg.patch_size * cfg.patch_size * cfg.out_channels, bias=True)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d, bias=True))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class DiT(nn.Module):
+    """Diffusion transformer; ``DiT()`` with no arguments is the official DiT-XL/2 at 256x256."""
+
+    def __init__(self, config: DiTConfig | None = None, **kwargs):
+        super().__init__()
+        if config is None:
+            config = DiTConfig(**kwargs)
+        elif kwargs:
+            config = config.replace(**kwargs)
+        cfg = self.config = config
+        self.learn_sigma = cfg.learn_sigma
+        self.in_channels = cfg.in_channels
+        self.out_channels = cfg.out_channels
+        self.patch_size = cfg.patch_size
+        self.num_heads = cfg.num_heads
+
+        self.x_embedder = PatchEmbed(cfg.input_size, cfg.patch_size, cfg.in_channels, cfg.hidden_size)
+        self.t_embedder = TimestepEmbedder(cfg.hidden_size)
+        self.y_embedder = LabelEmbedder(cfg.num_classes, cfg.hidden_size, cfg.class_dropout_prob)
+        num_patches = self.x_embedder.num_patches
+        if cfg.pos_embed == "sincos":
+            # fixed sin-cos table, stored as a frozen parameter as in the official checkpoints
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, cfg.hidden_size), requires_grad=False)
+        else:
+            cos, sin = rope_2d_tables(cfg.hidden_size // cfg.num_heads, self.x_embedder.grid_size)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        if cfg.conditioning == "adaln-single":
+            self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(cfg.hidden_size, 6 * cfg.hidden_size, bias=True))
+        self.blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.depth)])
+        self.final_layer = FinalLayer(cfg)
+        self.initialize_weights()
+
+    # ---------------------------------------------------------------------------------------
+    def initialize_weights(self) -> None:
+        """DiT's initialization: xavier-uniform linears, N(0, 0.02) embedders, zero adaLN and output."""
+
+        def _basic_init(module):
+            if isinstance(module, nn.Linear):
+                torch.nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.constant_(module.bias, 0)
+
+        self.apply(_basic_init)
+        if hasattr(self, "pos_embed"):
+            pe = get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.x_embedder.grid_size)
+            self.pos_embed.data.copy_(torch.from_numpy(pe).float().unsqueeze(0))
+        w = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
+        nn.init.constant_(self.x_embedder.proj.bias, 0)
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        d = self.config.hidden_size
+        for block in self.blocks:
+            if hasattr(block, "adaLN_modulation"):
+                nn.init.constant_(block.adaLN_modulation[-1].weight, 0)
+                nn.init.constant_(block.adaLN_modulation[-1].bias, 0)
+            else:
+                with torch.no_grad():
+                    block.scale_shift_table.copy_(torch.randn(6, d) / d**0.5)
+                    block.scale_shift_table[2].zero_()  # gate_msa
+                    block.scale_shift_table[5].zero_()  # gate_mlp
+        if hasattr(self, "t_block"):
+            nn.init.constant_(self.t_block[-1].weight, 0)
+            nn.init.constant_(self.t_block[-1].bias, 0)
+        nn.init.constant_(self.final_layer.adaLN_modulation[-1].weight, 0)
+        nn.init.constant_(self.final_layer.adaLN_modulation[-1].bias, 0)
+        nn.init.constant_(self.final_layer.linear.weight, 0)
+        nn.init.constant_(self.final_layer.linear.bias, 0)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, p*p*C) -> (B, C, H, W)."""
+        c, p = self.out_channels, self.x_embedder.patch_size
+        h = w = self.x_embedder.grid_size
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        x = torch.einsum("nhwpqc->nchpwq", x)
+        return x.reshape(x.shape[0], c, h * p, w * p)
+
+    # ---------------------------------------------------------------------------------------
+    def routing_active(self, force_routing: bool = False) -> bool:
+        return bool(self.config.routes) and (self.training or force_routing)
+
+    def _rope(self, ids: torch.Tensor | None):
+        if not hasattr(self, "rope_cos"):
+            return None
+        if ids is None:
+            return self.rope_cos[None], self.rope_sin[None]
+        return self.rope_cos[ids], self.rope_sin[ids]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        keep_ids: Sequence[torch.Tensor] | None = None,
+        force_routing: bool = False,
+        force_drop_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B, C, H, W), t (B,) diffusion time, y (B,) labels -> (B, out_channels, H, W).
+
+        ``generator`` drives label dropout, route selection and stochastic depth (in that order);
+        ``keep_ids`` gives each route's kept-token indices (B, N - floor(N*rate)) explicitly.
+        Routes and stochastic depth act only in training mode, or when ``force_routing``.
+        """
+        x = self.x_embedder(x)
+        if hasattr(self, "pos_embed"):
+            x = x + self.pos_embed
+        t = self.t_embedder(t)
+        y = self.y_embedder(y, self.training, force_drop_ids=force_drop_ids, generator=generator)
+        c = t + y
+        x = self.forward_blocks(x, c, generator=generator, keep_ids=keep_ids, force_routing=force_routing)
+        x = self.final_layer(x, c)
+        return self.unpatchify(x)
+
+    def forward_blocks(self, x, c, *, generator=None, keep_ids=None, force_routing=False):
+        cfg = self.config
+        block_c = self.t_block(c) if hasattr(self, "t_block") else c
+        B, N, _ = x.shape
+        routing = self.routing_active(force_routing)
+        starts = {r.start: i for i, r in enumerate(cfg.routes)} if routing else {}
+        if keep_ids is not None and len(keep_ids) != len(cfg.routes):
+            raise ValueError(f"keep_ids: got {len(keep_ids)} index tensors for {len(cfg.routes)} routes")
+        fp32_blocks = {r.end + 1 for r in cfg.routes} if routing and cfg.fp32_after_route else set()
+        sd = cfg.stochastic_depth if (self.training or force_routing) else None
+        route, saved, ids = None, None, None
+        rope = self._rope(None)
+        for i, block in enumerate(self.blocks):
+            if i in starts:
+                k = starts[i]
+                route = cfg.routes[k]
+                if keep_ids is not None:
+                    ids = check_keep_ids(keep_ids[k].to(x.device), B, N, route, k)
+                else:
+                    ids = sample_keep_ids(B, N, route.rate, generator, device=x.device)
+                saved, x = x, gather_tokens(x, ids)
+                rope = self._rope(ids)
+            if sd is not None and sd.start <= i <= sd.end and sd.prob > 0:
+                x = self._stochastic_block(block, x, block_c, rope, sd.prob, generator)
+            elif i in fp32_blocks and torch.is_autocast_enabled(x.device.type):
+                with torch.autocast(device_type=x.device.type, enabled=False):
+                    x = block(x.float(), block_c.float(), rope)
+            else:
+                x = block(x, block_c, rope)
+            if route is not None and i == route.end:
+                x = scatter_tokens(saved, ids, x)
+                route, saved, ids = None, None, None
+                rope = self._rope(None)
+        return x
+
+    @staticmethod
+    def _stochastic_block(block, x, c, rope, prob, generator):
+        """Run ``block`` only on the samples that keep it; rescale their increment by 1/(1-prob)."""
+        keep = torch.rand(x.shape[0], generator=generator, device=generator.device if generator else x.device)
+        idx = (keep >= prob).nonzero().squeeze(1).to(x.device)
+        if idx.numel() == 0:
+            return x
+        xs = x.index_select(0, idx)
+        cs = c.index_select(0, idx)
+        inc = (block(xs, cs, rope) - xs) / (1.0 - prob)
+        return x.index_add(0, idx, inc.to(x.dtype))
+
+    def forward_with_cfg(self, x, t, y, cfg_scale, guided_channels: int = 3):
+        """Classifier-free guidance as in the official code: the batch's second half holds null labels.
+
+        DiT guides only the first three channels of its 4-channel latents ("for exact
+        reproducibility"); ``guided_channels=None`` guides all ``in_channels``. The count is capped at
+        ``in_channels``, so learned-variance channels are never guided.
+        """
+        half = x[: len(x) // 2]
+        combined = torch.cat([half, half], dim=0)
+        model_out = self.forward(combined, t, y)
+        k = self.in_channels if guided_channels is None else min(guided_channels, self.in_channels)
+        eps, rest = model_out[:, :k], model_out[:, k:]
+        cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
+        half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+        eps = torch.cat([half_eps, half_eps], dim=0)
+        return torch.cat([eps, rest], dim=1)
+
+
+@contextlib.contextmanager
+def dense_inference(model: nn.Module):
+    """Eval mode for the duration (routes and stochastic depth off, no label dropout), restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+# ------------------------------------------------------------------------------------------
+# The twelve named sizes of the paper (Table 1) and SiT's names for the same backbones
+# ------------------------------------------------------------------------------------------
+
+SIZES = {
+    "S": dict(depth=12, hidden_size=384, num_heads=6),
+    "B": dict(depth=12, hidden_size=768, num_heads=12),
+    "L": dict(depth=24, hidden_size=1024, num_heads=16),
+    "XL": dict(depth=28, hidden_size=1152, num_heads=16),
+}
+PATCHES = (2, 4, 8)
+MODEL_NAMES = tuple(f"{family}-{s}/{p}" for family in ("DiT", "SiT") for s in SIZES for p in PATCHES)
+
+
+def config_for(name: str, **overrides) -> DiTConfig:
+    """``DiTConfig`` of a named model (``DiT-XL/2`` ... ``SiT-S/8``), with keyword overrides.
+
+    SiT uses DiT's backbone unchanged but predicts no variance (``learn_sigma=False``).
+    """
+    try:
+        family, rest = name.split("-", 1)
+        size, patch = rest.split("/")
+        base = dict(SIZES[size], patch_size=int(patch))
+        if family not in ("DiT", "SiT") or int(patch) not in PATCHES:
+            raise KeyError(name)
+    except (ValueError, KeyError):
+        raise ValueError(f"model: unknown name {name!r}; allowed: {', '.join(MODEL_NAMES)}") from None
+    if family == "SiT":
+        base["learn_sigma"] = False
+    known = {f.name for f in dataclasses.fields(DiTConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"model overrides: unknown field(s) {unknown}; allowed: {sorted(known)}")
+    base.update(overrides)
+    return DiTConfig(**base)
+
+
+def create(name: str, **overrides) -> DiT:
+    """Build a named model: ``create("DiT-XL/2")``, ``create("DiT-B/2", routes=[(2, 8, 0.5)])``."""
+    return DiT(config_for(name, **overrides))
+
+
+def tread_routes(depth: int, rate: float = 0.5) -> tuple[Route, ...]:
+    """TREAD's official single route: block 2 to block depth-4 (2->8 for 12 blocks, 2->24 for 28)."""
+    return (Route(2, depth - 4, rate),)
