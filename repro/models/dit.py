@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -103,13 +103,9 @@ class DiTConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}: {v!r} is not allowed; must be a positive integer")
         if self.input_size % self.patch_size:
-            raise ValueError(
-                f"input_size: {self.input_size} is not divisible by patch_size {self.patch_size}"
-            )
+            raise ValueError(f"input_size: {self.input_size} is not divisible by patch_size {self.patch_size}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size: {self.hidden_size} is not divisible by num_heads {self.num_heads}"
-            )
+            raise ValueError(f"hidden_size: {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.pos_embed == "sincos" and self.hidden_size % 4:
             raise ValueError(f"hidden_size: {self.hidden_size} must be divisible by 4 for sincos pos_embed")
         if self.pos_embed == "rope" and (self.hidden_size // self.num_heads) % 4:
@@ -138,7 +134,7 @@ class DiTConfig:
         d["routes"] = [dataclasses.asdict(r) for r in self.routes]
         return d
 
-    def replace(self, **changes) -> "DiTConfig":
+    def replace(self, **changes) -> DiTConfig:
         return dataclasses.replace(self, **changes)
 
 

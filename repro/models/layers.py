@@ -48,8 +48,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.img_size, self.img_size):
             raise ValueError(
-                f"input: spatial size {tuple(x.shape[-2:])} does not match the model's input_size "
-                f"{self.img_size}"
+                f"input: spatial size {tuple(x.shape[-2:])} does not match the model's input_size {self.img_size}"
             )
         return self.proj(x).flatten(2).transpose(1, 2)
 

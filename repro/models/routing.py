@@ -17,8 +17,8 @@ that keep a block are computed, so, like TREAD, stochastic depth makes a trainin
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
