@@ -12,6 +12,7 @@ import importlib
 import sys
 
 COMMANDS: dict[str, str] = {
+    "speedup": "repro.speedup:register_cli",
 }
 
 
