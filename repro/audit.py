@@ -1,0 +1,641 @@
+"""Parameter and MAC counts, and the arithmetic behind the published speedups.
+
+Everything is counted on the ``meta`` device: models are built from their configuration with no weights,
+and ``torch.utils.flop_counter.FlopCounterMode`` records the matrix products (linear layers, convolutions,
+attention). That counter charges 2 FLOPs per multiply-accumulate, so MACs = FLOPs / 2. DiT's tables call
+MACs "Gflops"; this module reports MACs and says so, and gives the FLOPs next to them where a published
+figure could mean either.
+
+Sections of the audit (``repro audit`` writes them to ``goldens/audit.json``):
+
+- ``dit_sizes``: parameters and forward MACs of the twelve DiT models at 256x256 (latent 32x32x4),
+  against DiT's Table 4, with the counting conventions that were tried on the entries that differ.
+- ``tread_routes``: MACs of DiT-B/2 and DiT-XL/2 with and without TREAD's route at rate 0.5, for a
+  forward pass and for a training step (forward and backward).
+- ``adaln``: the share of DiT-XL/2's parameters held by the per-block adaLN projections, and what
+  PixArt-alpha's shared adaLN-single saves.
+- ``sd_vae``: the Stable Diffusion kl-f8 autoencoder's encoder and decoder at 256x256.
+- ``speedups``: TREAD's 14x and 37x, REPA's 17.5x and LightningDiT's 21.8x rebuilt from the published
+  points, as (iteration ratio) x (per-iteration cost ratio).
+
+The published numbers used here are copied from the papers (their sources are named next to them);
+every other number is computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .io import atomic_write_json
+from .models import SIZES, DiT, config_for, tread_routes
+
+DEFAULT_OUT = Path("goldens/audit.json")
+
+# ------------------------------------------------------------------------------------------------------------
+# Published numbers (facts from the papers; everything derived from them is computed below)
+# ------------------------------------------------------------------------------------------------------------
+
+# DiT (arXiv 2212.09748), Table 4: forward "Gflops" (= GMACs) at 256x256, and parameters in millions.
+PAPER_DIT_GMACS: dict[str, float] = {
+    "DiT-S/8": 0.36, "DiT-S/4": 1.41, "DiT-S/2": 6.06,
+    "DiT-B/8": 1.42, "DiT-B/4": 5.56, "DiT-B/2": 23.01,
+    "DiT-L/8": 5.01, "DiT-L/4": 19.70, "DiT-L/2": 80.71,
+    "DiT-XL/8": 7.39, "DiT-XL/4": 29.05, "DiT-XL/2": 118.64,
+}
+PAPER_DIT_GMACS_DECIMALS = 2
+PAPER_DIT_PARAMS_M: dict[str, int] = {"S": 33, "B": 130, "L": 458, "XL": 675}
+
+# TREAD (arXiv 2501.04765), Figure 1: unguided FID-50K against A100 training hours, as read off the plot.
+# DiT-XL/2: (thousand iterations, hours, FID); the FIDs are DiT's own published values.
+DIT_XL2_POINTS: tuple[tuple[float, float, float], ...] = ((400, 240, 19.47), (2352, 1417, 10.67), (7000, 4214, 9.62))
+# TREAD-XL/2: (hours, FID); the paper's Table 2 gives FID 7.38 for TREAD-XL/2 at 400K iterations.
+TREAD_XL2_POINTS: tuple[tuple[float, float], ...] = (
+    (55, 22.2), (73, 16.6), (92, 12.2), (114, 9.7), (147, 7.35), (258, 5.1)
+)
+TREAD_XL2_FID_AT_400K = 7.38
+TREAD_CLAIMED = {"at_dit_third": 14.0, "at_dit_final": 37.0}
+
+# REPA (arXiv 2410.06940): SiT-XL/2 + REPA at 400K iterations vs plain SiT-XL/2 at 7M, unguided FID.
+REPA = {"repa_kiters": 400, "repa_fid": 7.9, "sit_kiters": 7000, "sit_fid": 8.3, "claimed": 17.5}
+
+# LightningDiT (arXiv 2501.01423): epochs to a similar guided FID; DiT-XL/2's recipe for the epoch count.
+LIGHTNINGDIT = {"dit_epochs": 1400, "dit_fid": 2.27, "lightningdit_epochs": 64, "lightningdit_fid": 2.11,
+                "claimed": 21.8}
+DIT_RECIPE = {"kiters": 7000, "batch": 256}
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+# PixArt-alpha (arXiv 2310.00426): parameters with per-block adaLN and with adaLN-single, in millions.
+PIXART = {"per_block_params_m": 833, "single_params_m": 611, "claimed_share": 0.27, "claimed_saving": 0.26}
+REPLY_ADALN_SHARE = 0.30
+
+# The SD-VAE cost quoted in the debate's reply, in "GFLOPs" per 256x256 image (encoder + decoder).
+SD_VAE_QUOTED = 445.87
+SD_VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, sample_size=256,
+    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4, act_fn="silu",
+)
+
+# ------------------------------------------------------------------------------------------------------------
+# Counting
+# ------------------------------------------------------------------------------------------------------------
+
+_ATTENTION_OPS = ("bmm", "scaled_dot_product")  # in these models only attention uses batched matmuls
+
+
+def macs_by_op(run: Callable[[], Any]) -> dict[str, int]:
+    """Run ``run()`` under FlopCounterMode; MACs per aten op (the counter charges 2 FLOPs per MAC)."""
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return {str(op): int(flops) // 2 for op, flops in counter.get_flop_counts()["Global"].items()}
+
+
+def attention_macs(by_op: Mapping[str, int]) -> int:
+    """MACs of the attention score and value products (q k^T and a v), kept apart from linear layers."""
+    return sum(n for op, n in by_op.items() if any(key in op for key in _ATTENTION_OPS))
+
+
+class ElementCounter:
+    """Counts the elements that pass through norms and activations, and the bias adds of convolutions.
+
+    Matrix-product counters ignore these; some published figures count them (one op per element), so the
+    audit records them to test which convention a figure used.
+    """
+
+    NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+    ACTIVATIONS = (nn.SiLU, nn.GELU)
+
+    def __init__(self, model: nn.Module):
+        self.counts = {"norm_elements": 0, "activation_elements": 0, "conv_bias_adds": 0}
+        self._handles = [m.register_forward_hook(self._hook) for m in model.modules()]
+
+    def _hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        if isinstance(module, self.NORMS):
+            self.counts["norm_elements"] += inputs[0].numel()
+        elif isinstance(module, self.ACTIVATIONS):
+            self.counts["activation_elements"] += output.numel()
+        elif isinstance(module, nn.Conv2d) and module.bias is not None:
+            self.counts["conv_bias_adds"] += output.numel()
+
+    def close(self) -> dict[str, int]:
+        for h in self._handles:
+            h.remove()
+        return dict(self.counts)
+
+
+def num_params(module: nn.Module, trainable_only: bool = False) -> int:
+    """Parameter count; ``trainable_only`` leaves out frozen tensors (DiT's fixed sin-cos table)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def meta_dit(name: str, **overrides) -> DiT:
+    """A named DiT built on the meta device (shapes only). Routed blocks need no fp32 cast to be counted."""
+    if overrides.get("routes"):
+        overrides.setdefault("fp32_after_route", False)  # a dtype cast on the block after a route; no MACs
+    with torch.device("meta"):
+        return DiT(config_for(name, **overrides))
+
+
+def _dit_inputs(model: DiT, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    cfg = model.config
+    x = torch.empty(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device="meta")
+    t = torch.empty(batch, device="meta")
+    y = torch.zeros(batch, dtype=torch.long, device="meta")
+    return x, t, y
+
+
+def dit_forward_macs(model: DiT, batch: int = 1, routed: bool = False) -> dict[str, int]:
+    """MACs by op of one forward pass; ``routed`` forces the model's routes on (as in a training step)."""
+    model.eval()
+    x, t, y = _dit_inputs(model, batch)
+    with torch.no_grad():
+        return macs_by_op(lambda: model(x, t, y, force_routing=routed))
+
+
+def dit_train_step_macs(model: DiT, batch: int = 1) -> dict[str, int]:
+    """MACs by op of a training step: forward in training mode (routes active) and backward to every weight.
+
+    The loss (a mean of squares) and the optimizer update are elementwise and not counted.
+    """
+    model.train()
+    x, t, y = _dit_inputs(model, batch)
+
+    def step():
+        out = model(x, t, y)
+        out.square().mean().backward()
+
+    by_op = macs_by_op(step)
+    model.zero_grad(set_to_none=True)
+    return by_op
+
+
+def printed(value: float, decimals: int) -> float:
+    """``value`` as a table prints it: rounded half-up to ``decimals`` places."""
+    q = Decimal(1).scaleb(-decimals)
+    return float(Decimal(repr(float(value))).quantize(q, rounding=ROUND_HALF_UP))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sections
+# ------------------------------------------------------------------------------------------------------------
+
+
+def audit_dit_sizes() -> dict[str, Any]:
+    """Parameters and forward MACs of the twelve DiT sizes against DiT's Table 4 (per image, 256x256)."""
+    d = PAPER_DIT_GMACS_DECIMALS
+    entries: dict[str, Any] = {}
+    for name, paper_gmacs in PAPER_DIT_GMACS.items():
+        model = meta_dit(name)
+        counter = ElementCounter(model)
+        by_op = dit_forward_macs(model)
+        elements = counter.close()
+        macs = sum(by_op.values())
+        gmacs = macs / 1e9
+        size = name.split("-")[1].split("/")[0]
+        trainable = num_params(model, trainable_only=True)
+        norm_convention = (macs + elements["norm_elements"]) / 1e9
+        entries[name] = {
+            "params": num_params(model),
+            "trainable_params": trainable,
+            "trainable_params_m": trainable / 1e6,
+            "paper_params_m": PAPER_DIT_PARAMS_M[size],
+            "params_match_printed": round(trainable / 1e6) == PAPER_DIT_PARAMS_M[size],
+            "macs": macs,
+            "gmacs": gmacs,
+            "gflops": 2 * gmacs,
+            "paper_gmacs": paper_gmacs,
+            "gmacs_printed": printed(gmacs, d),
+            "gmacs_match_printed": printed(gmacs, d) == paper_gmacs,
+            "gmacs_minus_paper": gmacs - paper_gmacs,
+            "diff_in_last_printed_digits": (gmacs - paper_gmacs) * 10**d,
+            "rel_diff": gmacs / paper_gmacs - 1.0,
+            "flops_over_paper": 2 * gmacs / paper_gmacs,
+            "attention_gmacs": attention_macs(by_op) / 1e9,
+            "macs_by_op": by_op,
+            "norm_elements": elements["norm_elements"],
+            "gmacs_plus_norm_elements": norm_convention,
+            "plus_norm_elements_match_printed": printed(norm_convention, d) == paper_gmacs,
+        }
+    patch2 = [n for n in entries if n.endswith("/2")]
+    return {
+        "unit": "MACs per image, forward pass, 256x256 (latent 32x32x4); DiT's 'Gflops' are MACs",
+        "entries": entries,
+        "summary": {
+            "entries": len(entries),
+            "gmacs_match_printed": sum(e["gmacs_match_printed"] for e in entries.values()),
+            "gmacs_mismatches": {n: [e["gmacs"], e["paper_gmacs"]] for n, e in entries.items()
+                                 if not e["gmacs_match_printed"]},
+            "max_abs_gmacs_diff": max(abs(e["gmacs_minus_paper"]) for e in entries.values()),
+            "max_abs_rel_diff": max(abs(e["rel_diff"]) for e in entries.values()),
+            "max_abs_diff_in_last_printed_digits": max(abs(e["diff_in_last_printed_digits"]) for e in entries.values()),
+            "min_flops_over_paper": min(e["flops_over_paper"] for e in entries.values()),
+            "max_flops_over_paper": max(e["flops_over_paper"] for e in entries.values()),
+            "plus_norm_elements_match_printed": sum(e["plus_norm_elements_match_printed"] for e in entries.values()),
+            "plus_norm_elements_mismatches": [n for n, e in entries.items()
+                                              if not e["plus_norm_elements_match_printed"]],
+            "params_note": "trainable parameters (the frozen sin-cos table left out), in millions as printed; "
+                           "the paper gives one count per size, which the patch-2 models match",
+            "patch2_params_match_printed": sum(entries[n]["params_match_printed"] for n in patch2),
+            "patch2_models": len(patch2),
+            "params_match_printed": sum(e["params_match_printed"] for e in entries.values()),
+            "min_attention_share": min(e["attention_gmacs"] / e["gmacs"] for e in entries.values()),
+        },
+    }
+
+
+def audit_tread_routes(rate: float = 0.5) -> dict[str, Any]:
+    """MACs of TREAD's official route on DiT-B/2 (2->8) and DiT-XL/2 (2->24), forward and training step."""
+    out: dict[str, Any] = {"unit": "MACs per image", "rate": rate}
+    for name in ("DiT-B/2", "DiT-XL/2"):
+        depth = SIZES[name.split("-")[1].split("/")[0]]["depth"]
+        routes = tread_routes(depth, rate)
+        dense, routed = meta_dit(name), meta_dit(name, routes=routes)
+        fwd_dense = sum(dit_forward_macs(dense).values())
+        fwd_routed = sum(dit_forward_macs(routed, routed=True).values())
+        step_dense = sum(dit_train_step_macs(dense).values())
+        step_routed = sum(dit_train_step_macs(routed).values())
+        r = routes[0]
+        out[name] = {
+            "route": {"start": r.start, "end": r.end, "rate": r.rate,
+                      "kept_tokens": r.num_kept(dense.config.num_tokens), "tokens": dense.config.num_tokens},
+            "params_dense": num_params(dense),
+            "params_routed": num_params(routed),
+            "forward": _saving(fwd_dense, fwd_routed),
+            "train_step": _saving(step_dense, step_routed),
+            "train_step_over_forward_dense": step_dense / fwd_dense,
+        }
+    return out
+
+
+def _saving(dense: int, routed: int) -> dict[str, Any]:
+    return {"dense_macs": dense, "routed_macs": routed, "dense_gmacs": dense / 1e9, "routed_gmacs": routed / 1e9,
+            "dense_over_routed": dense / routed, "saving": 1.0 - routed / dense}
+
+
+def audit_adaln() -> dict[str, Any]:
+    """Parameters in per-block adaLN projections of DiT-XL/2, and the saving of shared adaLN-single."""
+    model = meta_dit("DiT-XL/2")
+    total = num_params(model, trainable_only=True)
+    per_block = sum(num_params(b.adaLN_modulation) for b in model.blocks)
+    final = num_params(model.final_layer.adaLN_modulation)
+    single = meta_dit("DiT-XL/2", conditioning="adaln-single")
+    total_single = num_params(single, trainable_only=True)
+    saving = total - total_single
+    pix_total = PIXART["per_block_params_m"] * 1e6
+    pix_saving = (PIXART["per_block_params_m"] - PIXART["single_params_m"]) * 1e6
+    return {
+        "unit": "trainable parameters (the frozen sin-cos table left out)",
+        "model": "DiT-XL/2",
+        "params": total,
+        "per_block_adaln_params": per_block,
+        "final_layer_adaln_params": final,
+        "per_block_share": per_block / total,
+        "all_adaln_share": (per_block + final) / total,
+        "adaln_single_params": total_single,
+        "adaln_single_shared_and_tables": num_params(single.t_block) + sum(b.scale_shift_table.numel()
+                                                                          for b in single.blocks),
+        "adaln_single_saving": saving,
+        "adaln_single_saving_share": saving / total,
+        "reply_claimed_share": REPLY_ADALN_SHARE,
+        "pixart": {
+            "note": "PixArt-alpha has DiT-XL/2's width and depth plus cross-attention, hence a larger total",
+            "published_per_block_params": int(pix_total),
+            "published_single_params": int(PIXART["single_params_m"] * 1e6),
+            "per_block_adaln_share_of_published_total": per_block / pix_total,
+            "published_saving": int(pix_saving),
+            "published_saving_share": pix_saving / pix_total,
+            "counted_saving_over_published": saving / pix_saving,
+            "claimed_share": PIXART["claimed_share"],
+            "claimed_saving": PIXART["claimed_saving"],
+        },
+    }
+
+
+def build_sd_vae() -> nn.Module:
+    """The Stable Diffusion kl-f8 autoencoder (diffusers ``AutoencoderKL``) on the meta device, no weights."""
+    from diffusers import AutoencoderKL
+
+    with torch.device("meta"):
+        return AutoencoderKL(**SD_VAE_CONFIG)
+
+
+def audit_sd_vae(image_size: int = 256) -> dict[str, Any]:
+    """Encoder (with quant_conv) and decoder (with post_quant_conv) MACs and parameters for one image."""
+    vae = build_sd_vae()
+    latent = image_size // 8
+    parts = {
+        "encoder": (nn.Sequential(vae.encoder, vae.quant_conv), (1, 3, image_size, image_size)),
+        "decoder": (nn.Sequential(vae.post_quant_conv, vae.decoder), (1, 4, latent, latent)),
+    }
+    out: dict[str, Any] = {"unit": "MACs per image", "image_size": image_size, "config": _jsonable(SD_VAE_CONFIG)}
+    for part, (module, shape) in parts.items():
+        x = torch.empty(*shape, device="meta")
+        counter = ElementCounter(module)
+        with torch.no_grad():
+            by_op = macs_by_op(lambda m=module, x=x: m(x))
+        elements = counter.close()
+        macs = sum(by_op.values())
+        attn = attention_macs(by_op)
+        out[part] = {
+            "params": num_params(module),
+            "macs": macs,
+            "gmacs": macs / 1e9,
+            "attention_gmacs": attn / 1e9,
+            "gmacs_without_attention_products": (macs - attn) / 1e9,
+            "macs_by_op": by_op,
+            **elements,
+            # one op per conv bias add, per normalised element and per activation, none for q k^T and a v
+            "gops_elementwise_convention": (macs - attn + sum(elements.values())) / 1e9,
+        }
+    enc, dec = out["encoder"], out["decoder"]
+    total = enc["gmacs"] + dec["gmacs"]
+    conv = enc["gops_elementwise_convention"] + dec["gops_elementwise_convention"]
+    dit = sum(dit_forward_macs(meta_dit("DiT-XL/2")).values()) / 1e9
+    out["total"] = {
+        "params": enc["params"] + dec["params"],
+        "gmacs": total,
+        "gflops": 2 * total,
+        "gmacs_without_attention_products": enc["gmacs_without_attention_products"]
+        + dec["gmacs_without_attention_products"],
+        "gops_elementwise_convention": conv,
+        "quoted": SD_VAE_QUOTED,
+        "gmacs_over_quoted": total / SD_VAE_QUOTED,
+        "gflops_over_quoted": 2 * total / SD_VAE_QUOTED,
+        "elementwise_convention_printed": printed(conv, 2),
+    }
+    out["context"] = {
+        "dit_xl2_forward_gmacs": dit,
+        "decoder_over_dit_xl2_forward": dec["gmacs"] / dit,
+        "encoder_over_dit_xl2_train_step": enc["gmacs"] / (3 * dit),
+        "decoder_share_of_250_step_guided_sampling": dec["gmacs"] / (dec["gmacs"] + 250 * 2 * dit),
+        "note": "a DiT-XL/2 training step taken as 3 forward passes (the counted ratio is in tread_routes); "
+                "guided sampling runs the model on a doubled batch",
+    }
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Speedup arithmetic
+# ------------------------------------------------------------------------------------------------------------
+
+
+def cost_to_reach(points: Sequence[tuple[float, float]], target: float) -> float | None:
+    """Cost at which a curve of (cost, FID) points first reaches ``target`` FID or better.
+
+    The crossing is interpolated between the bracketing points with FID linear in log-cost; ``None`` means the
+    curve never gets there. If the first point already meets the target, its cost is returned.
+    """
+    pts = sorted(points)
+    for i, (cost, fid) in enumerate(pts):
+        if fid <= target:
+            if i == 0:
+                return float(cost)
+            c0, f0 = pts[i - 1]
+            frac = (f0 - target) / (f0 - fid)
+            return float(math.exp(math.log(c0) + frac * (math.log(cost) - math.log(c0))))
+    return None
+
+
+def _hours_per_kiter(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope through the origin of hours against thousand iterations."""
+    return sum(k * h for k, h in points) / sum(k * k for k, _ in points)
+
+
+def rebuild_tread_speedup(target_fid: float, dit_kiters: float, dit_hours: float, tread_hours_per_kiter: float,
+                          dit_hours_per_kiter: float, step_mac_ratio: float) -> dict[str, Any]:
+    """One of TREAD's speedups: hours ratio from the figure, and iteration ratio times a per-iteration cost ratio."""
+    tread_hours = cost_to_reach(TREAD_XL2_POINTS, target_fid)
+    nearest = min(TREAD_XL2_POINTS, key=lambda p: abs(p[1] - target_fid))
+    if tread_hours is None:
+        return {"target_fid": target_fid, "reached": False}
+    tread_kiters = tread_hours / tread_hours_per_kiter
+    iteration_ratio = dit_kiters / tread_kiters
+    return {
+        "target_fid": target_fid,
+        "reached": True,
+        "dit_kiters": dit_kiters,
+        "dit_hours": dit_hours,
+        "tread_hours": tread_hours,
+        "tread_kiters": tread_kiters,
+        "hours_ratio": dit_hours / tread_hours,
+        "nearest_point": {"hours": nearest[0], "fid": nearest[1], "hours_ratio": dit_hours / nearest[0]},
+        "iteration_ratio": iteration_ratio,
+        "figure_cost_ratio": dit_hours_per_kiter / tread_hours_per_kiter,
+        "iteration_ratio_x_figure_cost_ratio": iteration_ratio * dit_hours_per_kiter / tread_hours_per_kiter,
+        "counted_step_mac_ratio": step_mac_ratio,
+        "iteration_ratio_x_counted_mac_ratio": iteration_ratio * step_mac_ratio,
+    }
+
+
+def audit_speedups(tread: Mapping[str, Any], lightning_gmacs: float, dit_gmacs: float) -> dict[str, Any]:
+    """Rebuild the published speedups. ``tread`` is the ``tread_routes`` section (for the counted MAC ratio)."""
+    dit_hpk = _hours_per_kiter([(k, h) for k, h, _ in DIT_XL2_POINTS])
+    # TREAD's hours per thousand iterations: its 400K model (FID 7.38) is the figure's point with the closest FID
+    anchor = min(TREAD_XL2_POINTS, key=lambda p: abs(p[1] - TREAD_XL2_FID_AT_400K))
+    tread_hpk = anchor[0] / 400
+    xl = tread["DiT-XL/2"]
+    mac_ratio = xl["train_step"]["dense_over_routed"]
+    (k400, h400, f400), (k_mid, h_mid, f_mid), (k7m, h7m, f7m) = DIT_XL2_POINTS
+    common = dict(tread_hours_per_kiter=tread_hpk, dit_hours_per_kiter=dit_hpk, step_mac_ratio=mac_ratio)
+    dit_reaches_tread_400k = cost_to_reach([(k, f) for k, _, f in DIT_XL2_POINTS], TREAD_XL2_FID_AT_400K)
+    dit_epochs = DIT_RECIPE["kiters"] * 1000 * DIT_RECIPE["batch"] / IMAGENET_TRAIN_IMAGES
+    return {
+        "unit": "ratio of costs to reach the same FID (hours on A100s read from TREAD's Figure 1, or iterations)",
+        "calibration": {
+            "dit_hours_per_kiter": dit_hpk,
+            "tread_hours_per_kiter": tread_hpk,
+            "tread_anchor_point": {"hours": anchor[0], "fid": anchor[1], "kiters": 400,
+                                   "fid_at_400k": TREAD_XL2_FID_AT_400K},
+            "figure_cost_ratio": dit_hpk / tread_hpk,
+            "counted_forward_mac_ratio": xl["forward"]["dense_over_routed"],
+            "counted_step_mac_ratio": mac_ratio,
+        },
+        "tread_37x": {"claimed": TREAD_CLAIMED["at_dit_final"],
+                      **rebuild_tread_speedup(f7m, k7m, h7m, **common)},
+        "tread_14x": {
+            "claimed": TREAD_CLAIMED["at_dit_third"],
+            "anchor_2352k": rebuild_tread_speedup(f_mid, k_mid, h_mid, **common),
+            "anchor_400k": rebuild_tread_speedup(f400, k400, h400, **common),
+            "dit_reaches_tread_400k_fid": dit_reaches_tread_400k is not None,
+            "dit_best_fid": min(f for _, _, f in DIT_XL2_POINTS),
+        },
+        "repa_17x": {
+            "claimed": REPA["claimed"],
+            "iteration_ratio": REPA["sit_kiters"] / REPA["repa_kiters"],
+            "repa_fid_below_sit": REPA["repa_fid"] < REPA["sit_fid"],
+            "unit": "iterations (the frozen encoder REPA runs every step is not in the ratio)",
+        },
+        "lightningdit_21x": {
+            "claimed": LIGHTNINGDIT["claimed"],
+            "epoch_ratio": LIGHTNINGDIT["dit_epochs"] / LIGHTNINGDIT["lightningdit_epochs"],
+            "dit_recipe_epochs": dit_epochs,
+            "fid_gap": LIGHTNINGDIT["lightningdit_fid"] - LIGHTNINGDIT["dit_fid"],
+            "lightningdit_xl1_gmacs": lightning_gmacs,
+            "dit_xl2_gmacs": dit_gmacs,
+            "per_image_mac_ratio": dit_gmacs / lightning_gmacs,
+            "unit": "epochs (images seen); LightningDiT-XL/1 on a 16x16x32 latent costs about what DiT-XL/2 does",
+        },
+    }
+
+
+def lightningdit_xl1() -> DiT:
+    """A LightningDiT-XL/1-like model: DiT-XL width and depth, SwiGLU, RMSNorm, RoPE, qk-norm, patch 1 on 16x16x32."""
+    return meta_dit("SiT-XL/2", input_size=16, patch_size=1, in_channels=32, mlp="swiglu", norm="rmsnorm",
+                    pos_embed="rope", qk_norm=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The whole audit, files and command line
+# ------------------------------------------------------------------------------------------------------------
+
+
+def run_audit() -> dict[str, Any]:
+    torch.set_flush_denormal(True)
+    sizes = audit_dit_sizes()
+    tread = audit_tread_routes()
+    lightning = sum(dit_forward_macs(lightningdit_xl1()).values()) / 1e9
+    return {
+        "dit_sizes": sizes,
+        "tread_routes": tread,
+        "adaln": audit_adaln(),
+        "sd_vae": audit_sd_vae(),
+        "speedups": audit_speedups(tread, lightning, sizes["entries"]["DiT-XL/2"]["gmacs"]),
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def provenance(command: str) -> dict[str, Any]:
+    import diffusers
+
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "command": command,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "python": platform.python_version(),
+        "device": "meta (shapes only, no weights); counter torch.utils.flop_counter.FlopCounterMode",
+        "host": platform.machine(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_audit(audit: Mapping[str, Any], path: str | os.PathLike, command: str) -> Path:
+    """Write the audit with its provenance, atomically (temp file + rename)."""
+    return atomic_write_json(path, {"provenance": provenance(command), **audit})
+
+
+def load_audit(path: str | os.PathLike = DEFAULT_OUT) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+def diff_audits(old: Any, new: Any, path: str = "", rel_tol: float = 1e-9) -> list[str]:
+    """Paths where two audits differ (numbers compared with ``rel_tol``); provenance is ignored."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        keys = sorted((set(old) | set(new)) - ({"provenance"} if not path else set()))
+        return [d for k in keys for d in diff_audits(old.get(k), new.get(k), f"{path}.{k}".lstrip("."), rel_tol)]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in diff_audits(a, b, f"{path}[{i}]", rel_tol)]
+    both_numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (old, new))
+    if both_numbers and math.isclose(old, new, rel_tol=rel_tol, abs_tol=1e-12):
+        return []
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
+def summary_lines(audit: Mapping[str, Any]) -> list[str]:
+    s = audit["dit_sizes"]
+    lines = ["DiT sizes (forward GMACs per image at 256x256; DiT's 'Gflops' are MACs):",
+             f"  {'model':<9} {'params':>10} {'paper':>6} {'GMACs':>10} {'paper':>7}  printed match"]
+    for name, e in s["entries"].items():
+        lines.append(f"  {name:<9} {e['trainable_params_m']:>9.2f}M {e['paper_params_m']:>5}M {e['gmacs']:>10.4f} "
+                     f"{e['paper_gmacs']:>7.2f}  {'yes' if e['gmacs_match_printed'] else 'no'}")
+    sm = s["summary"]
+    lines.append(f"  {sm['gmacs_match_printed']}/{sm['entries']} entries match at printed precision; "
+                 f"largest difference {sm['max_abs_gmacs_diff']:.4f} GMACs "
+                 f"({sm['max_abs_diff_in_last_printed_digits']:.2f} units of the last printed digit)")
+    for name in ("DiT-B/2", "DiT-XL/2"):
+        t = audit["tread_routes"][name]
+        r = t["route"]
+        lines.append(f"TREAD {name} route {r['start']}->{r['end']} rate {r['rate']}: forward "
+                     f"{t['forward']['dense_gmacs']:.2f} -> {t['forward']['routed_gmacs']:.2f} GMACs "
+                     f"({t['forward']['dense_over_routed']:.3f}x), training step {t['train_step']['dense_gmacs']:.2f}"
+                     f" -> {t['train_step']['routed_gmacs']:.2f} GMACs ({t['train_step']['dense_over_routed']:.3f}x)")
+    a = audit["adaln"]
+    lines.append(f"adaLN: per-block projections hold {a['per_block_share']:.2%} of DiT-XL/2's parameters; adaLN-single "
+                 f"saves {a['adaln_single_saving'] / 1e6:.1f}M ({a['adaln_single_saving_share']:.2%})")
+    v = audit["sd_vae"]
+    lines.append(f"SD-VAE at 256x256: encoder {v['encoder']['gmacs']:.2f} GMACs / {v['encoder']['params'] / 1e6:.2f}M, "
+                 f"decoder {v['decoder']['gmacs']:.2f} GMACs / {v['decoder']['params'] / 1e6:.2f}M, total "
+                 f"{v['total']['gmacs']:.2f} GMACs = {v['total']['gflops']:.2f} GFLOPs (quoted {SD_VAE_QUOTED})")
+    sp = audit["speedups"]
+    t37, t14 = sp["tread_37x"], sp["tread_14x"]
+    lines.append(f"TREAD 37x: {t37['hours_ratio']:.1f}x in figure hours, {t37['iteration_ratio']:.1f}x iterations x "
+                 f"{t37['counted_step_mac_ratio']:.3f} counted MAC ratio "
+                 f"= {t37['iteration_ratio_x_counted_mac_ratio']:.1f}x")
+    for key in ("anchor_2352k", "anchor_400k"):
+        r = t14[key]
+        lines.append(f"TREAD 14x, {key}: {r['hours_ratio']:.2f}x in figure hours, "
+                     f"{r['iteration_ratio_x_counted_mac_ratio']:.2f}x as iterations x counted MACs")
+    lines.append(f"REPA: {sp['repa_17x']['iteration_ratio']:.2f}x iterations; LightningDiT: "
+                 f"{sp['lightningdit_21x']['epoch_ratio']:.3f}x epochs")
+    return lines
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    audit = run_audit()
+    if args.check:
+        if not Path(args.out).exists():
+            print(f"audit: {args.out} does not exist; run `repro audit` to write it", file=sys.stderr)
+            return 1
+        diffs = diff_audits(load_audit(args.out), json.loads(json.dumps(audit)))
+        for d in diffs:
+            print(f"audit drift: {d}", file=sys.stderr)
+        if diffs:
+            return 1
+        print(f"audit: {args.out} matches a fresh count")
+        return 0
+    print("\n".join(summary_lines(audit)))
+    write_audit(audit, args.out, command=" ".join(["repro", *sys.argv[1:]]))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def register_cli(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "audit", help="count parameters and MACs (meta device) and rebuild the published speedups",
+        description="Counts parameters and MACs of the DiT sizes, TREAD routes, adaLN and the SD-VAE on the meta "
+                    "device and rebuilds the published speedup factors; writes goldens/audit.json.",
+    )
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the audit (default: %(default)s)")
+    p.add_argument("--check", action="store_true",
+                   help="recount and compare with --out instead of writing it; exit 1 on any difference")
+    p.set_defaults(func=_run_cli)
+    return p
