@@ -1,0 +1,401 @@
+"""The claims ledger: spec schema, verdict rules, the committed ledger and the command."""
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repro import claims as C
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs"
+CATALOGUE = ROOT.parent / "shared" / "CLAIMS.md"
+
+# Every claim of the catalogue, by id; each has a spec specs/<id>.yaml.
+CLAIM_IDS = {
+    # the debate: post and reply
+    "debate-dit-plateau", "debate-identity-helps", "debate-post-ln", "debate-adaln-overrides-attention",
+    "debate-ln-gain-bias", "reply-tread-is-stochastic-depth", "reply-lightningdit", "reply-post-norm-harmless",
+    "reply-representation-learning", "reply-prefer-interpolants", "reply-adaln-for-time", "reply-shared-adaln-30pct",
+    "reply-sd-vae-445gflops",
+    # TREAD
+    "tread-speedup-14x", "tread-speedup-37x", "tread-no-extra-params", "tread-routing-preserves-tokens",
+    "tread-inference-dense", "tread-table2", "tread-selection-rate", "tread-final",
+    # DiT
+    "dit-size-table", "dit-block", "dit-conditioning-ablation", "dit-xl2-curve",
+    # SiT, LightningDiT, PixArt-alpha, REPA, SD-VAE
+    "sit-beats-dit", "lightningdit-21x", "pixart-adaln-single", "repa-17.5x", "sd-vae-cost",
+}
+
+
+@pytest.fixture(scope="module")
+def specs():
+    return C.load_specs(SPECS)
+
+
+# ------------------------------------------------------------------------------------------
+# The specs in the repository
+# ------------------------------------------------------------------------------------------
+
+
+def test_every_claim_has_exactly_one_spec(specs):
+    assert {s.id for s in specs} == CLAIM_IDS
+    assert sorted(p.stem for p in SPECS.glob("*.yaml")) == sorted(CLAIM_IDS)
+
+
+def catalogue_ids(text: str) -> set[str]:
+    """Ids of the catalogue: first cells of the debate table, and bold ids in the paper sections."""
+    ids = set(re.findall(r"^\|\s*([a-z][a-z0-9.\-]+)\s*\|", text, flags=re.M))
+    for bold in re.findall(r"\*\*([a-z0-9.\- /]+)\*\*", text):
+        ids.update(part.strip() for part in bold.split("/") if re.fullmatch(r"[a-z][a-z0-9.\-]+", part.strip()))
+    return ids - {"id", *C.KINDS}  # the table header and the list of kinds
+
+
+@pytest.mark.skipif(not CATALOGUE.exists(), reason="the shared claim catalogue is not next to this checkout")
+def test_catalogue_ids_match_the_specs():
+    assert catalogue_ids(CATALOGUE.read_text()) == CLAIM_IDS
+
+
+def test_catalogue_id_parser():
+    text = ("- **structure**: a test\n| id | who |\n|---|---|\n| some-claim | x |\n"
+            "- **a-b / c-17.5x** (abstract)\n- **d-e**: text\n")
+    assert catalogue_ids(text) == {"some-claim", "a-b", "c-17.5x", "d-e"}
+
+
+def test_every_kind_is_represented_and_out_of_scope_has_a_reason(specs):
+    assert {s.kind for s in specs} == set(C.KINDS)
+    for s in specs:
+        assert (s.reason is not None) == (s.kind == "out-of-scope"), s.id
+
+
+def test_structure_node_ids_exist(specs):
+    nodes = sorted({n for s in specs if s.kind == "structure" for n in s.check["tests"]})
+    files = sorted({n.split("::")[0] for n in nodes})
+    for f in files:
+        assert (ROOT / f).exists(), f
+    collected = C.collected_nodes(files, ROOT)
+    assert collected, "pytest collected nothing"
+    for node in nodes:
+        assert C.node_exists(node, collected), f"{node} is not collected"
+
+
+def test_audit_quantities_resolve_in_the_committed_audit(specs):
+    audit = json.loads((ROOT / "goldens" / "audit.json").read_text())
+    for s in specs:
+        if s.kind != "audit":
+            continue
+        for item in s.check["expect"] + s.check.get("evidence", []):
+            assert C.lookup(audit, C._keys(item["quantity"])) is not C._MISSING, (s.id, item["quantity"])
+        assert C.evaluate_audit(s, audit, Path("audit.json")).verdict in (C.CONFIRMED, C.REFUTED), s.id
+
+
+def test_experiment_queries_name_known_targets_and_units(specs):
+    for s in specs:
+        if s.kind != "experiment":
+            continue
+        keys = C._keys(s.check["value"])
+        if keys[0] == "unit_results":
+            assert len(keys) == 4, f"{s.id}: a key with a dot needs the list form of the path"
+            _, method, target, unit = keys
+            assert target in ("final", "third") and unit in ("iterations", "images", "macs", "seconds"), s.id
+        if s.check["scales"] != ["paper"]:
+            assert "paper" not in s.check["scales"], s.id
+
+
+def test_committed_ledger_matches_the_specs(specs):
+    ledger = json.loads((ROOT / "reports" / "claims.json").read_text())
+    assert [c["id"] for c in ledger["claims"]] == [s.id for s in specs]
+    assert (ROOT / "reports" / "claims.md").exists()
+    fresh = {r.spec.id: r.verdict for r in C.evaluate_all(specs, ROOT / "goldens", ROOT, run_tests=False)}
+    committed = {c["id"]: c["verdict"] for c in ledger["claims"]}
+    assert all(committed[i] == v for i, v in fresh.items()), {i: (committed[i], v) for i, v in fresh.items()}
+    assert all(committed[s.id] in C.VERDICTS for s in specs)
+
+
+# ------------------------------------------------------------------------------------------
+# Schema errors name the file, the field, the value and what is allowed
+# ------------------------------------------------------------------------------------------
+
+VALID = {
+    "id": "x-claim",
+    "source": "somewhere",
+    "claim": "something holds",
+    "kind": "audit",
+    "check": {"expect": [{"quantity": "a.b", "relation": "~=", "value": 1.0, "rel_tol": 0.1}]},
+}
+
+
+def mutated(path, value):
+    data = copy.deepcopy(VALID)
+    *parents, last = path
+    target = data
+    for p in parents:
+        target = target[p]
+    if value is KeyError:
+        del target[last]
+    else:
+        target[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    "path,value,field,allowed",
+    [
+        (["kind"], "measurement", "'kind'", "structure, audit, experiment, out-of-scope"),
+        (["id"], "Bad Id", "'id'", "lowercase"),
+        (["id"], "other-claim", "'id'", "the file's name"),
+        (["claim"], "two\nlines", "'claim'", "a single line"),
+        (["claim"], KeyError, "'claim'", "required"),
+        (["colour"], "red", "'colour'", "known fields"),
+        (["check", "expect", 0, "relation"], "approx", "'check.expect[0].relation'", "==, ~=, <, <=, >, >="),
+        (["check", "expect", 0, "rel_tol"], KeyError, "'check.expect[0].relation'", "exactly one of rel_tol"),
+        (["check", "expect", 0, "value"], "one", "'check.expect[0].value'", "a finite number"),
+        (["check", "expect", 0, "quantity"], "a..b", "'check.expect[0].quantity'", "a dotted path"),
+        (["check", "expect", 0, "format"], "%%", "'check.expect[0].format'", "format spec"),
+        (["check", "expect"], [], "'check.expect'", "a non-empty list"),
+        (["check", "if_hold"], "maybe", "'check.if_hold'", "confirmed, refuted"),
+        (["check"], KeyError, "'check'", "required for kind 'audit'"),
+        (["reason"], "because", "'reason'", "only for kind 'out-of-scope'"),
+    ],
+)
+def test_bad_audit_spec_names_file_field_value_and_allowed(tmp_path, path, value, field, allowed):
+    f = tmp_path / "x-claim.yaml"
+    f.write_text(yaml.safe_dump(mutated(path, value)))
+    with pytest.raises(C.SpecError) as err:
+        C.load_spec(f)
+    msg = str(err.value)
+    assert str(f) in msg and field in msg and allowed in msg
+    if value is not KeyError and not isinstance(value, list):
+        assert repr(value) in msg
+
+
+@pytest.mark.parametrize(
+    "check,field,allowed",
+    [
+        ({"tests": ["not a node id"], "if_pass": "confirmed"}, "'check.tests[0]'", "a pytest node id"),
+        ({"tests": ["tests/t.py::test_a"], "if_pass": "pending"}, "'check.if_pass'", "confirmed, refuted"),
+        ({"tests": ["tests/t.py::test_a"]}, "'check.if_pass'", "required"),
+    ],
+)
+def test_bad_structure_spec(tmp_path, check, field, allowed):
+    f = tmp_path / "x-claim.yaml"
+    f.write_text(yaml.safe_dump({**VALID, "kind": "structure", "check": check}))
+    with pytest.raises(C.SpecError, match=re.escape(field)) as err:
+        C.load_spec(f)
+    assert allowed in str(err.value) and str(f) in str(err.value)
+
+
+EXPERIMENT = {"scales": ["micro"], "value": "unit_results.tread.final.macs", "relation": ">=", "threshold": 1.0}
+
+
+@pytest.mark.parametrize(
+    "change,field,allowed",
+    [
+        ({"scales": ["huge"]}, "'check.scales[0]'", "smoke, micro, small, paper"),
+        ({"relation": "~="}, "'check.relation'", "<, <=, >, >="),
+        ({"threshold_path": "late_slope.tread"}, "'check.threshold'", "exactly one of threshold or threshold_path"),
+        ({"file": "../x.json"}, "'check.file'", "a JSON file name"),
+        ({"min_seeds": 0}, "'check.min_seeds'", "a positive integer"),
+    ],
+)
+def test_bad_experiment_spec(tmp_path, change, field, allowed):
+    f = tmp_path / "x-claim.yaml"
+    f.write_text(yaml.safe_dump({**VALID, "kind": "experiment", "check": {**EXPERIMENT, **change}}))
+    with pytest.raises(C.SpecError, match=re.escape(field)) as err:
+        C.load_spec(f)
+    assert allowed in str(err.value)
+
+
+def test_out_of_scope_needs_a_reason_and_no_check(tmp_path):
+    f = tmp_path / "x-claim.yaml"
+    f.write_text(yaml.safe_dump({**VALID, "kind": "out-of-scope", "reason": "no data"}))
+    with pytest.raises(C.SpecError, match="'check'.*no check"):
+        C.load_spec(f)
+    data = {k: v for k, v in VALID.items() if k != "check"}
+    f.write_text(yaml.safe_dump({**data, "kind": "out-of-scope"}))
+    with pytest.raises(C.SpecError, match="'reason' is missing"):
+        C.load_spec(f)
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    f = tmp_path / "x-claim.yaml"
+    f.write_text("id: [unclosed\n")
+    with pytest.raises(C.SpecError, match=re.escape(str(f))):
+        C.load_spec(f)
+
+
+# ------------------------------------------------------------------------------------------
+# Verdict rules
+# ------------------------------------------------------------------------------------------
+
+
+def spec(kind, check, sid="x-claim"):
+    return C.parse_spec({**VALID, "id": sid, "kind": kind, "check": check}, Path(f"{sid}.yaml"))
+
+
+def test_audit_verdicts():
+    check = {"expect": [{"quantity": "a.b", "relation": "~=", "value": 30, "abs_tol": 5}]}
+    assert C.evaluate_audit(spec("audit", check), {"a": {"b": 33}}, Path("a.json")).verdict == C.CONFIRMED
+    assert C.evaluate_audit(spec("audit", check), {"a": {"b": 36}}, Path("a.json")).verdict == C.REFUTED
+    flipped = spec("audit", {**check, "if_hold": "refuted"})
+    assert C.evaluate_audit(flipped, {"a": {"b": 33}}, Path("a.json")).verdict == C.REFUTED
+    missing = C.evaluate_audit(spec("audit", check), {"a": {}}, Path("a.json"))
+    assert missing.verdict == C.CHECK_FAILED and "a.b" in missing.evidence[0]
+    assert C.evaluate_audit(spec("audit", check), None, Path("a.json")).verdict == C.CHECK_FAILED
+
+
+def speedup_record(ratio, lo, hi, seeds=5, p=None, status="ok"):
+    return {"ratio": ratio, "ci_low": lo, "ci_high": hi, "seeds": seeds, "p_value_ge_k": {"1.0": p},
+            "ge_k": {"1.0": None if p is None else p < 0.05}, "status": status}
+
+
+def write_golden(root, scale, record, **extra):
+    path = root / scale / "speedup.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {"scale": scale, "baseline": "dit", "run_ids": ["dit-s0", "tread-s0"],
+              "unit_results": {"tread": {"final": {"macs": record}}}, **extra}
+    path.write_text(json.dumps(report))
+    return path
+
+
+@pytest.mark.parametrize(
+    "record,verdict",
+    [
+        (speedup_record(2.0, 1.5, 2.6, p=0.001), C.CONFIRMED),
+        (speedup_record(2.0, 1.2, 2.6), C.CONFIRMED),  # no p-value: the interval decides
+        (speedup_record(0.6, 0.5, 0.8, p=0.99), C.REFUTED),
+        (speedup_record(1.1, 0.8, 1.5, p=0.3), C.INCONCLUSIVE),
+        (speedup_record(2.0, None, None, seeds=1, status="one seed"), C.INCONCLUSIVE),
+        (speedup_record(2.0, 1.5, 2.6, seeds=2, p=0.01), C.INCONCLUSIVE),  # fewer than min_seeds
+        ({**speedup_record(None, None, None, p=None, status="not reached by 2 of 5 seeds"), "ge_k": {"1.0": False}},
+         C.REFUTED),
+    ],
+)
+def test_experiment_speedup_verdicts(tmp_path, record, verdict):
+    write_golden(tmp_path, "micro", record)
+    result = C.evaluate_experiment(spec("experiment", EXPERIMENT), tmp_path)
+    assert result.verdict == verdict, result.evidence
+    assert result.scale == "micro" and "dvc repro" in result.recheck
+    assert "tread-s0" in " ".join(result.evidence)
+
+
+def test_experiment_pending_until_goldens_exist(tmp_path):
+    s = spec("experiment", EXPERIMENT)
+    assert C.evaluate_experiment(s, tmp_path).verdict == C.PENDING
+    path = tmp_path / "micro" / "speedup.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"unit_results": {}}))
+    result = C.evaluate_experiment(s, tmp_path)
+    assert result.verdict == C.PENDING and "unit_results.tread.final.macs" in result.evidence[0]
+
+
+def test_experiment_prefers_the_first_listed_scale(tmp_path):
+    write_golden(tmp_path, "micro", speedup_record(0.6, 0.5, 0.8, p=0.99))
+    write_golden(tmp_path, "small", speedup_record(2.0, 1.5, 2.6, p=0.001))
+    s = spec("experiment", {**EXPERIMENT, "scales": ["small", "micro"]})
+    result = C.evaluate_experiment(s, tmp_path)
+    assert (result.verdict, result.scale) == (C.CONFIRMED, "small")
+
+
+def test_paper_scale_only_is_not_checkable(tmp_path):
+    s = spec("experiment", {**EXPERIMENT, "scales": ["paper"]})
+    assert C.evaluate_experiment(s, tmp_path).verdict == C.NOT_CHECKABLE
+    write_golden(tmp_path, "paper", speedup_record(2.0, 1.5, 2.6, p=0.001))
+    assert C.evaluate_experiment(s, tmp_path).verdict == C.CONFIRMED
+
+
+def test_experiment_compares_seed_samples(tmp_path):
+    slopes = {"dit": {"mean": -1.0, "per_seed": [-1.1, -0.9, -1.0, -1.05]},
+              "tread": {"mean": -4.0, "per_seed": [-4.2, -3.8, -4.1, -3.9]}}
+    write_golden(tmp_path, "micro", speedup_record(2.0, 1.5, 2.6), late_slope=slopes)
+    check = {"scales": ["micro"], "value": "late_slope.dit", "relation": ">", "threshold_path": "late_slope.tread"}
+    assert C.evaluate_experiment(spec("experiment", check), tmp_path).verdict == C.CONFIRMED
+    check["relation"] = "<"
+    assert C.evaluate_experiment(spec("experiment", check), tmp_path).verdict == C.REFUTED
+
+
+def test_structure_verdicts_come_from_pytest(tmp_path):
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_fake.py").write_text(
+        "import pytest\n\n"
+        "def test_ok():\n    assert True\n\n"
+        "def test_bad():\n    assert False\n\n"
+        "@pytest.mark.parametrize('x', [1, 2])\ndef test_param(x):\n    assert x\n"
+    )
+    specs = [
+        spec("structure", {"tests": ["tests/test_fake.py::test_ok", "tests/test_fake.py::test_param"],
+                           "if_pass": "refuted"}, "a-claim"),
+        spec("structure", {"tests": ["tests/test_fake.py::test_ok", "tests/test_fake.py::test_bad"],
+                           "if_pass": "confirmed"}, "b-claim"),
+        spec("structure", {"tests": ["tests/test_fake.py::test_absent"], "if_pass": "confirmed"}, "c-claim"),
+    ]
+    a, b, c = C.evaluate_structure(specs, tmp_path)
+    assert a.verdict == C.REFUTED and "2 passed" in a.evidence[1]
+    assert b.verdict == C.CHECK_FAILED and "failed" in b.evidence[1]
+    assert c.verdict == C.CHECK_FAILED
+    assert a.recheck == "python -m pytest -q tests/test_fake.py::test_ok tests/test_fake.py::test_param"
+
+
+# ------------------------------------------------------------------------------------------
+# The command: reports, drift and exit codes
+# ------------------------------------------------------------------------------------------
+
+
+def run_claims(tmp_path, *extra):
+    from repro.cli import main
+
+    return main(["claims", "--specs", str(tmp_path / "specs"), "--goldens", str(tmp_path / "goldens"),
+                 "--reports", str(tmp_path / "reports"), "--root", str(tmp_path), *extra])
+
+
+def test_claims_command_writes_reports_and_catches_drift(tmp_path, capsys):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "goldens").mkdir()
+    audit_spec = {**VALID, "check": {"expect": [{"quantity": "a.b", "relation": ">=", "value": 1}]}}
+    (tmp_path / "specs" / "x-claim.yaml").write_text(yaml.safe_dump(audit_spec))
+    oos = {"id": "y-claim", "source": "s", "claim": "c", "kind": "out-of-scope", "reason": "no data"}
+    (tmp_path / "specs" / "y-claim.yaml").write_text(yaml.safe_dump(oos))
+    audit = tmp_path / "goldens" / "audit.json"
+    audit.write_text(json.dumps({"a": {"b": 2}}))
+
+    assert run_claims(tmp_path) == 1  # no committed ledger yet
+    assert not (tmp_path / "reports").exists()
+    assert run_claims(tmp_path, "--update") == 0
+    ledger = json.loads((tmp_path / "reports" / "claims.json").read_text())
+    verdicts = [(c["id"], c["verdict"]) for c in ledger["claims"]]
+    assert verdicts == [("x-claim", C.CONFIRMED), ("y-claim", C.OUT_OF_SCOPE)]
+    md = (tmp_path / "reports" / "claims.md").read_text()
+    assert "| `x-claim` | audit | **confirmed** |" in md
+    assert "re-check: `repro audit && repro claims --only x-claim`" in md
+    assert run_claims(tmp_path) == 0
+
+    audit.write_text(json.dumps({"a": {"b": 0}}))  # the verdict flips to refuted
+    capsys.readouterr()
+    assert run_claims(tmp_path) == 1
+    assert "x-claim: committed 'confirmed', now 'refuted'" in capsys.readouterr().err
+    assert json.loads((tmp_path / "reports" / "claims.json").read_text()) == ledger  # not overwritten
+
+    audit.write_text(json.dumps({"a": {}}))  # the quantity disappears: the check itself fails
+    assert run_claims(tmp_path, "--update") == 1
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["claims.json", "claims.md"]
+
+
+def test_claims_only_and_unknown_ids(tmp_path, capsys):
+    (tmp_path / "specs").mkdir()
+    oos = {"id": "y-claim", "source": "s", "claim": "c", "kind": "out-of-scope", "reason": "no data"}
+    (tmp_path / "specs" / "y-claim.yaml").write_text(yaml.safe_dump(oos))
+    assert run_claims(tmp_path, "--only", "nope") == 1
+    assert "unknown id" in capsys.readouterr().err
+    assert run_claims(tmp_path, "--update") == 0
+    assert run_claims(tmp_path, "--only", "y-claim") == 0
+
+
+def test_bad_spec_stops_the_command(tmp_path, capsys):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "x-claim.yaml").write_text(yaml.safe_dump({**VALID, "kind": "guess"}))
+    assert run_claims(tmp_path) == 1
+    assert "x-claim.yaml: field 'kind': value 'guess'" in capsys.readouterr().err
