@@ -327,7 +327,7 @@ class DiT(nn.Module):
                 rope = self._rope(ids)
             if sd is not None and sd.start <= i <= sd.end and sd.prob > 0:
                 x = self._stochastic_block(block, x, block_c, rope, sd.prob, generator)
-            elif i in fp32_blocks and torch.is_autocast_enabled(x.device.type):
+            elif i in fp32_blocks and x.device.type != "meta" and torch.is_autocast_enabled(x.device.type):
                 with torch.autocast(device_type=x.device.type, enabled=False):
                     x = block(x.float(), block_c.float(), rope)
             else:

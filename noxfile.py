@@ -1,0 +1,86 @@
+"""Sessions: ``tests`` (default), ``lint``, ``repro`` (the CPU micro scale through DVC) and ``gpu_repro``.
+
+All sessions share one environment (``.venv`` beside this file, or ``$REPRO_ENV``): torch alone is
+several GB, so building it once per session would waste minutes and disk. The environment is
+(re)installed with pip when ``pyproject.toml`` or the torch pin changes. Set ``REPRO_TORCH`` to the
+torch requirement your machine needs (for example a CUDA build on a cluster), or to ``none`` to use
+whatever torch ``$REPRO_ENV`` already has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+
+ROOT = Path(__file__).resolve().parent
+ENV = Path(os.environ.get("REPRO_ENV", ROOT / ".venv"))
+TORCH = os.environ.get("REPRO_TORCH", "torch==2.14.1 torchvision==0.29.1")
+
+
+def _env(session: nox.Session) -> Path:
+    """The shared environment's bin folder, created and installed on first use."""
+    bin_dir = ENV / "bin"
+    python = bin_dir / "python"
+    stamp = ENV / ".repro-installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH.encode()).hexdigest()
+    if not python.exists():
+        session.run(sys.executable, "-m", "venv", str(ENV), external=True)
+    if not stamp.exists() or stamp.read_text() != want:
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        if TORCH.strip().lower() != "none":
+            session.run(*pip, *TORCH.split(), external=True)
+        session.run(*pip, "-e", f"{ROOT}[dev]", external=True)
+        stamp.write_text(want)
+    session.env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    session.env["VIRTUAL_ENV"] = str(ENV)
+    return bin_dir
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    """Lint, then the whole test suite (derandomized hypothesis profile ``ci``)."""
+    bin_dir = _env(session)
+    session.run(str(bin_dir / "ruff"), "check", "repro", "tests", "noxfile.py", external=True)
+    session.run(str(bin_dir / "python"), "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    bin_dir = _env(session)
+    session.run(str(bin_dir / "ruff"), "check", "repro", "tests", "noxfile.py", external=True)
+    session.run(str(bin_dir / "ruff"), "format", "--check", "repro", "tests", "noxfile.py", external=True)
+
+
+@nox.session(venv_backend="none")
+def repro(session: nox.Session) -> None:
+    """The main job: every DVC stage of the CPU micro scale (GPU-scale curves are committed inputs)."""
+    bin_dir = _env(session)
+    session.run(str(bin_dir / "dvc"), "repro", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def gpu_repro(session: nox.Session) -> None:
+    """Re-run the small-scale GPU golden runs and compare each new curve with its golden.
+
+    Without CUDA it skips with a message, or fails when ``REQUIRE_GPU=1``.
+    """
+    bin_dir = _env(session)
+    python = str(bin_dir / "python")
+    cuda = (
+        session.run(
+            python, "-c", "import torch; print(int(torch.cuda.is_available()))", external=True, silent=True
+        ).strip()
+        == "1"
+    )
+    if not cuda:
+        message = "gpu_repro: no CUDA device on this machine; the small-scale golden runs need one GPU"
+        if os.environ.get("REQUIRE_GPU") == "1":
+            session.error(message)
+        session.skip(message)
+    session.run(python, "-m", "repro.cli", "gpu-repro", *session.posargs, external=True)

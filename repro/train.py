@@ -1,0 +1,487 @@
+"""The training loop: any model variant x objective x data x scale, on CPU, one GPU, or torchrun + DDP.
+
+A run directory holds ``config.json`` (the resolved :class:`~repro.config.RunConfig`), ``metrics.jsonl``
+(one line per logged step), ``checkpoints/last.pt`` (atomic) and ``curve.json``: one point per
+evaluation with its cost (step, images seen, counted training MACs, training wall-clock seconds on
+the named device) and its quality (FID / KID / precision / recall of the EMA weights, and the
+validation loss at fixed noise levels).
+
+Determinism. The data order is a function of ``(seed, step)``, and the noise, label dropout and
+routing of each micro-batch draw from a generator seeded by ``(seed, step, shard)``, where the shard
+is ``rank * grad_accum + accumulation index``. Nothing random is carried in memory, so a run resumed
+from a checkpoint ends bitwise identical to an uninterrupted one on CPU, and one process with
+``grad_accum = k`` computes the same gradients as ``k`` DDP processes with ``grad_accum = 1`` (up to
+the order of floating-point sums).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .config import RunConfig, load_params, resolve
+from .io import atomic_torch_save, atomic_write_json
+from .models import DiT
+from .objectives import make_objective
+
+SEED_STRIDE = 1_000_003
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last checkpoint on disk is the last good state."""
+
+
+# ------------------------------------------------------------------------------------------
+# Distributed setup
+# ------------------------------------------------------------------------------------------
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) for a single process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def setup_distributed(device: torch.device) -> tuple[int, int]:
+    rank, world, _ = dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda", dist_info()[2])
+    return torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+# ------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------
+
+
+class TrainData:
+    """Training images (N, C, H, W) in [-1, 1] with labels; batches are a function of (seed, step)."""
+
+    def __init__(self, cfg: RunConfig):
+        d = cfg.data
+        if d.name == "fashion-mnist":
+            from .data import fashion_mnist
+
+            ds = fashion_mnist.load("train")
+            self.images, self.labels = ds.float_images(), ds.labels.long()
+        elif d.name == "synthetic":
+            g = torch.Generator().manual_seed(cfg.seed)
+            n, c, s = d.subset or 1024, cfg.model.in_channels, cfg.model.input_size
+            self.labels = torch.randint(0, cfg.model.num_classes, (n,), generator=g)
+            # class-dependent blobs: learnable structure, no files needed
+            base = torch.randn(cfg.model.num_classes, c, s, s, generator=g).tanh()
+            self.images = (base[self.labels] + 0.1 * torch.randn(n, c, s, s, generator=g)).clamp(-1, 1)
+        else:
+            from .data.latents import LatentShards
+
+            # all shards in memory (ImageNet-256 latents: about 21 GB in float32 per process), so every
+            # batch is a uniform draw from the whole set, as for the in-memory data sets
+            shards = LatentShards(d.path)
+            parts = [shards.shard(k) for k in range(len(shards.manifest["shards"]))]
+            self.images = torch.cat([p["latents"] for p in parts]).float()
+            self.labels = torch.cat([p["labels"] for p in parts]).long()
+        if d.subset is not None:
+            self.images, self.labels = self.images[: d.subset], self.labels[: d.subset]
+        self.seed = cfg.seed
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch_indices(self, step: int, batch_size: int) -> torch.Tensor:
+        """Indices of the global batch of ``step``: consecutive slices of a per-epoch permutation."""
+        n = len(self)
+        start = step * batch_size
+        out = []
+        while len(out) < batch_size:
+            epoch, offset = divmod(start + len(out), n)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch))
+            take = min(batch_size - len(out), n - offset)
+            out.extend(perm[offset : offset + take].tolist())
+        return torch.tensor(out)
+
+
+def validation_batch(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed batch of held-out images the validation loss is measured on."""
+    if cfg.data.name == "fashion-mnist":
+        from .data import fashion_mnist
+
+        ds = fashion_mnist.load("test")
+        return ds.float_images()[: cfg.eval.val_size], ds.labels[: cfg.eval.val_size].long()
+    data = TrainData(copy.deepcopy(cfg))
+    return data.images[-cfg.eval.val_size :], data.labels[-cfg.eval.val_size :]
+
+
+# ------------------------------------------------------------------------------------------
+# Cost
+# ------------------------------------------------------------------------------------------
+
+
+def _meta_model(model_cfg) -> DiT:
+    with torch.device("meta"):
+        return DiT(model_cfg)
+
+
+def train_step_macs(model_cfg, batch_size: int) -> int:
+    """Multiply-accumulates of one training step (forward + backward) at ``batch_size``, counted by
+    torch's FLOP counter on the meta device (FLOPs / 2), with routes active.
+
+    Stochastic depth's saving is random per step; it is counted at its expectation: the dense step
+    minus ``prob`` times the cost of each skippable block (a block's cost is the difference between
+    models of depth D and D - 1).
+    """
+    from .audit import dit_train_step_macs
+
+    def total(cfg) -> int:
+        return sum(dit_train_step_macs(_meta_model(cfg), batch=batch_size).values())
+
+    sd = model_cfg.stochastic_depth
+    if sd is None:
+        return total(model_cfg)
+    dense = model_cfg.replace(stochastic_depth=None)
+    per_block = total(dense) - total(dense.replace(depth=dense.depth - 1))
+    return int(round(total(dense) - sd.prob * (sd.end - sd.start + 1) * per_block))
+
+
+# ------------------------------------------------------------------------------------------
+# Provenance, EMA, checkpoints
+# ------------------------------------------------------------------------------------------
+
+
+def git_commit() -> str | None:
+    import subprocess
+
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "repro"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(cfg: RunConfig, device: torch.device, world: int, command: str | None = None) -> dict[str, Any]:
+    return {
+        "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device_name(device),
+        "world_size": world,
+        "precision": cfg.train.precision if device.type == "cuda" else "fp32",
+        "tf32": bool(cfg.train.tf32 and device.type == "cuda"),
+        "seed": cfg.seed,
+    }
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+
+def save_checkpoint(path: Path, model, ema, opt, step: int, extra: dict[str, Any]) -> None:
+    atomic_torch_save(
+        {
+            "config": model.config.to_dict(),
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "opt": opt.state_dict(),
+            "step": step,
+            **extra,
+        },
+        path,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate(model, objective, cfg: RunConfig, device: torch.device, num: int | None = None) -> torch.Tensor:
+    """``num`` class-balanced samples from fixed noise (the same at every evaluation), in [-1, 1]."""
+    num = num or cfg.eval.num_samples
+    m = cfg.model
+    g = torch.Generator(device="cpu").manual_seed(cfg.eval.seed)
+    noise = torch.randn(num, m.in_channels, m.input_size, m.input_size, generator=g)
+    labels = torch.arange(num) % m.num_classes
+    out = []
+    for i in range(0, num, cfg.eval.batch_size):
+        sg = torch.Generator(device="cpu").manual_seed(cfg.eval.seed + 1 + i)
+        out.append(
+            objective.sample(
+                model,
+                noise[i : i + cfg.eval.batch_size].to(device),
+                labels[i : i + cfg.eval.batch_size].to(device),
+                steps=cfg.eval.sample_steps,
+                guidance_scale=cfg.eval.guidance_scale,
+                generator=sg,
+            )
+            .float()
+            .cpu()
+        )
+    return torch.cat(out)
+
+
+def evaluate(model, objective, cfg: RunConfig, device: torch.device, val: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    x, y = val
+    g = torch.Generator(device="cpu").manual_seed(cfg.eval.seed)
+    with torch.no_grad():
+        val_loss = float(
+            objective.fixed_t_loss(model, x.to(device), y.to(device), g, points=cfg.eval.val_points).mean()
+        )
+    out: dict[str, Any] = {"val_loss": val_loss}
+    if cfg.data.name == "fashion-mnist" and cfg.eval.metrics:
+        from .metrics.fid import compute_metrics
+
+        samples = generate(model, objective, cfg, device)
+        res = compute_metrics(
+            samples.clamp(-1, 1),
+            reference=cfg.eval.reference,
+            metrics=cfg.eval.metrics,
+            reference_size=cfg.eval.reference_size,
+            device=device,
+        )
+        out.update({k: res[k] for k in ("fid", "kid", "precision", "recall") if k in res})
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------
+
+
+def train(
+    cfg: RunConfig,
+    run_dir: str | os.PathLike,
+    *,
+    device: str | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+    command: str | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir``; resume from ``run_dir/checkpoints/last.pt`` when it exists.
+
+    ``stop_after`` ends the process's work after that many steps (a simulated interruption, for tests).
+    Returns the curve (also written to ``run_dir/curve.json``).
+    """
+    run_dir = Path(run_dir)
+    dev = pick_device(device)
+    if dev.type == "cpu":
+        torch.set_flush_denormal(True)  # near-zero adaLN gates make denormals; they slow CPUs ~30x
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+    rank, world = setup_distributed(dev)
+    tc = cfg.train
+    if tc.batch_size % (world * tc.grad_accum):
+        raise ValueError(
+            f"train.batch_size: {tc.batch_size} is not divisible by world_size x grad_accum = {world} x {tc.grad_accum}"
+        )
+    micro = tc.batch_size // (world * tc.grad_accum)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = tc.tf32
+        torch.backends.cudnn.allow_tf32 = tc.tf32
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if tc.precision == "bf16" and dev.type == "cuda" else nullcontext()
+    )
+
+    torch.manual_seed(cfg.seed)
+    model = DiT(cfg.model).to(dev)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    objective = make_objective(**cfg.objective)
+    data = TrainData(cfg)
+    val = validation_batch(cfg)
+
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    curve_path = run_dir / "curve.json"
+    step, seconds, points = 0, 0.0, []
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        step, seconds, points = ck["step"], ck["seconds"], json.loads(ck["points"])
+    elif rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+    ddp = model
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=cfg.model.stochastic_depth is not None,
+        )
+    step_macs = train_step_macs(cfg.model, tc.batch_size)
+    prov = provenance(cfg, dev, world, command)
+    log = open(run_dir / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115 - closed below
+    model.train()
+    started = step
+    t_log, img_log = time.perf_counter(), 0
+    try:
+        while step < tc.steps:
+            t0 = time.perf_counter()
+            idx = data.batch_indices(step, tc.batch_size)
+            opt.zero_grad(set_to_none=True)
+            loss_sum = torch.zeros((), device=dev)
+            for a in range(tc.grad_accum):
+                shard = rank * tc.grad_accum + a
+                sl = idx[shard * micro : (shard + 1) * micro]
+                x, y = data.images[sl].to(dev), data.labels[sl].to(dev)
+                g = torch.Generator(device="cpu").manual_seed((cfg.seed * SEED_STRIDE + step) * 4096 + shard)
+                sync = ddp.no_sync() if world > 1 and a < tc.grad_accum - 1 else nullcontext()
+                with sync, autocast:
+                    loss = objective.loss(ddp, x, y, g).mean() / tc.grad_accum
+                loss.backward()
+                loss_sum += loss.detach()
+            if world > 1:
+                dist.all_reduce(loss_sum)
+                loss_sum /= world
+            loss_value = float(loss_sum)
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"step {step}: the loss is {loss_value}; training stopped, the last checkpoint "
+                    f"({ckpt_path}) holds the last good state"
+                )
+            if tc.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            ema_update(ema, model, tc.ema_decay)
+            step += 1
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            seconds += time.perf_counter() - t0
+            img_log += tc.batch_size
+
+            if rank == 0 and (step % tc.log_every == 0 or step == tc.steps):
+                now = time.perf_counter()
+                rate = img_log / max(now - t_log, 1e-9)
+                log.write(
+                    json.dumps({"step": step, "loss": loss_value, "images_per_s": rate, "seconds": seconds}) + "\n"
+                )
+                log.flush()
+                if not quiet:
+                    bar = "#" * int(30 * step / tc.steps)
+                    print(
+                        f"\r[{bar:<30}] {cfg.run_id} step {step}/{tc.steps} loss {loss_value:.4f} {rate:.1f} img/s",
+                        end="\n" if step == tc.steps else "",
+                        flush=True,
+                    )
+                t_log, img_log = now, 0
+
+            if step % tc.eval_every == 0 or step == tc.steps:
+                if rank == 0:
+                    ev = evaluate(ema, objective, cfg, dev, val)
+                    points.append(
+                        {
+                            "step": step,
+                            "images": step * tc.batch_size,
+                            "macs": step * step_macs,
+                            "seconds": round(seconds, 3),
+                            "device": prov["device"],
+                            **ev,
+                        }
+                    )
+                    if not quiet:
+                        print(f"\n  eval @ {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in ev.items()), flush=True)
+                    model.train()
+                if world > 1:
+                    dist.barrier()
+            if step % tc.ckpt_every == 0 or step == tc.steps:
+                if rank == 0:
+                    extra = {"seconds": seconds, "points": json.dumps(points)}
+                    save_checkpoint(ckpt_path, model, ema, opt, step, extra)
+                    if tc.keep_checkpoints:
+                        save_checkpoint(run_dir / "checkpoints" / f"step{step:07d}.pt", model, ema, opt, step, extra)
+                if world > 1:
+                    dist.barrier()
+            if stop_after is not None and step - started >= stop_after:
+                break
+    finally:
+        if log is not None:
+            log.close()
+
+    curve = {
+        "run_id": cfg.run_id,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "scale": cfg.scale,
+        "complete": step >= tc.steps,
+        "train_step_macs": step_macs,
+        "provenance": prov,
+        "points": points,
+    }
+    if rank == 0 and step >= tc.steps:
+        atomic_write_json(curve_path, curve)
+    return curve
+
+
+# ------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train one run of params.yaml (scale x method x seed)",
+        description="Train one run. Under torchrun, every process runs this same command.",
+    )
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--scale", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run directory (default: runs/<scale>/<method>-s<seed>)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--steps", type=int, default=None, help="override train.steps (e.g. a dry run)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    cfg = resolve(load_params(args.params), args.scale, args.method, args.seed)
+    if args.steps is not None:
+        cfg.train.steps = args.steps
+        cfg.validate()
+    out = Path(args.out or Path("runs") / args.scale / f"{args.method}-s{args.seed}")
+    try:
+        train(cfg, out, device=args.device, resume=not args.no_resume, command="repro " + " ".join(sys.argv[1:]))
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0

@@ -1,0 +1,198 @@
+"""The training loop: resume, DDP equivalence, divergence, cost accounting, configuration errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from repro.config import RunConfig, load_params, resolve, runs_of
+from repro.models import DiT
+from repro.train import TrainingDiverged, train, train_step_macs
+
+
+def tiny_run(tmp_path=None, **train_overrides) -> RunConfig:
+    """A synthetic-data run small enough for a test: no files, no FID, validation loss only."""
+    d = {
+        "run_id": "test-sit-s0",
+        "scale": "smoke",
+        "method": "sit",
+        "seed": 0,
+        "model": dict(
+            input_size=8,
+            patch_size=2,
+            in_channels=1,
+            hidden_size=32,
+            depth=4,
+            num_heads=2,
+            num_classes=4,
+            learn_sigma=False,
+            routes=[(1, 2, 0.5)],
+        ),
+        "objective": {"name": "interpolant"},
+        "data": {"name": "synthetic", "subset": 96},
+        "train": dict(
+            steps=6, batch_size=8, lr=1e-3, ema_decay=0.9, eval_every=3, ckpt_every=2, log_every=1, **train_overrides
+        ),
+        "eval": dict(metrics=[], val_size=8, val_points=2),
+    }
+    return RunConfig.from_dict(d)
+
+
+def state(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+
+
+def test_run_directory_and_curve(tmp_path):
+    curve = train(tiny_run(), tmp_path / "run", quiet=True)
+    saved = json.loads((tmp_path / "run" / "curve.json").read_text())
+    assert saved["points"] == curve["points"]
+    assert [p["step"] for p in curve["points"]] == [3, 6]
+    for p in curve["points"]:
+        assert p["images"] == p["step"] * 8
+        assert p["macs"] == p["step"] * curve["train_step_macs"]
+        assert p["seconds"] > 0 and p["val_loss"] > 0
+    assert curve["provenance"]["torch"] == torch.__version__ and curve["provenance"]["seed"] == 0
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert RunConfig.from_dict(cfg).to_dict() == tiny_run().to_dict()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+    cfg = tiny_run()
+    train(cfg, tmp_path / "full", quiet=True)
+    train(cfg, tmp_path / "split", quiet=True, stop_after=4)  # interrupted after the step-4 checkpoint
+    assert state(tmp_path / "split")["step"] == 4
+    assert not (tmp_path / "split" / "curve.json").exists()
+    train(cfg, tmp_path / "split", quiet=True)
+    a, b = state(tmp_path / "full"), state(tmp_path / "split")
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+    pa = json.loads((tmp_path / "full" / "curve.json").read_text())["points"]
+    pb = json.loads((tmp_path / "split" / "curve.json").read_text())["points"]
+    assert [p["val_loss"] for p in pa] == [p["val_loss"] for p in pb]
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    from repro.objectives.interpolant import Interpolant
+
+    calls = {"n": 0}
+    real = Interpolant.loss
+
+    def poisoned(self, model, x0, y, generator=None):
+        calls["n"] += 1
+        loss = real(self, model, x0, y, generator)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(Interpolant, "loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="step 4"):
+        train(tiny_run(), tmp_path / "run", quiet=True)
+    ck = state(tmp_path / "run")
+    assert ck["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_grad_accum_matches_one_big_batch_in_expectation_of_layout(tmp_path):
+    """grad_accum splits the global batch; the data seen per step is the same global batch."""
+    cfg = tiny_run(grad_accum=2)
+    curve = train(cfg, tmp_path / "acc", quiet=True)
+    assert curve["complete"] and curve["points"][-1]["images"] == 6 * 8
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str):
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    try:
+        train(tiny_run(), out_dir, device="cpu", quiet=True)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one_process_with_same_global_batch(tmp_path):
+    # two gloo processes with half the batch each == one process accumulating the same two halves
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, start_method="spawn")
+    train(tiny_run(grad_accum=2), tmp_path / "single", device="cpu", quiet=True)
+    a, b = state(tmp_path / "ddp"), state(tmp_path / "single")
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], atol=1e-5, rtol=1e-4)
+    assert json.loads((tmp_path / "ddp" / "curve.json").read_text())["provenance"]["world_size"] == 2
+
+
+def test_train_step_macs_counts_routing_saving():
+    cfg = tiny_run().model
+    routed = train_step_macs(cfg, 8)
+    dense = train_step_macs(cfg.replace(routes=()), 8)
+    assert routed < dense
+    # stochastic depth over the same blocks at the same rate saves about as much as the route
+    sd = train_step_macs(cfg.replace(routes=(), stochastic_depth=(1, 2, 0.5)), 8)
+    assert routed < sd < dense
+
+
+def test_params_resolve_every_scale_and_method():
+    params = load_params()
+    for scale in ("smoke", "micro", "small", "paper"):
+        for method, seed in runs_of(params, scale):
+            cfg = resolve(params, scale, method, seed)
+            assert cfg.run_id == f"{scale}-{method}-s{seed}"
+    tread = resolve(params, "micro", "tread", 0).model
+    assert [(r.start, r.end, r.rate) for r in tread.routes] == [(2, tread.depth - 4, 0.5)]
+    sd = resolve(params, "micro", "stochastic-depth", 0).model.stochastic_depth
+    assert (sd.start, sd.end, sd.prob) == (2, tread.depth - 4, 0.5)
+
+
+def test_paper_scale_dry_run():
+    """DiT-XL/2 at batch 256 on ImageNet-256 latents: the model builds and a step's cost is counted."""
+    params = load_params()
+    dit, tread = resolve(params, "paper", "dit", 0), resolve(params, "paper", "tread", 0)
+    assert dit.model.depth == 28 and dit.model.hidden_size == 1152 and dit.train.batch_size == 256
+    assert [(r.start, r.end) for r in tread.model.routes] == [(2, 24)]
+    with torch.device("meta"):
+        model = DiT(dit.model)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == pytest.approx(675e6, rel=0.001)
+    dense, routed = train_step_macs(dit.model, 1), train_step_macs(tread.model, 1)
+    # a training step is about 3 forward passes (forward + backward); DiT-XL/2's forward is 118.6 GMACs
+    assert 3 * 118e9 < dense < 3 * 120e9
+    assert 1.5 < dense / routed < 2.0
+
+
+@pytest.mark.parametrize(
+    "section,key,value,field",
+    [
+        ("train", "steps", 0, "train.steps"),
+        ("train", "precision", "fp8", "train.precision"),
+        ("train", "ema_decay", 1.5, "train.ema_decay"),
+        ("train", "stpes", 5, "train: unknown key"),
+        ("eval", "metrics", ["fid", "is"], "eval.metrics"),
+        ("data", "name", "cifar", "data.name"),
+    ],
+)
+def test_bad_run_config_names_the_field(section, key, value, field):
+    d = tiny_run().to_dict()
+    d[section][key] = value
+    with pytest.raises(ValueError) as err:
+        RunConfig.from_dict(d)
+    assert field in str(err.value)
+
+
+def test_objective_and_learned_sigma_must_agree():
+    d = tiny_run().to_dict()
+    d["objective"] = {"name": "ddpm"}
+    with pytest.raises(ValueError, match="learn_sigma"):
+        RunConfig.from_dict(d)
