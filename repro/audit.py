@@ -52,10 +52,18 @@ DEFAULT_OUT = Path("goldens/audit.json")
 
 # DiT (arXiv 2212.09748), Table 4: forward "Gflops" (= GMACs) at 256x256, and parameters in millions.
 PAPER_DIT_GMACS: dict[str, float] = {
-    "DiT-S/8": 0.36, "DiT-S/4": 1.41, "DiT-S/2": 6.06,
-    "DiT-B/8": 1.42, "DiT-B/4": 5.56, "DiT-B/2": 23.01,
-    "DiT-L/8": 5.01, "DiT-L/4": 19.70, "DiT-L/2": 80.71,
-    "DiT-XL/8": 7.39, "DiT-XL/4": 29.05, "DiT-XL/2": 118.64,
+    "DiT-S/8": 0.36,
+    "DiT-S/4": 1.41,
+    "DiT-S/2": 6.06,
+    "DiT-B/8": 1.42,
+    "DiT-B/4": 5.56,
+    "DiT-B/2": 23.01,
+    "DiT-L/8": 5.01,
+    "DiT-L/4": 19.70,
+    "DiT-L/2": 80.71,
+    "DiT-XL/8": 7.39,
+    "DiT-XL/4": 29.05,
+    "DiT-XL/2": 118.64,
 }
 PAPER_DIT_GMACS_DECIMALS = 2
 PAPER_DIT_PARAMS_M: dict[str, int] = {"S": 33, "B": 130, "L": 458, "XL": 675}
@@ -65,7 +73,12 @@ PAPER_DIT_PARAMS_M: dict[str, int] = {"S": 33, "B": 130, "L": 458, "XL": 675}
 DIT_XL2_POINTS: tuple[tuple[float, float, float], ...] = ((400, 240, 19.47), (2352, 1417, 10.67), (7000, 4214, 9.62))
 # TREAD-XL/2: (hours, FID); the paper's Table 2 gives FID 7.38 for TREAD-XL/2 at 400K iterations.
 TREAD_XL2_POINTS: tuple[tuple[float, float], ...] = (
-    (55, 22.2), (73, 16.6), (92, 12.2), (114, 9.7), (147, 7.35), (258, 5.1)
+    (55, 22.2),
+    (73, 16.6),
+    (92, 12.2),
+    (114, 9.7),
+    (147, 7.35),
+    (258, 5.1),
 )
 TREAD_XL2_FID_AT_400K = 7.38
 TREAD_CLAIMED = {"at_dit_third": 14.0, "at_dit_final": 37.0}
@@ -74,8 +87,13 @@ TREAD_CLAIMED = {"at_dit_third": 14.0, "at_dit_final": 37.0}
 REPA = {"repa_kiters": 400, "repa_fid": 7.9, "sit_kiters": 7000, "sit_fid": 8.3, "claimed": 17.5}
 
 # LightningDiT (arXiv 2501.01423): epochs to a similar guided FID; DiT-XL/2's recipe for the epoch count.
-LIGHTNINGDIT = {"dit_epochs": 1400, "dit_fid": 2.27, "lightningdit_epochs": 64, "lightningdit_fid": 2.11,
-                "claimed": 21.8}
+LIGHTNINGDIT = {
+    "dit_epochs": 1400,
+    "dit_fid": 2.27,
+    "lightningdit_epochs": 64,
+    "lightningdit_fid": 2.11,
+    "claimed": 21.8,
+}
 DIT_RECIPE = {"kiters": 7000, "batch": 256}
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
@@ -86,9 +104,16 @@ REPLY_ADALN_SHARE = 0.30
 # The SD-VAE cost quoted in the debate's reply, in "GFLOPs" per 256x256 image (encoder + decoder).
 SD_VAE_QUOTED = 445.87
 SD_VAE_CONFIG = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, sample_size=256,
-    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, act_fn="silu",
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    sample_size=256,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    act_fn="silu",
 )
 
 # ------------------------------------------------------------------------------------------------------------
@@ -238,18 +263,20 @@ def audit_dit_sizes() -> dict[str, Any]:
         "summary": {
             "entries": len(entries),
             "gmacs_match_printed": sum(e["gmacs_match_printed"] for e in entries.values()),
-            "gmacs_mismatches": {n: [e["gmacs"], e["paper_gmacs"]] for n, e in entries.items()
-                                 if not e["gmacs_match_printed"]},
+            "gmacs_mismatches": {
+                n: [e["gmacs"], e["paper_gmacs"]] for n, e in entries.items() if not e["gmacs_match_printed"]
+            },
             "max_abs_gmacs_diff": max(abs(e["gmacs_minus_paper"]) for e in entries.values()),
             "max_abs_rel_diff": max(abs(e["rel_diff"]) for e in entries.values()),
             "max_abs_diff_in_last_printed_digits": max(abs(e["diff_in_last_printed_digits"]) for e in entries.values()),
             "min_flops_over_paper": min(e["flops_over_paper"] for e in entries.values()),
             "max_flops_over_paper": max(e["flops_over_paper"] for e in entries.values()),
             "plus_norm_elements_match_printed": sum(e["plus_norm_elements_match_printed"] for e in entries.values()),
-            "plus_norm_elements_mismatches": [n for n, e in entries.items()
-                                              if not e["plus_norm_elements_match_printed"]],
+            "plus_norm_elements_mismatches": [
+                n for n, e in entries.items() if not e["plus_norm_elements_match_printed"]
+            ],
             "params_note": "trainable parameters (the frozen sin-cos table left out), in millions as printed; "
-                           "the paper gives one count per size, which the patch-2 models match",
+            "the paper gives one count per size, which the patch-2 models match",
             "patch2_params_match_printed": sum(entries[n]["params_match_printed"] for n in patch2),
             "patch2_models": len(patch2),
             "params_match_printed": sum(e["params_match_printed"] for e in entries.values()),
@@ -271,8 +298,13 @@ def audit_tread_routes(rate: float = 0.5) -> dict[str, Any]:
         step_routed = sum(dit_train_step_macs(routed).values())
         r = routes[0]
         out[name] = {
-            "route": {"start": r.start, "end": r.end, "rate": r.rate,
-                      "kept_tokens": r.num_kept(dense.config.num_tokens), "tokens": dense.config.num_tokens},
+            "route": {
+                "start": r.start,
+                "end": r.end,
+                "rate": r.rate,
+                "kept_tokens": r.num_kept(dense.config.num_tokens),
+                "tokens": dense.config.num_tokens,
+            },
             "params_dense": num_params(dense),
             "params_routed": num_params(routed),
             "forward": _saving(fwd_dense, fwd_routed),
@@ -283,8 +315,14 @@ def audit_tread_routes(rate: float = 0.5) -> dict[str, Any]:
 
 
 def _saving(dense: int, routed: int) -> dict[str, Any]:
-    return {"dense_macs": dense, "routed_macs": routed, "dense_gmacs": dense / 1e9, "routed_gmacs": routed / 1e9,
-            "dense_over_routed": dense / routed, "saving": 1.0 - routed / dense}
+    return {
+        "dense_macs": dense,
+        "routed_macs": routed,
+        "dense_gmacs": dense / 1e9,
+        "routed_gmacs": routed / 1e9,
+        "dense_over_routed": dense / routed,
+        "saving": 1.0 - routed / dense,
+    }
 
 
 def audit_adaln() -> dict[str, Any]:
@@ -307,8 +345,8 @@ def audit_adaln() -> dict[str, Any]:
         "per_block_share": per_block / total,
         "all_adaln_share": (per_block + final) / total,
         "adaln_single_params": total_single,
-        "adaln_single_shared_and_tables": num_params(single.t_block) + sum(b.scale_shift_table.numel()
-                                                                          for b in single.blocks),
+        "adaln_single_shared_and_tables": num_params(single.t_block)
+        + sum(b.scale_shift_table.numel() for b in single.blocks),
         "adaln_single_saving": saving,
         "adaln_single_saving_share": saving / total,
         "reply_claimed_share": REPLY_ADALN_SHARE,
@@ -384,7 +422,7 @@ def audit_sd_vae(image_size: int = 256) -> dict[str, Any]:
         "encoder_over_dit_xl2_train_step": enc["gmacs"] / (3 * dit),
         "decoder_share_of_250_step_guided_sampling": dec["gmacs"] / (dec["gmacs"] + 250 * 2 * dit),
         "note": "a DiT-XL/2 training step taken as 3 forward passes (the counted ratio is in tread_routes); "
-                "guided sampling runs the model on a doubled batch",
+        "guided sampling runs the model on a doubled batch",
     }
     return out
 
@@ -420,8 +458,14 @@ def _hours_per_kiter(points: Sequence[tuple[float, float]]) -> float:
     return sum(k * h for k, h in points) / sum(k * k for k, _ in points)
 
 
-def rebuild_tread_speedup(target_fid: float, dit_kiters: float, dit_hours: float, tread_hours_per_kiter: float,
-                          dit_hours_per_kiter: float, step_mac_ratio: float) -> dict[str, Any]:
+def rebuild_tread_speedup(
+    target_fid: float,
+    dit_kiters: float,
+    dit_hours: float,
+    tread_hours_per_kiter: float,
+    dit_hours_per_kiter: float,
+    step_mac_ratio: float,
+) -> dict[str, Any]:
     """One of TREAD's speedups: hours ratio from the figure, and iteration ratio times a per-iteration cost ratio."""
     tread_hours = cost_to_reach(TREAD_XL2_POINTS, target_fid)
     nearest = min(TREAD_XL2_POINTS, key=lambda p: abs(p[1] - target_fid))
@@ -463,14 +507,17 @@ def audit_speedups(tread: Mapping[str, Any], lightning_gmacs: float, dit_gmacs: 
         "calibration": {
             "dit_hours_per_kiter": dit_hpk,
             "tread_hours_per_kiter": tread_hpk,
-            "tread_anchor_point": {"hours": anchor[0], "fid": anchor[1], "kiters": 400,
-                                   "fid_at_400k": TREAD_XL2_FID_AT_400K},
+            "tread_anchor_point": {
+                "hours": anchor[0],
+                "fid": anchor[1],
+                "kiters": 400,
+                "fid_at_400k": TREAD_XL2_FID_AT_400K,
+            },
             "figure_cost_ratio": dit_hpk / tread_hpk,
             "counted_forward_mac_ratio": xl["forward"]["dense_over_routed"],
             "counted_step_mac_ratio": mac_ratio,
         },
-        "tread_37x": {"claimed": TREAD_CLAIMED["at_dit_final"],
-                      **rebuild_tread_speedup(f7m, k7m, h7m, **common)},
+        "tread_37x": {"claimed": TREAD_CLAIMED["at_dit_final"], **rebuild_tread_speedup(f7m, k7m, h7m, **common)},
         "tread_14x": {
             "claimed": TREAD_CLAIMED["at_dit_third"],
             "anchor_2352k": rebuild_tread_speedup(f_mid, k_mid, h_mid, **common),
@@ -499,8 +546,16 @@ def audit_speedups(tread: Mapping[str, Any], lightning_gmacs: float, dit_gmacs: 
 
 def lightningdit_xl1() -> DiT:
     """A LightningDiT-XL/1-like model: DiT-XL width and depth, SwiGLU, RMSNorm, RoPE, qk-norm, patch 1 on 16x16x32."""
-    return meta_dit("SiT-XL/2", input_size=16, patch_size=1, in_channels=32, mlp="swiglu", norm="rmsnorm",
-                    pos_embed="rope", qk_norm=True)
+    return meta_dit(
+        "SiT-XL/2",
+        input_size=16,
+        patch_size=1,
+        in_channels=32,
+        mlp="swiglu",
+        norm="rmsnorm",
+        pos_embed="rope",
+        qk_norm=True,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -524,8 +579,9 @@ def run_audit() -> dict[str, Any]:
 
 def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -572,40 +628,58 @@ def diff_audits(old: Any, new: Any, path: str = "", rel_tol: float = 1e-9) -> li
 
 def summary_lines(audit: Mapping[str, Any]) -> list[str]:
     s = audit["dit_sizes"]
-    lines = ["DiT sizes (forward GMACs per image at 256x256; DiT's 'Gflops' are MACs):",
-             f"  {'model':<9} {'params':>10} {'paper':>6} {'GMACs':>10} {'paper':>7}  printed match"]
+    lines = [
+        "DiT sizes (forward GMACs per image at 256x256; DiT's 'Gflops' are MACs):",
+        f"  {'model':<9} {'params':>10} {'paper':>6} {'GMACs':>10} {'paper':>7}  printed match",
+    ]
     for name, e in s["entries"].items():
-        lines.append(f"  {name:<9} {e['trainable_params_m']:>9.2f}M {e['paper_params_m']:>5}M {e['gmacs']:>10.4f} "
-                     f"{e['paper_gmacs']:>7.2f}  {'yes' if e['gmacs_match_printed'] else 'no'}")
+        lines.append(
+            f"  {name:<9} {e['trainable_params_m']:>9.2f}M {e['paper_params_m']:>5}M {e['gmacs']:>10.4f} "
+            f"{e['paper_gmacs']:>7.2f}  {'yes' if e['gmacs_match_printed'] else 'no'}"
+        )
     sm = s["summary"]
-    lines.append(f"  {sm['gmacs_match_printed']}/{sm['entries']} entries match at printed precision; "
-                 f"largest difference {sm['max_abs_gmacs_diff']:.4f} GMACs "
-                 f"({sm['max_abs_diff_in_last_printed_digits']:.2f} units of the last printed digit)")
+    lines.append(
+        f"  {sm['gmacs_match_printed']}/{sm['entries']} entries match at printed precision; "
+        f"largest difference {sm['max_abs_gmacs_diff']:.4f} GMACs "
+        f"({sm['max_abs_diff_in_last_printed_digits']:.2f} units of the last printed digit)"
+    )
     for name in ("DiT-B/2", "DiT-XL/2"):
         t = audit["tread_routes"][name]
         r = t["route"]
-        lines.append(f"TREAD {name} route {r['start']}->{r['end']} rate {r['rate']}: forward "
-                     f"{t['forward']['dense_gmacs']:.2f} -> {t['forward']['routed_gmacs']:.2f} GMACs "
-                     f"({t['forward']['dense_over_routed']:.3f}x), training step {t['train_step']['dense_gmacs']:.2f}"
-                     f" -> {t['train_step']['routed_gmacs']:.2f} GMACs ({t['train_step']['dense_over_routed']:.3f}x)")
+        lines.append(
+            f"TREAD {name} route {r['start']}->{r['end']} rate {r['rate']}: forward "
+            f"{t['forward']['dense_gmacs']:.2f} -> {t['forward']['routed_gmacs']:.2f} GMACs "
+            f"({t['forward']['dense_over_routed']:.3f}x), training step {t['train_step']['dense_gmacs']:.2f}"
+            f" -> {t['train_step']['routed_gmacs']:.2f} GMACs ({t['train_step']['dense_over_routed']:.3f}x)"
+        )
     a = audit["adaln"]
-    lines.append(f"adaLN: per-block projections hold {a['per_block_share']:.2%} of DiT-XL/2's parameters; adaLN-single "
-                 f"saves {a['adaln_single_saving'] / 1e6:.1f}M ({a['adaln_single_saving_share']:.2%})")
+    lines.append(
+        f"adaLN: per-block projections hold {a['per_block_share']:.2%} of DiT-XL/2's parameters; adaLN-single "
+        f"saves {a['adaln_single_saving'] / 1e6:.1f}M ({a['adaln_single_saving_share']:.2%})"
+    )
     v = audit["sd_vae"]
-    lines.append(f"SD-VAE at 256x256: encoder {v['encoder']['gmacs']:.2f} GMACs / {v['encoder']['params'] / 1e6:.2f}M, "
-                 f"decoder {v['decoder']['gmacs']:.2f} GMACs / {v['decoder']['params'] / 1e6:.2f}M, total "
-                 f"{v['total']['gmacs']:.2f} GMACs = {v['total']['gflops']:.2f} GFLOPs (quoted {SD_VAE_QUOTED})")
+    lines.append(
+        f"SD-VAE at 256x256: encoder {v['encoder']['gmacs']:.2f} GMACs / {v['encoder']['params'] / 1e6:.2f}M, "
+        f"decoder {v['decoder']['gmacs']:.2f} GMACs / {v['decoder']['params'] / 1e6:.2f}M, total "
+        f"{v['total']['gmacs']:.2f} GMACs = {v['total']['gflops']:.2f} GFLOPs (quoted {SD_VAE_QUOTED})"
+    )
     sp = audit["speedups"]
     t37, t14 = sp["tread_37x"], sp["tread_14x"]
-    lines.append(f"TREAD 37x: {t37['hours_ratio']:.1f}x in figure hours, {t37['iteration_ratio']:.1f}x iterations x "
-                 f"{t37['counted_step_mac_ratio']:.3f} counted MAC ratio "
-                 f"= {t37['iteration_ratio_x_counted_mac_ratio']:.1f}x")
+    lines.append(
+        f"TREAD 37x: {t37['hours_ratio']:.1f}x in figure hours, {t37['iteration_ratio']:.1f}x iterations x "
+        f"{t37['counted_step_mac_ratio']:.3f} counted MAC ratio "
+        f"= {t37['iteration_ratio_x_counted_mac_ratio']:.1f}x"
+    )
     for key in ("anchor_2352k", "anchor_400k"):
         r = t14[key]
-        lines.append(f"TREAD 14x, {key}: {r['hours_ratio']:.2f}x in figure hours, "
-                     f"{r['iteration_ratio_x_counted_mac_ratio']:.2f}x as iterations x counted MACs")
-    lines.append(f"REPA: {sp['repa_17x']['iteration_ratio']:.2f}x iterations; LightningDiT: "
-                 f"{sp['lightningdit_21x']['epoch_ratio']:.3f}x epochs")
+        lines.append(
+            f"TREAD 14x, {key}: {r['hours_ratio']:.2f}x in figure hours, "
+            f"{r['iteration_ratio_x_counted_mac_ratio']:.2f}x as iterations x counted MACs"
+        )
+    lines.append(
+        f"REPA: {sp['repa_17x']['iteration_ratio']:.2f}x iterations; LightningDiT: "
+        f"{sp['lightningdit_21x']['epoch_ratio']:.3f}x epochs"
+    )
     return lines
 
 
@@ -630,12 +704,16 @@ def _run_cli(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "audit", help="count parameters and MACs (meta device) and rebuild the published speedups",
+        "audit",
+        help="count parameters and MACs (meta device) and rebuild the published speedups",
         description="Counts parameters and MACs of the DiT sizes, TREAD routes, adaLN and the SD-VAE on the meta "
-                    "device and rebuilds the published speedup factors; writes goldens/audit.json.",
+        "device and rebuilds the published speedup factors; writes goldens/audit.json.",
     )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the audit (default: %(default)s)")
-    p.add_argument("--check", action="store_true",
-                   help="recount and compare with --out instead of writing it; exit 1 on any difference")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="recount and compare with --out instead of writing it; exit 1 on any difference",
+    )
     p.set_defaults(func=_run_cli)
     return p

@@ -121,8 +121,16 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         s = self.spec
-        out = {"id": s.id, "kind": s.kind, "source": s.source, "claim": s.claim, "verdict": self.verdict,
-               "scale": self.scale, "evidence": self.evidence, "recheck": self.recheck}
+        out = {
+            "id": s.id,
+            "kind": s.kind,
+            "source": s.source,
+            "claim": s.claim,
+            "verdict": self.verdict,
+            "scale": self.scale,
+            "evidence": self.evidence,
+            "recheck": self.recheck,
+        }
         if s.note:
             out["note"] = s.note
         if s.reason:
@@ -138,11 +146,27 @@ _TOP_FIELDS = {"id": True, "source": True, "claim": True, "kind": True, "check":
 _CHECK_FIELDS = {
     "structure": {"tests": True, "if_pass": True},
     "audit": {"expect": True, "evidence": False, "if_hold": False},
-    "experiment": {"scales": True, "file": False, "value": True, "relation": True, "threshold": False,
-                   "threshold_path": False, "min_seeds": False, "if_hold": False},
+    "experiment": {
+        "scales": True,
+        "file": False,
+        "value": True,
+        "relation": True,
+        "threshold": False,
+        "threshold_path": False,
+        "min_seeds": False,
+        "if_hold": False,
+    },
 }
-_EXPECT_FIELDS = {"quantity": True, "relation": True, "value": True, "rel_tol": False, "abs_tol": False,
-                  "label": False, "unit": False, "format": False}
+_EXPECT_FIELDS = {
+    "quantity": True,
+    "relation": True,
+    "value": True,
+    "rel_tol": False,
+    "abs_tol": False,
+    "label": False,
+    "unit": False,
+    "format": False,
+}
 _EVIDENCE_FIELDS = {"quantity": True, "label": False, "unit": False, "format": False}
 
 
@@ -302,7 +326,8 @@ def parse_spec(data: Any, path: str | os.PathLike) -> Spec:
             raise SpecError(f"{path}: field 'check' is missing; it is required for kind '{kind}'")
         _fields(path, "check", check, _CHECK_FIELDS[kind])
         {"structure": _validate_structure, "audit": _validate_audit, "experiment": _validate_experiment}[kind](
-            path, check)
+            path, check
+        )
     return Spec(id=sid, source=source, claim=claim, kind=kind, check=check, reason=reason, note=note, path=path)
 
 
@@ -423,8 +448,10 @@ def evaluate_audit(spec: Spec, audit: Mapping[str, Any] | None, audit_path: Path
         evidence.append(f"{e.get('label', _show(keys))}: {_fmt(value, e.get('format', '.4g'))}{unit}")
     prov = audit.get("provenance", {}) if isinstance(audit, Mapping) else {}
     if prov:
-        evidence.append(f"counted by `{prov.get('command')}` at commit {str(prov.get('git_commit'))[:12]}, "
-                        f"torch {prov.get('torch')}, device {str(prov.get('device', '')).split(';')[0]}")
+        evidence.append(
+            f"counted by `{prov.get('command')}` at commit {str(prov.get('git_commit'))[:12]}, "
+            f"torch {prov.get('torch')}, device {str(prov.get('device', '')).split(';')[0]}"
+        )
     if broken:
         return Result(spec, CHECK_FAILED, broken + evidence, recheck, "audit")
     if_hold = spec.check.get("if_hold", CONFIRMED)
@@ -533,11 +560,21 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
     found = next(((s, goldens / s / name) for s in scales if (goldens / s / name).exists()), None)
     if found is None:
         if scales == ["paper"]:
-            return Result(spec, NOT_CHECKABLE, [f"needs paper-scale golden runs ({goldens}/paper/{name})"],
-                          RECHECK["paper"].format(id=spec.id), "paper")
+            return Result(
+                spec,
+                NOT_CHECKABLE,
+                [f"needs paper-scale golden runs ({goldens}/paper/{name})"],
+                RECHECK["paper"].format(id=spec.id),
+                "paper",
+            )
         wanted = ", ".join(str(goldens / s / name) for s in scales if s != "paper")
-        return Result(spec, PENDING, [f"no golden runs yet: waiting for {wanted}"],
-                      RECHECK[scales[0]].format(id=spec.id), scales[0])
+        return Result(
+            spec,
+            PENDING,
+            [f"no golden runs yet: waiting for {wanted}"],
+            RECHECK[scales[0]].format(id=spec.id),
+            scales[0],
+        )
     scale, path = found
     recheck = RECHECK[scale].format(id=spec.id)
     try:
@@ -560,9 +597,12 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
     seeds = _seeds(value)
     holds, text = _decide(value, c["relation"], threshold)
     runs = report.get("run_ids") or []
-    evidence = [f"{scale} scale, {path}: {_show(keys)} {c['relation']} {against}? {text}",
-                f"{seeds} seed(s); runs: {', '.join(map(str, runs[:8]))}{' ...' if len(runs) > 8 else ''}"
-                if runs else f"{seeds} seed(s)"]
+    evidence = [
+        f"{scale} scale, {path}: {_show(keys)} {c['relation']} {against}? {text}",
+        f"{seeds} seed(s); runs: {', '.join(map(str, runs[:8]))}{' ...' if len(runs) > 8 else ''}"
+        if runs
+        else f"{seeds} seed(s)",
+    ]
     if seeds < c.get("min_seeds", 3):
         evidence.append(f"fewer than {c.get('min_seeds', 3)} seeds: a data point, not a verdict")
         return Result(spec, INCONCLUSIVE, evidence, recheck, scale)
@@ -587,8 +627,9 @@ def _node_matches(node: str, classname: str, name: str) -> bool:
 
 
 def _pytest(args: Sequence[str], root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=root,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=root, capture_output=True, text=True
+    )
 
 
 def collected_nodes(files: Sequence[str], root: Path) -> set[str]:
@@ -611,8 +652,9 @@ def run_pytest(nodes: Sequence[str], root: Path) -> tuple[dict[str, list[tuple[s
         xml = Path(tmp) / "junit.xml"
         proc = _pytest(["-q", f"--junitxml={xml}", *nodes], root)
         if proc.returncode == 4:  # usage error, typically "not found"
-            collected = collected_nodes(sorted({n.split("::")[0] for n in nodes if Path(root, n.split("::")[0])
-                                                .exists()}), root)
+            collected = collected_nodes(
+                sorted({n.split("::")[0] for n in nodes if Path(root, n.split("::")[0]).exists()}), root
+            )
             present = [n for n in nodes if node_exists(n, collected)]
             if present:
                 proc = _pytest(["-q", f"--junitxml={xml}", *present], root)
@@ -621,7 +663,7 @@ def run_pytest(nodes: Sequence[str], root: Path) -> tuple[dict[str, list[tuple[s
         if xml.exists():
             for case in ET.parse(xml).getroot().iter("testcase"):
                 tags = {child.tag for child in case}
-                outcome = ("failed" if tags & {"failure", "error"} else "skipped" if "skipped" in tags else "passed")
+                outcome = "failed" if tags & {"failure", "error"} else "skipped" if "skipped" in tags else "passed"
                 cases.append((case.get("classname", ""), case.get("name", ""), outcome))
     outcomes = {n: [(name, o) for cls, name, o in cases if _node_matches(n, cls, name)] for n in nodes}
     return outcomes, tail
@@ -663,8 +705,9 @@ def evaluate_structure(specs: Sequence[Spec], root: Path) -> list[Result]:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def evaluate_all(specs: Sequence[Spec], goldens: Path = DEFAULT_GOLDENS, root: Path = Path("."),
-                 run_tests: bool = True) -> list[Result]:
+def evaluate_all(
+    specs: Sequence[Spec], goldens: Path = DEFAULT_GOLDENS, root: Path = Path("."), run_tests: bool = True
+) -> list[Result]:
     """A result per spec, in the order of ``specs``; structure checks run only with ``run_tests``."""
     audit_path = goldens / "audit.json"
     audit = json.loads(audit_path.read_text()) if audit_path.exists() else None
@@ -686,8 +729,11 @@ def ledger(results: Sequence[Result]) -> dict[str, Any]:
     counts = {v: 0 for v in (*VERDICTS, CHECK_FAILED)}
     for r in results:
         counts[r.verdict] += 1
-    return {"verdicts": list(VERDICTS), "counts": {k: v for k, v in counts.items() if v},
-            "claims": [r.to_json() for r in results]}
+    return {
+        "verdicts": list(VERDICTS),
+        "counts": {k: v for k, v in counts.items() if v},
+        "claims": [r.to_json() for r in results],
+    }
 
 
 def _cell(text: str) -> str:
@@ -696,18 +742,28 @@ def _cell(text: str) -> str:
 
 def render_markdown(results: Sequence[Result]) -> str:
     led = ledger(results)
-    lines = ["# Claims ledger", "",
-             "Written by `repro claims` from `specs/`, `goldens/audit.json` and the golden runs under `goldens/`. "
-             "Counts: " + ", ".join(f"{n} {v}" for v, n in led["counts"].items()) + ".", "",
-             "| claim | kind | verdict | evidence (first line) |", "|---|---|---|---|"]
+    lines = [
+        "# Claims ledger",
+        "",
+        "Written by `repro claims` from `specs/`, `goldens/audit.json` and the golden runs under `goldens/`. "
+        "Counts: " + ", ".join(f"{n} {v}" for v, n in led["counts"].items()) + ".",
+        "",
+        "| claim | kind | verdict | evidence (first line) |",
+        "|---|---|---|---|",
+    ]
     for r in results:
         first = r.evidence[0] if r.evidence else ""
         lines.append(f"| `{r.spec.id}` | {r.spec.kind} | **{r.verdict}** | {_cell(first)} |")
     lines += [""]
     for r in results:
         s = r.spec
-        lines += [f"## {s.id}: {r.verdict}", "", f"- claim: {s.claim}", f"- source: {s.source}",
-                  f"- kind: {s.kind}" + (f"; scale: {r.scale}" if r.scale else "")]
+        lines += [
+            f"## {s.id}: {r.verdict}",
+            "",
+            f"- claim: {s.claim}",
+            f"- source: {s.source}",
+            f"- kind: {s.kind}" + (f"; scale: {r.scale}" if r.scale else ""),
+        ]
         lines += ["- evidence:"] + [f"  - {_cell(e)}" for e in r.evidence]
         if s.note:
             lines.append(f"- note: {_cell(s.note)}")
@@ -773,12 +829,16 @@ def _run_cli(args: argparse.Namespace) -> int:
     if only:
         unknown = sorted(only - {s.id for s in specs})
         if unknown:
-            print(f"claims: --only: unknown id(s) {unknown}; allowed: {', '.join(s.id for s in specs)}",
-                  file=sys.stderr)
+            print(
+                f"claims: --only: unknown id(s) {unknown}; allowed: {', '.join(s.id for s in specs)}", file=sys.stderr
+            )
             return 1
         specs = [s for s in specs if s.id in only]
     results = evaluate_all(specs, goldens, Path(args.root), run_tests=not args.skip_pytest)
     print(render_table(results))
+    if args.skip_pytest:
+        skipped = [s.id for s in specs if s.kind == "structure"]
+        print(f"(structure checks skipped: {', '.join(skipped) or 'none'})")
     for r in results:
         for line in r.evidence[1:]:
             print(f"  {r.spec.id}: {line}")
@@ -798,26 +858,31 @@ def _run_cli(args: argparse.Namespace) -> int:
     if failed:
         print(f"claims: check failed for {', '.join(failed)}", file=sys.stderr)
     if changes and not args.update:
-        print("claims: the ledger differs from reports/claims.json; if the change is intended, run "
-              "`repro claims --update` and commit the reports", file=sys.stderr)
+        print(
+            "claims: the ledger differs from reports/claims.json; if the change is intended, run "
+            "`repro claims --update` and commit the reports",
+            file=sys.stderr,
+        )
     return 1 if failed or (changes and not (args.update and not partial)) else 0
 
 
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "claims", help="evaluate every claim spec and write the verdict table",
+        "claims",
+        help="evaluate every claim spec and write the verdict table",
         description="Evaluates every spec under specs/ (structure checks run pytest; audit checks read "
-                    "goldens/audit.json; experiment checks query golden runs), prints the verdicts and writes "
-                    "reports/claims.md and reports/claims.json. Exits 1 when a check fails or a verdict differs "
-                    "from the committed reports/claims.json.",
+        "goldens/audit.json; experiment checks query golden runs), prints the verdicts and writes "
+        "reports/claims.md and reports/claims.json. Exits 1 when a check fails or a verdict differs "
+        "from the committed reports/claims.json.",
     )
     p.add_argument("--specs", default=str(DEFAULT_SPECS), help="spec folder (default: %(default)s)")
     p.add_argument("--goldens", default=str(DEFAULT_GOLDENS), help="goldens folder (default: %(default)s)")
     p.add_argument("--reports", default=str(DEFAULT_REPORTS), help="report folder (default: %(default)s)")
     p.add_argument("--root", default=".", help="where pytest runs the structure checks (default: %(default)s)")
     p.add_argument("--only", nargs="+", metavar="ID", help="evaluate these claims only (reports are not rewritten)")
-    p.add_argument("--skip-pytest", action="store_true",
-                   help="skip the structure checks (fast; reports are not rewritten)")
+    p.add_argument(
+        "--skip-pytest", action="store_true", help="skip the structure checks (fast; reports are not rewritten)"
+    )
     p.add_argument("--update", action="store_true", help="accept the new verdicts: rewrite the committed ledger")
     p.set_defaults(func=_run_cli)
     return p

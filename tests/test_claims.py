@@ -17,17 +17,39 @@ CATALOGUE = ROOT.parent / "shared" / "CLAIMS.md"
 # Every claim of the catalogue, by id; each has a spec specs/<id>.yaml.
 CLAIM_IDS = {
     # the debate: post and reply
-    "debate-dit-plateau", "debate-identity-helps", "debate-post-ln", "debate-adaln-overrides-attention",
-    "debate-ln-gain-bias", "reply-tread-is-stochastic-depth", "reply-lightningdit", "reply-post-norm-harmless",
-    "reply-representation-learning", "reply-prefer-interpolants", "reply-adaln-for-time", "reply-shared-adaln-30pct",
+    "debate-dit-plateau",
+    "debate-identity-helps",
+    "debate-post-ln",
+    "debate-adaln-overrides-attention",
+    "debate-ln-gain-bias",
+    "reply-tread-is-stochastic-depth",
+    "reply-lightningdit",
+    "reply-post-norm-harmless",
+    "reply-representation-learning",
+    "reply-prefer-interpolants",
+    "reply-adaln-for-time",
+    "reply-shared-adaln-30pct",
     "reply-sd-vae-445gflops",
     # TREAD
-    "tread-speedup-14x", "tread-speedup-37x", "tread-no-extra-params", "tread-routing-preserves-tokens",
-    "tread-inference-dense", "tread-table2", "tread-selection-rate", "tread-final",
+    "tread-speedup-14x",
+    "tread-speedup-37x",
+    "tread-no-extra-params",
+    "tread-routing-preserves-tokens",
+    "tread-inference-dense",
+    "tread-table2",
+    "tread-selection-rate",
+    "tread-final",
     # DiT
-    "dit-size-table", "dit-block", "dit-conditioning-ablation", "dit-xl2-curve",
+    "dit-size-table",
+    "dit-block",
+    "dit-conditioning-ablation",
+    "dit-xl2-curve",
     # SiT, LightningDiT, PixArt-alpha, REPA, SD-VAE
-    "sit-beats-dit", "lightningdit-21x", "pixart-adaln-single", "repa-17.5x", "sd-vae-cost",
+    "sit-beats-dit",
+    "lightningdit-21x",
+    "pixart-adaln-single",
+    "repa-17.5x",
+    "sd-vae-cost",
 }
 
 
@@ -60,8 +82,10 @@ def test_catalogue_ids_match_the_specs():
 
 
 def test_catalogue_id_parser():
-    text = ("- **structure**: a test\n| id | who |\n|---|---|\n| some-claim | x |\n"
-            "- **a-b / c-17.5x** (abstract)\n- **d-e**: text\n")
+    text = (
+        "- **structure**: a test\n| id | who |\n|---|---|\n| some-claim | x |\n"
+        "- **a-b / c-17.5x** (abstract)\n- **d-e**: text\n"
+    )
     assert catalogue_ids(text) == {"some-claim", "a-b", "c-17.5x", "d-e"}
 
 
@@ -248,15 +272,27 @@ def test_audit_verdicts():
 
 
 def speedup_record(ratio, lo, hi, seeds=5, p=None, status="ok"):
-    return {"ratio": ratio, "ci_low": lo, "ci_high": hi, "seeds": seeds, "p_value_ge_k": {"1.0": p},
-            "ge_k": {"1.0": None if p is None else p < 0.05}, "status": status}
+    return {
+        "ratio": ratio,
+        "ci_low": lo,
+        "ci_high": hi,
+        "seeds": seeds,
+        "p_value_ge_k": {"1.0": p},
+        "ge_k": {"1.0": None if p is None else p < 0.05},
+        "status": status,
+    }
 
 
 def write_golden(root, scale, record, **extra):
     path = root / scale / "speedup.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    report = {"scale": scale, "baseline": "dit", "run_ids": ["dit-s0", "tread-s0"],
-              "unit_results": {"tread": {"final": {"macs": record}}}, **extra}
+    report = {
+        "scale": scale,
+        "baseline": "dit",
+        "run_ids": ["dit-s0", "tread-s0"],
+        "unit_results": {"tread": {"final": {"macs": record}}},
+        **extra,
+    }
     path.write_text(json.dumps(report))
     return path
 
@@ -270,8 +306,10 @@ def write_golden(root, scale, record, **extra):
         (speedup_record(1.1, 0.8, 1.5, p=0.3), C.INCONCLUSIVE),
         (speedup_record(2.0, None, None, seeds=1, status="one seed"), C.INCONCLUSIVE),
         (speedup_record(2.0, 1.5, 2.6, seeds=2, p=0.01), C.INCONCLUSIVE),  # fewer than min_seeds
-        ({**speedup_record(None, None, None, p=None, status="not reached by 2 of 5 seeds"), "ge_k": {"1.0": False}},
-         C.REFUTED),
+        (
+            {**speedup_record(None, None, None, p=None, status="not reached by 2 of 5 seeds"), "ge_k": {"1.0": False}},
+            C.REFUTED,
+        ),
     ],
 )
 def test_experiment_speedup_verdicts(tmp_path, record, verdict):
@@ -308,8 +346,10 @@ def test_paper_scale_only_is_not_checkable(tmp_path):
 
 
 def test_experiment_compares_seed_samples(tmp_path):
-    slopes = {"dit": {"mean": -1.0, "per_seed": [-1.1, -0.9, -1.0, -1.05]},
-              "tread": {"mean": -4.0, "per_seed": [-4.2, -3.8, -4.1, -3.9]}}
+    slopes = {
+        "dit": {"mean": -1.0, "per_seed": [-1.1, -0.9, -1.0, -1.05]},
+        "tread": {"mean": -4.0, "per_seed": [-4.2, -3.8, -4.1, -3.9]},
+    }
     write_golden(tmp_path, "micro", speedup_record(2.0, 1.5, 2.6), late_slope=slopes)
     check = {"scales": ["micro"], "value": "late_slope.dit", "relation": ">", "threshold_path": "late_slope.tread"}
     assert C.evaluate_experiment(spec("experiment", check), tmp_path).verdict == C.CONFIRMED
@@ -327,10 +367,16 @@ def test_structure_verdicts_come_from_pytest(tmp_path):
         "@pytest.mark.parametrize('x', [1, 2])\ndef test_param(x):\n    assert x\n"
     )
     specs = [
-        spec("structure", {"tests": ["tests/test_fake.py::test_ok", "tests/test_fake.py::test_param"],
-                           "if_pass": "refuted"}, "a-claim"),
-        spec("structure", {"tests": ["tests/test_fake.py::test_ok", "tests/test_fake.py::test_bad"],
-                           "if_pass": "confirmed"}, "b-claim"),
+        spec(
+            "structure",
+            {"tests": ["tests/test_fake.py::test_ok", "tests/test_fake.py::test_param"], "if_pass": "refuted"},
+            "a-claim",
+        ),
+        spec(
+            "structure",
+            {"tests": ["tests/test_fake.py::test_ok", "tests/test_fake.py::test_bad"], "if_pass": "confirmed"},
+            "b-claim",
+        ),
         spec("structure", {"tests": ["tests/test_fake.py::test_absent"], "if_pass": "confirmed"}, "c-claim"),
     ]
     a, b, c = C.evaluate_structure(specs, tmp_path)
@@ -348,8 +394,20 @@ def test_structure_verdicts_come_from_pytest(tmp_path):
 def run_claims(tmp_path, *extra):
     from repro.cli import main
 
-    return main(["claims", "--specs", str(tmp_path / "specs"), "--goldens", str(tmp_path / "goldens"),
-                 "--reports", str(tmp_path / "reports"), "--root", str(tmp_path), *extra])
+    return main(
+        [
+            "claims",
+            "--specs",
+            str(tmp_path / "specs"),
+            "--goldens",
+            str(tmp_path / "goldens"),
+            "--reports",
+            str(tmp_path / "reports"),
+            "--root",
+            str(tmp_path),
+            *extra,
+        ]
+    )
 
 
 def test_claims_command_writes_reports_and_catches_drift(tmp_path, capsys):
