@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .io import atomic_write_json
-from .models import SIZES, DiT, config_for, tread_routes
+from .models import SIZES, DiT, DiTConfig, config_for, tread_routes
 
 DEFAULT_OUT = Path("goldens/audit.json")
 
@@ -207,6 +207,29 @@ def dit_train_step_macs(model: DiT, batch: int = 1) -> dict[str, int]:
     by_op = macs_by_op(step)
     model.zero_grad(set_to_none=True)
     return by_op
+
+
+def train_step_macs(config: DiTConfig, batch_size: int) -> int:
+    """MACs of one training step (forward + backward) of a model config at ``batch_size``, routes active.
+
+    Stochastic depth's saving is random per step, so it is counted at its expectation: the dense step
+    minus ``prob`` times the cost of each skippable block, a block's cost being the difference between
+    the same model at depth D and D - 1.
+    """
+
+    def total(cfg: DiTConfig) -> int:
+        if cfg.routes:
+            cfg = cfg.replace(fp32_after_route=False)  # a dtype cast; no MACs
+        with torch.device("meta"):
+            model = DiT(cfg)
+        return sum(dit_train_step_macs(model, batch=batch_size).values())
+
+    sd = config.stochastic_depth
+    if sd is None:
+        return total(config)
+    dense = config.replace(stochastic_depth=None)
+    per_block = total(dense) - total(dense.replace(depth=dense.depth - 1))
+    return int(round(total(dense) - sd.prob * (sd.end - sd.start + 1) * per_block))
 
 
 def printed(value: float, decimals: int) -> float:

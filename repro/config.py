@@ -62,6 +62,12 @@ class TrainConfig:
     tf32: bool = False
     threads: int | None = None  # CPU threads; None keeps torch's default
     keep_checkpoints: bool = False  # keep every checkpoint, not only the last
+    # Equal budgets. "macs": a method whose steps are cheaper (routes, stochastic depth) gets
+    # proportionally more steps (and evaluations at the same MAC points) than the dense model, so
+    # every method of a scale spends the same training MACs. max_seconds: stop at this much training
+    # wall-clock (an equal time budget on one device), with a final evaluation.
+    equal_cost: str | None = None
+    max_seconds: float | None = None
 
     def validate(self, prefix: str = "train") -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "ckpt_every", "log_every"):
@@ -75,6 +81,10 @@ class TrainConfig:
             raise _err(f"{prefix}.betas", self.betas, "must be two numbers in [0, 1)")
         if self.precision not in PRECISIONS:
             raise _err(f"{prefix}.precision", self.precision, f"allowed: {', '.join(PRECISIONS)}")
+        if self.equal_cost not in (None, "macs"):
+            raise _err(f"{prefix}.equal_cost", self.equal_cost, "allowed: macs, or null for equal steps")
+        if self.max_seconds is not None:
+            _number(f"{prefix}.max_seconds", self.max_seconds, 0, lo_open=True)
         if self.batch_size % self.grad_accum:
             raise _err(f"{prefix}.batch_size", self.batch_size, f"must be divisible by grad_accum={self.grad_accum}")
 
@@ -239,8 +249,22 @@ def resolve(params: dict[str, Any], scale: str, method: str, seed: int) -> RunCo
         train=_build(TrainConfig, s.get("train", {}), f"scales.{scale}.train"),
         eval=_build(EvalConfig, {**s.get("eval", {}), **m.get("eval", {})}, f"scales.{scale}.eval"),
     )
+    if cfg.train.equal_cost == "macs":
+        equalize_macs(cfg)
     cfg.validate()
     return cfg
+
+
+def equalize_macs(cfg: RunConfig) -> None:
+    """Scale steps and evaluation/checkpoint intervals by (dense step MACs) / (this method's step MACs)."""
+    if not cfg.model.routes and cfg.model.stochastic_depth is None:
+        return
+    from .audit import train_step_macs
+
+    dense = cfg.model.replace(routes=(), stochastic_depth=None)
+    ratio = train_step_macs(dense, cfg.train.batch_size) / train_step_macs(cfg.model, cfg.train.batch_size)
+    t = cfg.train
+    t.steps, t.eval_every, t.ckpt_every = (max(1, round(v * ratio)) for v in (t.steps, t.eval_every, t.ckpt_every))
 
 
 def runs_of(params: dict[str, Any], scale: str) -> list[tuple[str, int]]:

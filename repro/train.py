@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .audit import train_step_macs
 from .config import RunConfig, load_params, resolve
 from .io import atomic_torch_save, atomic_write_json
 from .models import DiT
@@ -139,32 +140,6 @@ def validation_batch(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
 # ------------------------------------------------------------------------------------------
 # Cost
 # ------------------------------------------------------------------------------------------
-
-
-def _meta_model(model_cfg) -> DiT:
-    with torch.device("meta"):
-        return DiT(model_cfg)
-
-
-def train_step_macs(model_cfg, batch_size: int) -> int:
-    """Multiply-accumulates of one training step (forward + backward) at ``batch_size``, counted by
-    torch's FLOP counter on the meta device (FLOPs / 2), with routes active.
-
-    Stochastic depth's saving is random per step; it is counted at its expectation: the dense step
-    minus ``prob`` times the cost of each skippable block (a block's cost is the difference between
-    models of depth D and D - 1).
-    """
-    from .audit import dit_train_step_macs
-
-    def total(cfg) -> int:
-        return sum(dit_train_step_macs(_meta_model(cfg), batch=batch_size).values())
-
-    sd = model_cfg.stochastic_depth
-    if sd is None:
-        return total(model_cfg)
-    dense = model_cfg.replace(stochastic_depth=None)
-    per_block = total(dense) - total(dense.replace(depth=dense.depth - 1))
-    return int(round(total(dense) - sd.prob * (sd.end - sd.start + 1) * per_block))
 
 
 # ------------------------------------------------------------------------------------------
@@ -401,6 +376,15 @@ def train(
                     )
                 t_log, img_log = now, 0
 
+            out_of_time = tc.max_seconds is not None and seconds >= tc.max_seconds
+            if tc.max_seconds is not None and world > 1:  # every rank stops at the same step
+                flag = torch.tensor(float(out_of_time), device=dev)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
+            if out_of_time and step < tc.steps:
+                tc.steps = step  # an equal wall-clock budget: this is the run's last step
+                if rank == 0 and not quiet:
+                    print(f"\n  {cfg.run_id}: training time budget of {tc.max_seconds} s reached at step {step}")
             if step % tc.eval_every == 0 or step == tc.steps:
                 if rank == 0:
                     ev = evaluate(ema, objective, cfg, dev, val)
@@ -467,6 +451,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--steps", type=int, default=None, help="override train.steps (e.g. a dry run)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument("--curve", default=None, help="also write the finished run's curve.json to this path")
     p.set_defaults(func=_cli)
 
 
@@ -477,10 +462,15 @@ def _cli(args: argparse.Namespace) -> int:
         cfg.validate()
     out = Path(args.out or Path("runs") / args.scale / f"{args.method}-s{args.seed}")
     try:
-        train(cfg, out, device=args.device, resume=not args.no_resume, command="repro " + " ".join(sys.argv[1:]))
+        curve = train(
+            cfg, out, device=args.device, resume=not args.no_resume, command="repro " + " ".join(sys.argv[1:])
+        )
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    else:
+        if args.curve and curve["complete"] and dist_info()[0] == 0:
+            atomic_write_json(args.curve, curve)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from repro.audit import train_step_macs
 from repro.config import RunConfig, load_params, resolve, runs_of
 from repro.models import DiT
-from repro.train import TrainingDiverged, train, train_step_macs
+from repro.train import TrainingDiverged, train
 
 
 def tiny_run(tmp_path=None, **train_overrides) -> RunConfig:
@@ -196,3 +197,18 @@ def test_objective_and_learned_sigma_must_agree():
     d["objective"] = {"name": "ddpm"}
     with pytest.raises(ValueError, match="learn_sigma"):
         RunConfig.from_dict(d)
+
+
+def test_equal_mac_budget_gives_cheaper_steps_more_steps():
+    params = load_params()
+    params["scales"]["micro"]["train"]["equal_cost"] = "macs"
+    dit, tread = resolve(params, "micro", "dit", 0), resolve(params, "micro", "tread", 0)
+    assert tread.train.steps > dit.train.steps
+    budget_dit = dit.train.steps * train_step_macs(dit.model, dit.train.batch_size)
+    budget_tread = tread.train.steps * train_step_macs(tread.model, tread.train.batch_size)
+    assert budget_tread == pytest.approx(budget_dit, rel=2 / dit.train.steps)
+
+
+def test_time_budget_stops_with_a_final_evaluation(tmp_path):
+    curve = train(tiny_run(max_seconds=1e-9), tmp_path / "run", quiet=True)
+    assert curve["complete"] and [p["step"] for p in curve["points"]] == [1]
