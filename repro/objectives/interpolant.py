@@ -1,0 +1,211 @@
+"""SiT's stochastic interpolants (Ma et al., arXiv 2401.08740): Linear and GVP paths, ODE and SDE samplers.
+
+Time convention (SiT's): ``t = 0`` is noise and ``t = 1`` is data,
+
+    x_t = alpha_t x_1 + sigma_t eps,    x_1 ~ data,  eps ~ N(0, I),
+
+- Linear: ``alpha_t = t``, ``sigma_t = 1 - t``;
+- GVP: ``alpha_t = sin(pi t / 2)``, ``sigma_t = cos(pi t / 2)``, written as ``sin(pi (1 - t) / 2)`` so
+  that both ends are exact in floating point (``x_0`` is exactly the noise, ``x_1`` exactly the data).
+
+The network gets ``t`` in [0, 1] directly (SiT feeds it to DiT's timestep embedder unchanged) and
+predicts, per ``prediction``:
+
+- ``"velocity"``: ``v = alpha'_t x_1 + sigma'_t eps``, the time derivative of the path (SiT's default);
+- ``"noise"``: ``eps``;
+- ``"score"``: ``grad log p_t(x) = -E[eps | x_t] / sigma_t``, trained as ``|sigma_t s + eps|^2``.
+
+Training draws ``t`` uniformly on ``[t0, t1]``: [0, 1] for velocity, which is well defined at both
+ends, and ``[eps, 1 - eps]`` with ``eps = 1e-3`` for noise and score, whose conversion to a velocity
+divides by ``alpha_t`` (zero at ``t = 0``) and whose score divides by ``sigma_t`` (zero at ``t = 1``);
+these are SiT's defaults. Samplers integrate forward in ``t`` from the noise:
+
+- ``"euler"`` and ``"heun"``: the probability-flow ODE ``dx = v dt`` on ``steps`` equal steps from
+  ``t0`` to ``t1`` (1 and 2 network evaluations a step).
+- ``"sde"``: Euler-Maruyama on ``dx = [v + D_t s] dt + sqrt(2 D_t) dW`` with ``s`` the score, which
+  has the same marginals as the ODE for any ``D_t >= 0``. As SiT by default, ``D_t = sigma_t``
+  (``diffusion="sigma"``; ``"constant"`` gives ``D_t = 1``), times ``diffusion_norm``; with the sigma
+  form the extra drift ``D_t s`` is minus the noise estimate, and the injected noise vanishes at the
+  data end. The first ``steps - 1`` steps are stochastic on an equal grid from ``t0`` to
+  ``1 - last_step_size``; the last step, to ``t = 1``, is the noise-free mean of an Euler-Maruyama
+  step (SiT's "Mean" last step, size 0.04 by default). ``steps`` network evaluations in all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .base import (
+    Objective,
+    check_choice,
+    check_real,
+    guided_output,
+    mean_flat,
+    per_sample,
+    rand,
+    randn,
+    split_output,
+)
+
+PATHS = ("linear", "gvp")
+PREDICTIONS = ("velocity", "noise", "score")
+SAMPLERS = ("euler", "heun", "sde")
+DIFFUSIONS = ("sigma", "constant")
+
+
+def path_coefficients(path: str, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(alpha_t, sigma_t, d alpha/dt, d sigma/dt)`` of the path at times ``t``."""
+    if path == "linear":
+        return t, 1.0 - t, torch.ones_like(t), -torch.ones_like(t)
+    half_pi = math.pi / 2.0
+    alpha, sigma = torch.sin(half_pi * t), torch.sin(half_pi * (1.0 - t))
+    return alpha, sigma, half_pi * sigma, -half_pi * alpha
+
+
+def interpolate(path: str, x1: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The point on the path: ``x_t = alpha_t x_1 + sigma_t eps``."""
+    alpha, sigma, _, _ = (per_sample(c, x1) for c in path_coefficients(path, t))
+    return alpha * x1 + sigma * noise
+
+
+def velocity_target(path: str, x1: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The time derivative of the path: ``v = alpha'_t x_1 + sigma'_t eps``."""
+    _, _, d_alpha, d_sigma = (per_sample(c, x1) for c in path_coefficients(path, t))
+    return d_alpha * x1 + d_sigma * noise
+
+
+def velocity_from(prediction: str, out: torch.Tensor, x: torch.Tensor, coefs) -> torch.Tensor:
+    """The velocity implied by a noise or score prediction (a velocity prediction is itself).
+
+    From ``x = alpha x_1 + sigma eps``: ``v = (alpha'/alpha) (x - sigma eps) + sigma' eps``, and
+    ``eps = -sigma s`` for a score ``s``.
+    """
+    if prediction == "velocity":
+        return out
+    alpha, sigma, d_alpha, d_sigma = coefs
+    eps = out if prediction == "noise" else -sigma * out
+    return d_alpha / alpha * (x - sigma * eps) + d_sigma * eps
+
+
+def score_from(prediction: str, out: torch.Tensor, x: torch.Tensor, coefs) -> torch.Tensor:
+    """The score implied by any prediction.
+
+    From a velocity: ``s = ((alpha/alpha') v - x) / (sigma^2 - (alpha/alpha') sigma sigma')``,
+    which is finite at ``t = 0`` (where it is ``-x``) but not at ``t = 1``.
+    """
+    alpha, sigma, d_alpha, d_sigma = coefs
+    if prediction == "score":
+        return out
+    if prediction == "noise":
+        return -out / sigma
+    ratio = alpha / d_alpha
+    return (ratio * out - x) / (sigma**2 - ratio * sigma * d_sigma)
+
+
+@dataclass
+class Interpolant(Objective):
+    """SiT's interpolant objective; ``t`` is the time in [0, 1], 1 at the data."""
+
+    path: str = "linear"
+    prediction: str = "velocity"
+    sampler: str = "euler"
+    diffusion: str = "sigma"
+    diffusion_norm: float = 1.0
+    last_step_size: float = 0.04
+    eps: float | None = None
+
+    name: ClassVar[str] = "interpolant"
+
+    def __post_init__(self):
+        check_choice("path", self.path, PATHS)
+        check_choice("prediction", self.prediction, PREDICTIONS)
+        check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("diffusion", self.diffusion, DIFFUSIONS)
+        check_real("diffusion_norm", self.diffusion_norm, low=0.0, strict=False)
+        check_real("last_step_size", self.last_step_size, low=0.0, high=1.0)
+        if self.eps is None:
+            self.eps = 0.0 if self.prediction == "velocity" else 1e-3
+        check_real("eps", self.eps, low=0.0, high=0.5, strict=False)
+        if self.prediction != "velocity" and self.eps == 0:
+            raise ValueError(f"eps: 0 is not allowed with prediction={self.prediction!r}; must be > 0")
+
+    @property
+    def default_steps(self) -> int:
+        """SiT's 250 steps for the SDE; 50 for the fixed-step ODE solvers."""
+        return 250 if self.sampler == "sde" else 50
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """``(t0, t1)``: the training range of ``t`` and the ODE's integration range."""
+        return self.eps, 1.0 - self.eps
+
+    def coefficients(self, t: torch.Tensor, like: torch.Tensor):
+        return tuple(per_sample(c, like) for c in path_coefficients(self.path, t))
+
+    # -- training ------------------------------------------------------------------------------
+    def draw_t(self, batch, generator, like):
+        t0, t1 = self.interval
+        return t0 + (t1 - t0) * rand((batch,), generator, like)
+
+    def fixed_t(self, points, like):
+        t0, t1 = self.interval
+        k = torch.arange(points, dtype=like.dtype, device=like.device)
+        return t0 + (t1 - t0) * (k + 0.5) / points
+
+    def loss_at(self, model, x0, y, t, noise, generator=None):
+        xt = interpolate(self.path, x0, noise, t)
+        out, _ = split_output(model(xt, t, y, generator=generator), x0.shape[1])
+        if self.prediction == "velocity":
+            return mean_flat((out - velocity_target(self.path, x0, noise, t)) ** 2)
+        if self.prediction == "noise":
+            return mean_flat((out - noise) ** 2)
+        sigma = self.coefficients(t, x0)[1]
+        return mean_flat((sigma * out + noise) ** 2)
+
+    # -- sampling ------------------------------------------------------------------------------
+    def _predict(self, model: nn.Module, x, t: float, y, guidance_scale):
+        t_batch = torch.full((len(x),), t, dtype=x.dtype, device=x.device)
+        out, _ = split_output(guided_output(model, x, t_batch, y, guidance_scale), x.shape[1])
+        return out, self.coefficients(t_batch, x)
+
+    def velocity(self, model, x, t, y, guidance_scale):
+        out, coefs = self._predict(model, x, t, y, guidance_scale)
+        return velocity_from(self.prediction, out, x, coefs)
+
+    def sde_drift(self, model, x, t, y, guidance_scale):
+        """``(v + D_t s, D_t)`` at time ``t``."""
+        out, coefs = self._predict(model, x, t, y, guidance_scale)
+        d = self.diffusion_norm * (coefs[1] if self.diffusion == "sigma" else torch.ones_like(coefs[1]))
+        return velocity_from(self.prediction, out, x, coefs) + d * score_from(self.prediction, out, x, coefs), d
+
+    def _sample(self, model, noise, y, steps, guidance_scale, generator):
+        if self.sampler == "sde":
+            return self._sample_sde(model, noise, y, steps, guidance_scale, generator)
+        t0, t1 = self.interval
+        times = torch.linspace(t0, t1, steps + 1, dtype=torch.float64).tolist()
+        x = noise
+        for t, t_next in zip(times[:-1], times[1:]):
+            h = t_next - t
+            v = self.velocity(model, x, t, y, guidance_scale)
+            if self.sampler == "euler":
+                x = x + h * v
+            else:
+                v_next = self.velocity(model, x + h * v, t_next, y, guidance_scale)
+                x = x + h / 2.0 * (v + v_next)
+        return x
+
+    def _sample_sde(self, model, noise, y, steps, guidance_scale, generator):
+        t0 = self.eps
+        times = torch.linspace(t0, 1.0 - self.last_step_size, steps, dtype=torch.float64).tolist() + [1.0]
+        x = noise
+        for t, t_next in zip(times[:-2], times[1:-1]):
+            h = t_next - t
+            drift, d = self.sde_drift(model, x, t, y, guidance_scale)
+            x = x + h * drift + (2.0 * d * h).sqrt() * randn(x.shape, generator, x)
+        drift, _ = self.sde_drift(model, x, times[-2], y, guidance_scale)
+        return x + (1.0 - times[-2]) * drift
