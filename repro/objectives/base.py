@@ -126,7 +126,8 @@ def guided_output(model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.T
     channels (DiT's learned variance) are the conditional ones. Scale 1 is the conditional output
     itself, computed without the unconditional half. Every objective here maps the network output to
     its prediction affinely with the same coefficients for both halves, so guiding the output is
-    guiding the noise, velocity or denoised estimate.
+    guiding the noise, velocity or denoised estimate. All ``C`` channels are guided; DiT's released
+    sampler guides only three of its four latent channels (``DiT.forward_with_cfg`` keeps that choice).
     """
     if scale == 1.0:
         return model(x, t, y)
