@@ -1,0 +1,317 @@
+"""Paper scale: an ImageFolder of ImageNet encoded once into SD-VAE latents, stored in shards that training reads.
+
+The pipeline, as in DiT's and TREAD's setups:
+
+1. images are read as RGB by ``torchvision.datasets.ImageFolder`` (class index = position of the folder
+   name in sorted order);
+2. each image is center-cropped to ``image_size`` (256) the ADM way (:func:`center_crop`), scaled to
+   ``[-1, 1]`` and, optionally, also encoded mirrored (``hflip``: doubles the data, the flip then
+   needs no augmentation at training time);
+3. ``diffusers.AutoencoderKL`` (the SD-VAE, ``stabilityai/sd-vae-ft-ema`` or ``-mse``), loaded from a
+   local directory, or from the hub when the machine is online, encodes it; the latent is a sample of
+   the posterior drawn from a seeded generator (``posterior="sample"``, DiT's choice) or its mean
+   (``"mean"``), times ``scale`` (0.18215): 256x256x3 -> 4x32x32;
+4. latents go to ``shard-00000.pt``, ... (``{"latents": (n, 4, h, w), "labels": int64 (n,)}``, read with
+   ``torch.load(weights_only=True)``), and ``manifest.json`` (written last) lists the shards with their
+   sha256, the classes and every setting above.
+
+Every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+SD_VAE_SCALE = 0.18215
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resize so the short side is ``size`` (halving with a box filter first while it is >= 2 x ``size``,
+    then bicubic), and cut the central ``size`` x ``size`` square."""
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(s // 2 for s in image.size), resample=Image.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(s * scale) for s in image.size), resample=Image.BICUBIC)
+    left = (image.size[0] - size) // 2
+    top = (image.size[1] - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def image_folder(root: str | os.PathLike, image_size: int = 256):
+    """``torchvision.datasets.ImageFolder`` yielding float ``(3, size, size)`` in ``[-1, 1]`` and class indices."""
+    from torchvision.datasets import ImageFolder
+
+    def transform(image: Image.Image) -> torch.Tensor:
+        array = np.asarray(center_crop(image.convert("RGB"), image_size), dtype=np.uint8)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).to(torch.float32) / 127.5 - 1.0
+
+    return ImageFolder(str(root), transform=transform)
+
+
+def load_vae(source: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """``AutoencoderKL`` from a local directory (``save_pretrained`` layout) or, when online, a hub repo id."""
+    from diffusers import AutoencoderKL
+
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True)
+        else:
+            vae = AutoencoderKL.from_pretrained(str(source))
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(
+            f"cannot load the VAE from {source!r}: {exc}\nGive a local directory holding config.json and the "
+            "weights (AutoencoderKL.save_pretrained layout), or a hub id such as stabilityai/sd-vae-ft-ema "
+            "on a machine that is online."
+        ) from exc
+    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def _atomic_save(obj, path: Path) -> str:
+    """torch.save to a temporary file, rename into place; returns the file's sha256."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        digest = _sha256(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return digest
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def encode_image_folder(
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    vae,
+    *,
+    image_size: int = 256,
+    batch_size: int = 32,
+    shard_size: int = 10_000,
+    scale: float = SD_VAE_SCALE,
+    posterior: str = "sample",
+    hflip: bool = False,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    vae_source: str = "",
+    num_workers: int = 0,
+) -> dict:
+    """Encode every image of ``image_dir`` (an ImageFolder) into latent shards under ``out_dir``; returns the manifest.
+
+    ``vae`` is an ``AutoencoderKL`` (see :func:`load_vae`) on the device to encode on. Images keep the
+    ImageFolder order (sorted classes, then sorted files); with ``hflip`` each image is followed by its
+    mirror image. Same inputs, seed and device give the same latents.
+    """
+    if posterior not in ("sample", "mean"):
+        raise ValueError(f"posterior must be 'sample' or 'mean', got {posterior!r}")
+    if shard_size < 1 or batch_size < 1:
+        raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size} and {batch_size}")
+    dataset = image_folder(image_dir, image_size)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    param = next(vae.parameters())
+    generator = torch.Generator(device=param.device).manual_seed(seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+    shards: list[dict] = []
+    pending_z: list[torch.Tensor] = []
+    pending_y: list[torch.Tensor] = []
+    pending = 0
+    latent_shape: list[int] = []
+
+    def write_shard(latents: torch.Tensor, labels: torch.Tensor) -> None:
+        name = f"shard-{len(shards):05d}.pt"
+        digest = _atomic_save({"latents": latents.clone(), "labels": labels.clone()}, out / name)
+        shards.append({"file": name, "count": len(labels), "sha256": digest})
+
+    for images, labels in loader:
+        if hflip:
+            images = torch.stack([images, images.flip(-1)], dim=1).flatten(0, 1)
+            labels = labels.repeat_interleave(2)
+        dist = vae.encode(images.to(device=param.device, dtype=param.dtype)).latent_dist
+        z = dist.sample(generator=generator) if posterior == "sample" else dist.mode()
+        z = (z * scale).to(device="cpu", dtype=dtype)
+        latent_shape = list(z.shape[1:])
+        pending_z.append(z)
+        pending_y.append(labels.to(torch.int64))
+        pending += len(labels)
+        while pending >= shard_size:
+            zs, ys = torch.cat(pending_z), torch.cat(pending_y)
+            write_shard(zs[:shard_size], ys[:shard_size])
+            pending_z, pending_y = [zs[shard_size:]], [ys[shard_size:]]
+            pending -= shard_size
+    if pending:
+        write_shard(torch.cat(pending_z), torch.cat(pending_y))
+
+    manifest = {
+        "format": FORMAT_VERSION,
+        "count": sum(s["count"] for s in shards),
+        "latent_shape": latent_shape,
+        "dtype": str(dtype).removeprefix("torch."),
+        "classes": list(dataset.classes),
+        "image_size": image_size,
+        "scale": scale,
+        "posterior": posterior,
+        "hflip": hflip,
+        "seed": seed,
+        "vae": {"source": vae_source, "config": {k: _jsonable(v) for k, v in dict(vae.config).items()}},
+        "shards": shards,
+    }
+    text = json.dumps(manifest, indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{MANIFEST}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out / MANIFEST)
+    return manifest
+
+
+def _jsonable(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+class LatentShards(torch.utils.data.Dataset):
+    """Reads the shards written by :func:`encode_image_folder`: item ``i`` is ``(latent (4, h, w), label)``.
+
+    One shard is held in memory at a time, so access in shard order (as :meth:`batches` does) is cheap.
+    With ``verify`` each shard's sha256 is checked against the manifest when it is first read.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, verify: bool = True):
+        self.directory = Path(directory)
+        manifest_path = self.directory / MANIFEST
+        if not manifest_path.is_file():
+            raise FileNotFoundError(
+                f"{manifest_path} not found: encode the images first (python -m repro.data.latents)"
+            )
+        self.manifest = json.loads(manifest_path.read_text())
+        if self.manifest.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{manifest_path}: format {self.manifest.get('format')}, expected {FORMAT_VERSION}")
+        self.verify = verify
+        self.offsets = np.cumsum([0] + [s["count"] for s in self.manifest["shards"]]).tolist()
+        self._cached: tuple[int, dict] | None = None
+        self._verified: set[int] = set()
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+    def shard(self, k: int) -> dict[str, torch.Tensor]:
+        """Shard ``k`` as ``{"latents", "labels"}``."""
+        if self._cached is not None and self._cached[0] == k:
+            return self._cached[1]
+        entry = self.manifest["shards"][k]
+        path = self.directory / entry["file"]
+        if self.verify and k not in self._verified:
+            digest = _sha256(path)
+            if digest != entry["sha256"]:
+                raise ValueError(f"{path} has sha256 {digest}, the manifest says {entry['sha256']}: re-encode it")
+            self._verified.add(k)
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if len(data["labels"]) != entry["count"]:
+            raise ValueError(f"{path} holds {len(data['labels'])} latents, the manifest says {entry['count']}")
+        self._cached = (k, data)
+        return data
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = bisect.bisect_right(self.offsets, i) - 1
+        data = self.shard(k)
+        j = i - self.offsets[k]
+        return data["latents"][j], data["labels"][j]
+
+    def batches(
+        self, batch_size: int, *, seed: int, drop_last: bool = True
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass: shards in a seeded random order, each shard's items in a seeded random order.
+
+        A batch never spans two shards (the tail of each shard shorter than ``batch_size`` is dropped
+        when ``drop_last``), which keeps one shard in memory at a time.
+        """
+        generator = torch.Generator().manual_seed(seed)
+        for k in torch.randperm(len(self.manifest["shards"]), generator=generator).tolist():
+            data = self.shard(k)
+            order = torch.randperm(len(data["labels"]), generator=generator)
+            stop = len(order) - len(order) % batch_size if drop_last else len(order)
+            for start in range(0, stop, batch_size):
+                index = order[start : start + batch_size]
+                yield data["latents"][index], data["labels"][index]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Encode an ImageFolder into SD-VAE latent shards (``python -m repro.data.latents``)."""
+    p = argparse.ArgumentParser(prog="python -m repro.data.latents", description=main.__doc__)
+    p.add_argument("image_dir", type=Path, help="ImageFolder root: one subfolder per class")
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--vae", default="stabilityai/sd-vae-ft-ema", help="local directory or hub id (online only)")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shard-size", type=int, default=10_000)
+    p.add_argument("--scale", type=float, default=SD_VAE_SCALE)
+    p.add_argument("--posterior", choices=("sample", "mean"), default="sample")
+    p.add_argument("--hflip", action="store_true", help="also encode each image mirrored")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="stored dtype")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--num-workers", type=int, default=4)
+    args = p.parse_args(argv)
+    torch.set_flush_denormal(True)
+    vae = load_vae(args.vae, device=args.device)
+    manifest = encode_image_folder(
+        args.image_dir,
+        args.out_dir,
+        vae,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        scale=args.scale,
+        posterior=args.posterior,
+        hflip=args.hflip,
+        seed=args.seed,
+        dtype=getattr(torch, args.dtype),
+        vae_source=str(args.vae),
+        num_workers=args.num_workers,
+    )
+    print(
+        f"{manifest['count']} latents {manifest['latent_shape']} in {len(manifest['shards'])} shards -> {args.out_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
