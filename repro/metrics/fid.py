@@ -1,0 +1,335 @@
+"""FID, KID and precision/recall of generated Fashion-MNIST samples, all from ``torch_fidelity.calculate_metrics``.
+
+Conventions:
+
+- samples: ``(N, 1, 32, 32)`` (or ``(N, 32, 32)``, ``(N, 32, 32, 1)``; 28x28 is padded like the data),
+  either uint8 in ``[0, 255]`` or float in ``[-1, 1]`` (converted with rounding; values outside are
+  clamped), as a torch tensor or numpy array;
+- the reference is a split of Fashion-MNIST (``"test"`` by default, optionally its first
+  ``reference_size`` images) or a tensor of images in the same conventions;
+- torch-fidelity's roles: ``input1`` is the generated set, ``input2`` the real one; precision is the
+  share of samples inside the reference manifold, recall the share of reference images inside the
+  samples' manifold (k = 3 nearest neighbours);
+- features come from the domain classifier of :mod:`repro.metrics.featurenet` (``"fmnist"``), or from
+  torch-fidelity's ``"inception-v3-compat"`` for users who have its weights file (images are then handed
+  over as 3 equal channels and resized by the extractor);
+- the reference's features and statistics are cached under ``<cache dir>/fidelity`` (see
+  :func:`repro.data.cache_dir`) in files whose names carry a hash of the reference data and one of
+  the feature weights, so a repeated call only extracts the samples' features.
+
+Results are returned under short keys: ``fid``, ``kid``, ``kid_std``, ``precision``, ``recall``,
+``f_score``, plus ``num_samples`` and ``num_reference``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from repro.data.fashion_mnist import FILES, PAYLOAD_SHA256, SPLITS, cache_dir, load, to_uint8
+from repro.metrics import featurenet
+
+METRICS = ("fid", "kid", "prc")
+FMNIST = "fmnist"
+INCEPTION = "inception-v3-compat"
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+
+_KEYS = {
+    "frechet_inception_distance": "fid",
+    "kernel_inception_distance_mean": "kid",
+    "kernel_inception_distance_std": "kid_std",
+    "precision": "precision",
+    "recall": "recall",
+    "f_score": "f_score",
+}
+
+
+def as_uint8_images(samples: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Samples in any accepted layout and range (see the module docstring) as uint8 ``(N, 1, 32, 32)``."""
+    x = torch.as_tensor(np.asarray(samples)) if isinstance(samples, np.ndarray) else samples
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"samples must be a torch.Tensor or numpy array, got {type(samples).__name__}")
+    x = x.detach().cpu()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    elif x.dim() == 4 and x.shape[1] != 1 and x.shape[-1] == 1:
+        x = x.permute(0, 3, 1, 2)
+    if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != x.shape[3] or x.shape[2] not in (28, 32) or len(x) == 0:
+        raise ValueError(f"samples must be N >= 1 grey images (N, 1, 32, 32) (or 28x28), got shape {tuple(x.shape)}")
+    if x.dtype != torch.uint8:
+        if not x.is_floating_point():
+            raise ValueError(f"samples must be uint8 in [0, 255] or float in [-1, 1], got dtype {x.dtype}")
+        x = to_uint8(x)
+    if x.shape[-1] == 28:
+        x = F.pad(x, (2, 2, 2, 2), value=0)
+    return x.contiguous()
+
+
+class ImageDataset(Dataset):
+    """uint8 images ``(N, 1, H, W)`` served one by one as torch-fidelity wants them, optionally as 3 channels."""
+
+    def __init__(self, images: torch.Tensor, channels: int = 1):
+        self.images, self.channels = images, channels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = self.images[i]
+        return x.expand(self.channels, -1, -1).contiguous() if self.channels != 1 else x
+
+
+class _SplitDataset(ImageDataset):
+    """The first ``size`` images of a split, read only if torch-fidelity needs them (a cache miss)."""
+
+    def __init__(self, split: str, size: int, channels: int = 1):
+        super().__init__(torch.empty(0, 1, 32, 32, dtype=torch.uint8), channels)
+        self.split, self.size = split, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if len(self.images) == 0:
+            self.images = load(self.split).images[: self.size]
+        return super().__getitem__(i)
+
+
+def _tensor_hash(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.numpy().tobytes()).hexdigest()
+
+
+def _reference(reference: str | torch.Tensor | np.ndarray, size: int | None, channels: int) -> tuple[Dataset, str]:
+    """The reference as a dataset and a cache key that changes whenever its content does."""
+    if isinstance(reference, str):
+        if reference not in SPLITS:
+            raise ValueError(f"reference must be one of {SPLITS} or an image tensor, got {reference!r}")
+        total = SPLIT_SIZES[reference]
+        n = total if size is None else int(size)
+        if not 1 <= n <= total:
+            raise ValueError(f"reference_size must be in 1..{total} for the {reference} split, got {size}")
+        key = f"fmnist-{reference}-{PAYLOAD_SHA256[FILES[reference][0]][:12]}-n{n}"
+        return _SplitDataset(reference, n, channels), key
+    images = as_uint8_images(reference)
+    if size is not None:
+        images = images[: int(size)]
+    return ImageDataset(images, channels), f"tensor-{_tensor_hash(images)[:16]}-n{len(images)}"
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return featurenet.sha256_file(path)
+
+
+def _extractor(feature_extractor: str, weights: str | os.PathLike | None) -> tuple[str, dict, int, str]:
+    """torch-fidelity name, extra kwargs, input channels and a weights key for the cache."""
+    if feature_extractor == FMNIST:
+        name = featurenet.register(weights)
+        return name, {}, 1, name.removeprefix(featurenet.NAME_PREFIX)
+    if feature_extractor == INCEPTION:
+        if weights is None:
+            if os.environ.get("REPRO_OFFLINE", "").strip().lower() not in ("", "0", "false", "no"):
+                raise FileNotFoundError(
+                    f"the Inception path needs its weights: pass weights=PATH to {INCEPTION_FILE} "
+                    "(torch-fidelity's converted TF Inception), or unset REPRO_OFFLINE to let torch-fidelity "
+                    "download it"
+                )
+            return INCEPTION, {}, 3, "download-6726825d"
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"Inception weights {path} not found (expected torch-fidelity's {INCEPTION_FILE})")
+        stat = path.stat()
+        key = _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)[:12]
+        return INCEPTION, {"feature_extractor_weights_path": str(path)}, 3, key
+    raise ValueError(f"feature_extractor must be {FMNIST!r} or {INCEPTION!r}, got {feature_extractor!r}")
+
+
+def compute_metrics(
+    samples: torch.Tensor | np.ndarray,
+    reference: str | torch.Tensor | np.ndarray = "test",
+    metrics: Sequence[str] = METRICS,
+    *,
+    reference_size: int | None = None,
+    feature_extractor: str = FMNIST,
+    weights: str | os.PathLike | None = None,
+    cache_root: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 500,
+    kid_subset_size: int = 1000,
+    kid_subsets: int = 100,
+    prc_neighborhood: int = 3,
+    seed: int = 2020,
+    verbose: bool = False,
+) -> dict[str, float]:
+    """FID / KID / precision-recall of ``samples`` against ``reference`` (see the module docstring).
+
+    ``metrics``: any of ``"fid"``, ``"kid"``, ``"prc"``. ``weights``: the feature network's weights file
+    (default: the committed one) or, for Inception, torch-fidelity's Inception weights. KID uses
+    ``kid_subsets`` random subsets of ``min(kid_subset_size, N, N_ref)`` drawn with ``seed``; the same
+    inputs and seed give the same numbers. ``cache_root`` overrides the cache root.
+    """
+    import torch_fidelity
+
+    wanted = tuple(dict.fromkeys(metrics))
+    bad = [m for m in wanted if m not in METRICS]
+    if bad or not wanted:
+        raise ValueError(f"metrics must be a non-empty subset of {METRICS}, got {tuple(metrics)}")
+    images = as_uint8_images(samples)
+    name, extra, channels, weights_key = _extractor(feature_extractor, weights)
+    ref_dataset, ref_key = _reference(reference, reference_size, channels)
+    cuda = torch.device(device).type == "cuda"
+    root = Path(cache_root) if cache_root is not None else cache_dir()
+    raw = torch_fidelity.calculate_metrics(
+        input1=ImageDataset(images, channels),
+        input2=ref_dataset,
+        input2_cache_name=f"repro-{ref_key}-w{weights_key}",
+        cache_root=str(root / "fidelity"),
+        cache=True,
+        fid="fid" in wanted,
+        kid="kid" in wanted,
+        prc="prc" in wanted,
+        feature_extractor=name,
+        cuda=cuda,
+        batch_size=batch_size,
+        kid_subsets=kid_subsets,
+        kid_subset_size=min(kid_subset_size, len(images), len(ref_dataset)),
+        prc_neighborhood=prc_neighborhood,
+        rng_seed=seed,
+        save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
+        verbose=verbose,
+        **extra,
+    )
+    out = {_KEYS[k]: float(v) for k, v in raw.items() if k in _KEYS}
+    out["num_samples"] = len(images)
+    out["num_reference"] = len(ref_dataset)
+    return out
+
+
+def feature_statistics(features: torch.Tensor) -> dict[str, np.ndarray]:
+    """Mean and covariance of ``(N, D)`` features, as torch-fidelity computes them for FID."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
+    return fid_features_to_statistics(features.detach().cpu())
+
+
+def frechet_distance(stats1: dict[str, np.ndarray], stats2: dict[str, np.ndarray]) -> float:
+    """torch-fidelity's Frechet distance between two ``{"mu", "sigma"}`` Gaussians (the FID formula)."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    return float(fid_statistics_to_metric(stats1, stats2, False)[KEY_METRIC_FID])
+
+
+@torch.no_grad()
+def extract_features(samples: torch.Tensor | np.ndarray, weights: str | os.PathLike | None = None) -> torch.Tensor:
+    """Penultimate features ``(N, 128)`` of the feature network, computed as the torch-fidelity path does."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    extractor_cls = FEATURE_EXTRACTORS_REGISTRY[featurenet.register(weights)]
+    extractor = extractor_cls("features", ["penultimate"])
+    images = as_uint8_images(samples)
+    return torch.cat([extractor(images[i : i + 1000])[0] for i in range(0, len(images), 1000)])
+
+
+def load_samples(path: str | os.PathLike, *, recursive: bool = False) -> torch.Tensor:
+    """Samples from a folder of images (png/jpg, read as grey) or a ``.npy`` / ``.npz`` array, as uint8.
+
+    An ``.npz`` must hold one array, or one named ``samples``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        from PIL import Image
+
+        pattern = "**/*" if recursive else "*"
+        files = sorted(p for p in path.glob(pattern) if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.is_file())
+        if not files:
+            raise FileNotFoundError(f"no .png/.jpg images in {path}" + ("" if recursive else " (try --recursive)"))
+        arrays = []
+        for f in files:
+            with Image.open(f) as im:
+                arrays.append(np.asarray(im.convert("L")))
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            raise ValueError(f"images in {path} differ in size: {sorted(shapes)}")
+        return as_uint8_images(np.stack(arrays))
+    if path.suffix == ".npy":
+        return as_uint8_images(np.load(path, allow_pickle=False))
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.keys())
+            key = "samples" if "samples" in names else names[0] if len(names) == 1 else None
+            if key is None:
+                raise ValueError(f"{path} holds arrays {names}; name the samples array 'samples'")
+            return as_uint8_images(z[key])
+    raise ValueError(f"samples must be a folder of images, a .npy or a .npz file, got {path}")
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``repro evaluate``."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="FID/KID/precision-recall of samples against a Fashion-MNIST split",
+        description="Metrics of a folder of images or an .npy/.npz array of samples (uint8 in [0, 255] or "
+        "float in [-1, 1], N x 1 x 32 x 32) against a Fashion-MNIST split, via torch-fidelity.",
+    )
+    p.add_argument("samples", type=Path, help="folder of .png/.jpg, or .npy / .npz file")
+    p.add_argument("--reference", choices=SPLITS, default="test", help="reference split (default: test)")
+    p.add_argument("--reference-size", type=int, default=None, help="use the first N reference images")
+    p.add_argument("--metrics", default=",".join(METRICS), help="comma-separated subset of fid,kid,prc")
+    p.add_argument("--feature-extractor", choices=(FMNIST, INCEPTION), default=FMNIST)
+    p.add_argument("--weights", type=Path, default=None, help="feature-network (or Inception) weights file")
+    p.add_argument(
+        "--cache-dir", type=Path, default=None, help="cache root (default: $REPRO_CACHE_DIR or ~/.cache/repro)"
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=2020, help="seed of KID's subsets")
+    p.add_argument("--recursive", action="store_true", help="look for images in subfolders too")
+    p.add_argument("--json", type=Path, default=None, help="also write the result to this file")
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    try:
+        samples = load_samples(args.samples, recursive=args.recursive)
+        result = compute_metrics(
+            samples,
+            args.reference,
+            tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+            reference_size=args.reference_size,
+            feature_extractor=args.feature_extractor,
+            weights=args.weights,
+            cache_root=args.cache_dir,
+            device=args.device,
+            seed=args.seed,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"repro evaluate: {exc}", file=sys.stderr)
+        return 2
+    report = {
+        "samples": str(args.samples),
+        "reference": args.reference,
+        "feature_extractor": args.feature_extractor,
+        **result,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, args.json)
+    return 0
