@@ -13,6 +13,7 @@ import sys
 
 COMMANDS: dict[str, str] = {
     "speedup": "repro.speedup:register_cli",
+    "evaluate": "repro.metrics.fid:register_cli",
     "audit": "repro.audit:register_cli",
     "claims": "repro.claims:register_cli",
 }
