@@ -12,6 +12,7 @@ import importlib
 import sys
 
 COMMANDS: dict[str, str] = {
+    "train": "repro.train:register_cli",
     "speedup": "repro.speedup:register_cli",
     "evaluate": "repro.metrics.fid:register_cli",
     "audit": "repro.audit:register_cli",
