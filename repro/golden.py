@@ -1,0 +1,153 @@
+"""Compare re-run curves with committed golden curves: pass or fail per run.
+
+A golden curve is a ``curve.json`` committed under ``goldens/<scale>/runs/``. A re-run reproduces it
+when it evaluated at the same steps with the same counted cost (steps, images and MACs must be
+equal: they are arithmetic, not measurements) and its quality numbers agree within a tolerance:
+``|new - golden| <= max(abs_tol, rel_tol * |golden|)`` for FID and the validation loss at every
+evaluation. On the same CPU type and seed the runs are bitwise deterministic, so the default
+tolerance only absorbs different BLAS kernels; on GPUs (non-deterministic kernels, bf16) pass a
+looser one. Wall-clock seconds are reported, never compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+EXACT = ("step", "images", "macs")
+COMPARED = ("fid", "val_loss")
+
+
+def load_curves(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """``run_id -> curve`` of every ``*.json`` curve file in ``folder``."""
+    out = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        curve = json.loads(path.read_text())
+        if "points" in curve and "run_id" in curve:
+            out[curve["run_id"]] = curve
+    return out
+
+
+def compare_curve(new: dict, golden: dict, rel_tol: float, abs_tol: float) -> list[str]:
+    """Differences between a re-run and its golden curve; an empty list means it reproduces."""
+    problems = []
+    if len(new["points"]) != len(golden["points"]):
+        return [f"{len(new['points'])} evaluations, golden has {len(golden['points'])}"]
+    for p, g in zip(new["points"], golden["points"]):
+        for key in EXACT:
+            if p.get(key) != g.get(key):
+                problems.append(f"step {g.get('step')}: {key} {p.get(key)} != golden {g.get(key)}")
+        for key in COMPARED:
+            if key in g and g[key] is not None:
+                if p.get(key) is None:
+                    problems.append(f"step {g['step']}: {key} missing")
+                    continue
+                if abs(p[key] - g[key]) > max(abs_tol, rel_tol * abs(g[key])):
+                    problems.append(f"step {g['step']}: {key} {p[key]:.4g} vs golden {g[key]:.4g}")
+    return problems
+
+
+def compare_folders(new_dir: str | Path, golden_dir: str | Path, rel_tol: float = 1e-3, abs_tol: float = 1e-4) -> dict:
+    """Per golden run: ``{"status": "pass"|"fail"|"missing", "problems": [...]}``."""
+    new, golden = load_curves(new_dir), load_curves(golden_dir)
+    report = {}
+    for run_id, g in golden.items():
+        if run_id not in new:
+            report[run_id] = {"status": "missing", "problems": ["no re-run curve"]}
+            continue
+        problems = compare_curve(new[run_id], g, rel_tol, abs_tol)
+        report[run_id] = {"status": "fail" if problems else "pass", "problems": problems}
+    return report
+
+
+def print_report(report: dict) -> None:
+    width = max((len(k) for k in report), default=10)
+    for run_id, r in report.items():
+        print(f"{run_id:<{width}}  {r['status'].upper()}")
+        for p in r["problems"][:5]:
+            print(f"{'':<{width}}    {p}")
+
+
+def rerun(
+    scale: str,
+    out_dir: str | Path,
+    golden_dir: str | Path,
+    params: str = "params.yaml",
+    device: str | None = None,
+    rel_tol: float = 0.15,
+    abs_tol: float = 1.0,
+) -> dict:
+    """Train every run of ``scale`` afresh into ``out_dir`` and compare its curve with the golden one.
+
+    Where no golden curve exists yet, the new curve becomes the golden (a first run on new hardware);
+    its status is ``"new"``.
+    """
+    from .config import load_params, resolve, runs_of
+    from .io import atomic_write_json
+    from .train import train
+
+    out_dir, golden_dir = Path(out_dir), Path(golden_dir)
+    p = load_params(params)
+    report = {}
+    for method, seed in runs_of(p, scale):
+        cfg = resolve(p, scale, method, seed)
+        curve = train(cfg, out_dir / cfg.run_id, device=device, resume=False)
+        atomic_write_json(out_dir / "curves" / f"{method}-s{seed}.json", curve)
+        golden_path = golden_dir / f"{method}-s{seed}.json"
+        if not golden_path.exists():
+            atomic_write_json(golden_path, curve)
+            report[cfg.run_id] = {"status": "new", "problems": [f"no golden: wrote {golden_path}"]}
+            continue
+        problems = compare_curve(curve, json.loads(golden_path.read_text()), rel_tol, abs_tol)
+        report[cfg.run_id] = {"status": "fail" if problems else "pass", "problems": problems}
+    return report
+
+
+def register_rerun(subparsers) -> None:
+    r = subparsers.add_parser("rerun", help="re-train every run of a scale and compare with its goldens")
+    r.add_argument("--scale", required=True)
+    r.add_argument("--params", default="params.yaml")
+    r.add_argument("--out", default=None, help="run folder (default: runs/<scale>-rerun)")
+    r.add_argument("--golden", default=None, help="golden curves (default: goldens/<scale>/runs)")
+    r.add_argument("--device", default=None)
+    r.add_argument("--rel-tol", type=float, default=0.15)
+    r.add_argument("--abs-tol", type=float, default=1.0)
+    r.set_defaults(func=_rerun_cli)
+
+
+def register_compare(subparsers) -> None:
+    p = subparsers.add_parser("compare", help="compare re-run curves with golden curves (pass/fail per run)")
+    p.add_argument("new", help="folder of re-run curve JSON files")
+    p.add_argument("golden", help="folder of golden curve JSON files")
+    p.add_argument("--rel-tol", type=float, default=1e-3)
+    p.add_argument("--abs-tol", type=float, default=1e-4)
+    p.set_defaults(func=_cli)
+
+
+def _rerun_cli(args: argparse.Namespace) -> int:
+    report = rerun(
+        args.scale,
+        args.out or f"runs/{args.scale}-rerun",
+        args.golden or f"goldens/{args.scale}/runs",
+        args.params,
+        args.device,
+        args.rel_tol,
+        args.abs_tol,
+    )
+    print_report(report)
+    return 0 if all(r["status"] in ("pass", "new") for r in report.values()) else 1
+
+
+def _cli(args: argparse.Namespace) -> int:
+    for name in ("rel_tol", "abs_tol"):
+        if getattr(args, name) < 0:
+            print(f"error: --{name.replace('_', '-')}: {getattr(args, name)} must be >= 0")
+            return 2
+    report = compare_folders(args.new, args.golden, args.rel_tol, args.abs_tol)
+    if not report:
+        print(f"error: no golden curves in {args.golden}")
+        return 2
+    print_report(report)
+    return 0 if all(r["status"] == "pass" for r in report.values()) else 1

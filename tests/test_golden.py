@@ -1,0 +1,59 @@
+"""Golden comparison: pass/fail per run, exact costs, tolerant quality."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from repro.cli import main
+from repro.golden import compare_curve, compare_folders
+
+
+def curve(run_id="micro-dit-s0", fids=(50.0, 20.0)):
+    return {
+        "run_id": run_id,
+        "points": [
+            {
+                "step": 100 * (i + 1),
+                "images": 6400 * (i + 1),
+                "macs": 1e12 * (i + 1),
+                "seconds": 10.0 * (i + 1),
+                "fid": f,
+                "val_loss": 0.5 / (i + 1),
+            }
+            for i, f in enumerate(fids)
+        ],
+    }
+
+
+def test_identical_curves_pass_and_seconds_are_ignored():
+    a = curve()
+    b = copy.deepcopy(a)
+    b["points"][0]["seconds"] = 99.0
+    assert compare_curve(b, a, rel_tol=0, abs_tol=0) == []
+
+
+def test_quality_outside_tolerance_fails_and_costs_must_be_exact():
+    a = curve()
+    b = curve(fids=(50.0, 23.0))
+    assert compare_curve(b, a, rel_tol=0.1, abs_tol=0.0)  # 3 > 0.1 * 20
+    assert compare_curve(b, a, rel_tol=0.2, abs_tol=0.0) == []
+    c = copy.deepcopy(a)
+    c["points"][1]["macs"] += 1
+    assert any("macs" in p for p in compare_curve(c, a, rel_tol=1, abs_tol=1))
+    assert compare_curve(curve(fids=(50.0,)), a, 1, 1)
+
+
+def test_folders_and_command(tmp_path, capsys):
+    new, gold = tmp_path / "new", tmp_path / "gold"
+    new.mkdir(), gold.mkdir()
+    (gold / "dit-s0.json").write_text(json.dumps(curve()))
+    (gold / "sit-s0.json").write_text(json.dumps(curve("micro-sit-s0")))
+    (new / "dit-s0.json").write_text(json.dumps(curve()))
+    report = compare_folders(new, gold)
+    assert report["micro-dit-s0"]["status"] == "pass" and report["micro-sit-s0"]["status"] == "missing"
+    assert main(["compare", str(new), str(gold)]) == 1
+    (new / "sit-s0.json").write_text(json.dumps(curve("micro-sit-s0")))
+    assert main(["compare", str(new), str(gold)]) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert main(["compare", str(new), str(gold), "--rel-tol", "-1"]) == 2
