@@ -13,6 +13,8 @@ import sys
 
 COMMANDS: dict[str, str] = {
     "train": "repro.train:register_cli",
+    "rerun": "repro.golden:register_rerun",
+    "compare": "repro.golden:register_compare",
     "speedup": "repro.speedup:register_cli",
     "evaluate": "repro.metrics.fid:register_cli",
     "audit": "repro.audit:register_cli",
