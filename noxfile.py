@@ -59,28 +59,42 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def repro(session: nox.Session) -> None:
-    """The main job: every DVC stage of the CPU micro scale (GPU-scale curves are committed inputs)."""
+    """The main job: the CPU micro scale through DVC, then each re-run curve against the committed golden.
+
+    ``dvc repro`` re-runs every stage whose inputs or outputs changed (on a fresh clone the training
+    stages re-run, since their checkpoints are not committed); arguments go to ``dvc repro``
+    (``nox -s repro -- --force`` re-runs everything).
+    """
+    import shutil
+    import tempfile
+
     bin_dir = _env(session)
+    golden = ROOT / "goldens" / "micro" / "runs"
+    snapshot = Path(tempfile.mkdtemp(prefix="repro-goldens-"))
+    if golden.exists():
+        shutil.copytree(golden, snapshot / "runs")
     session.run(str(bin_dir / "dvc"), "repro", *session.posargs, external=True)
+    if (snapshot / "runs").exists():
+        session.log("re-run curves against the committed goldens:")
+        session.run(str(bin_dir / "repro"), "compare", str(golden), str(snapshot / "runs"), external=True)
 
 
 @nox.session(venv_backend="none")
 def gpu_repro(session: nox.Session) -> None:
-    """Re-run the small-scale GPU golden runs and compare each new curve with its golden.
+    """Re-run the small-scale GPU golden runs and compare each new curve with its golden (pass/fail per run).
 
-    Without CUDA it skips with a message, or fails when ``REQUIRE_GPU=1``.
+    Without CUDA it skips with a message, or fails when ``REQUIRE_GPU=1``. Arguments go to ``repro rerun``.
     """
     bin_dir = _env(session)
     python = str(bin_dir / "python")
     cuda = (
-        session.run(
-            python, "-c", "import torch; print(int(torch.cuda.is_available()))", external=True, silent=True
-        ).strip()
-        == "1"
+        session.run(python, "-c", "import torch; print(int(torch.cuda.is_available()))", external=True, silent=True)
+        .strip()
+        .endswith("1")
     )
     if not cuda:
         message = "gpu_repro: no CUDA device on this machine; the small-scale golden runs need one GPU"
         if os.environ.get("REQUIRE_GPU") == "1":
             session.error(message)
         session.skip(message)
-    session.run(python, "-m", "repro.cli", "gpu-repro", *session.posargs, external=True)
+    session.run(str(bin_dir / "repro"), "rerun", "--scale", "small", *session.posargs, external=True)
