@@ -349,3 +349,20 @@ def test_vae_that_is_not_there_is_a_clear_error(tmp_path):
         lt.load_vae(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="encode the images first"):
         lt.LatentShards(tmp_path / "empty")
+
+
+@needs_data
+def test_manifest_command(tmp_path, capsys):
+    out = tmp_path / "goldens" / "fashion-mnist.json"
+    assert fm.main(["--manifest", str(out)]) == 0
+    first = out.read_text()
+    manifest = json.loads(first)
+    assert manifest["splits"]["test"]["label_counts"] == [1000] * 10
+    assert manifest["payload_sha256"] == fm.PAYLOAD_SHA256
+    assert str(REAL) not in first  # describes the data, not the machine it was found on
+    assert fm.main(["--manifest", str(out)]) == 0 and out.read_text() == first
+
+
+def test_manifest_command_without_data(isolated, capsys):
+    assert fm.main(["--no-download"]) == 1
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err

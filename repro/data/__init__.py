@@ -1,24 +1,15 @@
 """Data: Fashion-MNIST in memory (CPU and one-GPU scales) and SD-VAE latent shards (paper scale).
 
-:mod:`repro.data.latents` (diffusers, PIL) is imported on demand, not from here.
+Names are imported from :mod:`repro.data.fashion_mnist` on first use (so ``python -m
+repro.data.fashion_mnist`` runs cleanly); :mod:`repro.data.latents` (diffusers, PIL) is imported only
+when asked for.
 """
 
-from .fashion_mnist import (
-    CLASSES,
-    SPLITS,
-    DataCorruptError,
-    DataNotFoundError,
-    FashionMNIST,
-    cache_dir,
-    clear_cache,
-    find_data_dir,
-    iterate_batches,
-    load,
-    to_float,
-    to_uint8,
-)
+from __future__ import annotations
 
-__all__ = [
+import importlib
+
+_EXPORTS = (
     "CLASSES",
     "SPLITS",
     "DataCorruptError",
@@ -31,4 +22,12 @@ __all__ = [
     "load",
     "to_float",
     "to_uint8",
-]
+)
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(".fashion_mnist", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,11 +26,14 @@ place.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import gzip
 import hashlib
+import json
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -330,3 +333,51 @@ def load(split: str = "train", *, download: bool | None = None) -> FashionMNIST:
 def clear_cache() -> None:
     """Forget the splits held in memory."""
     _load.cache_clear()
+
+
+def manifest() -> dict:
+    """What the loaded data is, independent of where it was found: payload hashes, sizes, labels, layout."""
+    splits = {}
+    for split in SPLITS:
+        data = load(split)
+        splits[split] = {
+            "images": len(data),
+            "files": list(FILES[split]),
+            "label_counts": torch.bincount(data.labels, minlength=len(CLASSES)).tolist(),
+        }
+    return {
+        "dataset": "Fashion-MNIST",
+        "layout": "uint8 (N, 1, 32, 32): the 28x28 images padded by 2 black pixels; float = x / 127.5 - 1",
+        "classes": list(CLASSES),
+        "splits": splits,
+        "payload_sha256": PAYLOAD_SHA256,
+        "payload_bytes": PAYLOAD_BYTES,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Find, verify and describe the data (``python -m repro.data.fashion_mnist [--manifest PATH]``)."""
+    parser = argparse.ArgumentParser(prog="python -m repro.data.fashion_mnist", description=main.__doc__)
+    parser.add_argument("--manifest", type=Path, default=None, help="write the description as JSON here")
+    parser.add_argument("--no-download", action="store_true", help="never download, even when online")
+    args = parser.parse_args(argv)
+    try:
+        directory = find_data_dir(download=False if args.no_download else None)
+        description = manifest()
+    except (DataNotFoundError, DataCorruptError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    text = json.dumps(description, indent=2) + "\n"
+    if args.manifest is not None:
+        args.manifest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=args.manifest.parent, prefix=f".{args.manifest.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, args.manifest)
+    print(f"Fashion-MNIST verified in {directory}: " + ", ".join(f"{s} {len(load(s))}" for s in SPLITS))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
