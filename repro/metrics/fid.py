@@ -27,8 +27,10 @@ import argparse
 import functools
 import hashlib
 import json
+import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from repro.data.fashion_mnist import FILES, PAYLOAD_SHA256, SPLITS, cache_dir, load, to_uint8
+from repro.data.fashion_mnist import FILES, PAYLOAD_SHA256, SPLITS, cache_dir, load, to_float, to_uint8
 from repro.metrics import featurenet
 
 METRICS = ("fid", "kid", "prc")
@@ -243,6 +245,63 @@ def extract_features(samples: torch.Tensor | np.ndarray, weights: str | os.PathL
     return torch.cat([extractor(images[i : i + 1000])[0] for i in range(0, len(images), 1000)])
 
 
+def corrupt(images: torch.Tensor, kind: str, strength: float, *, seed: int = 0) -> torch.Tensor:
+    """A degraded copy of uint8 images, for sanity curves of the metrics.
+
+    ``"noise"``: add Gaussian noise of standard deviation ``strength`` in the ``[-1, 1]`` scale (seeded);
+    ``"blur"``: Gaussian blur of standard deviation ``strength`` pixels (kernel ``2 * ceil(3 * strength) + 1``).
+    """
+    import torchvision.transforms.functional as TF
+
+    x = to_float(as_uint8_images(images))
+    if kind == "noise":
+        g = torch.Generator().manual_seed(seed)
+        return to_uint8(x + strength * torch.randn(x.shape, generator=g))
+    if kind == "blur":
+        k = 2 * math.ceil(3 * strength) + 1
+        return to_uint8(TF.gaussian_blur(x, [k, k], [strength, strength]))
+    raise ValueError(f"kind must be 'noise' or 'blur', got {kind!r}")
+
+
+CURVES = {"noise": (0.05, 0.1, 0.15, 0.2, 0.4), "blur": (0.5, 1.0, 1.5, 2.0)}
+
+
+def reference_report(
+    sizes: Sequence[int] = (500, 1000, 5000, 10_000), curve_size: int = 10_000, weights: str | None = None
+) -> dict:
+    """Reference values that make a run's numbers readable.
+
+    ``floor``: metrics of ``n`` real training images against the whole test split, what a perfect
+    generator would score with ``n`` samples (FID's small-sample bias included). ``noise`` / ``blur``:
+    FID of the first ``curve_size`` training images, degraded (see :func:`corrupt`), against the same
+    images clean.
+    """
+    weights_path = Path(weights) if weights is not None else featurenet.default_weights_path()
+    record = json.loads(featurenet.record_path(weights_path).read_text())
+    train = load("train").images
+    report: dict = {
+        "feature_net": {"sha256": record["sha256"], "test_accuracy": record["test_accuracy"]},
+        "units": "features scaled to unit RMS over training images; FID in those units squared",
+        "floor": {},
+    }
+    with tempfile.TemporaryDirectory() as cache:
+        for n in sizes:
+            result = compute_metrics(train[:n], "test", weights=weights_path, cache_root=cache)
+            report["floor"][str(n)] = {k: round(v, 6) for k, v in result.items() if not k.startswith("num_")}
+        clean = train[:curve_size]
+
+        def degraded_fid(kind: str, strength: float) -> float:
+            result = compute_metrics(
+                corrupt(clean, kind, strength), clean, ("fid",), weights=weights_path, cache_root=cache
+            )
+            return round(result["fid"], 6)
+
+        for kind, strengths in CURVES.items():
+            report[kind] = {str(s): degraded_fid(kind, s) for s in strengths}
+        report["curve_size"] = curve_size
+    return report
+
+
 def load_samples(path: str | os.PathLike, *, recursive: bool = False) -> torch.Tensor:
     """Samples from a folder of images (png/jpg, read as grey) or a ``.npy`` / ``.npz`` array, as uint8.
 
@@ -333,3 +392,25 @@ def run_cli(args: argparse.Namespace) -> int:
         tmp.write_text(text + "\n")
         os.replace(tmp, args.json)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the metrics' reference values (``python -m repro.metrics.fid --reference-report PATH``)."""
+    parser = argparse.ArgumentParser(prog="python -m repro.metrics.fid", description=main.__doc__)
+    parser.add_argument("--reference-report", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--weights", type=Path, default=None, help="feature-network weights (default: committed)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 5000, 10_000], help="sample counts")
+    parser.add_argument("--curve-size", type=int, default=10_000, help="images in the corruption curves")
+    args = parser.parse_args(argv)
+    torch.set_flush_denormal(True)
+    report = reference_report(args.sizes, args.curve_size, weights=args.weights)
+    args.reference_report.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.reference_report.with_name(f".{args.reference_report.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, args.reference_report)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
