@@ -153,6 +153,7 @@ def test_extractor_accepts_grey_rgb_and_28px():
     assert torch.equal(extractor(x28)[0], feats)
     assert torch.equal(extractor(x32.expand(-1, 3, -1, -1))[0], feats)
     torch.testing.assert_close(feats, extractor.net.features(to_float(x32)))
+    assert torch.equal(fid.extract_features(x32), feats)
     with pytest.raises(ValueError, match="uint8"):
         extractor(to_float(x32))
     with pytest.raises(ValueError, match="32x32"):
