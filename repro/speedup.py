@@ -41,13 +41,14 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from .io import atomic_path, atomic_write_text
 
 UNITS: dict[str, str] = {"iterations": "step", "images": "images", "macs": "macs", "seconds": "seconds"}
 """Cost unit name -> the field of a curve point that holds it (cumulative)."""
@@ -400,17 +401,6 @@ def speedup_report(curves: Sequence[Mapping[str, Any]], baseline: str = "dit",
 # Plot and files
 
 
-def _atomic_target(path: str | os.PathLike) -> tuple[Path, str]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
-    return path, tmp
-
-
 def plot_curves(curves: Sequence[Mapping[str, Any]], unit: str, path: str | os.PathLike, metric: str = "fid",
                 targets: Mapping[str, float] | None = None) -> Path:
     """PNG of ``metric`` against cost (log x axis), every run drawn, one color per method; written atomically."""
@@ -446,16 +436,11 @@ def plot_curves(curves: Sequence[Mapping[str, Any]], unit: str, path: str | os.P
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(title="method")
         fig.tight_layout()
-        path, tmp = _atomic_target(path)
-        try:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     finally:
         plt.close(fig)
-    return path
+    return Path(path)
 
 
 def round_floats(obj: Any, digits: int = 6) -> Any:
@@ -475,15 +460,7 @@ def round_floats(obj: Any, digits: int = 6) -> Any:
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` (floats rounded) as indented JSON, atomically."""
-    text = json.dumps(round_floats(obj), indent=2, allow_nan=False) + "\n"
-    path, tmp = _atomic_target(path)
-    try:
-        Path(tmp).write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(round_floats(obj), indent=2, allow_nan=False) + "\n")
 
 
 def find_curve_files(specs: Iterable[str]) -> list[Path]:
