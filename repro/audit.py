@@ -30,7 +30,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
@@ -41,7 +40,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .io import atomic_write_json
+from .io import atomic_write_json, git_commit
 from .models import SIZES, DiT, DiTConfig, config_for, tread_routes
 
 DEFAULT_OUT = Path("goldens/audit.json")
@@ -600,23 +599,14 @@ def run_audit() -> dict[str, Any]:
     }
 
 
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", *args], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def provenance(command: str) -> dict[str, Any]:
     import diffusers
 
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit = git_commit(paths=(".",))  # dirty: uncommitted changes to any tracked file
     return {
         "command": command,
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
+        "git_commit": None if commit is None else commit.removesuffix("+dirty"),
+        "git_dirty": None if commit is None else commit.endswith("+dirty"),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "python": platform.python_version(),

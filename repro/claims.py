@@ -73,6 +73,8 @@ from typing import Any
 
 import yaml
 
+from .io import atomic_write_text
+
 KINDS = ("structure", "audit", "experiment", "out-of-scope")
 CONFIRMED, REFUTED, INCONCLUSIVE = "confirmed", "refuted", "inconclusive"
 NOT_CHECKABLE, OUT_OF_SCOPE, PENDING = "not checkable at this scale", "out of scope", "pending"
@@ -801,21 +803,9 @@ def drift(results: Sequence[Result], committed: Mapping[str, Any] | None, only: 
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_reports(results: Sequence[Result], reports: Path) -> None:
-    _atomic_write(reports / "claims.json", json.dumps(ledger(results), indent=2) + "\n")
-    _atomic_write(reports / "claims.md", render_markdown(results))
+    atomic_write_text(reports / "claims.json", json.dumps(ledger(results), indent=2) + "\n")
+    atomic_write_text(reports / "claims.md", render_markdown(results))
 
 
 def _run_cli(args: argparse.Namespace) -> int:

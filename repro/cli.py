@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "repro.metrics.fid:register_cli",
     "audit": "repro.audit:register_cli",
     "claims": "repro.claims:register_cli",
+    "bench": "repro.bench:register_cli",
 }
 
 

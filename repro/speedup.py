@@ -41,13 +41,14 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from .io import atomic_path, atomic_write_text
 
 UNITS: dict[str, str] = {"iterations": "step", "images": "images", "macs": "macs", "seconds": "seconds"}
 """Cost unit name -> the field of a curve point that holds it (cumulative)."""
@@ -62,8 +63,12 @@ N_BOOT = 10_000
 BOOT_SEED = 0
 OLYMPIC_MIN_SEEDS = 5
 ONE_SEED_NOTE = "one seed: a data point, not a verdict"
-UNIT_LABELS = {"iterations": "training iterations", "images": "training images seen", "macs": "training MACs",
-               "seconds": "wall-clock seconds"}
+UNIT_LABELS = {
+    "iterations": "training iterations",
+    "images": "training images seen",
+    "macs": "training MACs",
+    "seconds": "wall-clock seconds",
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -110,8 +115,10 @@ def _series(points: Sequence[Mapping[str, Any]], unit: str, metric: str) -> tupl
         if not math.isfinite(m):
             raise ValueError(f"points[{i}]: {metric}={m!r} must be finite")
         if costs and c <= costs[-1]:
-            raise ValueError(f"points[{i}]: {field}={c!r} does not increase (previous {costs[-1]!r}); "
-                             "costs must be strictly increasing")
+            raise ValueError(
+                f"points[{i}]: {field}={c!r} does not increase (previous {costs[-1]!r}); "
+                "costs must be strictly increasing"
+            )
         costs.append(c)
         values.append(m)
     c_arr, m_arr = np.asarray(costs, dtype=float), np.asarray(values, dtype=float)
@@ -164,13 +171,15 @@ def metric_at_cost(points: Sequence[Mapping[str, Any]], cost: float, unit: str, 
     """The metric at ``cost``, linear in log-cost between the evaluations around it (no extrapolation)."""
     costs, values = _series(points, unit, metric)
     if not (costs[0] <= cost <= costs[-1]):
-        raise ValueError(f"{unit}={cost!r} lies outside the evaluated range [{costs[0]!r}, {costs[-1]!r}]; "
-                         "no extrapolation")
+        raise ValueError(
+            f"{unit}={cost!r} lies outside the evaluated range [{costs[0]!r}, {costs[-1]!r}]; no extrapolation"
+        )
     return float(np.interp(math.log(cost), np.log(costs), values))
 
 
-def late_slope(points: Sequence[Mapping[str, Any]], unit: str, metric: str = "fid",
-               fraction: float = THIRD) -> float | None:
+def late_slope(
+    points: Sequence[Mapping[str, Any]], unit: str, metric: str = "fid", fraction: float = THIRD
+) -> float | None:
     """Least-squares slope of ``metric`` against log10(cost) over the last ``fraction`` of the cost range.
 
     The window holds the evaluations with ``cost >= c_last - fraction * (c_last - c_first)`` (a linear range, the last
@@ -190,8 +199,9 @@ def late_slope(points: Sequence[Mapping[str, Any]], unit: str, metric: str = "fi
     return float(np.dot(x, y - y.mean()) / np.dot(x, x))
 
 
-def targets_from_baseline(baseline_curves: Sequence[Mapping[str, Any]], metric: str = "fid",
-                          unit: str = "iterations", fraction: float = THIRD) -> dict[str, float]:
+def targets_from_baseline(
+    baseline_curves: Sequence[Mapping[str, Any]], metric: str = "fid", unit: str = "iterations", fraction: float = THIRD
+) -> dict[str, float]:
     """The two targets, from the baseline's seeds.
 
     ``final``: mean over seeds of each seed's metric at its last evaluation. ``third``: mean over seeds of each seed's
@@ -205,8 +215,10 @@ def targets_from_baseline(baseline_curves: Sequence[Mapping[str, Any]], metric: 
         finals.append(values[-1])
         anchor = fraction * costs[-1]
         if anchor < costs[0]:
-            raise ValueError(f"curve {curve['run_id']!r}: first evaluation at {unit}={costs[0]!r} comes after "
-                             f"{fraction:.3g} of the budget ({anchor!r}); the 'third' target needs an earlier one")
+            raise ValueError(
+                f"curve {curve['run_id']!r}: first evaluation at {unit}={costs[0]!r} comes after "
+                f"{fraction:.3g} of the budget ({anchor!r}); the 'third' target needs an earlier one"
+            )
         thirds.append(metric_at_cost(_points(curve), anchor, unit, metric))
     return {"final": float(np.mean(finals)), "third": float(np.mean(thirds))}
 
@@ -230,8 +242,13 @@ def _trimmed_means(samples: np.ndarray) -> np.ndarray:
         return s.mean(axis=1)
 
 
-def bootstrap_ratio_ci(cost_baseline: Sequence[float], cost_method: Sequence[float], n_boot: int = N_BOOT,
-                       seed: int = BOOT_SEED, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ratio_ci(
+    cost_baseline: Sequence[float],
+    cost_method: Sequence[float],
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``mean(baseline) / mean(method)`` (olympic means), groups resampled apart."""
     b, m = np.asarray(cost_baseline, dtype=float), np.asarray(cost_method, dtype=float)
     if b.size < 2 or m.size < 2:
@@ -262,14 +279,19 @@ def p_value_speedup_ge(cost_baseline: Sequence[float], cost_method: Sequence[flo
     return float(stats.ttest_ind(m, b, equal_var=False, alternative="less").pvalue)
 
 
-
 def _k_key(k: float) -> str:
     return repr(float(k))
 
 
-def compare(cost_baseline: Sequence[float | None], baseline_final: Sequence[float],
-            cost_method: Sequence[float | None], ks: Iterable[float] = (1.0,), alpha: float = ALPHA,
-            n_boot: int = N_BOOT, boot_seed: int = BOOT_SEED) -> dict[str, Any]:
+def compare(
+    cost_baseline: Sequence[float | None],
+    baseline_final: Sequence[float],
+    cost_method: Sequence[float | None],
+    ks: Iterable[float] = (1.0,),
+    alpha: float = ALPHA,
+    n_boot: int = N_BOOT,
+    boot_seed: int = BOOT_SEED,
+) -> dict[str, Any]:
     """Speedup of one method over the baseline for one target and unit, from per-seed costs (``None``: not reached).
 
     ``baseline_final`` holds each baseline seed's final cost, used for its seeds that did not reach the target.
@@ -281,9 +303,16 @@ def compare(cost_baseline: Sequence[float | None], baseline_final: Sequence[floa
     reached_m = sum(c is not None for c in cost_method)
     reached_b = sum(c is not None for c in cost_baseline)
     out: dict[str, Any] = {
-        "ratio": None, "ci_low": None, "ci_high": None, "seeds": n_m, "reached": f"{reached_m}/{n_m}",
-        "baseline_seeds": n_b, "baseline_reached": f"{reached_b}/{n_b}",
-        "p_value_ge_k": {_k_key(k): None for k in ks}, "ge_k": {_k_key(k): None for k in ks}, "status": "ok",
+        "ratio": None,
+        "ci_low": None,
+        "ci_high": None,
+        "seeds": n_m,
+        "reached": f"{reached_m}/{n_m}",
+        "baseline_seeds": n_b,
+        "baseline_reached": f"{reached_b}/{n_b}",
+        "p_value_ge_k": {_k_key(k): None for k in ks},
+        "ge_k": {_k_key(k): None for k in ks},
+        "status": "ok",
     }
     if n_m == 0 or n_b == 0:
         raise ValueError("a comparison needs at least one seed per group")
@@ -323,8 +352,10 @@ def _group(curves: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, A
         _points(curve)
         key = (curve["method"], curve["seed"])
         if key in seen:
-            raise ValueError(f"method={curve['method']!r} seed={curve['seed']!r} appears twice "
-                             f"(run_id={curve['run_id']!r}); each seed must be given once")
+            raise ValueError(
+                f"method={curve['method']!r} seed={curve['seed']!r} appears twice "
+                f"(run_id={curve['run_id']!r}); each seed must be given once"
+            )
         seen.add(key)
         by_method.setdefault(str(curve["method"]), []).append(curve)
     for group in by_method.values():
@@ -332,10 +363,17 @@ def _group(curves: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, A
     return by_method
 
 
-def speedup_report(curves: Sequence[Mapping[str, Any]], baseline: str = "dit",
-                   units: Sequence[str] = ("iterations", "images", "macs", "seconds"), metric: str = "fid",
-                   ks: Sequence[float] = (1.0,), anchor_unit: str = "iterations", alpha: float = ALPHA,
-                   n_boot: int = N_BOOT, boot_seed: int = BOOT_SEED) -> dict[str, Any]:
+def speedup_report(
+    curves: Sequence[Mapping[str, Any]],
+    baseline: str = "dit",
+    units: Sequence[str] = ("iterations", "images", "macs", "seconds"),
+    metric: str = "fid",
+    ks: Sequence[float] = (1.0,),
+    anchor_unit: str = "iterations",
+    alpha: float = ALPHA,
+    n_boot: int = N_BOOT,
+    boot_seed: int = BOOT_SEED,
+) -> dict[str, Any]:
     """Targets, per-run costs, late slopes and per-method speedups over ``baseline``, as a JSON-ready dict.
 
     ``anchor_unit`` places the ``third`` target and measures the late slopes. See the module docstring for the rules.
@@ -360,9 +398,14 @@ def speedup_report(curves: Sequence[Mapping[str, Any]], baseline: str = "dit",
     for method in sorted(by_method):
         for curve in by_method[method]:
             pts = _points(curve)
-            entry: dict[str, Any] = {"run_id": curve["run_id"], "method": method, "seed": curve["seed"],
-                                     "final_metric": float(_series(pts, anchor_unit, metric)[1][-1]),
-                                     "cost": {}, "budget": {}}
+            entry: dict[str, Any] = {
+                "run_id": curve["run_id"],
+                "method": method,
+                "seed": curve["seed"],
+                "final_metric": float(_series(pts, anchor_unit, metric)[1][-1]),
+                "cost": {},
+                "budget": {},
+            }
             for unit in units:
                 entry["budget"][unit] = float(_series(pts, unit, metric)[0][-1])
                 entry["cost"][unit] = {t: cost_to_target(pts, targets[t], unit, metric) for t in TARGETS}
@@ -373,25 +416,45 @@ def speedup_report(curves: Sequence[Mapping[str, Any]], baseline: str = "dit",
     for method in sorted(by_method):
         per_seed = [late_slope(_points(c), anchor_unit, metric) for c in by_method[method]]
         vals = np.asarray([s for s in per_seed if s is not None], dtype=float)
-        slopes[method] = {"mean": float(vals.mean()) if vals.size else None,
-                          "std": float(vals.std(ddof=1)) if vals.size >= 2 else None, "per_seed": per_seed}
+        slopes[method] = {
+            "mean": float(vals.mean()) if vals.size else None,
+            "std": float(vals.std(ddof=1)) if vals.size >= 2 else None,
+            "per_seed": per_seed,
+        }
 
     base_runs = [costs[c["run_id"]] for c in by_method[baseline]]
     unit_results: dict[str, Any] = {}
     for method in sorted(m for m in by_method if m != baseline):
         m_runs = [costs[c["run_id"]] for c in by_method[method]]
         unit_results[method] = {
-            t: {unit: compare([r["cost"][unit][t] for r in base_runs], [r["budget"][unit] for r in base_runs],
-                              [r["cost"][unit][t] for r in m_runs], ks, alpha, n_boot, boot_seed)
-                for unit in units}
+            t: {
+                unit: compare(
+                    [r["cost"][unit][t] for r in base_runs],
+                    [r["budget"][unit] for r in base_runs],
+                    [r["cost"][unit][t] for r in m_runs],
+                    ks,
+                    alpha,
+                    n_boot,
+                    boot_seed,
+                )
+                for unit in units
+            }
             for t in TARGETS
         }
 
     return {
-        "scale": None if scales == ["None"] else scales[0], "baseline": baseline, "metric": metric,
-        "anchor_unit": anchor_unit, "units": units, "ks": [float(k) for k in ks], "alpha": alpha,
+        "scale": None if scales == ["None"] else scales[0],
+        "baseline": baseline,
+        "metric": metric,
+        "anchor_unit": anchor_unit,
+        "units": units,
+        "ks": [float(k) for k in ks],
+        "alpha": alpha,
         "bootstrap": {"resamples": n_boot, "seed": boot_seed, "level": 0.95, "olympic_min_seeds": OLYMPIC_MIN_SEEDS},
-        "targets": targets, "run_ids": [r["run_id"] for r in runs], "runs": runs, "late_slope": slopes,
+        "targets": targets,
+        "run_ids": [r["run_id"] for r in runs],
+        "runs": runs,
+        "late_slope": slopes,
         "unit_results": unit_results,
     }
 
@@ -400,19 +463,13 @@ def speedup_report(curves: Sequence[Mapping[str, Any]], baseline: str = "dit",
 # Plot and files
 
 
-def _atomic_target(path: str | os.PathLike) -> tuple[Path, str]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
-    return path, tmp
-
-
-def plot_curves(curves: Sequence[Mapping[str, Any]], unit: str, path: str | os.PathLike, metric: str = "fid",
-                targets: Mapping[str, float] | None = None) -> Path:
+def plot_curves(
+    curves: Sequence[Mapping[str, Any]],
+    unit: str,
+    path: str | os.PathLike,
+    metric: str = "fid",
+    targets: Mapping[str, float] | None = None,
+) -> Path:
     """PNG of ``metric`` against cost (log x axis), every run drawn, one color per method; written atomically."""
     import matplotlib
 
@@ -429,12 +486,26 @@ def plot_curves(curves: Sequence[Mapping[str, Any]], unit: str, path: str | os.P
         for i, method in enumerate(sorted(by_method)):
             for j, curve in enumerate(by_method[method]):
                 c, m = _series(_points(curve), unit, metric)
-                ax.plot(c, m, marker="o", markersize=3, linewidth=1.2, alpha=0.85, color=colors(i % 10),
-                        label=method if j == 0 else None)
+                ax.plot(
+                    c,
+                    m,
+                    marker="o",
+                    markersize=3,
+                    linewidth=1.2,
+                    alpha=0.85,
+                    color=colors(i % 10),
+                    label=method if j == 0 else None,
+                )
         for name, value in (targets or {}).items():
             ax.axhline(value, color="0.5", linestyle="--", linewidth=0.8)
-            ax.annotate(f"target {name}", xy=(0.005, value), xycoords=("axes fraction", "data"), fontsize=7,
-                        color="0.35", va="bottom")
+            ax.annotate(
+                f"target {name}",
+                xy=(0.005, value),
+                xycoords=("axes fraction", "data"),
+                fontsize=7,
+                color="0.35",
+                va="bottom",
+            )
         ax.set_xscale("log")
         lo, hi = ax.get_xlim()
         if hi / lo > 10:  # labels on minor ticks collide once the axis spans more than a decade
@@ -446,16 +517,11 @@ def plot_curves(curves: Sequence[Mapping[str, Any]], unit: str, path: str | os.P
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(title="method")
         fig.tight_layout()
-        path, tmp = _atomic_target(path)
-        try:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     finally:
         plt.close(fig)
-    return path
+    return Path(path)
 
 
 def round_floats(obj: Any, digits: int = 6) -> Any:
@@ -475,15 +541,7 @@ def round_floats(obj: Any, digits: int = 6) -> Any:
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` (floats rounded) as indented JSON, atomically."""
-    text = json.dumps(round_floats(obj), indent=2, allow_nan=False) + "\n"
-    path, tmp = _atomic_target(path)
-    try:
-        Path(tmp).write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(round_floats(obj), indent=2, allow_nan=False) + "\n")
 
 
 def find_curve_files(specs: Iterable[str]) -> list[Path]:
@@ -523,8 +581,16 @@ def _run_cli(args: argparse.Namespace) -> int:
     try:
         files = find_curve_files(args.curves)
         curves = load_curves(files)
-        report = speedup_report(curves, baseline=args.baseline, units=args.units, metric=args.metric, ks=args.k,
-                                anchor_unit=args.anchor_unit, n_boot=args.resamples, boot_seed=args.boot_seed)
+        report = speedup_report(
+            curves,
+            baseline=args.baseline,
+            units=args.units,
+            metric=args.metric,
+            ks=args.k,
+            anchor_unit=args.anchor_unit,
+            n_boot=args.resamples,
+            boot_seed=args.boot_seed,
+        )
         report["inputs"] = [{"path": os.path.relpath(f), "run_id": c["run_id"]} for f, c in zip(files, curves)]
         write_json(report, args.out)
         if args.plot:
@@ -537,17 +603,26 @@ def _run_cli(args: argparse.Namespace) -> int:
             for unit, r in per_unit.items():
                 ratio = "null" if r["ratio"] is None else f"{r['ratio']:.3g}x"
                 ci = "" if r["ci_low"] is None else f" [{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
-                print(f"{method} vs {args.baseline}, {target} target, {unit}: {ratio}{ci} "
-                      f"(reached {r['reached']}; {r['status']})")
+                print(
+                    f"{method} vs {args.baseline}, {target} target, {unit}: {ratio}{ci} "
+                    f"(reached {r['reached']}; {r['status']})"
+                )
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
     return 0
 
 
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("speedup", help="speedup to a target FID from training curves, with intervals and tests",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--curves", nargs="+", required=True,
-                   help="curve.json files, run directories or quoted globs (e.g. 'runs/micro/*/curve.json')")
+    p = subparsers.add_parser(
+        "speedup",
+        help="speedup to a target FID from training curves, with intervals and tests",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument(
+        "--curves",
+        nargs="+",
+        required=True,
+        help="curve.json files, run directories or quoted globs (e.g. 'runs/micro/*/curve.json')",
+    )
     p.add_argument("--baseline", default="dit", help="method the others are compared with (default: dit)")
     p.add_argument("--out", required=True, help="report JSON path")
     p.add_argument("--plot", default=None, help="PNG path for metric vs cost (optional)")
@@ -555,8 +630,12 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--metric", default="fid", choices=list(METRICS))
     p.add_argument("--units", nargs="+", default=list(UNITS), choices=list(UNITS))
     p.add_argument("--k", nargs="+", type=float, default=[1.0], help="test 'speedup >= k' for each k (default: 1)")
-    p.add_argument("--anchor-unit", default="iterations", choices=list(UNITS),
-                   help="unit placing the 'third' target and the late slopes (default: iterations)")
+    p.add_argument(
+        "--anchor-unit",
+        default="iterations",
+        choices=list(UNITS),
+        help="unit placing the 'third' target and the late slopes (default: iterations)",
+    )
     p.add_argument("--resamples", type=int, default=N_BOOT, help=f"bootstrap resamples (default: {N_BOOT})")
     p.add_argument("--boot-seed", type=int, default=BOOT_SEED, help=f"bootstrap generator seed (default: {BOOT_SEED})")
     p.set_defaults(func=_run_cli)

@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from .audit import train_step_macs
 from .config import RunConfig, load_params, resolve
-from .io import atomic_torch_save, atomic_write_json
+from .io import atomic_torch_save, atomic_write_json, git_commit
 from .models import DiT
 from .objectives import make_objective
 
@@ -145,20 +145,6 @@ def validation_batch(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
 # ------------------------------------------------------------------------------------------
 # Provenance, EMA, checkpoints
 # ------------------------------------------------------------------------------------------
-
-
-def git_commit() -> str | None:
-    import subprocess
-
-    try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "repro"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def provenance(cfg: RunConfig, device: torch.device, world: int, command: str | None = None) -> dict[str, Any]:

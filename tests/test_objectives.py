@@ -53,8 +53,15 @@ def tiny_dit(learn_sigma=True, routes=(), seed=0, in_channels=2):
     influences the output (at DiT's init the output layer is zero and nothing else gets a gradient)."""
     torch.manual_seed(seed)
     model = create(
-        "DiT-S/2", input_size=8, in_channels=in_channels, hidden_size=32, depth=2, num_heads=2,
-        num_classes=10, learn_sigma=learn_sigma, routes=routes,
+        "DiT-S/2",
+        input_size=8,
+        in_channels=in_channels,
+        hidden_size=32,
+        depth=2,
+        num_heads=2,
+        num_classes=10,
+        learn_sigma=learn_sigma,
+        routes=routes,
     )
     with torch.no_grad():
         for p in model.parameters():
@@ -180,10 +187,13 @@ def test_fixed_t_loss_is_deterministic_dense_and_restores_the_training_flag(sett
     g = torch.Generator().manual_seed(0)
     model.eval()
     with torch.no_grad():
-        ref = sum(
-            objective.loss_at(model, x0, y, t.expand(len(x0)), torch.randn(x0.shape, generator=g))
-            for t in objective.fixed_t(4, x0)
-        ) / 4
+        ref = (
+            sum(
+                objective.loss_at(model, x0, y, t.expand(len(x0)), torch.randn(x0.shape, generator=g))
+                for t in objective.fixed_t(4, x0)
+            )
+            / 4
+        )
     model.train()
     assert torch.allclose(a, ref, rtol=1e-6, atol=0)
 
@@ -249,8 +259,12 @@ def path_reference(path, t):
     """alpha, sigma and their derivatives, from SiT's definitions."""
     if path == "linear":
         return t, 1 - t, torch.ones_like(t), -torch.ones_like(t)
-    return (torch.sin(math.pi * t / 2), torch.cos(math.pi * t / 2),
-            math.pi / 2 * torch.cos(math.pi * t / 2), -math.pi / 2 * torch.sin(math.pi * t / 2))
+    return (
+        torch.sin(math.pi * t / 2),
+        torch.cos(math.pi * t / 2),
+        math.pi / 2 * torch.cos(math.pi * t / 2),
+        -math.pi / 2 * torch.sin(math.pi * t / 2),
+    )
 
 
 @given(sigma=st.floats(1e-3, 1e3), sigma_data=st.floats(0.1, 2.0))
@@ -523,22 +537,34 @@ GAUSSIAN_CASES = {
     "linear-euler-500": (lambda: Interpolant(), lambda: exact_interpolant("linear", "velocity"), 500, None),
     "linear-heun-50": (lambda: Interpolant(sampler="heun"), lambda: exact_interpolant("linear", "velocity"), 50, None),
     "gvp-heun-50": (
-        lambda: Interpolant(path="gvp", sampler="heun"), lambda: exact_interpolant("gvp", "velocity"), 50, None
+        lambda: Interpolant(path="gvp", sampler="heun"),
+        lambda: exact_interpolant("gvp", "velocity"),
+        50,
+        None,
     ),
     "linear-noise-heun-50": (
-        lambda: Interpolant(prediction="noise", sampler="heun"), lambda: exact_interpolant("linear", "noise"), 50, None
+        lambda: Interpolant(prediction="noise", sampler="heun"),
+        lambda: exact_interpolant("linear", "noise"),
+        50,
+        None,
     ),
     "linear-sde-250": (
-        lambda: Interpolant(sampler="sde"), lambda: exact_interpolant("linear", "velocity"), 250,
+        lambda: Interpolant(sampler="sde"),
+        lambda: exact_interpolant("linear", "velocity"),
+        250,
         lambda: sde_target("linear"),
     ),
     "gvp-sde-250": (
-        lambda: Interpolant(path="gvp", sampler="sde"), lambda: exact_interpolant("gvp", "velocity"), 250,
+        lambda: Interpolant(path="gvp", sampler="sde"),
+        lambda: exact_interpolant("gvp", "velocity"),
+        250,
         lambda: sde_target("gvp"),
     ),
     "gvp-score-sde-250": (
-        lambda: Interpolant(path="gvp", prediction="score", sampler="sde"), lambda: exact_interpolant("gvp", "score"),
-        250, lambda: sde_target("gvp"),
+        lambda: Interpolant(path="gvp", prediction="score", sampler="sde"),
+        lambda: exact_interpolant("gvp", "score"),
+        250,
+        lambda: sde_target("gvp"),
     ),
     "edm-heun-100": (lambda: EDM(), lambda: exact_edm(), 100, None),
 }

@@ -31,8 +31,14 @@ from repro.speedup import (
 def log_linear_curve(run_id, method, seed, steps, a, b, step_cost=1.0, scale="micro"):
     """fid = a - b * log10(step), with every cost unit proportional to the step count."""
     points = [
-        {"step": s, "images": 64 * s, "macs": 1e9 * step_cost * s, "seconds": 0.5 * step_cost * s,
-         "fid": a - b * math.log10(s), "val_loss": 0.5 - 0.01 * math.log10(s)}
+        {
+            "step": s,
+            "images": 64 * s,
+            "macs": 1e9 * step_cost * s,
+            "seconds": 0.5 * step_cost * s,
+            "fid": a - b * math.log10(s),
+            "val_loss": 0.5 - 0.01 * math.log10(s),
+        }
         for s in steps
     ]
     return {"run_id": run_id, "method": method, "seed": seed, "scale": scale, "provenance": {}, "points": points}
@@ -68,8 +74,12 @@ def test_crossing_is_exact_when_metric_is_linear_in_log_cost(a, b, costs, where)
 
 
 def test_crossing_uses_the_first_bracket_and_interpolates_in_log_cost():
-    pts = [{"step": 10, "fid": 50.0}, {"step": 1000, "fid": 30.0}, {"step": 2000, "fid": 45.0},
-           {"step": 4000, "fid": 20.0}]
+    pts = [
+        {"step": 10, "fid": 50.0},
+        {"step": 1000, "fid": 30.0},
+        {"step": 2000, "fid": 45.0},
+        {"step": 4000, "fid": 20.0},
+    ]
     # halfway in metric between 10 and 1000 is halfway in log10: 10**2 = 100 (linear interpolation would give 505)
     assert cost_to_target(pts, 40.0, "iterations") == pytest.approx(100.0, rel=1e-12)
     # 30 is first met at step 1000, even though the curve later rises above it again
@@ -88,8 +98,13 @@ def test_not_reached_is_none():
 
 
 def test_points_without_the_metric_or_at_zero_cost_are_skipped():
-    pts = [{"step": 0, "fid": 1.0, "val_loss": 0.9}, {"step": 100, "fid": 50.0, "val_loss": 0.5},
-           {"step": 200, "val_loss": 0.4}, {"step": 400, "fid": None, "val_loss": 0.3}, {"step": 800, "fid": 30.0}]
+    pts = [
+        {"step": 0, "fid": 1.0, "val_loss": 0.9},
+        {"step": 100, "fid": 50.0, "val_loss": 0.5},
+        {"step": 200, "val_loss": 0.4},
+        {"step": 400, "fid": None, "val_loss": 0.3},
+        {"step": 800, "fid": 30.0},
+    ]
     assert cost_to_target(pts, 40.0, "iterations") == pytest.approx(math.sqrt(100 * 800))
     assert cost_to_target(pts, 0.4, "iterations", metric="val_loss") == pytest.approx(200.0)
 
@@ -169,8 +184,9 @@ def test_late_slope_recovers_slope_per_decade_and_ignores_cost_scale(b, c):
 
 def test_late_slope_sees_a_plateau_and_uses_only_the_last_third():
     steps = list(range(100, 3100, 100))
-    pts = [{"step": s, "fid": 40.0 - 20 * math.log10(s / 100) if s < 2000 else 40.0 - 20 * math.log10(20)}
-           for s in steps]
+    pts = [
+        {"step": s, "fid": 40.0 - 20 * math.log10(s / 100) if s < 2000 else 40.0 - 20 * math.log10(20)} for s in steps
+    ]
     # last third of [100, 3000] starts at 2033: only the flat part
     assert late_slope(pts, "iterations") == pytest.approx(0.0, abs=1e-12)
     assert late_slope(pts, "iterations", fraction=1.0) < -5
@@ -356,9 +372,26 @@ def test_cli_with_glob_and_run_directories(tmp_path, capsys):
         (runs / c["run_id"]).mkdir(parents=True)
         (runs / c["run_id"] / "curve.json").write_text(json.dumps(c))
     out, png = tmp_path / "goldens" / "speedup.json", tmp_path / "goldens" / "fid_vs_cost.png"
-    rc = cli.main(["speedup", "--curves", str(runs / "micro-dit-*" / "curve.json"), str(runs / "micro-tread-s0"),
-                   str(runs / "micro-tread-s1"), "--baseline", "dit", "--out", str(out), "--plot", str(png),
-                   "--resamples", "500", "--k", "1", "1.5"])
+    rc = cli.main(
+        [
+            "speedup",
+            "--curves",
+            str(runs / "micro-dit-*" / "curve.json"),
+            str(runs / "micro-tread-s0"),
+            str(runs / "micro-tread-s1"),
+            "--baseline",
+            "dit",
+            "--out",
+            str(out),
+            "--plot",
+            str(png),
+            "--resamples",
+            "500",
+            "--k",
+            "1",
+            "1.5",
+        ]
+    )
     assert rc == 0
     rep = json.loads(out.read_text())
     assert rep["run_ids"] == ["micro-dit-s0", "micro-dit-s1", "micro-tread-s0", "micro-tread-s1"]

@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from repro.io import atomic_write_text
+
 SPLITS = ("train", "test")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 IMAGE_SIZE = 32
@@ -367,14 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DataNotFoundError, DataCorruptError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    text = json.dumps(description, indent=2) + "\n"
     if args.manifest is not None:
-        args.manifest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.manifest.parent, prefix=f".{args.manifest.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, args.manifest)
+        atomic_write_text(args.manifest, json.dumps(description, indent=2) + "\n")
     print(f"Fashion-MNIST verified in {directory}: " + ", ".join(f"{s} {len(load(s))}" for s in SPLITS))
     return 0
 

@@ -26,13 +26,14 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from repro.io import atomic_torch_save, atomic_write_text
 
 SD_VAE_SCALE = 0.18215
 MANIFEST = "manifest.json"
@@ -79,21 +80,6 @@ def load_vae(source: str | os.PathLike, *, device: str | torch.device = "cpu", d
             "on a machine that is online."
         ) from exc
     return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
-
-
-def _atomic_save(obj, path: Path) -> str:
-    """torch.save to a temporary file, rename into place; returns the file's sha256."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        digest = _sha256(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        return digest
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _sha256(path: Path) -> str:
@@ -146,8 +132,8 @@ def encode_image_folder(
 
     def write_shard(latents: torch.Tensor, labels: torch.Tensor) -> None:
         name = f"shard-{len(shards):05d}.pt"
-        digest = _atomic_save({"latents": latents.clone(), "labels": labels.clone()}, out / name)
-        shards.append({"file": name, "count": len(labels), "sha256": digest})
+        atomic_torch_save({"latents": latents.clone(), "labels": labels.clone()}, out / name)
+        shards.append({"file": name, "count": len(labels), "sha256": _sha256(out / name)})
 
     for images, labels in loader:
         if hflip:
@@ -182,12 +168,7 @@ def encode_image_folder(
         "vae": {"source": vae_source, "config": {k: _jsonable(v) for k, v in dict(vae.config).items()}},
         "shards": shards,
     }
-    text = json.dumps(manifest, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{MANIFEST}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out / MANIFEST)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

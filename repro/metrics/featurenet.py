@@ -27,9 +27,7 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +39,7 @@ import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from repro.data.fashion_mnist import iterate_batches, load, to_float
+from repro.io import atomic_torch_save, atomic_write_text, git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO_ROOT / "goldens" / "featurenet"
@@ -177,25 +176,10 @@ def save_feature_net(net: FeatureNet, directory: str | os.PathLike, info: dict) 
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_NAME
     state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
-    _atomic_write(weights, lambda f: torch.save({"config": net.config(), "state_dict": state}, f))
+    atomic_torch_save({"config": net.config(), "state_dict": state}, weights)
     record = {"file": WEIGHTS_NAME, "sha256": sha256_file(weights), "bytes": weights.stat().st_size, **info}
-    text = json.dumps(record, indent=2, sort_keys=False) + "\n"
-    _atomic_write(directory / RECORD_NAME, lambda f: f.write(text.encode()))
+    atomic_write_text(directory / RECORD_NAME, json.dumps(record, indent=2, sort_keys=False) + "\n")
     return record
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @torch.no_grad()
@@ -276,18 +260,6 @@ def train_feature_net(
         return net, info
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "repro/metrics", "repro/data"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
-        )  # fmt: skip
-        return out.stdout.strip() + ("+uncommitted-changes" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 class FashionFeatureExtractor(FeatureExtractorBase):
@@ -372,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"test accuracy {info['test_accuracy']:.4f} < {args.min_accuracy}; nothing written", file=sys.stderr)
         return 1
     command = "python -m repro.metrics.featurenet " + " ".join(argv if argv is not None else sys.argv[1:])
-    info = {"command": command.strip(), "git_commit": _git_commit(), **info}
+    info = {"command": command.strip(), "git_commit": git_commit(("repro/metrics", "repro/data")) or "unknown", **info}
     record = save_feature_net(net, args.out, info)
     print(json.dumps(record, indent=2))
     return 0

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from repro.data.fashion_mnist import FILES, PAYLOAD_SHA256, SPLITS, cache_dir, load, to_float, to_uint8
+from repro.io import atomic_write_json, atomic_write_text
 from repro.metrics import featurenet
 
 METRICS = ("fid", "kid", "prc")
@@ -387,10 +388,7 @@ def run_cli(args: argparse.Namespace) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, text + "\n")
     return 0
 
 
@@ -404,10 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
     report = reference_report(args.sizes, args.curve_size, weights=args.weights)
-    args.reference_report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.reference_report.with_name(f".{args.reference_report.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, args.reference_report)
+    atomic_write_json(args.reference_report, report)
     print(json.dumps(report, indent=2))
     return 0
 

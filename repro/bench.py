@@ -1,0 +1,204 @@
+"""``repro bench``: training-step time, throughput, memory and MFU of DiT vs TREAD vs stochastic depth.
+
+Each method is the same model (``--model``, default DiT-S/2 at 32x32x4 latents, 256 tokens) trained
+with SiT's linear-interpolant loss and AdamW for ``--steps`` timed steps after ``--warmup`` steps;
+TREAD uses the paper's route (block 2 to depth-4, rate 0.5), stochastic depth skips the same blocks
+per sample with probability 0.5. Reported per method:
+
+- ms/step (median over the timed steps) and images/s, on the named device;
+- peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on a CPU the process's peak resident
+  set size (it only grows, so read it as "at most");
+- MACs per step (forward + backward, counted on the meta device; FLOPs = 2 x MACs), achieved
+  TFLOP/s and, on a GPU with a known peak, MFU = achieved / peak dense bf16 (or fp32) FLOP/s;
+- for TREAD and stochastic depth: the measured per-step speedup over dense DiT next to the counted
+  MAC ratio, the number TREAD's figure implies (about 1.64x for XL/2).
+
+Timings are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from .audit import train_step_macs
+from .io import atomic_write_json
+from .models import StochasticDepth, config_for, tread_routes
+from .objectives import make_objective
+
+# Dense peak FLOP/s (no sparsity) from the vendors' data sheets, by precision
+PEAK_TFLOPS = {
+    "H100": {"bf16": 989.4, "fp32": 66.9},  # SXM
+    "H200": {"bf16": 989.4, "fp32": 66.9},
+    "A100": {"bf16": 312.0, "fp32": 19.5},
+}
+METHODS = ("dit", "tread", "stochastic-depth")
+
+
+def method_config(name: str, method: str, **overrides):
+    cfg = config_for(name, **overrides)
+    route = tread_routes(cfg.depth)[0]
+    if method == "tread":
+        return cfg.replace(routes=(route,))
+    if method == "stochastic-depth":
+        return cfg.replace(stochastic_depth=StochasticDepth(route.start, route.end, route.rate))
+    if method == "dit":
+        return cfg
+    raise ValueError(f"methods: unknown value {method!r}; allowed: {', '.join(METHODS)}")
+
+
+def peak_tflops(device: torch.device, precision: str) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in PEAK_TFLOPS.items():
+        if key in name:
+            return peaks[precision]
+    return None
+
+
+def bench_method(cfg, batch: int, steps: int, warmup: int, device: torch.device, precision: str, seed: int = 0):
+    from .models import DiT
+
+    torch.manual_seed(seed)
+    model = DiT(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    objective = make_objective("interpolant")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g).to(device)
+    y = torch.randint(0, cfg.num_classes, (batch,), generator=g).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        with autocast:
+            loss = objective.loss(model, x, y, torch.Generator().manual_seed(i)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    del model, opt
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return statistics.median(times), peak_mb
+
+
+def run_bench(
+    model: str, batch: int, steps: int, warmup: int, device: str | None, precision: str, methods=METHODS, **overrides
+) -> dict:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cpu":
+        torch.set_flush_denormal(True)
+        precision = "fp32"  # bf16 autocast on CPU measures the CPU's bf16 emulation, not the model
+    peak = peak_tflops(dev, precision)
+    rows = {}
+    for method in methods:
+        cfg = method_config(model, method, **overrides)
+        sec, mem = bench_method(cfg, batch, steps, warmup, dev, precision)
+        macs = train_step_macs(cfg, batch)
+        achieved = 2 * macs / sec / 1e12
+        rows[method] = {
+            "ms_per_step": 1e3 * sec,
+            "images_per_s": batch / sec,
+            "peak_memory_mb": mem,
+            "macs_per_step": macs,
+            "achieved_tflops": achieved,
+            "mfu": achieved / peak if peak else None,
+        }
+    if "dit" in rows:
+        for r in rows.values():
+            r["measured_speedup_vs_dit"] = rows["dit"]["ms_per_step"] / r["ms_per_step"]
+            r["mac_ratio_vs_dit"] = rows["dit"]["macs_per_step"] / r["macs_per_step"]
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    return {
+        "model": model,
+        "overrides": overrides,
+        "batch": batch,
+        "steps": steps,
+        "warmup": warmup,
+        "device": name,
+        "precision": precision,
+        "peak_tflops": peak,
+        "torch": torch.__version__,
+        "units": {
+            "macs_per_step": "multiply-accumulates, forward + backward",
+            "achieved_tflops": "1e12 FLOP/s, FLOPs = 2 x MACs",
+            "peak_memory_mb": "MiB (GPU: allocated; CPU: process peak RSS)",
+        },
+        "methods": rows,
+    }
+
+
+def format_report(rep: dict) -> str:
+    lines = [
+        f"{rep['model']} {rep['overrides'] or ''} batch {rep['batch']} on {rep['device']} ({rep['precision']}), "
+        f"median of {rep['steps']} steps after {rep['warmup']} warm-up"
+    ]
+    lines.append(
+        f"{'method':<18}{'ms/step':>10}{'img/s':>10}{'peak MiB':>10}{'GMACs/step':>12}{'TFLOP/s':>9}"
+        f"{'MFU':>7}{'speedup':>9}{'MAC ratio':>10}"
+    )
+    for m, r in rep["methods"].items():
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        lines.append(
+            f"{m:<18}{r['ms_per_step']:>10.1f}{r['images_per_s']:>10.1f}{r['peak_memory_mb']:>10.0f}"
+            f"{r['macs_per_step'] / 1e9:>12.1f}{r['achieved_tflops']:>9.3f}{mfu:>7}"
+            f"{r.get('measured_speedup_vs_dit', float('nan')):>8.2f}x"
+            f"{r.get('mac_ratio_vs_dit', float('nan')):>9.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="step time, images/s, memory, MFU: DiT vs TREAD vs stochastic depth")
+    p.add_argument("--model", default="DiT-S/2", help="a named size, e.g. DiT-S/2, DiT-B/2, DiT-XL/2")
+    p.add_argument("--input-size", type=int, default=32, help="latent side (32 = 256x256 images, 256 tokens at /2)")
+    p.add_argument("--in-channels", type=int, default=4)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default=None)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="autocast on GPU (CPU: fp32)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--json", default=None, help="also write the numbers to this file")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    for name in ("batch", "steps"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name}: {getattr(args, name)} must be >= 1", file=sys.stderr)
+            return 2
+    rep = run_bench(
+        args.model,
+        args.batch,
+        args.steps,
+        args.warmup,
+        args.device,
+        args.precision,
+        args.methods,
+        input_size=args.input_size,
+        in_channels=args.in_channels,
+        num_classes=args.num_classes,
+    )
+    print(format_report(rep))
+    if args.json:
+        atomic_write_json(args.json, rep)
+    return 0

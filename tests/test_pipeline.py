@@ -1,0 +1,50 @@
+"""The smoke scale end to end: params.yaml -> three methods trained -> curves -> speedup report -> plot.
+
+Real Fashion-MNIST, real FID (the committed feature network), a few steps: it checks that the pieces
+fit, not what they find.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from repro.cli import main
+from repro.config import load_params, resolve, runs_of
+from repro.golden import compare_folders
+from repro.io import atomic_write_json
+from repro.train import train
+
+
+@pytest.mark.slow
+def test_smoke_scale_end_to_end(tmp_path):
+    params = load_params()
+    curves = tmp_path / "curves"
+    for method, seed in runs_of(params, "smoke"):
+        cfg = resolve(params, "smoke", method, seed)
+        curve = train(cfg, tmp_path / cfg.run_id, quiet=True)
+        assert curve["complete"] and all(p["fid"] > 0 for p in curve["points"])
+        atomic_write_json(curves / f"{method}-s{seed}.json", curve)
+    methods = {m for m, _ in runs_of(params, "smoke")}
+    assert {"dit", "tread", "sit"} <= methods
+
+    out, png = tmp_path / "speedup.json", tmp_path / "fid.png"
+    assert (
+        main(
+            ["speedup", "--curves", str(curves / "*.json"), "--out", str(out), "--plot", str(png), "--resamples", "200"]
+        )
+        == 0
+    )
+    report = json.loads(out.read_text())
+    assert report["baseline"] == "dit" and set(report["targets"]) == {"final", "third"}
+    assert set(report["unit_results"]) == methods - {"dit"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # TREAD got the dense model's MAC budget in more, cheaper steps
+    tread, dit = (json.loads((curves / f"{m}-s0.json").read_text())["points"][-1] for m in ("tread", "dit"))
+    assert tread["step"] > dit["step"]
+    assert tread["macs"] == pytest.approx(dit["macs"], rel=0.1)
+
+    # the same runs compare as identical with themselves
+    assert all(r["status"] == "pass" for r in compare_folders(curves, curves).values())
