@@ -26,3 +26,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+    # training and benchmark entry points flush denormals (a process-wide switch); switch it back so
+    # hypothesis can draw floats in the tests that follow
+    torch.set_flush_denormal(False)
