@@ -109,37 +109,40 @@ class TrainData:
         if d.subset is not None:
             self.images, self.labels = self.images[: d.subset], self.labels[: d.subset]
         self.seed = cfg.seed
+        self._order: tuple[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """The permutation of the data for ``epoch`` (the last one drawn is kept: batches walk through it)."""
+        if self._order is None or self._order[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
+            self._order = (epoch, torch.randperm(len(self), generator=g))
+        return self._order[1]
 
     def batch_indices(self, step: int, batch_size: int) -> torch.Tensor:
         """Indices of the global batch of ``step``: consecutive slices of a per-epoch permutation."""
         n = len(self)
         start = step * batch_size
-        out = []
-        while len(out) < batch_size:
-            epoch, offset = divmod(start + len(out), n)
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch))
-            take = min(batch_size - len(out), n - offset)
-            out.extend(perm[offset : offset + take].tolist())
-        return torch.tensor(out)
+        parts, taken = [], 0
+        while taken < batch_size:
+            epoch, offset = divmod(start + taken, n)
+            take = min(batch_size - taken, n - offset)
+            parts.append(self.epoch_order(epoch)[offset : offset + take])
+            taken += take
+        return torch.cat(parts)
 
 
-def validation_batch(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed batch of held-out images the validation loss is measured on."""
+def validation_batch(cfg: RunConfig, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed batch of held-out images the validation loss is measured on: the first test images of
+    Fashion-MNIST, else the last ``val_size`` items of the training data."""
     if cfg.data.name == "fashion-mnist":
         from .data import fashion_mnist
 
         ds = fashion_mnist.load("test")
         return ds.float_images()[: cfg.eval.val_size], ds.labels[: cfg.eval.val_size].long()
-    data = TrainData(copy.deepcopy(cfg))
     return data.images[-cfg.eval.val_size :], data.labels[-cfg.eval.val_size :]
-
-
-# ------------------------------------------------------------------------------------------
-# Cost
-# ------------------------------------------------------------------------------------------
 
 
 # ------------------------------------------------------------------------------------------
@@ -282,7 +285,7 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     objective = make_objective(**cfg.objective)
     data = TrainData(cfg)
-    val = validation_batch(cfg)
+    val = validation_batch(cfg, data)
 
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     curve_path = run_dir / "curve.json"

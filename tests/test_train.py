@@ -212,3 +212,17 @@ def test_equal_mac_budget_gives_cheaper_steps_more_steps():
 def test_time_budget_stops_with_a_final_evaluation(tmp_path):
     curve = train(tiny_run(max_seconds=1e-9), tmp_path / "run", quiet=True)
     assert curve["complete"] and [p["step"] for p in curve["points"]] == [1]
+
+
+def test_batches_walk_each_epoch_once_across_boundaries():
+    from repro.train import TrainData
+
+    cfg = tiny_run()
+    data = TrainData(cfg)  # 96 synthetic items
+    batch = 40  # does not divide 96: batches straddle epoch boundaries
+    idx = torch.cat([data.batch_indices(step, batch) for step in range(12)])  # 480 = 5 epochs
+    for epoch in range(5):
+        assert sorted(idx[96 * epoch : 96 * (epoch + 1)].tolist()) == list(range(96))
+    assert not torch.equal(idx[:96], idx[96:192])  # each epoch is reshuffled
+    fresh = TrainData(cfg)
+    assert torch.equal(fresh.batch_indices(7, batch), data.batch_indices(7, batch))  # a function of (seed, step)
