@@ -541,6 +541,16 @@ def test_diffusers_native_model_converts_after_frequency_fix():
     torch.testing.assert_close(ours(x, t, y), dm(x, timestep=t, class_labels=y).sample, atol=1e-4, rtol=1e-4)
 
 
+def test_diffusers_blocks_with_different_embedders_are_refused():
+    from repro.models.convert import from_diffusers, to_diffusers
+
+    dm = to_diffusers(randomize(DiT(tiny(in_channels=4, depth=2)), 1))
+    with torch.no_grad():
+        dm.transformer_blocks[1].norm1.emb.class_embedder.embedding_table.weight[0, 0] += 1.0
+    with pytest.raises(ValueError, match=r"transformer_blocks\.1\.norm1\.emb\.class_embedder.*differs"):
+        from_diffusers(dm)
+
+
 def test_diffusers_rejects_variants():
     from repro.models.convert import to_diffusers
 

@@ -42,6 +42,35 @@ def _check_convertible(cfg: DiTConfig) -> None:
         )
 
 
+def _one_to_one(depth: int) -> list[tuple[str, str]]:
+    """(DiT key, diffusers key) of every tensor that maps unchanged; the fused qkv and the time and
+    label embedders (one in DiT, a copy per block in diffusers) are handled apart."""
+    pairs = [(f"{ours}.{p}", f"{theirs}.{p}") for ours, theirs in (
+        ("x_embedder.proj", "pos_embed.proj"),
+        ("final_layer.adaLN_modulation.1", "proj_out_1"),
+        ("final_layer.linear", "proj_out_2"),
+    ) for p in ("weight", "bias")]  # fmt: skip
+    for i in range(depth):
+        for ours, theirs in (
+            ("adaLN_modulation.1", "norm1.linear"),
+            ("attn.proj", "attn1.to_out.0"),
+            ("mlp.fc1", "ff.net.0.proj"),
+            ("mlp.fc2", "ff.net.2"),
+        ):
+            pairs += [(f"blocks.{i}.{ours}.{p}", f"transformer_blocks.{i}.{theirs}.{p}") for p in ("weight", "bias")]
+    return pairs
+
+
+# DiT's embedder keys and their names under each diffusers block's ``norm1.emb.``
+_EMBEDDER = [
+    ("t_embedder.mlp.0.weight", "timestep_embedder.linear_1.weight"),
+    ("t_embedder.mlp.0.bias", "timestep_embedder.linear_1.bias"),
+    ("t_embedder.mlp.2.weight", "timestep_embedder.linear_2.weight"),
+    ("t_embedder.mlp.2.bias", "timestep_embedder.linear_2.bias"),
+    ("y_embedder.embedding_table.weight", "class_embedder.embedding_table.weight"),
+]
+
+
 def to_diffusers(model: DiT):
     """A ``DiTTransformer2DModel`` computing the same function as ``model`` (eval mode)."""
     from diffusers import DiTTransformer2DModel
@@ -63,34 +92,14 @@ def to_diffusers(model: DiT):
     if int(d * cfg.mlp_ratio) != 4 * d:
         raise ValueError(f"mlp_ratio: {cfg.mlp_ratio!r}; diffusers' DiT feed-forward is fixed at 4")
     sd = model.state_dict()
-    out = {
-        "pos_embed.proj.weight": sd["x_embedder.proj.weight"],
-        "pos_embed.proj.bias": sd["x_embedder.proj.bias"],
-        "proj_out_1.weight": sd["final_layer.adaLN_modulation.1.weight"],
-        "proj_out_1.bias": sd["final_layer.adaLN_modulation.1.bias"],
-        "proj_out_2.weight": sd["final_layer.linear.weight"],
-        "proj_out_2.bias": sd["final_layer.linear.bias"],
-    }
+    out = {theirs: sd[ours] for ours, theirs in _one_to_one(cfg.depth)}
     for i in range(cfg.depth):
-        src, dst = f"blocks.{i}.", f"transformer_blocks.{i}."
-        emb = dst + "norm1.emb."
-        out[emb + "timestep_embedder.linear_1.weight"] = sd["t_embedder.mlp.0.weight"]
-        out[emb + "timestep_embedder.linear_1.bias"] = sd["t_embedder.mlp.0.bias"]
-        out[emb + "timestep_embedder.linear_2.weight"] = sd["t_embedder.mlp.2.weight"]
-        out[emb + "timestep_embedder.linear_2.bias"] = sd["t_embedder.mlp.2.bias"]
-        out[emb + "class_embedder.embedding_table.weight"] = sd["y_embedder.embedding_table.weight"]
-        out[dst + "norm1.linear.weight"] = sd[src + "adaLN_modulation.1.weight"]
-        out[dst + "norm1.linear.bias"] = sd[src + "adaLN_modulation.1.bias"]
-        for name, w in zip(("to_q", "to_k", "to_v"), sd[src + "attn.qkv.weight"].chunk(3, dim=0)):
-            out[dst + f"attn1.{name}.weight"] = w
-        for name, b in zip(("to_q", "to_k", "to_v"), sd[src + "attn.qkv.bias"].chunk(3, dim=0)):
-            out[dst + f"attn1.{name}.bias"] = b
-        out[dst + "attn1.to_out.0.weight"] = sd[src + "attn.proj.weight"]
-        out[dst + "attn1.to_out.0.bias"] = sd[src + "attn.proj.bias"]
-        out[dst + "ff.net.0.proj.weight"] = sd[src + "mlp.fc1.weight"]
-        out[dst + "ff.net.0.proj.bias"] = sd[src + "mlp.fc1.bias"]
-        out[dst + "ff.net.2.weight"] = sd[src + "mlp.fc2.weight"]
-        out[dst + "ff.net.2.bias"] = sd[src + "mlp.fc2.bias"]
+        dst = f"transformer_blocks.{i}."
+        for ours, theirs in _EMBEDDER:
+            out[dst + "norm1.emb." + theirs] = sd[ours]
+        for p in ("weight", "bias"):
+            for name, w in zip(("to_q", "to_k", "to_v"), sd[f"blocks.{i}.attn.qkv.{p}"].chunk(3, dim=0)):
+                out[dst + f"attn1.{name}.{p}"] = w
     dm.load_state_dict({k: v.clone() for k, v in out.items()}, strict=True)
     for block in dm.transformer_blocks:
         block.norm1.emb.time_proj.downscale_freq_shift = 0
@@ -134,37 +143,16 @@ def from_diffusers(dm, allow_frequency_mismatch: bool = False, **overrides) -> D
     sd = dm.state_dict()
     emb0 = "transformer_blocks.0.norm1.emb."
     for i in range(1, cfg.depth):
-        emb = f"transformer_blocks.{i}.norm1.emb."
-        for k in sd:
-            if k.startswith(emb0):
-                other = emb + k[len(emb0) :]
-                if not torch.equal(sd[k], sd[other]):
-                    raise ValueError(f"{other}: differs from block 0's copy; a DiT has one shared embedder")
-    out = {
-        "x_embedder.proj.weight": sd["pos_embed.proj.weight"],
-        "x_embedder.proj.bias": sd["pos_embed.proj.bias"],
-        "t_embedder.mlp.0.weight": sd[emb0 + "timestep_embedder.linear_1.weight"],
-        "t_embedder.mlp.0.bias": sd[emb0 + "timestep_embedder.linear_1.bias"],
-        "t_embedder.mlp.2.weight": sd[emb0 + "timestep_embedder.linear_2.weight"],
-        "t_embedder.mlp.2.bias": sd[emb0 + "timestep_embedder.linear_2.bias"],
-        "y_embedder.embedding_table.weight": sd[emb0 + "class_embedder.embedding_table.weight"],
-        "final_layer.adaLN_modulation.1.weight": sd["proj_out_1.weight"],
-        "final_layer.adaLN_modulation.1.bias": sd["proj_out_1.bias"],
-        "final_layer.linear.weight": sd["proj_out_2.weight"],
-        "final_layer.linear.bias": sd["proj_out_2.bias"],
-    }
+        for _, theirs in _EMBEDDER:
+            other = f"transformer_blocks.{i}.norm1.emb.{theirs}"
+            if not torch.equal(sd[emb0 + theirs], sd[other]):
+                raise ValueError(f"{other}: differs from block 0's copy; a DiT has one shared embedder")
+    out = {ours: sd[theirs] for ours, theirs in _one_to_one(cfg.depth)}
+    out.update({ours: sd[emb0 + theirs] for ours, theirs in _EMBEDDER})
     for i in range(cfg.depth):
-        src, dst = f"transformer_blocks.{i}.", f"blocks.{i}."
-        out[dst + "adaLN_modulation.1.weight"] = sd[src + "norm1.linear.weight"]
-        out[dst + "adaLN_modulation.1.bias"] = sd[src + "norm1.linear.bias"]
-        out[dst + "attn.qkv.weight"] = torch.cat([sd[src + f"attn1.to_{n}.weight"] for n in "qkv"], dim=0)
-        out[dst + "attn.qkv.bias"] = torch.cat([sd[src + f"attn1.to_{n}.bias"] for n in "qkv"], dim=0)
-        out[dst + "attn.proj.weight"] = sd[src + "attn1.to_out.0.weight"]
-        out[dst + "attn.proj.bias"] = sd[src + "attn1.to_out.0.bias"]
-        out[dst + "mlp.fc1.weight"] = sd[src + "ff.net.0.proj.weight"]
-        out[dst + "mlp.fc1.bias"] = sd[src + "ff.net.0.proj.bias"]
-        out[dst + "mlp.fc2.weight"] = sd[src + "ff.net.2.weight"]
-        out[dst + "mlp.fc2.bias"] = sd[src + "ff.net.2.bias"]
+        for p in ("weight", "bias"):
+            qkv = [sd[f"transformer_blocks.{i}.attn1.to_{n}.{p}"] for n in "qkv"]
+            out[f"blocks.{i}.attn.qkv.{p}"] = torch.cat(qkv, dim=0)
     model = DiT(cfg)
     out["pos_embed"] = model.pos_embed.detach().clone()  # a fixed table; diffusers does not store it
     model.load_state_dict({k: v.clone() for k, v in out.items()}, strict=True)
