@@ -68,6 +68,23 @@ class TrainConfig:
     # wall-clock (an equal time budget on one device), with a final evaluation.
     equal_cost: str | None = None
     max_seconds: float | None = None
+    # Set by equal_cost (not meant for params.yaml): the step count was scaled by this factor, and
+    # evaluations and checkpoints fall on round(k * every * step_scale), the dense run's MAC points.
+    step_scale: float = 1.0
+
+    def _on_schedule(self, step: int, every: int) -> bool:
+        if step == self.steps:
+            return True
+        interval = every * self.step_scale
+        k = round(step / interval)
+        return k >= 1 and round(k * interval) == step
+
+    def is_eval_step(self, step: int) -> bool:
+        """Whether the run evaluates after ``step`` steps (always after the last one)."""
+        return self._on_schedule(step, self.eval_every)
+
+    def is_ckpt_step(self, step: int) -> bool:
+        return self._on_schedule(step, self.ckpt_every)
 
     def validate(self, prefix: str = "train") -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "ckpt_every", "log_every"):
@@ -85,6 +102,7 @@ class TrainConfig:
             raise _err(f"{prefix}.equal_cost", self.equal_cost, "allowed: macs, or null for equal steps")
         if self.max_seconds is not None:
             _number(f"{prefix}.max_seconds", self.max_seconds, 0, lo_open=True)
+        _number(f"{prefix}.step_scale", self.step_scale, 0, lo_open=True)
         if self.batch_size % self.grad_accum:
             raise _err(f"{prefix}.batch_size", self.batch_size, f"must be divisible by grad_accum={self.grad_accum}")
 
@@ -256,7 +274,8 @@ def resolve(params: dict[str, Any], scale: str, method: str, seed: int) -> RunCo
 
 
 def equalize_macs(cfg: RunConfig) -> None:
-    """Scale steps and evaluation/checkpoint intervals by (dense step MACs) / (this method's step MACs)."""
+    """Scale the step count by (dense step MACs) / (this method's step MACs); evaluations and checkpoints
+    follow at the same MAC points as the dense run's (``TrainConfig.step_scale``)."""
     if not cfg.model.routes and cfg.model.stochastic_depth is None:
         return
     from .audit import train_step_macs
@@ -264,7 +283,8 @@ def equalize_macs(cfg: RunConfig) -> None:
     dense = cfg.model.replace(routes=(), stochastic_depth=None)
     ratio = train_step_macs(dense, cfg.train.batch_size) / train_step_macs(cfg.model, cfg.train.batch_size)
     t = cfg.train
-    t.steps, t.eval_every, t.ckpt_every = (max(1, round(v * ratio)) for v in (t.steps, t.eval_every, t.ckpt_every))
+    t.step_scale = ratio
+    t.steps = max(1, round(t.steps * ratio))
 
 
 def runs_of(params: dict[str, Any], scale: str) -> list[tuple[str, int]]:

@@ -374,7 +374,7 @@ def train(
                 tc.steps = step  # an equal wall-clock budget: this is the run's last step
                 if rank == 0 and not quiet:
                     print(f"\n  {cfg.run_id}: training time budget of {tc.max_seconds} s reached at step {step}")
-            if step % tc.eval_every == 0 or step == tc.steps:
+            if tc.is_eval_step(step):
                 if rank == 0:
                     ev = evaluate(ema, objective, cfg, dev, val)
                     points.append(
@@ -392,7 +392,7 @@ def train(
                     model.train()
                 if world > 1:
                     dist.barrier()
-            if step % tc.ckpt_every == 0 or step == tc.steps:
+            if tc.is_ckpt_step(step):
                 if rank == 0:
                     extra = {"seconds": seconds, "points": json.dumps(points)}
                     save_checkpoint(ckpt_path, model, ema, opt, step, extra)

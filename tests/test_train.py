@@ -209,6 +209,28 @@ def test_equal_mac_budget_gives_cheaper_steps_more_steps():
     assert budget_tread == pytest.approx(budget_dit, rel=2 / dit.train.steps)
 
 
+@pytest.mark.parametrize("scale", ["smoke", "micro"])
+@pytest.mark.parametrize("method", ["tread", "stochastic-depth"])
+def test_equal_mac_budget_evaluates_at_the_dense_runs_mac_points(scale, method):
+    params = load_params()
+    dit, other = resolve(params, scale, "dit", 0), resolve(params, scale, method, 0)
+    dense_evals = [s for s in range(1, dit.train.steps + 1) if dit.train.is_eval_step(s)]
+    evals = [s for s in range(1, other.train.steps + 1) if other.train.is_eval_step(s)]
+    assert len(evals) == len(dense_evals) and evals[-1] == other.train.steps  # the last step once, no extra
+    dense, cheap = (train_step_macs(r.model, r.train.batch_size) for r in (dit, other))
+    assert cheap < dense
+    for s_dense, s in zip(dense_evals, evals):
+        assert abs(s * cheap - s_dense * dense) <= 0.5 * cheap  # the nearest step to the same MACs
+
+
+def test_schedule_without_a_step_scale_is_every_k_steps_and_the_last():
+    t = tiny_run().train
+    t.steps, t.eval_every = 10, 3
+    assert [s for s in range(1, 11) if t.is_eval_step(s)] == [3, 6, 9, 10]
+    with pytest.raises(ValueError, match="train.step_scale"):
+        tiny_run(step_scale=0).validate()
+
+
 def test_time_budget_stops_with_a_final_evaluation(tmp_path):
     curve = train(tiny_run(max_seconds=1e-9), tmp_path / "run", quiet=True)
     assert curve["complete"] and [p["step"] for p in curve["points"]] == [1]
