@@ -21,13 +21,10 @@ COMPARED = ("fid", "val_loss")
 
 
 def load_curves(folder: str | Path) -> dict[str, dict[str, Any]]:
-    """``run_id -> curve`` of every ``*.json`` curve file in ``folder``."""
-    out = {}
-    for path in sorted(Path(folder).glob("*.json")):
-        curve = json.loads(path.read_text())
-        if "points" in curve and "run_id" in curve:
-            out[curve["run_id"]] = curve
-    return out
+    """``run_id -> curve`` of every ``*.json`` curve file in ``folder`` (each checked as ``repro speedup`` does)."""
+    from .speedup import load_curves as load_checked
+
+    return {c["run_id"]: c for c in load_checked(sorted(Path(folder).glob("*.json")))}
 
 
 def compare_curve(new: dict, golden: dict, rel_tol: float, abs_tol: float) -> list[str]:

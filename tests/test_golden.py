@@ -10,8 +10,11 @@ from repro.golden import compare_curve, compare_folders
 
 
 def curve(run_id="micro-dit-s0", fids=(50.0, 20.0)):
+    method, seed = run_id.split("-")[1], int(run_id.rsplit("-s", 1)[1])
     return {
         "run_id": run_id,
+        "method": method,
+        "seed": seed,
         "points": [
             {
                 "step": 100 * (i + 1),
