@@ -421,8 +421,10 @@ def test_claims_command_writes_reports_and_catches_drift(tmp_path, capsys):
     audit.write_text(json.dumps({"a": {"b": 2}}))
 
     assert run_claims(tmp_path) == 1  # no committed ledger yet
+    assert "no committed ledger" in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()
     assert run_claims(tmp_path, "--update") == 0
+    assert "verdict" not in capsys.readouterr().err  # writing the first ledger (as dvc repro does) is no drift
     ledger = json.loads((tmp_path / "reports" / "claims.json").read_text())
     verdicts = [(c["id"], c["verdict"]) for c in ledger["claims"]]
     assert verdicts == [("x-claim", C.CONFIRMED), ("y-claim", C.OUT_OF_SCOPE)]
@@ -436,6 +438,9 @@ def test_claims_command_writes_reports_and_catches_drift(tmp_path, capsys):
     assert run_claims(tmp_path) == 1
     assert "x-claim: committed 'confirmed', now 'refuted'" in capsys.readouterr().err
     assert json.loads((tmp_path / "reports" / "claims.json").read_text()) == ledger  # not overwritten
+
+    assert run_claims(tmp_path, "--update") == 0  # an accepted change is named
+    assert "verdict changed: x-claim: committed 'confirmed', now 'refuted'" in capsys.readouterr().err
 
     audit.write_text(json.dumps({"a": {}}))  # the quantity disappears: the check itself fails
     assert run_claims(tmp_path, "--update") == 1
