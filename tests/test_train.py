@@ -209,6 +209,14 @@ def test_equal_mac_budget_gives_cheaper_steps_more_steps():
     assert budget_tread == pytest.approx(budget_dit, rel=2 / dit.train.steps)
 
 
+def test_scales_that_measure_speedups_give_every_method_the_same_budget():
+    # equal steps would stop a routed run's curve short of the dense run's cost: "not reached" by construction
+    params = load_params()
+    for scale in ("smoke", "micro", "small"):
+        train = params["scales"][scale]["train"]
+        assert train.get("equal_cost") == "macs" or train.get("max_seconds"), scale
+
+
 @pytest.mark.parametrize("scale", ["smoke", "micro"])
 @pytest.mark.parametrize("method", ["tread", "stochastic-depth"])
 def test_equal_mac_budget_evaluates_at_the_dense_runs_mac_points(scale, method):
