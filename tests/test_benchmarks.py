@@ -1,11 +1,11 @@
-"""pytest-benchmark timings of the micro scale's training step (per method) and of one sampler step.
+"""pytest-benchmark timings of the micro scale's training step (per method) and of a 2-step sampler run.
 
 In the default test run benchmarks are disabled (``--benchmark-disable`` in pyproject.toml): each
 function runs once and only its result is checked. For numbers, on whatever device runs the tests:
 
     pytest tests/test_benchmarks.py --benchmark-enable
 
-Timings are printed by pytest-benchmark (seconds per call, CPU with the threads torch picks); no test
+Timings are printed by pytest-benchmark (time per call, on the CPU with the threads torch picks); no test
 asserts on a timing. ``repro bench`` gives the same comparison with MACs and MFU.
 """
 
