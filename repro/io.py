@@ -68,7 +68,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
 def git_commit(paths: Sequence[str] = ("repro",)) -> str | None:
     """HEAD of the repository holding this package, with ``+dirty`` when tracked files under ``paths``
-    have uncommitted changes; None outside a git checkout."""
+    have uncommitted changes. Outside a git checkout (a copy of the tree on another machine) it is
+    ``$REPRO_GIT_COMMIT`` when set, else None."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
@@ -80,7 +81,7 @@ def git_commit(paths: Sequence[str] = ("repro",)) -> str | None:
         head = git("rev-parse", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", *paths)
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("REPRO_GIT_COMMIT") or None
     return head + ("+dirty" if dirty else "")
 
 

@@ -24,6 +24,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -252,10 +253,13 @@ def train(
     stop_after: int | None = None,
     command: str | None = None,
     quiet: bool = False,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir``; resume from ``run_dir/checkpoints/last.pt`` when it exists.
 
     ``stop_after`` ends the process's work after that many steps (a simulated interruption, for tests).
+    ``on_eval`` receives the curve so far (``complete`` false until the last step) after every
+    evaluation, so a caller can keep a cut-off run's evidence; it does not change what is computed.
     Returns the curve (also written to ``run_dir/curve.json``).
     """
     run_dir = Path(run_dir)
@@ -389,6 +393,8 @@ def train(
                     )
                     if not quiet:
                         print(f"\n  eval @ {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in ev.items()), flush=True)
+                    if on_eval is not None:
+                        on_eval(_curve(cfg, step, step_macs, prov, points))
                     model.train()
                 if world > 1:
                     dist.barrier()
@@ -406,19 +412,23 @@ def train(
         if log is not None:
             log.close()
 
-    curve = {
+    curve = _curve(cfg, step, step_macs, prov, points)
+    if rank == 0 and step >= tc.steps:
+        atomic_write_json(curve_path, curve)
+    return curve
+
+
+def _curve(cfg: RunConfig, step: int, step_macs: int, prov: dict[str, Any], points: list[dict]) -> dict[str, Any]:
+    return {
         "run_id": cfg.run_id,
         "method": cfg.method,
         "seed": cfg.seed,
         "scale": cfg.scale,
-        "complete": step >= tc.steps,
+        "complete": step >= cfg.train.steps,
         "train_step_macs": step_macs,
         "provenance": prov,
-        "points": points,
+        "points": list(points),
     }
-    if rank == 0 and step >= tc.steps:
-        atomic_write_json(curve_path, curve)
-    return curve
 
 
 # ------------------------------------------------------------------------------------------
