@@ -4,13 +4,25 @@ All sessions share one environment (``.venv`` beside this file, or ``$REPRO_ENV`
 several GB, so building it once per session would waste minutes and disk. The environment is
 (re)installed with pip when ``pyproject.toml`` or the torch pin changes. Set ``REPRO_TORCH`` to the
 torch requirement your machine needs (for example a CUDA build on a cluster), or to ``none`` to use
-whatever torch ``$REPRO_ENV`` already has.
+whatever torch ``$REPRO_ENV`` already has; a new environment is then made with
+``--system-site-packages`` from ``$REPRO_PYTHON`` (default: the interpreter running nox), so it sees
+that interpreter's torch, CUDA build included. ``REPRO_ENV=system`` uses ``$REPRO_PYTHON``'s own
+environment instead of making one (needed where that interpreter is itself a virtual environment,
+whose packages a ``--system-site-packages`` child would not see).
+
+Without a package registry (a GPU machine whose image brings torch): set ``REPRO_WHEELS`` to a folder
+made by ``python -m repro.gpu pack``. pip then installs with ``--no-index --find-links $REPRO_WHEELS``
+and no build isolation, the package without its dev tools (dvc, nox and ruff are not carried), and the
+data is read from ``$REPRO_WHEELS/data`` unless ``REPRO_DATA_DIR`` is set::
+
+    REPRO_ENV=system REPRO_PYTHON=python3 REPRO_TORCH=none REPRO_WHEELS=.whl nox -s gpu_repro
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,6 +33,8 @@ nox.options.sessions = ["tests"]
 ROOT = Path(__file__).resolve().parent
 ENV = Path(os.environ.get("REPRO_ENV", ROOT / ".venv"))
 TORCH = os.environ.get("REPRO_TORCH", "torch==2.14.1 torchvision==0.29.1")
+WHEELS = os.environ.get("REPRO_WHEELS")  # a folder of wheels: install from it alone, no registry
+PYTHON = os.environ.get("REPRO_PYTHON", sys.executable)
 
 
 def _env(session: nox.Session) -> Path:
@@ -28,17 +42,28 @@ def _env(session: nox.Session) -> Path:
     bin_dir = ENV / "bin"
     python = bin_dir / "python"
     stamp = ENV / ".repro-installed"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH.encode()).hexdigest()
-    if not python.exists():
-        session.run(sys.executable, "-m", "venv", str(ENV), external=True)
+    own_torch = TORCH.strip().lower() == "none"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH.encode() + (WHEELS or "").encode()).hexdigest()
+    if str(ENV) == "system":  # the interpreter's own environment: nothing is created, the package goes into it
+        python = Path(shutil.which(PYTHON) or PYTHON)
+        bin_dir, stamp = python.parent, ROOT / ".nox" / "repro-system-installed"
+        stamp.parent.mkdir(exist_ok=True)
+    elif not python.exists():
+        session.run(PYTHON, "-m", "venv", *(["--system-site-packages"] if own_torch else []), str(ENV), external=True)
     if not stamp.exists() or stamp.read_text() != want:
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        if TORCH.strip().lower() != "none":
+        if WHEELS:
+            wheels = str(Path(WHEELS).resolve())
+            pip += ["--no-index", "--find-links", wheels, "--no-build-isolation"]
+        if not own_torch:
             session.run(*pip, *TORCH.split(), external=True)
-        session.run(*pip, "-e", f"{ROOT}[dev]", external=True)
+        session.run(*pip, "-e", str(ROOT) if WHEELS else f"{ROOT}[dev]", external=True)
         stamp.write_text(want)
+    if WHEELS and (Path(WHEELS) / "data").is_dir() and not os.environ.get("REPRO_DATA_DIR"):
+        session.env["REPRO_DATA_DIR"] = str((Path(WHEELS) / "data").resolve())
     session.env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-    session.env["VIRTUAL_ENV"] = str(ENV)
+    if str(ENV) != "system":
+        session.env["VIRTUAL_ENV"] = str(ENV)
     return bin_dir
 
 
@@ -84,6 +109,8 @@ def gpu_repro(session: nox.Session) -> None:
     """Re-run the small-scale GPU golden runs and compare each new curve with its golden (pass/fail per run).
 
     Without CUDA it skips with a message, or fails when ``REQUIRE_GPU=1``. Arguments go to ``repro rerun``.
+    The whole prepared campaign (runs, curves, benchmarks, provenance, in one budgeted call) is
+    ``python -m repro.gpu campaign --out DIR``; this session re-runs the committed curves only.
     """
     bin_dir = _env(session)
     python = str(bin_dir / "python")

@@ -63,7 +63,8 @@ DATA_SUBDIR = "data"
 #: Pinned wheels the campaign may need: name -> (version, importable module). The image has torch 2.11,
 #: torchvision, numpy, scipy, matplotlib, pyyaml, tqdm, huggingface-hub 1.33, safetensors 0.8, Pillow,
 #: filelock, regex, requests and zipp; diffusers 0.42 needs huggingface-hub >= 1.32 and safetensors >= 0.8
-#: (satisfied there) and importlib_metadata (not there), which needs zipp (there) and lazy-importer (not there); torch-fidelity needs only what the image has.
+#: (satisfied there) and importlib_metadata (not there), which needs zipp (there) and lazy-importer (not
+#: there); torch-fidelity needs only what the image has.
 PINS: dict[str, tuple[str, str]] = {
     "diffusers": ("0.42.1", "diffusers"),
     "torch-fidelity": ("0.4.0", "torch_fidelity"),
@@ -86,7 +87,7 @@ BENCH_METHODS = ("dit", "tread")
 # The dry run: the same code at a size a 2-core CPU runs in seconds
 DRY_MODEL = {"patch_size": 4, "hidden_size": 32, "depth": 8, "num_heads": 2}
 DRY_DATA = {"subset": 1024}
-DRY_TRAIN = {"steps": 10, "batch_size": 8, "eval_every": 2, "ckpt_every": 10, "log_every": 5, "precision": "fp32",
+DRY_TRAIN = {"steps": 6, "batch_size": 8, "eval_every": 2, "ckpt_every": 6, "log_every": 5, "precision": "fp32",
              "threads": 1}  # fmt: skip
 DRY_EVAL = {"num_samples": 50, "sample_steps": 2, "reference_size": 300, "val_size": 16, "val_points": 2,
             "batch_size": 50, "metrics": ["fid"]}  # fmt: skip
@@ -206,7 +207,9 @@ def pack(dest: Path = DEFAULT_WHEELS, pins: dict[str, tuple[str, str]] = PINS, d
 def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"--wheels: {folder} has no {MANIFEST}; make the folder with `python -m repro.gpu pack`")
+        raise FileNotFoundError(
+            f"--wheels: {folder} has no {MANIFEST}; make the folder with `python -m repro.gpu pack`"
+        )
     manifest = json.loads(path.read_text())
     if not isinstance(manifest.get("wheels"), list):
         raise ValueError(f"{path}: 'wheels' must be a list of wheel records")
@@ -315,7 +318,11 @@ def run_plan(cfg, tp: Throughput) -> dict[str, Any]:
     cfg_factor = 2 if e.guidance_scale > 1 else 1
     sample_macs = n_evals * e.num_samples * e.sample_steps * fwd * cfg_factor if e.metrics else 0
     val_macs = n_evals * e.val_size * e.val_points * fwd
-    train_s, sample_s, val_s = tp.seconds(t.steps * step_macs), tp.seconds(sample_macs, True), tp.seconds(val_macs, True)
+    train_s, sample_s, val_s = (
+        tp.seconds(t.steps * step_macs),
+        tp.seconds(sample_macs, True),
+        tp.seconds(val_macs, True),
+    )
     return {
         "part": f"train {cfg.run_id}",
         "steps": t.steps,
@@ -464,7 +471,8 @@ class Campaign:
 def _format_plan(plan: dict[str, Any]) -> str:
     a = plan["assumptions"]
     lines = [
-        f"plan on {plan['device']}: budget {plan['budget_s']:.0f} s (training + evaluation {plan['train_budget_s']:.0f} s)",
+        f"plan on {plan['device']}: budget {plan['budget_s']:.0f} s "
+        f"(training + evaluation {plan['train_budget_s']:.0f} s)",
         f"  assumed: {a['peak_tflops']:g} TFLOP/s peak x MFU {a['mfu']:.0%} = {a['train_tflops']:.1f} TFLOP/s "
         f"for training/bench steps, {a['sample_tflops']:.1f} TFLOP/s for sampling ({a['note']})",
         f"  {'part':<28}{'steps/batch':>12}{'PFLOP':>10}{'est. s':>9}",
@@ -604,7 +612,7 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
     # training + evaluation: each run gets a time cap from what is left of the training budget
     train_end = camp.elapsed() + train_budget_s
     rec["runs"] = {}
-    for i, (cfg, est) in enumerate(zip(configs, parts)):
+    for i, cfg in enumerate(configs):
         left = train_end - camp.elapsed()
         eval_left = sum(p["eval_s"] for p in parts[i : len(configs)])
         cap = (left - eval_left) / (len(configs) - i)

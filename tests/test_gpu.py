@@ -1,0 +1,206 @@
+"""The GPU campaign's CPU dry run end to end (wheel folder, carried data, plan, runs, bench, record), its
+budget cut, and the pieces it is built from. Nothing here needs a GPU or a package registry."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from repro import gpu
+from repro.config import load_params
+from repro.golden import load_curves
+
+PROBE = "repro_dryrun_probe"
+
+
+def make_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:
+    """A minimal valid pure-Python wheel holding one module that records it was imported from the wheel."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": b"FROM_WHEEL = True\n",
+        f"{dist}/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            + "".join(f"Requires-Dist: {r}\n" for r in requires)
+        ).encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+
+    def digest(data: bytes) -> str:
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{n},{digest(d)},{len(d)}\n" for n, d in files.items()) + f"{dist}/RECORD,,\n"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for n, d in files.items():
+            z.writestr(n, d)
+        z.writestr(f"{dist}/RECORD", record)
+    return path
+
+
+def write_manifest(folder: Path, wheels: list[tuple[Path, str]], data: list[dict] | None = None) -> None:
+    rows = [
+        {"name": p.name.split("-")[0], "version": p.name.split("-")[1], "module": module, "file": p.name,
+         "bytes": p.stat().st_size, "sha256": gpu.sha256_file(p), "requires": gpu.wheel_requirements(p)}
+        for p, module in wheels
+    ]  # fmt: skip
+    (folder / gpu.MANIFEST).write_text(json.dumps({"wheels": rows, "data": data or []}))
+
+
+@pytest.fixture
+def isolated_env(monkeypatch, tmp_path):
+    """The campaign changes sys.path, PYTHONPATH and REPRO_DATA_DIR; give each back afterwards."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("REPRO_DATA_DIR", "unset-below")
+    monkeypatch.delenv("REPRO_DATA_DIR")
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
+    yield
+    from repro.data import fashion_mnist
+
+    fashion_mnist.clear_cache()
+
+
+@pytest.mark.slow
+def test_dry_run_installs_from_the_wheel_folder_and_writes_every_output(tmp_path, isolated_env):
+    wheels = tmp_path / "wheels"
+    write_manifest(wheels, [(make_wheel(wheels, PROBE, "0.1"), PROBE)], gpu.copy_data(wheels / gpu.DATA_SUBDIR))
+    out, work = tmp_path / "out", tmp_path / "work"
+    rc = gpu.main(["campaign", "--out", str(out), "--work", str(work), "--wheels", str(wheels), "--dry-run"])
+    record = json.loads((out / "campaign.json").read_text())
+    assert rc == 0, record
+    assert record["status"] == "done" and record["not_done"] == []
+
+    # the probe was not importable, so it was installed, offline, from the folder; the data is the carried copy
+    install = record["parts"][0]
+    assert install["part"] == "install" and [w["name"] for w in install["installed"]] == [PROBE]
+    assert (work / "site" / PROBE / "__init__.py").is_file()
+    assert install["data_dir"] == str(wheels / gpu.DATA_SUBDIR)
+    assert __import__(PROBE).FROM_WHEEL
+
+    # the plan: FLOPs = 2 x counted MACs; time = FLOPs / (assumed rate); TREAD gets the dense run's MACs
+    plan = json.loads((out / "plan.json").read_text())
+    a = plan["assumptions"]
+    runs = {p["part"]: p for p in plan["parts"] if p["part"].startswith("train")}
+    benches = {p["part"]: p for p in plan["parts"] if p["part"].startswith("bench")}
+    assert set(runs) == {"train small-dit-s0", "train small-tread-s0", "train small-sit-s0"}
+    assert set(benches) == {f"bench {m}" for m in gpu.BENCH_MODELS}
+    for r in runs.values():
+        assert r["train_flops"] == 2 * r["steps"] * r["train_step_macs"]
+        assert r["train_s"] == pytest.approx(r["train_flops"] / (a["train_tflops"] * 1e12))
+    dit, tread = runs["train small-dit-s0"], runs["train small-tread-s0"]
+    assert tread["steps"] > dit["steps"]
+    assert tread["train_flops"] == pytest.approx(dit["train_flops"], rel=1 / dit["steps"])
+    assert plan["total_estimate_s"] == pytest.approx(sum(p["estimate_s"] for p in plan["parts"]))
+
+    # curves: one per run, loadable by the checked loader, every planned evaluation with FID and validation loss
+    curves = load_curves(out / "curves")
+    assert set(curves) == {"small-dit-s0", "small-tread-s0", "small-sit-s0"}
+    for run_id, c in curves.items():
+        assert len(c["points"]) == runs[f"train {run_id}"]["evaluations"] >= 2
+        assert all(math.isfinite(p["fid"]) and math.isfinite(p["val_loss"]) for p in c["points"])
+        assert c["points"][-1]["step"] == runs[f"train {run_id}"]["steps"]
+    assert curves["small-tread-s0"]["points"][-1]["macs"] == pytest.approx(
+        curves["small-dit-s0"]["points"][-1]["macs"], rel=1 / dit["steps"]
+    )
+    assert set(record["runs"]) == set(curves) and all(record["runs"][r] for r in curves)  # training logs
+
+    # bench: every model, DiT and TREAD, measured step ratio next to the MAC ratio; the deeper route saves more
+    bench = json.loads((out / "bench.json").read_text())["models"]
+    assert set(bench) == set(gpu.BENCH_MODELS)
+    for rep in bench.values():
+        assert rep["batch"] == 4 and set(rep["methods"]) == set(gpu.BENCH_METHODS)
+        assert rep["methods"]["tread"]["measured_speedup_vs_dit"] > 0
+    ratio = {m: bench[m]["methods"]["tread"]["mac_ratio_vs_dit"] for m in bench}
+    assert 1 < ratio["DiT-B/2"] < ratio["DiT-XL/2"]
+
+    prov = record["provenance"]
+    for key in ("command", "git_commit", "source_sha256", "torch", "cuda", "device", "precision", "seed"):
+        assert key in prov
+    assert prov["dry_run"] is True and prov["precision"] == "fp32"
+    assert "plan on cpu" in (out / "log.txt").read_text()
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == sorted(
+        ["bench.json", "campaign.json", "plan.json", "log.txt", "dit-s0.json", "tread-s0.json", "sit-s0.json"]
+    )  # within the 8 files that come back from one call
+
+
+def test_a_cut_campaign_still_records_what_it_did(tmp_path, isolated_env):
+    out = tmp_path / "out"
+    rc = gpu.run_campaign(out, budget_s=0.05, train_budget_s=0.05, wheels=None, work=tmp_path / "w", dry_run=True)
+    record = json.loads((out / "campaign.json").read_text())
+    assert rc == 1 and record["status"] == "cut"
+    done = [p["part"] for p in record["parts"] if p["status"] == "done"]
+    assert len(done) < 2 + 3 + len(gpu.BENCH_MODELS)  # install, plan, three runs, the benches
+    assert all(p["status"] in ("done", "cut") for p in record["parts"])
+    assert "ran out" in (out / "log.txt").read_text()
+
+
+def test_install_refuses_a_wheel_whose_hash_differs(tmp_path):
+    wheels = tmp_path / "wheels"
+    path = make_wheel(wheels, "repro_probe_bad_hash", "0.1")
+    write_manifest(wheels, [(path, "repro_probe_bad_hash")])
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="sha256"):
+        gpu.install_missing(wheels, tmp_path / "site")
+    with pytest.raises(FileNotFoundError, match="pack"):
+        gpu.install_missing(tmp_path / "empty", tmp_path / "site")
+
+
+def test_wheel_requirements_leave_out_extras_and_other_pythons(tmp_path):
+    path = make_wheel(
+        tmp_path,
+        "probe",
+        "1.0",
+        requires=("zipp>=3.20", 'lazy-importer>=0.1; python_version < "3.15"', 'pytest; extra == "test"',
+                  'tomli; python_version < "3.11"', "Huggingface_Hub<3.0,>=1.32.0"),
+    )  # fmt: skip
+    assert gpu.wheel_requirements(path) == ["zipp", "lazy-importer", "huggingface-hub"]
+
+
+def test_pinned_wheels_need_nothing_the_image_lacks():
+    # each pin's own requirements (read from its wheel by `pack`) are checked there; here the pins themselves
+    # must not shadow what the image brings, and must each name the module the campaign imports
+    assert not {gpu._normalize(n) for n in gpu.PINS} & gpu.IMAGE_HAS
+    assert {"diffusers", "torch_fidelity"} <= {module for _, module in gpu.PINS.values()}
+
+
+def test_largest_batch_halves_on_out_of_memory():
+    calls = []
+
+    def fake(model, batch, *args, **kwargs):
+        calls.append(batch)
+        if batch > 64:
+            raise torch.cuda.OutOfMemoryError("fake")
+        return {"batch": batch, "methods": {}}
+
+    rep = gpu.bench_largest_batch("DiT-XL/2", 256, 1, 0, "cpu", "bf16", {}, run=fake)
+    assert rep["batch"] == 64 and rep["out_of_memory_at"] == [256, 128] and calls == [256, 128, 64]
+
+
+@pytest.mark.slow
+def test_small_scale_fits_seven_minutes_at_the_stated_throughput():
+    tp = gpu.Throughput(gpu.H200_BF16_TFLOPS, 0.30)
+    configs = gpu.small_configs(load_params(), dry_run=False)
+    assert {c.method for c in configs} == {"dit", "tread", "sit"} and len({c.seed for c in configs}) == 1
+    plans = [gpu.run_plan(c, tp) for c in configs]
+    assert sum(p["estimate_s"] for p in plans) <= 420
+    assert all(p["evaluations"] >= 5 for p in plans)
+    tread = next(c for c in configs if c.method == "tread").model.routes
+    assert [(r.start, r.end, r.rate) for r in tread] == [(2, 8, 0.5)]
+    assert all(c.model.patch_size == 2 and c.model.input_size == 32 for c in configs)  # 256 tokens
+
+
+def test_campaign_rejects_bad_budgets(tmp_path, capsys):
+    assert gpu.main(["campaign", "--out", str(tmp_path), "--budget-s", "0"]) == 2
+    assert "--budget-s: 0.0" in capsys.readouterr().err
+    assert gpu.main(["campaign", "--out", str(tmp_path), "--mfu", "1.5"]) == 2
+    assert gpu.main(["campaign", "--out", str(tmp_path), "--budget-s", "100", "--train-budget-s", "200"]) == 2
