@@ -1,4 +1,4 @@
-"""Speedup statistics: cost to target, targets, bootstrap, the MLPerf-style t-test, report, plot and command line."""
+"""Speedup statistics: cost to target, targets, t-interval and tests on log cost, censoring, report, plot, CLI."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy import stats
 
 from repro import cli
 from repro.speedup import (
     ONE_SEED_NOTE,
-    bootstrap_ratio_ci,
     compare,
     cost_to_target,
+    detectable_shift,
+    gate_from_reference,
     late_slope,
+    log_ratio_interval,
     metric_at_cost,
-    olympic,
-    p_value_speedup_ge,
+    p_value_speedup,
     plot_curves,
     round_floats,
     speedup_report,
@@ -51,6 +53,7 @@ def scaled(curve, factor, method=None, run_id=None):
 
 
 STEPS = [100, 200, 400, 800, 1600, 3200, 6400]
+DENSE = list(range(100, 6500, 100))  # 22 evaluations in the last third
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -177,7 +180,7 @@ def test_metric_at_cost_does_not_extrapolate():
 
 @given(b=st.floats(0.5, 30, allow_subnormal=False), c=st.floats(1e-3, 1e6, allow_subnormal=False))
 def test_late_slope_recovers_slope_per_decade_and_ignores_cost_scale(b, c):
-    curve = log_linear_curve("r", "dit", 0, STEPS, 90.0, b)
+    curve = log_linear_curve("r", "dit", 0, DENSE, 90.0, b)
     assert late_slope(curve["points"], "iterations") == pytest.approx(-b, rel=1e-9)
     assert late_slope(scaled(curve, c)["points"], "macs") == pytest.approx(-b, rel=1e-9)
 
@@ -191,17 +194,23 @@ def test_late_slope_sees_a_plateau_and_uses_only_the_last_third():
     assert late_slope(pts, "iterations") == pytest.approx(0.0, abs=1e-12)
     assert late_slope(pts, "iterations", fraction=1.0) < -5
     assert late_slope([{"step": 1, "fid": 2.0}], "iterations") is None
+
+
+def test_late_slope_needs_five_evaluations_in_its_window():
+    pts = [{"step": s, "fid": 50.0 - 10 * math.log10(s)} for s in range(100, 1100, 100)]
+    # 10 evaluations: the last third, [700, 1000], holds 4 of them
+    assert late_slope(pts, "iterations") is None
+    assert late_slope(pts, "iterations", min_points=4) == pytest.approx(-10.0)
+    more = [{"step": s, "fid": 50.0 - 10 * math.log10(s)} for s in range(100, 1400, 100)]  # [900, 1300]: 5
+    assert late_slope(more, "iterations") == pytest.approx(-10.0)
+    with pytest.raises(ValueError, match="min_points=1"):
+        late_slope(more, "iterations", min_points=1)
     with pytest.raises(ValueError, match="fraction"):
         late_slope(pts, "iterations", fraction=0.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Ratio, bootstrap, t-test, censoring
-
-
-def test_olympic_trims_only_at_five_or_more():
-    assert list(olympic([3, 1, 2, 4])) == [1, 2, 3, 4]
-    assert list(olympic([5, 1, 3, 2, 4])) == [2, 3, 4]
+# Ratio, interval, t-tests, censoring, detectable effect
 
 
 def test_exactly_k_times_cheaper_gives_ratio_k_with_k_inside_the_interval():
@@ -211,74 +220,100 @@ def test_exactly_k_times_cheaper_gives_ratio_k_with_k_inside_the_interval():
     rep = speedup_report(base + fast, ks=(k,))
     for unit in ("iterations", "images", "macs", "seconds"):
         r = rep["unit_results"]["tread"]["third"][unit]
-        assert r["ratio"] == pytest.approx(k, rel=1e-9)
+        assert r["ratio"] == pytest.approx(k, rel=1e-9) and r["ratio_is"] == "estimate"
         assert r["ci_low"] <= k <= r["ci_high"]
         assert r["reached"] == "3/3" and r["seeds"] == 3 and r["status"] == "ok"
+        assert r["ge_k"][repr(k)] is False and r["lt_k"][repr(k)] is False
 
 
 @given(c=st.floats(0.05, 20.0, allow_subnormal=False))
 def test_scaling_a_methods_cost_scales_its_speedup_by_the_inverse(c):
     base = [log_linear_curve(f"d{s}", "dit", s, STEPS, 70.0 + s, 10.0) for s in range(2)]
     meth = [log_linear_curve(f"t{s}", "tread", s, STEPS, 66.0 + s, 11.0, step_cost=0.6) for s in range(2)]
-    r1 = speedup_report(base + meth, units=("macs",), n_boot=200)["unit_results"]["tread"]["third"]["macs"]
+    r1 = speedup_report(base + meth, units=("macs",))["unit_results"]["tread"]["third"]["macs"]
     meth_c = [scaled(m, c) for m in meth]
-    r2 = speedup_report(base + meth_c, units=("macs",), n_boot=200)["unit_results"]["tread"]["third"]["macs"]
+    r2 = speedup_report(base + meth_c, units=("macs",))["unit_results"]["tread"]["third"]["macs"]
     assert r2["ratio"] == pytest.approx(r1["ratio"] / c, rel=1e-9)
     assert r2["ci_low"] == pytest.approx(r1["ci_low"] / c, rel=1e-9)
+    assert r2["mde"]["factor"] == pytest.approx(r1["mde"]["factor"], rel=1e-9)
 
 
-def test_bootstrap_is_reproducible_and_depends_on_its_seed():
-    b, m = [3000.0, 3310.0, 2870.0, 3120.0, 2990.0, 3400.0], [1000.0, 1230.0, 950.0, 1110.0, 1070.0, 990.0]
-    assert bootstrap_ratio_ci(b, m) == bootstrap_ratio_ci(b, m)
-    assert bootstrap_ratio_ci(b, m, n_boot=999, seed=1) != bootstrap_ratio_ci(b, m, n_boot=999, seed=0)
-    lo, hi = bootstrap_ratio_ci(b, m)
-    assert lo < np.mean(b) / np.mean(m) < hi
+def test_interval_is_welch_t_on_log_cost():
+    b, m = [3000.0, 3310.0, 2870.0, 3120.0], [1000.0, 1230.0, 950.0]
+    ci = stats.ttest_ind(np.log(b), np.log(m), equal_var=False).confidence_interval(0.95)
+    assert log_ratio_interval(b, m) == pytest.approx((math.exp(ci.low), math.exp(ci.high)), rel=1e-12)
+    lo, hi = log_ratio_interval(b, m, level=0.5)
+    assert math.exp(ci.low) < lo < hi < math.exp(ci.high)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        log_ratio_interval([1.0], m)
 
 
-def test_t_test_accepts_and_rejects_on_a_clear_threefold_speedup():
+def test_t_tests_are_welch_on_log_cost_in_both_directions():
+    b, m = [10.0, 12.0, 11.0], [3.0, 5.0, 4.5, 4.0]
+    lb, lm = np.log(b) - math.log(2.0), np.log(m)
+    assert p_value_speedup(b, m, 2.0, "ge") == pytest.approx(
+        stats.ttest_ind(lm, lb, equal_var=False, alternative="less").pvalue
+    )
+    assert p_value_speedup(b, m, 2.0, "lt") == pytest.approx(
+        stats.ttest_ind(lm, lb, equal_var=False, alternative="greater").pvalue
+    )
+    assert p_value_speedup([6.0, 6.0], [2.0, 2.0], 2.0, "ge") == 0.0
+    assert p_value_speedup([6.0, 6.0], [4.0, 4.0], 2.0, "ge") == 1.0
+    assert p_value_speedup([6.0, 6.0], [4.0, 4.0], 2.0, "lt") == 0.0
+    with pytest.raises(ValueError, match="side='both'"):
+        p_value_speedup(b, m, 2.0, "both")
+
+
+def test_tests_accept_and_reject_on_a_clear_threefold_speedup():
     rng = np.random.default_rng(7)
     b = 3000.0 * (1 + 0.03 * rng.standard_normal(5))
     m = 1000.0 * (1 + 0.03 * rng.standard_normal(5))
-    r = compare(list(b), list(b), list(m), ks=(2.0, 3.0, 4.0))
-    assert r["p_value_ge_k"]["2.0"] < 0.05 and r["ge_k"]["2.0"] is True
-    assert r["p_value_ge_k"]["4.0"] > 0.05 and r["ge_k"]["4.0"] is False
-    assert 0.01 < r["p_value_ge_k"]["3.0"] < 0.99
+    r = compare(list(b), list(b), list(m), ks=(2.0, 3.0, 4.0), method_final=list(b))
+    assert r["ge_k"]["2.0"] is True and r["lt_k"]["2.0"] is False
+    assert r["ge_k"]["4.0"] is False and r["lt_k"]["4.0"] is True
+    assert 0.025 < r["p_value_ge_k"]["3.0"] < 0.975
     assert r["ci_low"] < 3.0 < r["ci_high"]
 
 
-def test_t_test_is_welch_on_method_against_baseline_over_k():
-    b, m = [10.0, 12.0, 11.0], [3.0, 5.0, 4.5, 4.0]
-    from scipy import stats
-
-    expected = stats.ttest_ind(m, np.asarray(b) / 2, equal_var=False, alternative="less").pvalue
-    assert p_value_speedup_ge(b, m, 2.0) == pytest.approx(expected)
-    assert p_value_speedup_ge([6.0, 6.0], [2.0, 2.0], 2.0) == 0.0
-    assert p_value_speedup_ge([6.0, 6.0], [4.0, 4.0], 2.0) == 1.0
-
-
-def test_olympic_trimming_drops_an_outlier_seed_at_five_seeds_only():
-    b = [3000.0, 3100.0, 2900.0, 3050.0, 2950.0]
-    m5 = [1000.0, 1010.0, 990.0, 1005.0]
-    slow, slower = compare(b, b, m5 + [1e4]), compare(b, b, m5 + [1e9])
-    assert slow["ratio"] == slower["ratio"] == pytest.approx(np.mean([3000, 3050, 2950]) / np.mean([1000, 1005, 1010]))
-    assert slow["ge_k"]["1.0"] is True
-    m4 = [1000.0, 1010.0, 990.0]
-    assert compare(b[:4], b[:4], m4 + [1e4])["ratio"] != pytest.approx(compare(b[:4], b[:4], m4 + [1e9])["ratio"])
+def test_a_test_decides_exactly_when_the_interval_excludes_k():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        b, m = np.exp(rng.normal(1.0, 0.2, 3)), np.exp(rng.normal(0.7, 0.2, 4))
+        r = compare(list(b), list(b), list(m), ks=(1.0, 1.2, 1.5), method_final=list(m))
+        for k in (1.0, 1.2, 1.5):
+            assert r["ge_k"][repr(k)] == (r["ci_low"] > k)
+            assert r["lt_k"][repr(k)] == (r["ci_high"] < k)
 
 
-def test_one_unreached_seed_is_trimmed_away_at_five_seeds_but_not_at_four():
-    b = [3000.0, 3100.0, 2900.0, 3050.0, 2950.0]
-    m = [1000.0, 1010.0, 990.0, 1005.0, None]
-    five = compare(b, b, m)
-    assert five["ratio"] is not None and five["reached"] == "4/5" and "not reached by 1 of 5" in five["status"]
-    four = compare(b[:4], b[:4], m[1:])
-    assert four["ratio"] is None and four["ci_low"] is None and four["p_value_ge_k"]["1.0"] is None
-    assert four["ge_k"]["1.0"] is False and four["status"] == "not reached by 1 of 4 seeds"
+def test_unreached_method_seed_blocks_only_the_test_for_the_speedup():
+    b = [3000.0, 3100.0, 2900.0]
+    r = compare(b, [4000.0] * 3, [1000.0, 1010.0, None], method_final=[4000.0] * 3)
+    assert r["reached"] == "2/3" and r["ratio_is"] == "upper bound"
+    assert r["ratio"] == pytest.approx(math.exp(np.mean(np.log(b)) - np.mean(np.log([1000.0, 1010.0, 4000.0]))))
+    assert r["p_value_ge_k"]["1.0"] is None and r["ge_k"]["1.0"] is None
+    # two fast seeds and one censored one are no evidence against a speedup >= 1
+    assert r["lt_k"]["1.0"] is False and "not reached by 1 of 3" in r["status"]
+    # without the method's budgets a censored seed has no cost at all
+    bare = compare(b, [4000.0] * 3, [1000.0, 1010.0, None])
+    assert bare["ratio"] is None and bare["ge_k"]["1.0"] is None and bare["lt_k"]["1.0"] is None
 
 
-def test_unreached_baseline_seed_counts_at_its_budget_and_all_unreached_is_null():
-    r = compare([3000.0, None], [3500.0, 4000.0], [900.0, 1100.0])
-    assert r["ratio"] == pytest.approx(3500.0 / 1000.0) and r["baseline_reached"] == "1/2"
+def test_method_that_never_reaches_is_refuted_only_by_a_test_against_a_cheap_baseline():
+    b = [1000.0, 1100.0, 950.0]
+    r = compare(b, [4000.0] * 3, [None, None, None], method_final=[4000.0, 4100.0, 3900.0])
+    assert r["ratio_is"] == "upper bound" and r["ratio"] < 0.3
+    assert r["ge_k"]["1.0"] is None and r["lt_k"]["1.0"] is True
+    near = compare([3800.0, 3950.0, 3900.0], [4000.0] * 3, [None, None, None], method_final=[4000.0] * 3)
+    assert near["lt_k"]["1.0"] is False  # the baseline needed nearly its whole budget: censoring decides nothing
+
+
+def test_unreached_baseline_seed_blocks_only_the_test_against_the_speedup():
+    r = compare([3000.0, None], [3500.0, 4000.0], [900.0, 1100.0], method_final=[4000.0, 4000.0])
+    assert r["ratio"] == pytest.approx(math.sqrt(3000.0 * 4000.0) / math.sqrt(900.0 * 1100.0))
+    assert r["ratio_is"] == "lower bound" and r["baseline_reached"] == "1/2"
+    assert r["p_value_lt_k"]["1.0"] is None and r["p_value_ge_k"]["1.0"] is not None
+    both = compare([3000.0, None], [3500.0, 4000.0], [900.0, None], method_final=[4000.0, 4000.0])
+    assert both["ratio_is"] == "censored on both sides" and both["ge_k"]["1.0"] is None and both["lt_k"]["1.0"] is None
     none = compare([None, None], [3500.0, 4000.0], [900.0, 1100.0])
     assert none["ratio"] is None and none["ge_k"]["1.0"] is None and "0 of 2" in none["status"]
 
@@ -286,9 +321,22 @@ def test_unreached_baseline_seed_counts_at_its_budget_and_all_unreached_is_null(
 def test_one_seed_is_a_data_point_not_a_verdict():
     r = compare([3000.0], [3000.0], [1000.0], ks=(1.0, 2.0))
     assert r["ratio"] == pytest.approx(3.0)
-    assert r["ci_low"] is None and r["ci_high"] is None
+    assert r["ci_low"] is None and r["ci_high"] is None and r["mde"] is None
     assert r["p_value_ge_k"] == {"1.0": None, "2.0": None} and r["ge_k"] == {"1.0": None, "2.0": None}
     assert r["status"] == ONE_SEED_NOTE
+
+
+def test_detectable_shift_has_the_stated_power():
+    # log costs with known spread: a true shift equal to the detectable shift is found 80% of the time
+    rng = np.random.default_rng(11)
+    n, sigma = 4, 0.2
+    se = sigma * math.sqrt(2 / n)
+    shift = detectable_shift(se, 2 * n - 2)
+    lb = rng.normal(0.0, sigma, (20_000, n))
+    lm = rng.normal(-shift, sigma, (20_000, n))
+    p = stats.ttest_ind(lm, lb, axis=1, alternative="less").pvalue
+    assert np.mean(p < 0.025) == pytest.approx(0.8, abs=0.03)
+    assert detectable_shift(se, 2 * n - 2) > detectable_shift(se, 20)  # fewer degrees of freedom, larger effect
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -314,14 +362,24 @@ def test_report_shape_and_dotted_paths():
     assert set(run["cost"]) == {"iterations", "images", "macs", "seconds"}
     assert set(run["cost"]["macs"]) == {"final", "third"}
     assert set(rep["late_slope"]) == {"dit", "tread", "sit"}
-    assert rep["late_slope"]["tread"]["mean"] == pytest.approx(-12.0)
-    assert rep["late_slope"]["sit"]["std"] is None
+    # geometric evaluations put one point into the last third: no fit, and the report says so
+    assert rep["late_slope"]["tread"]["mean"] is None and rep["late_slope"]["tread"]["window_points"] == [1, 1]
+    assert "needs 5" in rep["late_slope"]["tread"]["not_checkable"]
+    assert rep["training"]["tread"] == {"images": 64.0 * 6400, "epochs": None}
+    assert rep["gate"] is None and "gate" not in run
+    dense = [log_linear_curve(f"d{s}", "dit", s, DENSE, 70.0 + s, 10.0 + s) for s in range(2)]
+    slopes = speedup_report(dense, units=("iterations",), train_size=64 * 3200)["late_slope"]["dit"]
+    assert slopes["mean"] == pytest.approx(-10.5) and slopes["std"] == pytest.approx(math.sqrt(0.5))
+    assert "not_checkable" not in slopes
     assert set(rep["unit_results"]) == {"tread", "sit"}
     r = rep["unit_results"]["tread"]["final"]["seconds"]
     assert set(r) >= {"ratio", "ci_low", "ci_high", "seeds", "reached", "p_value_ge_k", "ge_k"}
     assert set(r["p_value_ge_k"]) == {"1.0", "2.0"}
-    assert rep["unit_results"]["sit"]["final"]["iterations"]["ratio"] is None
-    assert rep["unit_results"]["sit"]["final"]["iterations"]["reached"] == "0/1"
+    sit = rep["unit_results"]["sit"]["final"]["iterations"]
+    # never reached within its 800 iterations: censored there, so the ratio is only an upper bound
+    assert sit["reached"] == "0/1" and sit["ratio_is"] == "censored on both sides"  # one dit seed misses too
+    dit_costs = [r["cost"]["iterations"]["final"] or r["budget"]["iterations"] for r in rep["runs"][:2]]
+    assert sit["ratio"] == pytest.approx(math.exp(np.mean(np.log(dit_costs))) / 800)
 
 
 def test_routing_cheaper_steps_show_up_only_in_cost_units_other_than_iterations():
@@ -372,6 +430,8 @@ def test_cli_with_glob_and_run_directories(tmp_path, capsys):
         (runs / c["run_id"]).mkdir(parents=True)
         (runs / c["run_id"] / "curve.json").write_text(json.dumps(c))
     out, png = tmp_path / "goldens" / "speedup.json", tmp_path / "goldens" / "fid_vs_cost.png"
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps({"noise": {"0.2": 20.0}, "blur": {"1.0": 22.5}, "curve_size": 10000}))
     rc = cli.main(
         [
             "speedup",
@@ -385,8 +445,12 @@ def test_cli_with_glob_and_run_directories(tmp_path, capsys):
             str(out),
             "--plot",
             str(png),
-            "--resamples",
-            "500",
+            "--train-size",
+            "204800",
+            "--gate-reference",
+            str(reference),
+            "--gate",
+            "noise:0.2",
             "--k",
             "1",
             "1.5",
@@ -397,7 +461,12 @@ def test_cli_with_glob_and_run_directories(tmp_path, capsys):
     assert rep["run_ids"] == ["micro-dit-s0", "micro-dit-s1", "micro-tread-s0", "micro-tread-s1"]
     assert [i["run_id"] for i in rep["inputs"]] == rep["run_ids"]
     assert rep["unit_results"]["tread"]["third"]["macs"]["ge_k"]["1.5"] in (True, False)
-    assert rep["bootstrap"]["resamples"] == 500
+    assert rep["interval"]["method"] == "Welch t on log cost" and rep["interval"]["one_sided_alpha"] == 0.025
+    assert rep["training"]["dit"]["epochs"] == pytest.approx(64 * 6400 / 204800)
+    assert rep["gate"]["fid"] == 20.0 and rep["gate"]["corruption"] == "noise 0.2"
+    # final FIDs: dit 70 - 10 log10(6400) = 31.9 and 32.9, tread 62 - 12 log10(6400) = 16.3 and 17.3
+    assert rep["gate"]["failed_by_method"] == {"dit": ["micro-dit-s0", "micro-dit-s1"]}
+    assert [r["gate"]["passes"] for r in rep["runs"]] == [False, False, True, True]
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "tread vs dit" in capsys.readouterr().out
 
@@ -409,6 +478,16 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     rc = cli.main(["speedup", "--curves", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o.json")])
     assert rc == 2 and "not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
+
+
+def test_gate_names_the_allowed_corruptions(tmp_path):
+    ref = tmp_path / "reference.json"
+    ref.write_text(json.dumps({"noise": {"0.2": 20.0}, "blur": {"1.0": 22.5}}))
+    assert gate_from_reference(ref, "blur:1.0")["fid"] == 22.5
+    with pytest.raises(ValueError, match=r"corruption='blur:3.0' is not in .*allowed: noise:0.2, blur:1.0"):
+        gate_from_reference(ref, "blur:3.0")
+    with pytest.raises(ValueError, match="cannot be read"):
+        gate_from_reference(tmp_path / "missing.json")
 
 
 def test_round_floats_keeps_six_significant_digits_and_rejects_non_finite():
