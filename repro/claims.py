@@ -34,24 +34,34 @@ A spec (read with ``yaml.safe_load``, validated on load) has these fields:
         ``file`` (under ``goldens/<scale>/``, default ``speedup.json``), ``value`` (a dotted path, or a list of
         keys when a key holds a dot), ``relation`` (``> >= < <=``), and either ``threshold`` (a number) or
         ``threshold_path`` (a second path in the same file). ``min_seeds`` (default 3) and ``if_hold``
-        (default ``confirmed``) are optional. The first listed scale whose file exists is used.
+        (default ``confirmed``) are optional. The first listed scale whose file exists is used. ``also``: optional
+        ``{file, value}`` queries into the same scale's goldens (a second metric, e.g. FID next to the validation
+        loss), evaluated the same way and shown in the evidence, never deciding.
 
-How an experiment query is decided. The value at the path is one of:
+How an experiment query is decided (:func:`experiment_verdict`). The value at the path is one of:
 
-- a speedup record ``{"ratio", "ci_low", "ci_high", "seeds", "p_value_ge_k": {"<k>": p}, "status"}`` as
-  ``repro speedup`` writes under ``unit_results.<method>.<target>.<cost unit>``. With a number threshold
-  ``k`` and ``>=``/``>``: holds when the one-sided test of "speedup >= k" has p < 0.05 (or, without that
-  p-value, when ``ci_low`` is above ``k``); fails when ``ci_high`` is below ``k``, or when the method never
-  reached the target. ``<``/``<=`` mirror this with the interval. Fewer than ``min_seeds`` seeds: inconclusive.
+- a speedup record as ``repro speedup`` writes under ``unit_results.<method>.<target>.<cost unit>`` (see
+  ``repro/speedup.py``). With a number threshold ``k`` and ``>=``/``>``: holds when the one-sided test of
+  "speedup >= k" is significant at 0.025 (``ge_k``), fails only when the test of the opposite effect,
+  "speedup < k", is (``lt_k``): both decide exactly when the 95% interval excludes ``k``. A seed that did not
+  reach the target is censored: it leaves the test it cannot inform unrun and never decides by itself.
+  ``<``/``<=`` mirror this. The evidence prints the minimum detectable effect of the test at its seed count.
 - a sample ``{"mean", "per_seed": [...]}`` (for example ``late_slope.<method>``): compared with another sample
-  (``threshold_path``) by Welch's one-sided t-test at 0.05 in either direction, or with a number by a one-sample
-  t-test.
+  (``threshold_path``) by Welch's one-sided t-tests at 0.025 in either direction, or with a number by a one-sample
+  t-test. A record carrying ``not_checkable`` (a late slope fitted through fewer than 5 evaluations) makes the
+  verdict ``not checkable at this scale``.
 - a plain number: compared exactly (a single value is a data point: inconclusive unless ``min_seeds`` is 1).
 
+Neither test significant: ``not supported`` (the tests ran; the printed detectable effect says what they could
+have seen); no test possible (fewer than ``min_seeds`` seeds, no ratio): ``inconclusive``. A report with a sanity
+gate (``repro speedup --gate-reference``) in which a run of a method the query names fails the gate gives
+``does not yet generate``: such runs carry no verdict. Every experiment verdict states its scope, the scale and the
+baseline's training length, in the verdict itself: ``not supported at micro, 0.26 epochs``.
+
 A verdict is ``pending`` while the golden file (or the path in it) does not exist yet, ``not checkable at
-this scale`` when the spec lists only the ``paper`` scale and no paper-scale goldens exist, otherwise
-confirmed, refuted or inconclusive. ``check failed`` means the evidence itself is broken (a test fails, an
-audit quantity is missing): ``repro claims`` exits 1, as it does when a verdict differs from the committed
+this scale`` when the spec lists only the ``paper`` scale and no paper-scale goldens exist. ``check failed``
+means the evidence itself is broken (a test fails, an audit quantity is missing): ``repro claims`` exits 1, as it
+does when a verdict differs from the committed
 ledger ``reports/claims.json``.
 """
 
@@ -77,9 +87,19 @@ from .io import atomic_write_text
 
 KINDS = ("structure", "audit", "experiment", "out-of-scope")
 CONFIRMED, REFUTED, INCONCLUSIVE = "confirmed", "refuted", "inconclusive"
+NOT_SUPPORTED, DOES_NOT_GENERATE = "not supported", "does not yet generate"
 NOT_CHECKABLE, OUT_OF_SCOPE, PENDING = "not checkable at this scale", "out of scope", "pending"
 CHECK_FAILED = "check failed"
-VERDICTS = (CONFIRMED, REFUTED, INCONCLUSIVE, NOT_CHECKABLE, OUT_OF_SCOPE, PENDING)
+VERDICTS = (
+    CONFIRMED,
+    REFUTED,
+    NOT_SUPPORTED,
+    INCONCLUSIVE,
+    DOES_NOT_GENERATE,
+    NOT_CHECKABLE,
+    OUT_OF_SCOPE,
+    PENDING,
+)
 SCALES = ("smoke", "micro", "small", "paper")
 AUDIT_RELATIONS = ("==", "~=", "<", "<=", ">", ">=")
 EXPERIMENT_RELATIONS = ("<", "<=", ">", ">=")
@@ -120,6 +140,17 @@ class Result:
     evidence: list[str] = field(default_factory=list)
     recheck: str = ""
     scale: str | None = None
+    scope: str | None = None
+    """Scale and training length of an experiment verdict (``micro, 0.26 epochs``): part of the verdict's text."""
+
+    @property
+    def text(self) -> str:
+        """The verdict as the ledger states it: with its scope for experiments (``not supported at micro, ...``)."""
+        if not self.scope:
+            return self.verdict
+        if self.verdict == NOT_CHECKABLE:
+            return f"{self.verdict} ({self.scope})"
+        return f"{self.verdict} at {self.scope}"
 
     def to_json(self) -> dict[str, Any]:
         s = self.spec
@@ -128,7 +159,8 @@ class Result:
             "kind": s.kind,
             "source": s.source,
             "claim": s.claim,
-            "verdict": self.verdict,
+            "verdict": self.text,
+            "outcome": self.verdict,
             "scale": self.scale,
             "evidence": self.evidence,
             "recheck": self.recheck,
@@ -157,6 +189,7 @@ _CHECK_FIELDS = {
         "threshold_path": False,
         "min_seeds": False,
         "if_hold": False,
+        "also": False,
     },
 }
 _EXPECT_FIELDS = {
@@ -299,6 +332,15 @@ def _validate_experiment(path: Path, check: Mapping[str, Any]) -> None:
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise _fail(path, "check.min_seeds", seeds, "a positive integer")
     _choice(path, "check.if_hold", check.get("if_hold", CONFIRMED), (CONFIRMED, REFUTED))
+    also = check.get("also", [])
+    if not isinstance(also, list):
+        raise _fail(path, "check.also", also, "a list of {file, value} queries shown next to the verdict")
+    for i, extra in enumerate(also):
+        _fields(path, f"check.also[{i}]", extra, {"file": True, "value": True})
+        f = extra["file"]
+        if not isinstance(f, str) or not f.endswith(".json") or "/" in f or f.startswith("."):
+            raise _fail(path, f"check.also[{i}].file", f, "a JSON file name inside goldens/<scale>/")
+        _query_path(path, f"check.also[{i}].value", extra["value"])
 
 
 def parse_spec(data: Any, path: str | os.PathLike) -> Spec:
@@ -470,8 +512,29 @@ def _k_key(k: float) -> str:
     return repr(float(k))
 
 
+def _welch_mde(a: Sequence[float], b: Sequence[float] | float) -> float | None:
+    """Shift (in the samples' units) the one-sided test at ALPHA / 2 detects with 80 % power at these seed counts."""
+    import numpy as np
+
+    from .speedup import detectable_shift
+
+    a = np.asarray(a, dtype=float)
+    if isinstance(b, (int, float)):
+        se, df = float(a.std(ddof=1) / math.sqrt(a.size)), float(a.size - 1)
+    else:
+        b = np.asarray(b, dtype=float)
+        va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+        se = float(math.sqrt(va + vb))
+        df = (
+            (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+            if va + vb > 0
+            else float(a.size + b.size - 2)
+        )
+    return detectable_shift(se, df, ALPHA) if se > 0 else None
+
+
 def _compare_samples(a: Sequence[float], b: Sequence[float] | float, relation: str) -> tuple[bool | None, str]:
-    """One-sided t-tests (Welch for two samples) in both directions; (holds, text), holds None if undecided."""
+    """One-sided t-tests (Welch for two samples) at ALPHA / 2 in both directions; (holds, text), None if undecided."""
     from scipy import stats
 
     greater = relation in (">", ">=")
@@ -481,10 +544,13 @@ def _compare_samples(a: Sequence[float], b: Sequence[float] | float, relation: s
     else:
         p_hold = stats.ttest_ind(a, b, equal_var=False, alternative="greater" if greater else "less").pvalue
         p_fail = stats.ttest_ind(a, b, equal_var=False, alternative="less" if greater else "greater").pvalue
-    text = f"one-sided t-test p = {p_hold:.3g} for the claim, {p_fail:.3g} against it"
-    if p_hold < ALPHA:
+    mde = _welch_mde(a, b)
+    text = f"one-sided Welch t-tests at {ALPHA / 2:g}: p = {p_hold:.3g} for the claim, {p_fail:.3g} against it; " + (
+        f"minimum detectable difference (80% power): {mde:.3g}" if mde is not None else "no spread"
+    )
+    if p_hold < ALPHA / 2:
         return True, text
-    if p_fail < ALPHA:
+    if p_fail < ALPHA / 2:
         return False, text
     return None, text
 
@@ -496,29 +562,46 @@ def _interval(record: Any) -> tuple[float, float] | None:
 
 
 def _decide_speedup(record: Mapping[str, Any], relation: str, k: float) -> tuple[bool | None, str]:
+    """Holds / fails / undecided for "speedup >= k" (or ``<``), from the record's tests at ALPHA / 2 each side.
+
+    The claim holds when the test for it is significant and fails only when the test of the opposite effect is;
+    a seed that did not reach the target blocks one of the tests (``repro speedup`` leaves it null) and never decides
+    by itself. Without the tests' p-values (older records) the 95% interval decides.
+    """
     ratio, ci = record.get("ratio"), _interval(record)
-    parts = [f"ratio {_fmt(ratio, '.3g')}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}] (95% bootstrap)" if ci else "")]
+    bound = record.get("ratio_is")
+    head = f"ratio {_fmt(ratio, '.3g')}" + (f" ({bound})" if bound and bound != "estimate" else "")
+    parts = [head + (f" [{ci[0]:.3g}, {ci[1]:.3g}] (95% Welch t on log cost)" if ci else "")]
     if record.get("status"):
         parts.append(str(record["status"]))
+    key = _k_key(k)
+    p_ge = (record.get("p_value_ge_k") or {}).get(key)
+    p_lt = (record.get("p_value_lt_k") or {}).get(key)
+    ge = (record.get("ge_k") or {}).get(key)
+    lt = (record.get("lt_k") or {}).get(key)
+    tests = []
+    if p_ge is not None:
+        tests.append(f"p(speedup >= {k:g}) = {p_ge:.3g}")
+    if p_lt is not None:
+        tests.append(f"p(speedup < {k:g}) = {p_lt:.3g}")
+    if tests:
+        parts.append(", ".join(tests) + f" (one-sided Welch t at {ALPHA / 2:g})")
+    mde = record.get("mde")
+    if isinstance(mde, Mapping) and mde.get("factor"):
+        f = float(mde["factor"])
+        parts.append(
+            f"minimum detectable effect at {record.get('seeds')} vs {record.get('baseline_seeds')} seeds "
+            f"(80% power): speedup >= {k * f:.3g} or <= {k / f:.3g}"
+        )
+    if "p_value_lt_k" not in record and ratio is not None and ge is None and lt is None and ci:
+        ge, lt = ci[0] > k, ci[1] < k  # a record without tests: the interval decides
     if ratio is None:
-        not_reached = (record.get("ge_k") or {}).get(_k_key(k)) is False
-        if relation in (">", ">=") and not_reached:
-            return False, "; ".join(parts + ["the method did not reach the target"])
         return None, "; ".join(parts)
-    p = (record.get("p_value_ge_k") or {}).get(_k_key(k))
-    if p is not None:
-        parts.append(f"p(speedup >= {k:g}) = {p:.3g}")
     if relation in (">", ">="):
-        if (p is not None and p < ALPHA) or (p is None and ci and ci[0] > k):
-            return True, "; ".join(parts)
-        if ci and ci[1] < k:
-            return False, "; ".join(parts)
+        holds = True if ge else False if lt else None
     else:
-        if ci and ci[1] < k:
-            return True, "; ".join(parts)
-        if (ci and ci[0] > k) or (p is not None and p < ALPHA):
-            return False, "; ".join(parts)
-    return None, "; ".join(parts)
+        holds = True if lt else False if ge else None
+    return holds, "; ".join(parts)
 
 
 def _seeds(record: Any) -> int:
@@ -555,6 +638,69 @@ def _decide(value: Any, relation: str, threshold: Any) -> tuple[bool | None, str
     return None, f"cannot compare {json.dumps(value)[:80]} with {json.dumps(threshold)[:80]}"
 
 
+def experiment_verdict(
+    value: Any, relation: str, threshold: Any, min_seeds: int = 3, if_hold: str = CONFIRMED
+) -> tuple[str, str]:
+    """The verdict an experiment query gets from its record (before the scope and the sanity gate), and why.
+
+    ``if_hold`` when the claim's test holds, the other one of confirmed/refuted only when the test of the opposite
+    effect holds, ``not supported`` when the tests ran and neither did, ``inconclusive`` when the evidence cannot be
+    tested (fewer than ``min_seeds`` seeds, no ratio). ``tests/test_calibration.py`` runs this same function.
+    """
+    holds, text = _decide(value, relation, threshold)
+    if _seeds(value) < min_seeds:
+        return INCONCLUSIVE, text
+    if holds is None:
+        ran = True
+        if isinstance(value, Mapping) and "ratio" in value:  # a speedup record: did any test run?
+            tests = [*(value.get("p_value_ge_k") or {}).values(), *(value.get("p_value_lt_k") or {}).values()]
+            ran = value.get("ratio") is not None and (any(p is not None for p in tests) or "p_value_lt_k" not in value)
+        return (NOT_SUPPORTED if ran else INCONCLUSIVE), text
+    return (if_hold if holds else (REFUTED if if_hold == CONFIRMED else CONFIRMED)), text
+
+
+def _methods(keys: Sequence[str], report: Mapping[str, Any]) -> set[str]:
+    """Methods a query path speaks about: ``unit_results.<m>...`` or ``late_slope.<m>``, plus the baseline."""
+    out = {str(keys[1])} if len(keys) > 1 and keys[0] in ("unit_results", "late_slope") else set()
+    if out and report.get("baseline"):
+        out.add(str(report["baseline"]))
+    return out
+
+
+def _scope(scale: str, report: Mapping[str, Any]) -> str:
+    training = report.get("training") or {}
+    base = training.get(report.get("baseline")) if isinstance(training, Mapping) else None
+    if isinstance(base, Mapping) and base.get("epochs") is not None:
+        return f"{scale}, {float(base['epochs']):.2g} epochs"
+    if isinstance(base, Mapping) and base.get("images") is not None:
+        return f"{scale}, {float(base['images']):,.0f} images"
+    return scale
+
+
+def _also(spec: Spec, goldens: Path, scale: str) -> list[str]:
+    """Evidence lines for the spec's ``also`` queries (secondary metrics: shown, never deciding)."""
+    lines = []
+    for extra in spec.check.get("also", []):
+        path = goldens / scale / extra["file"]
+        keys = _keys(extra["value"])
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            lines.append(f"also {path}: not there yet")
+            continue
+        value = lookup(report, keys)
+        if value is _MISSING:
+            lines.append(f"also {path}: no {_show(keys)} yet")
+            continue
+        threshold = spec.check.get("threshold")
+        if "threshold_path" in spec.check:
+            threshold = lookup(report, _keys(spec.check["threshold_path"]))
+        verdict, text = experiment_verdict(value, spec.check["relation"], threshold, spec.check.get("min_seeds", 3))
+        metric = report.get("metric", "?")
+        lines.append(f"also, on {metric} ({path}, not deciding): {_show(keys)} would be {verdict}: {text}")
+    return lines
+
+
 def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
     c = spec.check
     name = c.get("file", "speedup.json")
@@ -587,32 +733,59 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
     value = lookup(report, keys)
     if value is _MISSING:
         return Result(spec, PENDING, [f"{path} has no {_show(keys)} yet"], recheck, scale)
+    methods = _methods(keys, report)
     if "threshold_path" in c:
         tkeys = _keys(c["threshold_path"])
         threshold = lookup(report, tkeys)
         if threshold is _MISSING:
             return Result(spec, PENDING, [f"{path} has no {_show(tkeys)} yet"], recheck, scale)
         against = _show(tkeys)
+        methods |= _methods(tkeys, report)
     else:
         threshold = c["threshold"]
         against = _fmt(threshold)
+    scope = _scope(scale, report)
     seeds = _seeds(value)
-    holds, text = _decide(value, c["relation"], threshold)
+    verdict, text = experiment_verdict(
+        value, c["relation"], threshold, c.get("min_seeds", 3), c.get("if_hold", CONFIRMED)
+    )
     runs = report.get("run_ids") or []
+    metric = f" ({report['metric']})" if report.get("metric") else ""
     evidence = [
-        f"{scale} scale, {path}: {_show(keys)} {c['relation']} {against}? {text}",
+        f"{scale} scale, {path}{metric}: {_show(keys)} {c['relation']} {against}? {text}",
         f"{seeds} seed(s); runs: {', '.join(map(str, runs[:8]))}{' ...' if len(runs) > 8 else ''}"
         if runs
         else f"{seeds} seed(s)",
     ]
+    training = report.get("training")
+    if isinstance(training, Mapping) and training:
+        evidence.append(
+            "training length: "
+            + ", ".join(
+                f"{m} {t['epochs']:.3g} epochs" if t.get("epochs") is not None else f"{m} {t.get('images')} images"
+                for m, t in training.items()
+                if isinstance(t, Mapping) and (not methods or m in methods)
+            )
+        )
+    blocked = [str(r["not_checkable"]) for r in (value, threshold) if isinstance(r, Mapping) and r.get("not_checkable")]
+    if blocked:
+        first = f"{scale} scale, {path}{metric}: {_show(keys)} {c['relation']} {against}? not checkable: {blocked[0]}"
+        return Result(spec, NOT_CHECKABLE, [first, *blocked[1:], *evidence[1:]], recheck, scale, scope)
+    evidence += _also(spec, goldens, scale)
     if seeds < c.get("min_seeds", 3):
         evidence.append(f"fewer than {c.get('min_seeds', 3)} seeds: a data point, not a verdict")
-        return Result(spec, INCONCLUSIVE, evidence, recheck, scale)
-    if holds is None:
-        return Result(spec, INCONCLUSIVE, evidence, recheck, scale)
-    if_hold = c.get("if_hold", CONFIRMED)
-    verdict = if_hold if holds else (REFUTED if if_hold == CONFIRMED else CONFIRMED)
-    return Result(spec, verdict, evidence, recheck, scale)
+    gate = report.get("gate")
+    if isinstance(gate, Mapping):
+        by_method = gate.get("failed_by_method") or {}
+        failed = sorted(m for m in by_method if not methods or m in methods)
+        runs_failed = [r for m in failed for r in by_method[m]]
+        evidence.append(
+            f"sanity gate ({gate.get('rule')}, {gate.get('reference')}): "
+            + (f"failed by {len(runs_failed)} run(s): {', '.join(runs_failed)}" if failed else "every run passes")
+        )
+        if failed:
+            return Result(spec, DOES_NOT_GENERATE, evidence, recheck, scale, scope)
+    return Result(spec, verdict, evidence, recheck, scale, scope)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -755,12 +928,12 @@ def render_markdown(results: Sequence[Result]) -> str:
     ]
     for r in results:
         first = r.evidence[0] if r.evidence else ""
-        lines.append(f"| `{r.spec.id}` | {r.spec.kind} | **{r.verdict}** | {_cell(first)} |")
+        lines.append(f"| `{r.spec.id}` | {r.spec.kind} | **{r.text}** | {_cell(first)} |")
     lines += [""]
     for r in results:
         s = r.spec
         lines += [
-            f"## {s.id}: {r.verdict}",
+            f"## {s.id}: {r.text}",
             "",
             f"- claim: {s.claim}",
             f"- source: {s.source}",
@@ -777,11 +950,11 @@ def render_markdown(results: Sequence[Result]) -> str:
 
 def render_table(results: Sequence[Result]) -> str:
     width = max(len(r.spec.id) for r in results)
-    vwidth = max(len(r.verdict) for r in results)
+    vwidth = max(len(r.text) for r in results)
     rows = [f"{'claim':<{width}}  {'kind':<12}  {'verdict':<{vwidth}}  evidence"]
     for r in results:
         first = r.evidence[0] if r.evidence else ""
-        rows.append(f"{r.spec.id:<{width}}  {r.spec.kind:<12}  {r.verdict:<{vwidth}}  {first}")
+        rows.append(f"{r.spec.id:<{width}}  {r.spec.kind:<12}  {r.text:<{vwidth}}  {first}")
     return "\n".join(rows)
 
 
@@ -790,7 +963,7 @@ def drift(results: Sequence[Result], committed: Mapping[str, Any] | None, only: 
     if committed is None:
         return ["no committed ledger; run `repro claims --update` to write it"]
     old = {c["id"]: c["verdict"] for c in committed.get("claims", [])}
-    new = {r.spec.id: r.verdict for r in results}
+    new = {r.spec.id: r.text for r in results}
     out = []
     for cid in sorted(set(old) | set(new)):
         if only is not None and cid not in only:

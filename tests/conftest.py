@@ -29,3 +29,25 @@ def _deterministic_torch():
     # training and benchmark entry points flush denormals (a process-wide switch); switch it back so
     # hypothesis can draw floats in the tests that follow
     torch.set_flush_denormal(False)
+
+
+# Measured numbers a test wants in the CI log (false-verdict rates, power, coverage): shown in the terminal summary
+_MEASURED: list[str] = []
+
+
+@pytest.fixture
+def report_measured(record_property):
+    """``report_measured(name, text)``: the line goes to the terminal summary and to the JUnit properties."""
+
+    def _report(name: str, text: str) -> None:
+        _MEASURED.append(f"{name}: {text}")
+        record_property(name, text)
+
+    return _report
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MEASURED:
+        terminalreporter.section("measured")
+        for line in _MEASURED:
+            terminalreporter.write_line(line)

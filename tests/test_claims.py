@@ -133,10 +133,13 @@ def test_committed_ledger_matches_the_specs(specs):
     ledger = json.loads((ROOT / "reports" / "claims.json").read_text())
     assert [c["id"] for c in ledger["claims"]] == [s.id for s in specs]
     assert (ROOT / "reports" / "claims.md").exists()
-    fresh = {r.spec.id: r.verdict for r in C.evaluate_all(specs, ROOT / "goldens", ROOT, run_tests=False)}
+    fresh = {r.spec.id: r.text for r in C.evaluate_all(specs, ROOT / "goldens", ROOT, run_tests=False)}
     committed = {c["id"]: c["verdict"] for c in ledger["claims"]}
     assert all(committed[i] == v for i, v in fresh.items()), {i: (committed[i], v) for i, v in fresh.items()}
-    assert all(committed[s.id] in C.VERDICTS for s in specs)
+    assert all(c["outcome"] in C.VERDICTS for c in ledger["claims"])
+    for c in ledger["claims"]:  # an experiment verdict from golden runs states its scale and training length
+        if c["kind"] == "experiment" and c["outcome"] not in (C.PENDING,) and c["scale"] != "paper":
+            assert re.search(r"micro, [0-9.]+ epochs", c["verdict"]), c
 
 
 # ------------------------------------------------------------------------------------------
@@ -223,6 +226,8 @@ EXPERIMENT = {"scales": ["micro"], "value": "unit_results.tread.final.macs", "re
         ({"threshold_path": "late_slope.tread"}, "'check.threshold'", "exactly one of threshold or threshold_path"),
         ({"file": "../x.json"}, "'check.file'", "a JSON file name"),
         ({"min_seeds": 0}, "'check.min_seeds'", "a positive integer"),
+        ({"also": [{"file": "x.json"}]}, "'check.also[0].value' is missing", "it is required"),
+        ({"also": [{"file": "x.txt", "value": "a.b"}]}, "'check.also[0].file'", "a JSON file name"),
     ],
 )
 def test_bad_experiment_spec(tmp_path, change, field, allowed):
@@ -271,15 +276,21 @@ def test_audit_verdicts():
     assert C.evaluate_audit(spec("audit", check), None, Path("a.json")).verdict == C.CHECK_FAILED
 
 
-def speedup_record(ratio, lo, hi, seeds=5, p=None, status="ok"):
+def speedup_record(ratio, lo, hi, seeds=5, ge=None, lt=None, status="ok", **extra):
     return {
         "ratio": ratio,
+        "ratio_is": "estimate",
         "ci_low": lo,
         "ci_high": hi,
         "seeds": seeds,
-        "p_value_ge_k": {"1.0": p},
-        "ge_k": {"1.0": None if p is None else p < 0.05},
+        "baseline_seeds": seeds,
+        "p_value_ge_k": {"1.0": None if ge is None else 0.01 if ge else 0.4},
+        "p_value_lt_k": {"1.0": None if lt is None else 0.01 if lt else 0.4},
+        "ge_k": {"1.0": ge},
+        "lt_k": {"1.0": lt},
+        "mde": {"factor": 1.4, "power": 0.8, "alpha_one_sided": 0.025},
         "status": status,
+        **extra,
     }
 
 
@@ -297,19 +308,25 @@ def write_golden(root, scale, record, **extra):
     return path
 
 
+OLD_RECORD = {"ratio": 2.0, "ci_low": 1.2, "ci_high": 2.6, "seeds": 5, "p_value_ge_k": {"1.0": None}, "status": "ok"}
+
+
 @pytest.mark.parametrize(
     "record,verdict",
     [
-        (speedup_record(2.0, 1.5, 2.6, p=0.001), C.CONFIRMED),
-        (speedup_record(2.0, 1.2, 2.6), C.CONFIRMED),  # no p-value: the interval decides
-        (speedup_record(0.6, 0.5, 0.8, p=0.99), C.REFUTED),
-        (speedup_record(1.1, 0.8, 1.5, p=0.3), C.INCONCLUSIVE),
+        (speedup_record(2.0, 1.5, 2.6, ge=True, lt=False), C.CONFIRMED),
+        (OLD_RECORD, C.CONFIRMED),  # a record without the tests: the interval decides
+        (speedup_record(0.6, 0.5, 0.8, ge=False, lt=True), C.REFUTED),
+        (speedup_record(1.1, 0.8, 1.5, ge=False, lt=False), C.NOT_SUPPORTED),
         (speedup_record(2.0, None, None, seeds=1, status="one seed"), C.INCONCLUSIVE),
-        (speedup_record(2.0, 1.5, 2.6, seeds=2, p=0.01), C.INCONCLUSIVE),  # fewer than min_seeds
+        (speedup_record(2.0, 1.5, 2.6, seeds=2, ge=True, lt=False), C.INCONCLUSIVE),  # fewer than min_seeds
+        # a method seed that did not reach the target: no test for the claim, and by itself nothing against it
         (
-            {**speedup_record(None, None, None, p=None, status="not reached by 2 of 5 seeds"), "ge_k": {"1.0": False}},
-            C.REFUTED,
+            speedup_record(0.9, 0.6, 1.4, lt=False, ratio_is="upper bound", status="not reached by 1 of 5"),
+            C.NOT_SUPPORTED,
         ),
+        (speedup_record(0.9, 0.6, 1.4, ratio_is="censored on both sides"), C.INCONCLUSIVE),
+        (speedup_record(None, None, None, status="baseline reached the target in 0 of 5 seeds"), C.INCONCLUSIVE),
     ],
 )
 def test_experiment_speedup_verdicts(tmp_path, record, verdict):
@@ -331,8 +348,8 @@ def test_experiment_pending_until_goldens_exist(tmp_path):
 
 
 def test_experiment_prefers_the_first_listed_scale(tmp_path):
-    write_golden(tmp_path, "micro", speedup_record(0.6, 0.5, 0.8, p=0.99))
-    write_golden(tmp_path, "small", speedup_record(2.0, 1.5, 2.6, p=0.001))
+    write_golden(tmp_path, "micro", speedup_record(0.6, 0.5, 0.8, ge=False, lt=True))
+    write_golden(tmp_path, "small", speedup_record(2.0, 1.5, 2.6, ge=True, lt=False))
     s = spec("experiment", {**EXPERIMENT, "scales": ["small", "micro"]})
     result = C.evaluate_experiment(s, tmp_path)
     assert (result.verdict, result.scale) == (C.CONFIRMED, "small")
@@ -341,7 +358,7 @@ def test_experiment_prefers_the_first_listed_scale(tmp_path):
 def test_paper_scale_only_is_not_checkable(tmp_path):
     s = spec("experiment", {**EXPERIMENT, "scales": ["paper"]})
     assert C.evaluate_experiment(s, tmp_path).verdict == C.NOT_CHECKABLE
-    write_golden(tmp_path, "paper", speedup_record(2.0, 1.5, 2.6, p=0.001))
+    write_golden(tmp_path, "paper", speedup_record(2.0, 1.5, 2.6, ge=True, lt=False))
     assert C.evaluate_experiment(s, tmp_path).verdict == C.CONFIRMED
 
 
@@ -355,6 +372,51 @@ def test_experiment_compares_seed_samples(tmp_path):
     assert C.evaluate_experiment(spec("experiment", check), tmp_path).verdict == C.CONFIRMED
     check["relation"] = "<"
     assert C.evaluate_experiment(spec("experiment", check), tmp_path).verdict == C.REFUTED
+
+
+def test_experiment_verdict_states_scale_training_length_and_detectable_effect(tmp_path):
+    training = {"dit": {"images": 15360.0, "epochs": 0.256}, "tread": {"images": 19072.0, "epochs": 0.318}}
+    write_golden(tmp_path, "micro", speedup_record(1.1, 0.8, 1.5, ge=False, lt=False), training=training)
+    r = C.evaluate_experiment(spec("experiment", EXPERIMENT), tmp_path)
+    assert r.verdict == C.NOT_SUPPORTED and r.text == "not supported at micro, 0.26 epochs"
+    assert r.to_json()["verdict"] == r.text and r.to_json()["outcome"] == C.NOT_SUPPORTED
+    assert "minimum detectable effect at 5 vs 5 seeds (80% power): speedup >= 1.4 or <= 0.714" in r.evidence[0]
+    assert "training length: dit 0.256 epochs, tread 0.318 epochs" in r.evidence
+
+
+def test_sanity_gate_withholds_the_verdict_of_the_methods_it_names(tmp_path):
+    gate = {"rule": "final FID < 22.58", "reference": "ref.json", "failed_by_method": {"sit": ["micro-sit-s0"]}}
+    write_golden(tmp_path, "micro", speedup_record(2.0, 1.5, 2.6, ge=True, lt=False), gate=gate)
+    r = C.evaluate_experiment(spec("experiment", EXPERIMENT), tmp_path)
+    assert r.verdict == C.CONFIRMED and "every run passes" in r.evidence[-1]  # sit is not part of tread vs dit
+    gate["failed_by_method"] = {"dit": ["micro-dit-s1"], "sit": ["micro-sit-s0"]}
+    write_golden(tmp_path, "micro", speedup_record(2.0, 1.5, 2.6, ge=True, lt=False), gate=gate)
+    r = C.evaluate_experiment(spec("experiment", EXPERIMENT), tmp_path)
+    assert r.verdict == C.DOES_NOT_GENERATE and "failed by 1 run(s): micro-dit-s1" in r.evidence[-1]
+    assert "p(speedup >= 1) = 0.01" in r.evidence[0]  # the test is still shown
+
+
+def test_late_slope_without_enough_points_is_not_checkable(tmp_path):
+    slopes = {
+        "dit": {"mean": None, "per_seed": [None, None, None], "not_checkable": "2 evaluation(s) in the last third"},
+        "tread": {"mean": None, "per_seed": [None, None, None], "not_checkable": "1 evaluation(s) in the last third"},
+    }
+    write_golden(tmp_path, "micro", speedup_record(2.0, 1.5, 2.6), late_slope=slopes, training={"dit": {"epochs": 2.1}})
+    check = {"scales": ["micro"], "value": "late_slope.dit", "relation": ">", "threshold_path": "late_slope.tread"}
+    r = C.evaluate_experiment(spec("experiment", check), tmp_path)
+    assert r.verdict == C.NOT_CHECKABLE and r.text == "not checkable at this scale (micro, 2.1 epochs)"
+    assert "2 evaluation(s) in the last third" in r.evidence[0]
+
+
+def test_also_queries_are_shown_but_do_not_decide(tmp_path):
+    write_golden(tmp_path, "micro", speedup_record(2.0, 1.5, 2.6, ge=True, lt=False))
+    other = tmp_path / "micro" / "speedup-val-loss.json"
+    rec = speedup_record(0.5, 0.4, 0.6, ge=False, lt=True)
+    other.write_text(json.dumps({"metric": "val_loss", "unit_results": {"tread": {"final": {"macs": rec}}}}))
+    check = {**EXPERIMENT, "also": [{"file": "speedup-val-loss.json", "value": "unit_results.tread.final.macs"}]}
+    r = C.evaluate_experiment(spec("experiment", check), tmp_path)
+    assert r.verdict == C.CONFIRMED
+    assert any(e.startswith("also, on val_loss") and "would be refuted" in e for e in r.evidence)
 
 
 def test_structure_verdicts_come_from_pytest(tmp_path):
