@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import gc
 import hashlib
 import importlib
 import importlib.util
@@ -272,11 +273,13 @@ def use_carried_data(folder: Path) -> Path | None:
 @dataclass
 class Throughput:
     """FLOP/s the plan assumes: ``peak_tflops`` x ``mfu`` for training (bf16 autocast) and bench steps,
-    and ``sample_factor`` x that for sampling and validation (fp32 with TF32 matmuls, no autocast)."""
+    and ``sample_factor`` x that for sampling and validation (fp32 with TF32 matmuls, no autocast), plus
+    ``eval_overhead_s`` per evaluation for what FLOPs do not count (features of the samples, FID)."""
 
     peak_tflops: float
     mfu: float
     sample_factor: float = 0.5
+    eval_overhead_s: float = 2.0  # per evaluation: feature network, FID statistics, Python (not FLOP-counted)
 
     def seconds(self, macs: float, sampling: bool = False) -> float:
         rate = self.peak_tflops * 1e12 * self.mfu * (self.sample_factor if sampling else 1.0)
@@ -323,6 +326,7 @@ def run_plan(cfg, tp: Throughput) -> dict[str, Any]:
         tp.seconds(sample_macs, True),
         tp.seconds(val_macs, True),
     )
+    sample_s += n_evals * tp.eval_overhead_s if e.metrics else 0.0
     return {
         "part": f"train {cfg.run_id}",
         "steps": t.steps,
@@ -369,6 +373,9 @@ class _Tee:
     def isatty(self):
         return False
 
+    def __getattr__(self, name):  # fileno, encoding, ...: those of the terminal stream
+        return getattr(self.streams[0], name)
+
 
 def _nvidia_smi() -> dict[str, str] | None:
     try:
@@ -377,6 +384,8 @@ def _nvidia_smi() -> dict[str, str] | None:
             capture_output=True, text=True, timeout=20, check=True,
         ).stdout.strip().splitlines()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
+        return None
+    if not out or out[0].count(",") != 2:
         return None
     name, driver, memory = (x.strip() for x in out[0].split(","))
     return {"name": name, "driver": driver, "memory": memory}
@@ -474,7 +483,8 @@ def _format_plan(plan: dict[str, Any]) -> str:
         f"plan on {plan['device']}: budget {plan['budget_s']:.0f} s "
         f"(training + evaluation {plan['train_budget_s']:.0f} s)",
         f"  assumed: {a['peak_tflops']:g} TFLOP/s peak x MFU {a['mfu']:.0%} = {a['train_tflops']:.1f} TFLOP/s "
-        f"for training/bench steps, {a['sample_tflops']:.1f} TFLOP/s for sampling ({a['note']})",
+        f"for training/bench steps, {a['sample_tflops']:.1f} TFLOP/s for sampling, "
+        f"+{a['eval_overhead_s']:g} s per evaluation for the metrics ({a['note']})",
         f"  {'part':<28}{'steps/batch':>12}{'PFLOP':>10}{'est. s':>9}",
     ]
     for r in plan["parts"]:
@@ -579,7 +589,7 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
     precision = configs[0].train.precision if dev.type == "cuda" else "fp32"
     rec["provenance"] = provenance(dev, precision, configs[0].seed, camp.command, dry_run)
     peak = peak_tflops or (H200_BF16_TFLOPS if dev.type == "cuda" else CPU_ASSUMED_TFLOPS)
-    tp = Throughput(peak, mfu)
+    tp = Throughput(peak, mfu, eval_overhead_s=2.0 if dev.type == "cuda" else 0.3)
     overrides = {**({"input_size": 32, "in_channels": 4, "num_classes": 1000}), **(DRY_BENCH if dry_run else {})}
     bench_batch = min(bench_max_batch, 4) if dry_run else bench_max_batch
     if dry_run:
@@ -597,6 +607,7 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
                 "mfu": mfu,
                 "train_tflops": peak * mfu,
                 "sample_tflops": peak * mfu * tp.sample_factor,
+                "eval_overhead_s": tp.eval_overhead_s,
                 "note": "peak: 8192^3 bf16 matmuls measured on an H200; sampling is fp32/TF32, half the bf16 rate"
                 if dev.type == "cuda"
                 else "a stated CPU rate for the dry run, not a measurement",
@@ -609,8 +620,10 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
         print(_format_plan(plan), flush=True)
         entry["total_estimate_s"] = plan["total_estimate_s"]
 
-    # training + evaluation: each run gets a time cap from what is left of the training budget
-    train_end = camp.elapsed() + train_budget_s
+    # training + evaluation: each run gets a time cap from what is left of the training budget, which also
+    # leaves the benchmarks twice their estimate (and 15 s) before the end of the whole budget
+    bench_reserve = 2 * sum(p["estimate_s"] for p in parts[len(configs) :]) + 15
+    train_end = min(camp.elapsed() + train_budget_s, camp.budget_s - bench_reserve)
     rec["runs"] = {}
     for i, cfg in enumerate(configs):
         left = train_end - camp.elapsed()
@@ -642,6 +655,10 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
     # benchmarks: the largest batch up to the maximum that fits, while the budget lasts
     from .bench import format_report
 
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
     bench: dict[str, Any] = {"units": "ms per training step (median), MFU of peak dense bf16", "models": {}}
     est = {p["part"]: p for p in parts}
     for model in BENCH_MODELS:
@@ -669,16 +686,19 @@ def bench_largest_batch(model: str, max_batch: int, steps: int, warmup: int, dev
     tried = []
     batch = max_batch
     while batch >= 1:
+        rep = None
         try:
             rep = run(model, batch, steps, warmup, device, precision, BENCH_METHODS, **overrides)
         except torch.cuda.OutOfMemoryError:
             tried.append(batch)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            batch //= 2
-            continue
-        rep["out_of_memory_at"] = tried
-        return rep
+        if rep is not None:
+            rep["out_of_memory_at"] = tried
+            return rep
+        # out of the except block, so the failed attempt's tensors are no longer referenced
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        batch //= 2
     raise RuntimeError(f"bench {model}: out of memory at every batch down to 1 (tried {tried})")
 
 
