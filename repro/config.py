@@ -6,13 +6,18 @@ every scale). A method's ``routes: tread`` means TREAD's official route for the 
 2 to block depth-4 at rate 0.5); ``stochastic_depth: tread`` skips the same blocks per sample with
 probability 0.5, the same expected saving.
 
-Every field is checked: a bad value fails with its dotted name, the value and what is allowed.
+Every section and key is checked before anything runs: an unknown or duplicated key, a value of the
+wrong type or out of range, and settings the data cannot serve (image size, channels, classes, more
+images than the data set holds, a reference set that does not exist) fail with a :class:`ConfigError`
+whose one line names the dotted field, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +27,24 @@ import yaml
 from .models import DiTConfig, config_for, tread_routes
 from .models.routing import StochasticDepth
 
-SCALES = ("smoke", "micro", "small", "paper")
 PRECISIONS = ("fp32", "bf16")
 DATASETS = ("fashion-mnist", "latents", "synthetic")
+REFERENCES = ("train", "test")
+TOP_SECTIONS = ("scales", "methods")
+SCALE_SECTIONS = ("methods", "seeds", "model", "data", "train", "eval")
+METHOD_SECTIONS = ("objective", "model", "eval")
+# What the Fashion-MNIST data can serve (images padded to 32x32, one channel, 10 classes).
+FASHION_MNIST = {"input_size": 32, "in_channels": 1, "num_classes": 10, "train": 60_000, "test": 10_000}
+SYNTHETIC_DEFAULT_SIZE = 1024
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def _err(name: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{name}: {value!r} is not allowed; {allowed}")
+class ConfigError(ValueError):
+    """A configuration that cannot run; the one-line message names the dotted field, the value and what is allowed."""
+
+
+def _err(name: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{name}: {value!r} is not allowed; {allowed}")
 
 
 def _positive_int(name: str, v: Any) -> None:
@@ -36,13 +52,30 @@ def _positive_int(name: str, v: Any) -> None:
         raise _err(name, v, "must be a positive integer")
 
 
-def _number(name: str, v: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> None:
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        raise _err(name, v, "must be a number")
+def _non_negative_int(name: str, v: Any) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise _err(name, v, "must be a non-negative integer")
+
+
+def _bool(name: str, v: Any) -> None:
+    if not isinstance(v, bool):
+        raise _err(name, v, "must be true or false")
+
+
+def _number(
+    name: str,
+    v: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise _err(name, v, "must be a finite number")
     if lo is not None and (v < lo or (lo_open and v == lo)):
         raise _err(name, v, f"must be {'>' if lo_open else '>='} {lo}")
-    if hi is not None and v > hi:
-        raise _err(name, v, f"must be <= {hi}")
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        raise _err(name, v, f"must be {'<' if hi_open else '<='} {hi}")
 
 
 @dataclass
@@ -91,11 +124,21 @@ class TrainConfig:
             _positive_int(f"{prefix}.{name}", getattr(self, name))
         _number(f"{prefix}.lr", self.lr, 0, lo_open=True)
         _number(f"{prefix}.weight_decay", self.weight_decay, 0)
-        _number(f"{prefix}.ema_decay", self.ema_decay, 0, 1)
+        # 1.0 would keep the EMA at its initial weights for ever
+        _number(f"{prefix}.ema_decay", self.ema_decay, 0, 1, hi_open=True)
         if self.grad_clip is not None:
             _number(f"{prefix}.grad_clip", self.grad_clip, 0, lo_open=True)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise _err(f"{prefix}.betas", self.betas, "must be two numbers in [0, 1)")
+        betas = self.betas
+        if (
+            not isinstance(betas, (list, tuple))
+            or len(betas) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+        ):
+            raise _err(f"{prefix}.betas", betas, "must be two numbers in [0, 1)")
+        for name in ("tf32", "keep_checkpoints"):
+            _bool(f"{prefix}.{name}", getattr(self, name))
+        if self.threads is not None:
+            _positive_int(f"{prefix}.threads", self.threads)
         if self.precision not in PRECISIONS:
             raise _err(f"{prefix}.precision", self.precision, f"allowed: {', '.join(PRECISIONS)}")
         if self.equal_cost not in (None, "macs"):
@@ -124,9 +167,20 @@ class EvalConfig:
         for name in ("num_samples", "sample_steps", "val_size", "val_points", "batch_size"):
             _positive_int(f"{prefix}.{name}", getattr(self, name))
         _number(f"{prefix}.guidance_scale", self.guidance_scale, 0)
-        bad = [m for m in self.metrics if m not in ("fid", "kid", "prc")]
-        if bad:
-            raise _err(f"{prefix}.metrics", list(self.metrics), "allowed entries: fid, kid, prc")
+        metrics = self.metrics
+        if (
+            not isinstance(metrics, (list, tuple))
+            or any(m not in ("fid", "kid", "prc") for m in metrics)
+            or len(set(metrics)) != len(metrics)
+        ):
+            raise _err(f"{prefix}.metrics", metrics, "a list of distinct entries from fid, kid, prc (or [])")
+        if self.reference not in REFERENCES:
+            raise _err(f"{prefix}.reference", self.reference, f"allowed: {', '.join(REFERENCES)}")
+        if self.reference_size is not None:
+            _positive_int(f"{prefix}.reference_size", self.reference_size)
+        _non_negative_int(f"{prefix}.seed", self.seed)
+        if metrics and self.num_samples < 4:  # a covariance and 3 nearest neighbours need a few samples
+            raise _err(f"{prefix}.num_samples", self.num_samples, "must be >= 4 when metrics are computed")
 
 
 @dataclass
@@ -140,8 +194,12 @@ class DataConfig:
             raise _err(f"{prefix}.name", self.name, f"allowed: {', '.join(DATASETS)}")
         if self.subset is not None:
             _positive_int(f"{prefix}.subset", self.subset)
+        if self.path is not None and not isinstance(self.path, str):
+            raise _err(f"{prefix}.path", self.path, "must be a folder path (a string)")
         if self.name == "latents" and not self.path:
             raise _err(f"{prefix}.path", self.path, "latents need the folder of encoded shards")
+        if self.name != "latents" and self.path is not None:
+            raise _err(f"{prefix}.path", self.path, f"only data.name latents reads a path, not {self.name!r}")
 
 
 @dataclass
@@ -157,23 +215,14 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
-        if self.scale not in SCALES:
-            raise _err("scale", self.scale, f"allowed: {', '.join(SCALES)}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise _err("seed", self.seed, "must be a non-negative integer")
+        for name in ("scale", "method"):
+            _check_name(name, getattr(self, name))
+        _non_negative_int("seed", self.seed)
         self.data.validate()
         self.train.validate()
         self.eval.validate()
-        from .objectives import make_objective
-
-        objective = make_objective(**self.objective)  # raises with the field's name on bad settings
-        wants_sigma = getattr(objective, "learn_sigma", False)
-        if wants_sigma != self.model.learn_sigma:
-            raise _err(
-                "model.learn_sigma",
-                self.model.learn_sigma,
-                f"objective {self.objective['name']!r} needs learn_sigma={wants_sigma}",
-            )
+        check_objective(self.objective, "objective", self.model.learn_sigma, "model.learn_sigma")
+        check_against_data(self, lambda section, key: f"{section}.{key}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -196,7 +245,7 @@ class RunConfig:
             scale=d["scale"],
             method=d["method"],
             seed=d["seed"],
-            model=DiTConfig(**d["model"]),
+            model=_model_config(d["model"], lambda key: f"model.{key}"),
             objective=d["objective"],
             data=_build(DataConfig, d.get("data", {}), "data"),
             train=_build(TrainConfig, d.get("train", {}), "train"),
@@ -206,13 +255,38 @@ class RunConfig:
         return cfg
 
 
-def _build(cls, values: dict[str, Any], prefix: str):
+def _check_name(field_name: str, v: Any) -> None:
+    # names become run ids and folder names
+    if not isinstance(v, str) or not _NAME.match(v):
+        raise _err(field_name, v, "must be a name of letters, digits, '.', '_' and '-'")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _fields(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _mapping(name: str, values: Any) -> dict[str, Any]:
+    """A section's settings; an empty section (``train:`` with nothing under it) is an empty mapping."""
+    if values is None:
+        return {}
     if not isinstance(values, dict):
-        raise _err(prefix, values, "must be a mapping")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{prefix}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        raise _err(name, values, "must be a mapping of settings")
+    return values
+
+
+def _known_keys(prefix: str, values: dict[str, Any], known: list[str] | tuple[str, ...], what: str = "key") -> None:
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}: unknown {what}; allowed: {', '.join(known)}")
+
+
+def _build(cls, values: Any, prefix: str):
+    values = _mapping(prefix, values)
+    _known_keys(prefix, values, _fields(cls))
     values = dict(values)
     for k in ("betas", "metrics"):
         if k in values and isinstance(values[k], list):
@@ -220,57 +294,297 @@ def _build(cls, values: dict[str, Any], prefix: str):
     return cls(**values)
 
 
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+# ------------------------------------------------------------------------------------------
+# params.yaml
+# ------------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (the plain loader keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.setdefault(key, line)
+                except TypeError:  # an unhashable key; the base class reports it
+                    continue
+                if first != line:
+                    raise ConfigError(
+                        f"{key_node.start_mark.name}: line {line}: key {key!r} is given twice "
+                        f"(first at line {first}); each key may appear once in a mapping"
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file's data, read safely; duplicate keys and syntax errors raise :class:`ConfigError` naming the file."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"params: {path} does not exist")
-    with open(path) as f:
-        params = yaml.safe_load(f)
-    if not isinstance(params, dict) or "scales" not in params or "methods" not in params:
-        raise ValueError(f"params: {path} must map 'scales' and 'methods'")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(e)}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """``params.yaml``, read and checked (:func:`check_params`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params: {str(path)!r} is not a file; give --params PATH to a params.yaml")
+    params = load_yaml(path)
+    check_params(params, str(path))
     return params
 
 
-def _model_config(model: dict[str, Any], prefix: str) -> DiTConfig:
-    model = dict(model)
+def check_params(params: Any, source: str = "params") -> None:
+    """Every section and key of a params mapping is known and has the right shape (values are checked per run)."""
+    if not isinstance(params, dict):
+        raise _err(source, type(params).__name__, "must be a mapping with 'scales' and 'methods'")
+    _known_keys("params", params, TOP_SECTIONS, "section")
+    for section in TOP_SECTIONS:
+        if not isinstance(params.get(section), dict) or not params[section]:
+            raise _err(section, params.get(section), "must be a non-empty mapping of names to settings")
+    model_keys = ["name", *_fields(DiTConfig)]
+    eval_keys = _fields(EvalConfig)
+    for name, m in params["methods"].items():
+        prefix = f"methods.{name}"
+        _check_name("methods", name)
+        if not isinstance(m, dict):
+            raise _err(prefix, m, "must be a mapping with an objective (and optionally model, eval)")
+        _known_keys(prefix, m, METHOD_SECTIONS, "section")
+        if "objective" not in m:
+            raise ConfigError(f"{prefix}.objective: missing; every method needs an objective with a name")
+        objective = m["objective"]
+        if not isinstance(objective, dict) or "name" not in objective:
+            raise _err(f"{prefix}.objective", objective, "must be a mapping with a name: ddpm, interpolant or edm")
+        _known_keys(f"{prefix}.model", _mapping(f"{prefix}.model", m.get("model")), model_keys)
+        _known_keys(f"{prefix}.eval", _mapping(f"{prefix}.eval", m.get("eval")), eval_keys)
+    train_keys = [k for k in _fields(TrainConfig) if k != "step_scale"]  # step_scale is set by equal_cost
+    for name, s in params["scales"].items():
+        prefix = f"scales.{name}"
+        _check_name("scales", name)
+        if not isinstance(s, dict):
+            raise _err(prefix, s, "must be a mapping of sections")
+        _known_keys(prefix, s, SCALE_SECTIONS, "section")
+        for section, keys in (
+            ("model", model_keys),
+            ("data", _fields(DataConfig)),
+            ("train", train_keys),
+            ("eval", eval_keys),
+        ):
+            _known_keys(f"{prefix}.{section}", _mapping(f"{prefix}.{section}", s.get(section)), keys)
+        if "methods" in s:
+            methods = s["methods"]
+            if not isinstance(methods, list) or len(set(map(str, methods))) != len(methods):
+                raise _err(f"{prefix}.methods", methods, "must be a list of distinct method names")
+            for method in methods:
+                if method not in params["methods"]:
+                    raise _err(f"{prefix}.methods", method, f"allowed: {', '.join(params['methods'])}")
+        if "seeds" in s:
+            seeds = s["seeds"]
+            ok = isinstance(seeds, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+            if not ok or any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+                raise _err(f"{prefix}.seeds", seeds, "must be a list of distinct non-negative integers")
+
+
+# ------------------------------------------------------------------------------------------
+# Model, objective and data checks
+# ------------------------------------------------------------------------------------------
+
+_MODEL_BOOLS = ("learn_sigma", "qk_norm", "fp32_after_route")
+_MODEL_NUMBERS = ("mlp_ratio", "class_dropout_prob")
+_NAMED = "tread"  # routes: tread / stochastic_depth: tread
+
+
+def _model_config(model: Any, where) -> DiTConfig:
+    """A :class:`DiTConfig` from a model section; ``where(key)`` is the dotted name an error on ``key`` reports."""
+    section = where("")[:-1]
+    model = dict(_mapping(section, model))
+    known = _fields(DiTConfig)
+    _known_keys(section, model, ["name", *known])
     name = model.pop("name", None)
-    depth = model.get("depth") or (config_for(name).depth if name else DiTConfig().depth)
-    if model.get("routes") == "tread":
+    depth = model.get("depth")
+    if name is not None:
+        try:
+            base_depth = config_for(name).depth
+        except (ValueError, TypeError, AttributeError):
+            from .models.dit import MODEL_NAMES
+
+            raise _err(where("name"), name, f"allowed: {', '.join(MODEL_NAMES)}") from None
+    else:
+        base_depth = DiTConfig.__dataclass_fields__["depth"].default
+    for key in _MODEL_BOOLS:
+        if key in model:
+            _bool(where(key), model[key])
+    for key in _MODEL_NUMBERS:
+        if key in model:
+            _number(where(key), model[key])
+    if depth is None:
+        depth = base_depth
+    elif not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise _err(where("depth"), depth, "must be a positive integer")
+    routes = model.get("routes")
+    if isinstance(routes, str):
+        if routes != _NAMED:
+            raise _err(where("routes"), routes, "allowed: tread (TREAD's route for the depth) or a list of routes")
+        if depth < 5:
+            raise _err(where("depth"), depth, "routes: tread (block 2 to block depth-4) needs depth >= 5")
         model["routes"] = tread_routes(depth)
+    elif routes is not None and not isinstance(routes, (list, tuple)):
+        raise _err(where("routes"), routes, "allowed: tread or a list of [start, end, rate]")
     sd = model.get("stochastic_depth")
-    if sd == "tread":
+    if isinstance(sd, str):
+        if sd != _NAMED:
+            raise _err(where("stochastic_depth"), sd, "allowed: tread (TREAD's blocks, p = 0.5) or [start, end, prob]")
+        if depth < 5:
+            raise _err(where("depth"), depth, "stochastic_depth: tread (block 2 to depth-4) needs depth >= 5")
         r = tread_routes(depth)[0]
         model["stochastic_depth"] = StochasticDepth(r.start, r.end, r.rate)
     try:
         return config_for(name, **model) if name else DiTConfig(**model)
-    except TypeError as e:  # unknown keyword
-        raise ValueError(f"{prefix}: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise _attribute(e, where, known, section) from None
+
+
+def _attribute(e: BaseException, where, keys, fallback: str) -> ConfigError:
+    """``e``'s message (``"key...: what"``) with its leading key replaced by the dotted name ``where(key)``."""
+    msg = _one_line(e)
+    m = re.match(r"[a-z_][a-z0-9_]*", msg)
+    if m and m.group() in keys:
+        return ConfigError(where(m.group()) + msg[m.end() :])
+    return ConfigError(f"{fallback}: {msg}")
+
+
+def check_objective(objective: Any, prefix: str, learn_sigma: bool, sigma_field: str) -> None:
+    """The objective settings build an objective, and the model's ``learn_sigma`` is what it needs."""
+    from .objectives import OBJECTIVES
+
+    if not isinstance(objective, dict) or "name" not in objective:
+        raise _err(prefix, objective, "must be a mapping with a name: ddpm, interpolant or edm")
+    name = objective["name"]
+    if not isinstance(name, str) or name not in OBJECTIVES:
+        raise _err(f"{prefix}.name", name, f"allowed: {', '.join(OBJECTIVES)}")
+    cls = OBJECTIVES[name]
+    allowed = [f.name for f in dataclasses.fields(cls) if f.init]
+    settings = {k: v for k, v in objective.items() if k != "name"}
+    _known_keys(prefix, settings, ["name", *allowed], f"setting of objective {name!r}")
+    try:
+        built = cls(**settings)
+    except (ValueError, TypeError) as e:
+        raise _attribute(e, lambda key: f"{prefix}.{key}", allowed, prefix) from None
+    wants_sigma = getattr(built, "learn_sigma", False)
+    if wants_sigma != learn_sigma:
+        raise _err(sigma_field, learn_sigma, f"objective {name!r} needs learn_sigma={wants_sigma}")
+
+
+def check_against_data(cfg: RunConfig, where) -> None:
+    """Settings the data set cannot serve: image size, channels and classes, more images than it holds, a
+    reference split or size that does not exist. ``where(section, key)`` names the field in errors."""
+    d, m, e = cfg.data, cfg.model, cfg.eval
+    if d.name == "fashion-mnist":
+        for key in ("input_size", "in_channels", "num_classes"):
+            want = FASHION_MNIST[key]
+            if getattr(m, key) != want:
+                raise _err(where("model", key), getattr(m, key), f"Fashion-MNIST needs {key} = {want}")
+        if d.subset is not None and d.subset > FASHION_MNIST["train"]:
+            raise _err(where("data", "subset"), d.subset, f"must be <= {FASHION_MNIST['train']}, the training images")
+        if e.val_size > FASHION_MNIST["test"]:
+            raise _err(where("eval", "val_size"), e.val_size, f"must be <= {FASHION_MNIST['test']}, the test images")
+        if e.metrics and e.reference_size is not None and e.reference_size > FASHION_MNIST[e.reference]:
+            n = FASHION_MNIST[e.reference]
+            raise _err(where("eval", "reference_size"), e.reference_size, f"must be <= {n}, the {e.reference} images")
+    else:
+        if e.metrics:
+            allowed = f"sample metrics need Fashion-MNIST data; use [] for {d.name}"
+            raise _err(where("eval", "metrics"), list(e.metrics), allowed)
+        if d.name == "synthetic":
+            n = d.subset or SYNTHETIC_DEFAULT_SIZE
+            if e.val_size > n:
+                raise _err(where("eval", "val_size"), e.val_size, f"must be <= {n}, the synthetic data's size")
+
+
+def check_data_files(cfg: RunConfig) -> None:
+    """What only the files can tell, checked before training starts: latent shards that match the model, and
+    the feature network the sample metrics need."""
+    d = cfg.data
+    if d.name == "latents":
+        manifest = Path(d.path) / "manifest.json"
+        if not manifest.is_file():
+            raise _err("data.path", d.path, "must be a folder of latent shards with a manifest.json")
+    if d.name == "fashion-mnist" and cfg.eval.metrics:
+        from .metrics import featurenet
+
+        featurenet.register(None)  # raises naming the weights file when it is missing or does not match
+
+
+# ------------------------------------------------------------------------------------------
+# One run
+# ------------------------------------------------------------------------------------------
 
 
 def resolve(params: dict[str, Any], scale: str, method: str, seed: int) -> RunConfig:
     """The complete configuration of one run: the scale's settings merged with the method's."""
+    check_params(params)
     scales, methods = params["scales"], params["methods"]
     if scale not in scales:
-        raise _err("scale", scale, f"allowed: {', '.join(scales)}")
+        raise _err("--scale", scale, f"allowed: {', '.join(scales)}")
     if method not in methods:
-        raise _err("method", method, f"allowed: {', '.join(methods)}")
+        raise _err("--method", method, f"allowed: {', '.join(methods)}")
+    _non_negative_int("--seed", seed)
     s, m = scales[scale], methods[method]
-    model = {**s.get("model", {}), **m.get("model", {})}
+    s_model, m_model = _mapping("model", s.get("model")), _mapping("model", m.get("model"))
+    s_eval, m_eval = _mapping("eval", s.get("eval")), _mapping("eval", m.get("eval"))
+
+    def where(section: str, key: str) -> str:
+        if section in ("model", "eval") and key in (m_model if section == "model" else m_eval):
+            return f"methods.{method}.{section}.{key}"
+        if section == "objective":
+            return f"methods.{method}.objective.{key}"
+        return f"scales.{scale}.{section}.{key}"
+
     cfg = RunConfig(
         run_id=f"{scale}-{method}-s{seed}",
         scale=scale,
         method=method,
         seed=seed,
-        model=_model_config(model, f"methods.{method}.model"),
+        model=_model_config({**s_model, **m_model}, lambda key: where("model", key)),
         objective=dict(m["objective"]),
-        data=_build(DataConfig, s.get("data", {}), f"scales.{scale}.data"),
-        train=_build(TrainConfig, s.get("train", {}), f"scales.{scale}.train"),
-        eval=_build(EvalConfig, {**s.get("eval", {}), **m.get("eval", {})}, f"scales.{scale}.eval"),
+        data=_build(DataConfig, s.get("data"), f"scales.{scale}.data"),
+        train=_build(TrainConfig, s.get("train"), f"scales.{scale}.train"),
+        eval=_build(EvalConfig, {**s_eval, **m_eval}, f"scales.{scale}.eval"),
     )
+    _validate_as(cfg, where)
     if cfg.train.equal_cost == "macs":
         equalize_macs(cfg)
-    cfg.validate()
+        _validate_as(cfg, where)
     return cfg
+
+
+def _validate_as(cfg: RunConfig, where) -> None:
+    """``cfg.validate()`` with its errors naming params.yaml's dotted fields."""
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        msg = str(e)
+        section, _, rest = msg.partition(".")
+        if section in ("model", "data", "train", "eval", "objective") and rest:
+            raise _attribute(ConfigError(rest), lambda key: where(section, key), _all_keys(section), section) from None
+        raise
+
+
+def _all_keys(section: str) -> list[str]:
+    from .objectives import OBJECTIVES
+
+    classes = {"model": [DiTConfig], "data": [DataConfig], "train": [TrainConfig], "eval": [EvalConfig]}
+    classes["objective"] = list(OBJECTIVES.values())
+    return ["name"] + [f.name for c in classes[section] for f in dataclasses.fields(c)]
 
 
 def equalize_macs(cfg: RunConfig) -> None:
@@ -289,5 +603,11 @@ def equalize_macs(cfg: RunConfig) -> None:
 
 def runs_of(params: dict[str, Any], scale: str) -> list[tuple[str, int]]:
     """(method, seed) pairs a scale runs."""
+    check_params(params)
+    if scale not in params["scales"]:
+        raise _err("--scale", scale, f"allowed: {', '.join(params['scales'])}")
     s = params["scales"][scale]
+    for key in ("methods", "seeds"):
+        if key not in s:
+            raise ConfigError(f"scales.{scale}.{key}: missing; a scale that runs as a set lists its {key}")
     return [(m, seed) for m in s["methods"] for seed in s["seeds"]]

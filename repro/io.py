@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -85,6 +86,50 @@ def git_commit(paths: Sequence[str] = ("repro",)) -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be trusted: missing, empty, truncated, not weights-only, or lacking entries."""
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", required: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A checkpoint dict, unpickled weights-only; one-line :class:`CheckpointError` naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the checkpoint is empty (0 bytes)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... on damaged files
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}): truncated, corrupt, or holding more than "
+            "tensors and plain data"
+        ) from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: holds a {type(ckpt).__name__}, not a checkpoint dict")
+    missing = [k for k in required if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: the checkpoint lacks {missing}; needed: {list(required)}")
+    return ckpt
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` leaves in ``folder`` when a process is killed mid-write.
+
+    Only call this while no other process writes to ``folder`` (a run directory under its lock)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if _TEMPORARY.match(p.name) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # ".<name>.<mkstemp's 8 characters>.tmp"
+
+
 def save_model(path: str | os.PathLike, model, **extra) -> Path:
     """A checkpoint holding the model's config (plain data) and state_dict, plus ``extra`` entries."""
     return atomic_torch_save({"config": model.config.to_dict(), "model": model.state_dict(), **extra}, path)
@@ -94,9 +139,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     """Rebuild a model saved by :func:`save_model` (``strict=True``; weights-only unpickling)."""
     from .models import DiT, DiTConfig
 
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{path}: not a repro checkpoint (needs 'config' and 'model' entries)")
+    ckpt = load_checkpoint(path, map_location, required=("config", "model"))
     model = DiT(DiTConfig(**ckpt["config"]))
     model.load_state_dict(ckpt["model"], strict=True)
     return model

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import json
 import math
 import os
@@ -33,8 +34,16 @@ import torch
 import torch.distributed as dist
 
 from .audit import train_step_macs
-from .config import RunConfig, load_params, resolve
-from .io import atomic_torch_save, atomic_write_json, git_commit
+from .config import ConfigError, RunConfig, check_data_files, load_params, resolve
+from .io import (
+    CheckpointError,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    git_commit,
+    load_checkpoint,
+    remove_stale_temporaries,
+)
 from .models import DiT
 from .objectives import make_objective
 
@@ -43,6 +52,14 @@ SEED_STRIDE = 1_000_003
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last checkpoint on disk is the last good state."""
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that this run must not write: another run's, or one that another process is writing."""
+
+
+LOCK_FILE = ".lock"
+CHECKPOINT_KEYS = ("config", "model", "ema", "opt", "step", "seconds", "points")
 
 
 # ------------------------------------------------------------------------------------------
@@ -64,7 +81,15 @@ def setup_distributed(device: torch.device) -> tuple[int, int]:
 
 def pick_device(requested: str | None = None) -> torch.device:
     if requested:
-        return torch.device(requested)
+        try:
+            dev = torch.device(requested)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"--device: {requested!r} is not allowed; a device such as cpu, cuda or cuda:1") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device: {requested!r} is not allowed; CUDA is not available here (use cpu)")
+        if dev.type not in ("cpu", "cuda"):
+            raise ConfigError(f"--device: {requested!r} is not allowed; training runs on cpu or cuda")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda", dist_info()[2])
     return torch.device("cpu")
@@ -240,6 +265,138 @@ def evaluate(model, objective, cfg: RunConfig, device: torch.device, val: tuple[
 
 
 # ------------------------------------------------------------------------------------------
+# The run directory: one run's, written by one process at a time
+# ------------------------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``run_dir/.lock``, held while a process writes the run directory; the file
+    names the holder's pid. The kernel releases the lock when the process ends, however it ends."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.fd = Path(run_dir), None
+
+    def __enter__(self) -> RunLock:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirectoryError(
+                f"{self.run_dir}: another process (pid {holder}) is writing this run directory; "
+                "wait for it to end or give another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+def config_differences(stored: Any, requested: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two configuration dicts differ."""
+    if isinstance(stored, dict) and isinstance(requested, dict):
+        out = []
+        for key in list(stored) + [k for k in requested if k not in stored]:
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in stored or key not in requested:
+                out.append(name)
+            else:
+                out.extend(config_differences(stored[key], requested[key], name))
+        return out
+    return [] if stored == requested else [prefix or "(config)"]
+
+
+def check_run_directory(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse a run directory that holds another configuration's run (naming the fields that differ)."""
+    config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoints" / "last.pt"
+    if not config_path.exists():
+        if ckpt_path.exists():
+            raise RunDirectoryError(
+                f"{run_dir}: holds a checkpoint but no config.json, so it cannot be resumed safely; "
+                "give another --out, or --no-resume to start over"
+            )
+        return
+    try:
+        stored = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirectoryError(f"{config_path}: not valid JSON ({e}); give another --out, or --no-resume") from None
+    diff = config_differences(_plain(stored), _plain(cfg.to_dict()))
+    if diff:
+        shown = ", ".join(
+            f"{name} ({_lookup(stored, name)!r} stored, {_lookup(cfg.to_dict(), name)!r} requested)"
+            for name in diff[:4]
+        )
+        more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+        raise RunDirectoryError(
+            f"{run_dir}: holds a run of another configuration: {shown}{more}; "
+            "give another --out, or --no-resume to start over"
+        )
+
+
+def _lookup(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return _plain(d)
+
+
+def completed_curve(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The run directory's curve when it holds this run finished, else None."""
+    path = run_dir / "curve.json"
+    if not path.exists():
+        return None
+    try:
+        curve = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if isinstance(curve, dict) and curve.get("complete") is True and curve.get("run_id") == cfg.run_id:
+        return curve
+    return None
+
+
+def _trim_metrics_log(path: Path, step: int) -> None:
+    """Keep the log lines up to ``step`` (a resumed run logs the later steps again); drop a torn last line."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= step:
+            kept.append(line)
+    text = "".join(line + "\n" for line in kept)
+    if text != path.read_text():
+        atomic_write_text(path, text)
+
+
+def _start_over(run_dir: Path) -> None:
+    """Remove what a previous run left (its curve, checkpoints and log), so nothing of it mixes with the new run."""
+    (run_dir / "curve.json").unlink(missing_ok=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    ckpts = run_dir / "checkpoints"
+    if ckpts.is_dir():
+        for p in ckpts.glob("*.pt"):
+            if p.name == "last.pt" or (p.name.startswith("step") and p.name[4:-3].isdigit()):
+                p.unlink()
+
+
+# ------------------------------------------------------------------------------------------
 # The loop
 # ------------------------------------------------------------------------------------------
 
@@ -261,8 +418,20 @@ def train(
     ``on_eval`` receives the curve so far (``complete`` false until the last step) after every
     evaluation, so a caller can keep a cut-off run's evidence; it does not change what is computed.
     Returns the curve (also written to ``run_dir/curve.json``).
+
+    A run directory belongs to one configuration: resuming one whose ``config.json`` differs, or one
+    that another process is writing, raises :class:`RunDirectoryError`. A finished run is returned as it
+    is, never trained further.
     """
     run_dir = Path(run_dir)
+    check_data_files(cfg)
+    if dist_info()[0] != 0:
+        return _train(cfg, run_dir, device, resume, stop_after, command, quiet)
+    with RunLock(run_dir):
+        return _train(cfg, run_dir, device, resume, stop_after, command, quiet)
+
+
+def _train(cfg, run_dir, device, resume, stop_after, command, quiet) -> dict[str, Any]:
     dev = pick_device(device)
     if dev.type == "cpu":
         torch.set_flush_denormal(True)  # near-zero adaLN gates make denormals; they slow CPUs ~30x
@@ -283,6 +452,19 @@ def train(
         torch.autocast("cuda", dtype=torch.bfloat16) if tc.precision == "bf16" and dev.type == "cuda" else nullcontext()
     )
 
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    curve_path = run_dir / "curve.json"
+    if resume:
+        check_run_directory(cfg, run_dir)
+        done = completed_curve(cfg, run_dir)
+        if done is not None:
+            if rank == 0 and not quiet:
+                print(f"{cfg.run_id}: already complete in {run_dir} ({curve_path} kept as it is)")
+            return done
+    if rank == 0:
+        remove_stale_temporaries(run_dir)
+        remove_stale_temporaries(run_dir / "checkpoints")
+
     torch.manual_seed(cfg.seed)
     model = DiT(cfg.model).to(dev)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
@@ -291,19 +473,26 @@ def train(
     data = TrainData(cfg)
     val = validation_batch(cfg, data)
 
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
-    curve_path = run_dir / "curve.json"
     step, seconds, points = 0, 0.0, []
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        model.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
-        step, seconds, points = ck["step"], ck["seconds"], json.loads(ck["points"])
+        ck = load_checkpoint(ckpt_path, dev, required=CHECKPOINT_KEYS)
+        if _plain(ck["config"]) != _plain(cfg.model.to_dict()):
+            raise CheckpointError(f"{ckpt_path}: its model config differs from config.json's; the file was replaced")
+        try:
+            model.load_state_dict(ck["model"])
+            ema.load_state_dict(ck["ema"])
+            opt.load_state_dict(ck["opt"])
+            step, seconds, points = int(ck["step"]), float(ck["seconds"]), json.loads(ck["points"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{ckpt_path}: does not fit this run ({' '.join(str(e).split())[:200]})") from e
+        if rank == 0:
+            _trim_metrics_log(run_dir / "metrics.jsonl", step)
+            if not quiet:
+                print(f"{cfg.run_id}: resuming from step {step} of {tc.steps} ({ckpt_path})", flush=True)
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        _start_over(run_dir)
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
     ddp = model
     if world > 1:
@@ -457,6 +646,8 @@ def register_cli(subparsers) -> None:
 def _cli(args: argparse.Namespace) -> int:
     cfg = resolve(load_params(args.params), args.scale, args.method, args.seed)
     if args.steps is not None:
+        if isinstance(args.steps, bool) or args.steps < 1:
+            raise ConfigError(f"--steps: {args.steps!r} is not allowed; must be a positive integer")
         cfg.train.steps = args.steps
         cfg.validate()
     out = Path(args.out or Path("runs") / args.scale / f"{args.method}-s{args.seed}")

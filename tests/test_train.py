@@ -179,7 +179,7 @@ def test_paper_scale_dry_run():
         ("train", "steps", 0, "train.steps"),
         ("train", "precision", "fp8", "train.precision"),
         ("train", "ema_decay", 1.5, "train.ema_decay"),
-        ("train", "stpes", 5, "train: unknown key"),
+        ("train", "stpes", 5, "train.stpes: unknown key"),
         ("eval", "metrics", ["fid", "is"], "eval.metrics"),
         ("data", "name", "cifar", "data.name"),
     ],
