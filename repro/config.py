@@ -310,10 +310,11 @@ class _StrictLoader(yaml.SafeLoader):
                 key = self.construct_object(key_node, deep=deep)
                 line = key_node.start_mark.line + 1
                 try:
-                    first = seen.setdefault(key, line)
+                    first = seen.get(key)
+                    seen.setdefault(key, line)
                 except TypeError:  # an unhashable key; the base class reports it
                     continue
-                if first != line:
+                if first is not None:
                     raise ConfigError(
                         f"{key_node.start_mark.name}: line {line}: key {key!r} is given twice "
                         f"(first at line {first}); each key may appear once in a mapping"

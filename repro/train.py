@@ -424,6 +424,7 @@ def train(
     is, never trained further.
     """
     run_dir = Path(run_dir)
+    pick_device(device)  # a bad --device fails before anything is written
     check_data_files(cfg)
     if dist_info()[0] != 0:
         return _train(cfg, run_dir, device, resume, stop_after, command, quiet)
