@@ -1,6 +1,6 @@
 """The claims ledger: one YAML spec per claim under ``specs/``, a verdict for each, and the report.
 
-A spec (read with ``yaml.safe_load``, validated on load) has these fields:
+A spec (read with the safe YAML loader, which refuses duplicate keys; validated on load) has these fields:
 
 ``id``
     The claim's id; the file is ``specs/<id>.yaml``.
@@ -81,9 +81,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .io import atomic_write_text
+from .io import atomic_write_text, read_yaml
 
 KINDS = ("structure", "audit", "experiment", "out-of-scope")
 CONFIRMED, REFUTED, INCONCLUSIVE = "confirmed", "refuted", "inconclusive"
@@ -378,15 +376,21 @@ def parse_spec(data: Any, path: str | os.PathLike) -> Spec:
 def load_spec(path: str | os.PathLike) -> Spec:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from None
+        data = read_yaml(path)
+    except ValueError as e:  # bad syntax or a key given twice
+        raise SpecError(str(e)) from None
     return parse_spec(data, path)
 
 
 def load_specs(directory: str | os.PathLike = DEFAULT_SPECS) -> list[Spec]:
-    """Every ``*.yaml`` spec of ``directory``, validated, sorted by id."""
+    """Every ``*.yaml`` spec of ``directory``, validated, sorted by id. A spec saved as ``.yml`` is an error,
+    not skipped: a claim that is silently left out of the ledger is worse than a failing one."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise SpecError(f"{directory}: not a folder of specs")
+    misnamed = sorted(p for p in directory.iterdir() if p.suffix.lower() in (".yml", ".yaml") and p.suffix != ".yaml")
+    if misnamed:
+        raise SpecError(f"{misnamed[0]}: specs are read from <id>.yaml files; rename it to {misnamed[0].stem}.yaml")
     files = sorted(directory.glob("*.yaml"))
     if not files:
         raise SpecError(f"{directory}: no *.yaml specs found")

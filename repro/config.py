@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .io import read_yaml
 from .models import DiTConfig, config_for, tread_routes
 from .models.routing import StochasticDepth
 
@@ -299,39 +298,12 @@ def _build(cls, values: Any, prefix: str):
 # ------------------------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` that refuses a key given twice in one mapping (the plain loader keeps the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            self.flatten_mapping(node)
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                line = key_node.start_mark.line + 1
-                try:
-                    first = seen.get(key)
-                    seen.setdefault(key, line)
-                except TypeError:  # an unhashable key; the base class reports it
-                    continue
-                if first is not None:
-                    raise ConfigError(
-                        f"{key_node.start_mark.name}: line {line}: key {key!r} is given twice "
-                        f"(first at line {first}); each key may appear once in a mapping"
-                    )
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_yaml(path: str | Path) -> Any:
     """A YAML file's data, read safely; duplicate keys and syntax errors raise :class:`ConfigError` naming the file."""
-    path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.load(f, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {_one_line(e)}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
+        return read_yaml(path)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:

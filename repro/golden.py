@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,30 @@ COMPARED = ("fid", "val_loss")
 
 
 def load_curves(folder: str | Path) -> dict[str, dict[str, Any]]:
-    """``run_id -> curve`` of every ``*.json`` curve file in ``folder`` (each checked as ``repro speedup`` does)."""
+    """``run_id -> curve`` of every ``*.json`` curve file in ``folder`` (each checked as ``repro speedup`` does).
+
+    Two files with one run id are an error: which of them is compared would be an accident of file names."""
     from .speedup import load_curves as load_checked
 
-    return {c["run_id"]: c for c in load_checked(sorted(Path(folder).glob("*.json")))}
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder of curve files")
+    files = sorted(folder.glob("*.json"))
+    curves: dict[str, dict[str, Any]] = {}
+    source: dict[str, Path] = {}
+    for path, curve in zip(files, load_checked(files, include_incomplete=True)):
+        run_id = curve["run_id"]
+        if run_id in curves:
+            raise ValueError(f"{path}: run_id {run_id!r} is also the run id of {source[run_id]}; give each run once")
+        curves[run_id], source[run_id] = curve, path
+    return curves
+
+
+def _number(v: Any) -> float | None:
+    """``v`` as a finite float, or None when it is not one (NaN, infinity, text, ...)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
 
 
 def compare_curve(new: dict, golden: dict, rel_tol: float, abs_tol: float) -> list[str]:
@@ -32,6 +53,8 @@ def compare_curve(new: dict, golden: dict, rel_tol: float, abs_tol: float) -> li
     problems = []
     if len(new["points"]) != len(golden["points"]):
         return [f"{len(new['points'])} evaluations, golden has {len(golden['points'])}"]
+    if new.get("complete", True) is not True:
+        problems.append(f"the re-run is not complete (complete: {new.get('complete')!r})")
     for p, g in zip(new["points"], golden["points"]):
         for key in EXACT:
             if p.get(key) != g.get(key):
@@ -41,8 +64,11 @@ def compare_curve(new: dict, golden: dict, rel_tol: float, abs_tol: float) -> li
                 if p.get(key) is None:
                     problems.append(f"step {g['step']}: {key} missing")
                     continue
-                if abs(p[key] - g[key]) > max(abs_tol, rel_tol * abs(g[key])):
-                    problems.append(f"step {g['step']}: {key} {p[key]:.4g} vs golden {g[key]:.4g}")
+                a, b = _number(p[key]), _number(g[key])
+                if a is None or b is None:  # NaN compares false with everything: never a pass
+                    problems.append(f"step {g['step']}: {key} {p[key]!r} vs golden {g[key]!r} is not a finite number")
+                elif abs(a - b) > max(abs_tol, rel_tol * abs(b)):
+                    problems.append(f"step {g['step']}: {key} {a:.4g} vs golden {b:.4g}")
     return problems
 
 
@@ -139,12 +165,11 @@ def _rerun_cli(args: argparse.Namespace) -> int:
 
 def _cli(args: argparse.Namespace) -> int:
     for name in ("rel_tol", "abs_tol"):
-        if getattr(args, name) < 0:
-            print(f"error: --{name.replace('_', '-')}: {getattr(args, name)} must be >= 0")
-            return 2
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"--{name.replace('_', '-')}: {value} is not allowed; must be a finite number >= 0")
     report = compare_folders(args.new, args.golden, args.rel_tol, args.abs_tol)
     if not report:
-        print(f"error: no golden curves in {args.golden}")
-        return 2
+        raise ValueError(f"{args.golden}: no golden curves (*.json) in this folder")
     print_report(report)
     return 0 if all(r["status"] == "pass" for r in report.values()) else 1

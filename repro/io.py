@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 
 def _umask() -> int:
@@ -65,6 +66,46 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
     return Path(path)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (the plain loader keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                    seen.setdefault(key, line)
+                except TypeError:  # an unhashable key; the base class reports it
+                    continue
+                if first is not None:
+                    raise DuplicateKeyError(
+                        f"{key_node.start_mark.name}: line {line}: key {key!r} is given twice "
+                        f"(first at line {first}); each key may appear once in a mapping"
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(ValueError):
+    pass
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file's data, read with the safe loader; a duplicate key, bad syntax or bad encoding raises a
+    one-line ``ValueError`` naming the file."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text: {e}") from None
 
 
 def git_commit(paths: Sequence[str] = ("repro",)) -> str | None:

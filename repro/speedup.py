@@ -457,6 +457,10 @@ def _group(curves: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, A
     seen: set[tuple[str, Any]] = set()
     for curve in curves:
         _points(curve)
+        if isinstance(curve["seed"], bool) or not isinstance(curve["seed"], int):
+            raise ValueError(
+                f"curve {curve['run_id']!r}: seed={curve['seed']!r} must be an integer (load_curves normalizes files)"
+            )
         key = (curve["method"], curve["seed"])
         if key in seen:
             raise ValueError(
@@ -495,8 +499,10 @@ def speedup_report(
         _check_unit(unit)
     if not units:
         raise ValueError("units must name at least one cost unit")
-    if not ks or any(float(k) <= 0 for k in ks):
-        raise ValueError(f"ks={list(ks)!r} must be a non-empty list of positive numbers")
+    if not ks or any(not math.isfinite(float(k)) or float(k) <= 0 for k in ks):
+        raise ValueError(f"ks={list(ks)!r} must be a non-empty list of positive finite numbers")
+    if not (0 < alpha < 1):
+        raise ValueError(f"alpha={alpha!r} is not allowed; must be in (0, 1)")
     by_method = _group(curves)
     if baseline not in by_method:
         raise ValueError(f"baseline={baseline!r} has no curve; methods given: {', '.join(sorted(by_method)) or 'none'}")
@@ -700,16 +706,66 @@ def find_curve_files(specs: Iterable[str]) -> list[Path]:
     return sorted(found)
 
 
-def load_curves(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+def normalize_seed(seed: Any, where: str) -> int:
+    """A curve's seed as an int: ``0`` and ``"0"`` are one seed; anything else that is not a non-negative integer
+    is an error naming ``where``."""
+    if isinstance(seed, str) and seed.strip().isdigit():
+        return int(seed)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"{where}: seed={seed!r} is not allowed; must be a non-negative integer")
+    return seed
+
+
+def load_curves(paths: Iterable[str | os.PathLike], include_incomplete: bool = False) -> list[dict[str, Any]]:
+    """Curve files, checked: valid JSON, the fields a curve needs, a non-negative integer seed, finite metric values,
+    and (unless ``include_incomplete``) ``complete: true``. Errors name the file and the field."""
     curves = []
     for p in paths:
         try:
             curve = json.loads(Path(p).read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{str(p)!r} is not valid JSON: {e}") from None
-        _points(curve)
+        except UnicodeDecodeError:
+            raise ValueError(f"{str(p)!r} is not a text (JSON) file") from None
+        try:
+            _points(curve)
+        except ValueError as e:
+            raise ValueError(f"{p}: {e}") from None
+        complete = curve.get("complete", True)
+        if not isinstance(complete, bool):
+            raise ValueError(f"{p}: complete={complete!r} is not allowed; must be true or false")
+        if not complete and not include_incomplete:
+            raise ValueError(
+                f"{p}: complete=false (the run stopped before its last step); finish it, or pass --include-incomplete"
+            )
+        curve["seed"] = normalize_seed(curve["seed"], str(p))
+        for i, point in enumerate(curve["points"]):
+            if not isinstance(point, Mapping):
+                raise ValueError(f"{p}: points[{i}] must be a dict, got {type(point).__name__}")
+            for key in (*METRICS, *UNITS.values()):
+                v = point.get(key)
+                if v is None:
+                    continue
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ValueError(f"{p}: points[{i}].{key}={v!r} is not allowed; must be a finite number")
         curves.append(curve)
     return curves
+
+
+def _check_output(option: str, path: str | os.PathLike | None) -> None:
+    """Fail before anything is computed or written when ``path`` cannot be written as a file."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option}: {str(path)!r} is a directory; give a file path")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option}: {str(path)!r} cannot be written: {str(parent)!r} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}: {str(path)!r} cannot be written: {str(parent)!r} is not writable")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -718,8 +774,10 @@ def load_curves(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
 
 def _run_cli(args: argparse.Namespace) -> int:
     try:
+        _check_output("--out", args.out)
+        _check_output("--plot", args.plot)
         files = find_curve_files(args.curves)
-        curves = load_curves(files)
+        curves = load_curves(files, include_incomplete=args.include_incomplete)
         report = speedup_report(
             curves,
             baseline=args.baseline,
@@ -792,6 +850,11 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
         "--gate",
         default=DEFAULT_GATE,
         help=f"corruption of the ladder a run's final FID must beat, kind:strength (default: {DEFAULT_GATE})",
+    )
+    p.add_argument(
+        "--include-incomplete",
+        action="store_true",
+        help="also use curves of runs that stopped before their last step (complete: false)",
     )
     p.set_defaults(func=_run_cli)
     return p

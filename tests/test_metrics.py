@@ -309,13 +309,17 @@ def test_evaluate_command_on_pngs_and_arrays(test_images, tmp_path, capsys):
     np.savez(tmp_path / "samples.npz", samples=samples.numpy())
     common = ["--reference-size", "500", "--metrics", "fid,kid", "--cache-dir", str(tmp_path / "cache")]
     results = []
-    for source in (folder, tmp_path / "samples.npy", tmp_path / "samples.npz"):
+    for source, extra in (
+        (folder, []),
+        (tmp_path / "samples.npy", ["--range=-1,1"]),
+        (tmp_path / "samples.npz", []),
+    ):
         out = tmp_path / f"{source.name}.json"
-        assert cli.main(["evaluate", str(source), *common, "--json", str(out)]) == 0
+        assert cli.main(["evaluate", str(source), *common, *extra, "--json", str(out)]) == 0
         results.append(json.loads(out.read_text()))
     assert results[0]["fid"] == results[1]["fid"] == results[2]["fid"] > 0
     assert results[0]["num_samples"] == 200 and results[0]["reference"] == "test" and "kid" in results[0]
     assert "precision" not in results[0]
     capsys.readouterr()
     assert cli.main(["evaluate", str(tmp_path / "missing"), *common]) == 2
-    assert "samples must be" in capsys.readouterr().err
+    assert "missing: no such file or folder of samples" in capsys.readouterr().err

@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -303,12 +304,63 @@ def reference_report(
     return report
 
 
-def load_samples(path: str | os.PathLike, *, recursive: bool = False) -> torch.Tensor:
+VALUE_RANGES = {"-1,1": (-1.0, 1.0), "0,1": (0.0, 1.0), "0,255": (0.0, 255.0)}
+
+
+def checked_samples(array: np.ndarray, where: str, value_range: str | None) -> torch.Tensor:
+    """An array of samples read from a file, as uint8: uint8 as it is; floats only with a declared
+    ``value_range`` (``"-1,1"``, ``"0,1"`` or ``"0,255"``) that holds every value. Nothing is guessed or
+    clamped: floats in [0, 1] read as [-1, 1] would score as different images."""
+    if array.dtype == np.uint8:
+        if value_range not in (None, "0,255"):
+            raise ValueError(f"{where}: uint8 samples are in [0, 255]; --range={value_range} does not apply")
+        return as_uint8_images(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(
+            f"{where}: dtype {array.dtype} is not allowed; samples are uint8 in [0, 255] or floats with --range"
+        )
+    if value_range is None:
+        raise ValueError(
+            f"{where}: float samples need their value range declared: --range=-1,1, --range=0,1 or --range=0,255 "
+            f"(these lie in [{float(np.nanmin(array)) if array.size else 0:.4g}, "
+            f"{float(np.nanmax(array)) if array.size else 0:.4g}])"
+        )
+    if value_range not in VALUE_RANGES:
+        raise ValueError(f"{where}: --range {value_range!r} is not allowed; allowed: {', '.join(VALUE_RANGES)}")
+    if array.size == 0:
+        raise ValueError(f"{where}: holds no samples (shape {array.shape})")
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise ValueError(f"{where}: {int((~finite).sum())} values are NaN or infinite")
+    lo, hi = VALUE_RANGES[value_range]
+    tol = 1e-6 * (hi - lo)
+    amin, amax = float(array.min()), float(array.max())
+    if amin < lo - tol or amax > hi + tol:
+        raise ValueError(f"{where}: values lie in [{amin:.4g}, {amax:.4g}], outside the declared --range={value_range}")
+    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return as_uint8_images((x - lo) * (2.0 / (hi - lo)) - 1.0)
+
+
+def _read_array(path: Path, reader) -> Any:
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty")
+    try:
+        return reader()
+    except (ValueError, OSError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable {path.suffix} array file ({type(e).__name__}: {e})") from None
+
+
+def load_samples(path: str | os.PathLike, *, recursive: bool = False, value_range: str | None = None) -> torch.Tensor:
     """Samples from a folder of images (png/jpg, read as grey) or a ``.npy`` / ``.npz`` array, as uint8.
 
-    An ``.npz`` must hold one array, or one named ``samples``.
+    An ``.npz`` must hold one array, or one named ``samples``. Float arrays need ``value_range`` (see
+    :func:`checked_samples`); errors name the file.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder of samples")
     if path.is_dir():
         from PIL import Image
 
@@ -318,22 +370,40 @@ def load_samples(path: str | os.PathLike, *, recursive: bool = False) -> torch.T
             raise FileNotFoundError(f"no .png/.jpg images in {path}" + ("" if recursive else " (try --recursive)"))
         arrays = []
         for f in files:
-            with Image.open(f) as im:
-                arrays.append(np.asarray(im.convert("L")))
+            try:
+                with Image.open(f) as im:
+                    arrays.append(np.asarray(im.convert("L")))
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{f}: not a readable image ({type(e).__name__})") from None
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1:
             raise ValueError(f"images in {path} differ in size: {sorted(shapes)}")
-        return as_uint8_images(np.stack(arrays))
+        return _with_file(path, lambda: as_uint8_images(np.stack(arrays)))
     if path.suffix == ".npy":
-        return as_uint8_images(np.load(path, allow_pickle=False))
+        array = _read_array(path, lambda: np.load(path, allow_pickle=False))
+        return _with_file(path, lambda: checked_samples(array, str(path), value_range))
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            names = list(z.keys())
-            key = "samples" if "samples" in names else names[0] if len(names) == 1 else None
-            if key is None:
-                raise ValueError(f"{path} holds arrays {names}; name the samples array 'samples'")
-            return as_uint8_images(z[key])
+
+        def read_npz():
+            with np.load(path, allow_pickle=False) as z:
+                names = list(z.keys())
+                key = "samples" if "samples" in names else names[0] if len(names) == 1 else None
+                if key is None:
+                    raise ValueError(f"holds arrays {names}; name the samples array 'samples'")
+                return z[key]
+
+        array = _read_array(path, read_npz)
+        return _with_file(path, lambda: checked_samples(array, str(path), value_range))
     raise ValueError(f"samples must be a folder of images, a .npy or a .npz file, got {path}")
+
+
+def _with_file(path: Path, convert) -> torch.Tensor:
+    """``convert()``, with an error naming ``path`` when the array is not usable as samples."""
+    try:
+        return convert()
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -341,8 +411,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="FID/KID/precision-recall of samples against a Fashion-MNIST split",
-        description="Metrics of a folder of images or an .npy/.npz array of samples (uint8 in [0, 255] or "
-        "float in [-1, 1], N x 1 x 32 x 32) against a Fashion-MNIST split, via torch-fidelity.",
+        description="Metrics of a folder of images or an .npy/.npz array of samples (uint8 in [0, 255], or "
+        "floats in the range given by --range; N x 1 x 32 x 32) against a Fashion-MNIST split, via torch-fidelity.",
     )
     p.add_argument("samples", type=Path, help="folder of .png/.jpg, or .npy / .npz file")
     p.add_argument("--reference", choices=SPLITS, default="test", help="reference split (default: test)")
@@ -356,6 +426,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=2020, help="seed of KID's subsets")
     p.add_argument("--recursive", action="store_true", help="look for images in subfolders too")
+    p.add_argument(
+        "--range",
+        dest="value_range",
+        choices=tuple(VALUE_RANGES),
+        default=None,
+        help="value range of float samples (required for floats; uint8 is [0, 255])",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the result to this file")
     p.set_defaults(func=run_cli)
 
@@ -363,7 +440,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
-        samples = load_samples(args.samples, recursive=args.recursive)
+        samples = load_samples(args.samples, recursive=args.recursive, value_range=args.value_range)
         result = compute_metrics(
             samples,
             args.reference,
