@@ -33,7 +33,7 @@ def load_curves(folder: str | Path) -> dict[str, dict[str, Any]]:
     files = sorted(folder.glob("*.json"))
     curves: dict[str, dict[str, Any]] = {}
     source: dict[str, Path] = {}
-    for path, curve in zip(files, load_checked(files, include_incomplete=True)):
+    for path, curve in zip(files, load_checked(files, include_incomplete=True, finite_values=False)):
         run_id = curve["run_id"]
         if run_id in curves:
             raise ValueError(f"{path}: run_id {run_id!r} is also the run id of {source[run_id]}; give each run once")

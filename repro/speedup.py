@@ -716,9 +716,12 @@ def normalize_seed(seed: Any, where: str) -> int:
     return seed
 
 
-def load_curves(paths: Iterable[str | os.PathLike], include_incomplete: bool = False) -> list[dict[str, Any]]:
-    """Curve files, checked: valid JSON, the fields a curve needs, a non-negative integer seed, finite metric values,
-    and (unless ``include_incomplete``) ``complete: true``. Errors name the file and the field."""
+def load_curves(
+    paths: Iterable[str | os.PathLike], include_incomplete: bool = False, finite_values: bool = True
+) -> list[dict[str, Any]]:
+    """Curve files, checked: valid JSON, the fields a curve needs, a non-negative integer seed, finite metric values
+    (unless not ``finite_values``: ``repro compare`` reports those as failures) and (unless ``include_incomplete``)
+    ``complete: true``. Errors name the file and the field."""
     curves = []
     for p in paths:
         try:
@@ -739,7 +742,7 @@ def load_curves(paths: Iterable[str | os.PathLike], include_incomplete: bool = F
                 f"{p}: complete=false (the run stopped before its last step); finish it, or pass --include-incomplete"
             )
         curve["seed"] = normalize_seed(curve["seed"], str(p))
-        for i, point in enumerate(curve["points"]):
+        for i, point in enumerate(curve["points"] if finite_values else ()):
             if not isinstance(point, Mapping):
                 raise ValueError(f"{p}: points[{i}] must be a dict, got {type(point).__name__}")
             for key in (*METRICS, *UNITS.values()):

@@ -539,3 +539,233 @@ def test_no_resume_starts_over_without_leftovers(tmp_path, capsys, tiny_params):
     assert cfg["method"] == curve["method"] == "sit" and curve["complete"]
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Readers: curves (compare, speedup), specs, sample files
+
+GOLDEN_RUNS = ROOT / "goldens" / "micro" / "runs"
+
+
+def copy_curves(folder: Path, names=("dit-s0", "dit-s1", "tread-s0", "tread-s1")) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / f"{name}.json").write_text((GOLDEN_RUNS / f"{name}.json").read_text())
+    return folder
+
+
+def edit_curve(path: Path, edit) -> None:
+    curve = json.loads(path.read_text())
+    edit(curve)
+    path.write_text(json.dumps(curve))
+
+
+def _nan_fid(c):
+    c["points"][-1]["fid"] = float("nan")
+
+
+def _inf_val_loss(c):
+    c["points"][0]["val_loss"] = float("inf")
+
+
+def _text_fid(c):
+    c["points"][0]["fid"] = "62.6"
+
+
+@pytest.mark.parametrize(
+    "edit,before",
+    [(_nan_fid, "silent"), (_inf_val_loss, "silent"), (_text_fid, "traceback")],
+    ids=["nan-fid", "inf-val-loss", "fid-as-text"],
+)
+def test_compare_fails_a_non_finite_or_non_numeric_rerun(tmp_path, capsys, edit, before):
+    new, golden = copy_curves(tmp_path / "new", ["dit-s0"]), copy_curves(tmp_path / "golden", ["dit-s0"])
+    edit_curve(new / "dit-s0.json", edit)
+    rc, out, err = run_cli(capsys, "compare", new, golden)
+    assert rc == 1 and "FAIL" in out and "PASS" not in out  # before: PASS for NaN
+    assert "not a finite number" in out and "Traceback" not in err
+
+
+def test_compare_refuses_two_curves_with_one_run_id(tmp_path, capsys):
+    new, golden = copy_curves(tmp_path / "new", ["dit-s0"]), copy_curves(tmp_path / "golden", ["dit-s0"])
+    (new / "copy.json").write_text((new / "dit-s0.json").read_text())
+    rc, _, err = run_cli(capsys, "compare", new, golden)
+    assert rc == 2  # before: silent (the later file won)
+    assert_one_line_error(err, "micro-dit-s0", "copy.json", "dit-s0.json")
+
+
+def test_compare_of_a_missing_folder_names_it(tmp_path, capsys):
+    golden = copy_curves(tmp_path / "golden", ["dit-s0"])
+    rc, _, err = run_cli(capsys, "compare", tmp_path / "nope", golden)
+    assert rc == 2  # before: silent ("missing" for every run, as if nothing had been re-run)
+    assert_one_line_error(err, "nope", "not a folder")
+
+
+def _incomplete(c):
+    c["complete"] = False
+
+
+def _seed_as_text(c):
+    c["seed"] = "0"
+
+
+def _seed_negative(c):
+    c["seed"] = -1
+
+
+def _points_empty(c):
+    c["points"] = []
+
+
+SPEEDUP_CURVES = [
+    # (case, file to edit, edit, names in the error, before)
+    (
+        "incomplete-curve",
+        "tread-s1.json",
+        _incomplete,
+        ["tread-s1.json", "complete=false", "--include-incomplete"],
+        "silent",
+    ),
+    ("seed-0-and-text-0", "dit-s1.json", _seed_as_text, ["seed=0", "appears twice"], "silent"),
+    ("seed-negative", "dit-s1.json", _seed_negative, ["dit-s1.json", "seed=-1"], "silent"),
+    ("nan-fid", "tread-s0.json", _nan_fid, ["tread-s0.json", "points[3].fid"], "weak"),
+    ("no-points", "tread-s0.json", _points_empty, ["tread-s0.json", "points"], "weak"),
+]
+
+
+@pytest.mark.parametrize("name,edit,names,before", [c[1:] for c in SPEEDUP_CURVES], ids=[c[0] for c in SPEEDUP_CURVES])
+def test_speedup_rejects_curves_it_cannot_trust(tmp_path, capsys, name, edit, names, before):
+    curves = copy_curves(tmp_path / "curves")
+    if edit is _seed_as_text:  # "0" next to the real seed 0 of dit-s0: one seed, given twice
+        edit_curve(curves / name, lambda c: c.update(seed="0"))
+    else:
+        edit_curve(curves / name, edit)
+    out = tmp_path / "report.json"
+    out.write_text("previous report\n")
+    rc, _, err = run_cli(capsys, "speedup", "--curves", f"{curves}/*.json", "--out", out, "--resamples", "50")
+    assert rc == 2
+    assert_one_line_error(err, *names)
+    assert out.read_text() == "previous report\n"
+
+
+def test_speedup_includes_incomplete_curves_only_when_asked(tmp_path, capsys):
+    curves = copy_curves(tmp_path / "curves")
+    edit_curve(curves / "tread-s1.json", _incomplete)
+    out = tmp_path / "report.json"
+    argv = ["speedup", "--curves", f"{curves}/*.json", "--out", out, "--resamples", "50", "--units", "macs"]
+    rc, _, _ = run_cli(capsys, *argv, "--include-incomplete")
+    assert rc == 0 and "micro-tread-s1" in json.loads(out.read_text())["run_ids"]
+
+
+SPEEDUP_FLAGS = [
+    # (case, extra arguments, names in the error, before)
+    ("resamples-zero", ["--resamples", "0"], ["resamples=0"], "traceback"),
+    ("boot-seed-negative", ["--boot-seed", "-1"], ["boot_seed=-1"], "traceback"),
+    ("out-is-a-directory", ["--out", "{tmp}"], ["--out", "is a directory"], "traceback"),
+    ("plot-under-a-file", ["--plot", "{tmp}/report.json/plot.png"], ["--plot", "not a directory"], "traceback"),
+]
+
+
+@pytest.mark.parametrize("extra,names,before", [c[1:] for c in SPEEDUP_FLAGS], ids=[c[0] for c in SPEEDUP_FLAGS])
+def test_speedup_flags_are_checked_before_anything_is_written(tmp_path, capsys, extra, names, before):
+    curves = copy_curves(tmp_path / "curves")
+    out = tmp_path / "report.json"
+    out.write_text("previous report\n")
+    argv = {"--curves": f"{curves}/*.json", "--out": str(out), "--resamples": "50"}
+    argv.update({k: v.format(tmp=tmp_path) for k, v in zip(extra[::2], extra[1::2])})
+    rc, _, err = run_cli(capsys, "speedup", *[x for kv in argv.items() for x in kv])
+    assert rc == 2
+    assert_one_line_error(err, *names)
+    assert out.read_text() == "previous report\n"
+
+
+def test_a_spec_saved_as_yml_is_an_error_not_dropped(tmp_path):
+    from repro.claims import SpecError, load_specs
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    for p in sorted((ROOT / "specs").glob("*.yaml"))[:2]:
+        (specs / p.name).write_text(p.read_text())
+    first = sorted((ROOT / "specs").glob("*.yaml"))[2]
+    (specs / f"{first.stem}.yml").write_text(first.read_text())
+    with pytest.raises(SpecError, match=rf"{first.stem}\.yml: specs are read from <id>\.yaml"):
+        load_specs(specs)  # before: silent (the claim vanished from the ledger)
+
+
+def test_a_spec_with_a_duplicate_key_is_an_error(tmp_path):
+    from repro.claims import SpecError, load_spec
+
+    source = sorted((ROOT / "specs").glob("*.yaml"))[0]
+    text = source.read_text()
+    path = tmp_path / source.name
+    path.write_text(text + "\nclaim: a second claim\n")
+    with pytest.raises(SpecError, match="'claim' is given twice"):
+        load_spec(path)  # before: silent (the later claim replaced the first)
+
+
+def _samples(tmp_path: Path, name: str, array) -> Path:
+    import numpy as np
+
+    path = tmp_path / name
+    np.save(path, array)
+    return path
+
+
+def _sample_cases():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    unit = rng.random((8, 1, 32, 32), dtype=np.float32)  # floats in [0, 1]
+    with_nan = unit * 2 - 1
+    with_nan[0, 0, 0, 0] = np.nan
+    return [
+        # (case, file name, array or raw bytes, extra flags, names in the error, before)
+        ("float-without-range", "s.npy", unit, [], ["s.npy", "--range=0,1"], "silent"),
+        ("floats-outside-range", "s.npy", unit * 255, ["--range=-1,1"], ["s.npy", "outside the declared"], "silent"),
+        ("nan-values", "s.npy", with_nan, ["--range=-1,1"], ["s.npy", "NaN"], "silent"),
+        ("empty-file", "s.npy", b"", [], ["s.npy", "empty"], "traceback"),
+        ("not-an-array", "s.npy", b"not numpy", [], ["s.npy", "not a readable .npy"], "traceback"),
+        ("wrong-shape", "s.npy", np.zeros((8, 3, 32, 32), np.uint8), [], ["s.npy", "shape (8, 3, 32, 32)"], "weak"),
+        ("zero-samples", "s.npy", np.zeros((0, 1, 32, 32), np.uint8), [], ["s.npy", "N >= 1"], "weak"),
+        ("int64-dtype", "s.npy", np.zeros((8, 1, 32, 32), np.int64), [], ["s.npy", "dtype int64"], "weak"),
+        (
+            "uint8-with-range",
+            "s.npy",
+            np.zeros((8, 1, 32, 32), np.uint8),
+            ["--range=0,1"],
+            ["s.npy", "uint8"],
+            "silent",
+        ),
+    ]
+
+
+SAMPLES = _sample_cases()
+
+
+@pytest.mark.parametrize("name,content,extra,names,before", [c[1:] for c in SAMPLES], ids=[c[0] for c in SAMPLES])
+def test_evaluate_rejects_samples_it_would_read_wrongly(tmp_path, capsys, name, content, extra, names, before):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        _samples(tmp_path, name, content)
+    report = tmp_path / "result.json"
+    report.write_text("previous\n")
+    rc, _, err = run_cli(capsys, "evaluate", path, *extra, "--json", report, "--cache-dir", tmp_path / "cache")
+    assert rc == 2
+    assert_one_line_error(err, *names)
+    assert report.read_text() == "previous\n"
+
+
+def test_declared_ranges_read_the_same_images(tmp_path):
+    import numpy as np
+
+    from repro.metrics.fid import load_samples
+
+    images = np.random.default_rng(1).integers(0, 256, (6, 1, 32, 32), dtype=np.uint8)
+    as_uint8 = load_samples(_samples(tmp_path, "u.npy", images))
+    for name, array, declared in (
+        ("a.npy", images.astype(np.float32) / 127.5 - 1, "-1,1"),
+        ("b.npy", images.astype(np.float32) / 255, "0,1"),
+        ("c.npy", images.astype(np.float64), "0,255"),
+    ):
+        assert np.array_equal(load_samples(_samples(tmp_path, name, array), value_range=declared), as_uint8), name

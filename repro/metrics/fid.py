@@ -453,7 +453,7 @@ def run_cli(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     except (OSError, ValueError) as exc:
-        print(f"repro evaluate: {exc}", file=sys.stderr)
+        print(f"repro evaluate: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     report = {
         "samples": str(args.samples),
