@@ -427,12 +427,12 @@ def train(
     pick_device(device)  # a bad --device fails before anything is written
     check_data_files(cfg)
     if dist_info()[0] != 0:
-        return _train(cfg, run_dir, device, resume, stop_after, command, quiet)
+        return _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval)
     with RunLock(run_dir):
-        return _train(cfg, run_dir, device, resume, stop_after, command, quiet)
+        return _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval)
 
 
-def _train(cfg, run_dir, device, resume, stop_after, command, quiet) -> dict[str, Any]:
+def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval) -> dict[str, Any]:
     dev = pick_device(device)
     if dev.type == "cpu":
         torch.set_flush_denormal(True)  # near-zero adaLN gates make denormals; they slow CPUs ~30x
