@@ -641,7 +641,7 @@ def test_speedup_rejects_curves_it_cannot_trust(tmp_path, capsys, name, edit, na
         edit_curve(curves / name, edit)
     out = tmp_path / "report.json"
     out.write_text("previous report\n")
-    rc, _, err = run_cli(capsys, "speedup", "--curves", f"{curves}/*.json", "--out", out, "--resamples", "50")
+    rc, _, err = run_cli(capsys, "speedup", "--curves", f"{curves}/*.json", "--out", out)
     assert rc == 2
     assert_one_line_error(err, *names)
     assert out.read_text() == "previous report\n"
@@ -651,15 +651,15 @@ def test_speedup_includes_incomplete_curves_only_when_asked(tmp_path, capsys):
     curves = copy_curves(tmp_path / "curves")
     edit_curve(curves / "tread-s1.json", _incomplete)
     out = tmp_path / "report.json"
-    argv = ["speedup", "--curves", f"{curves}/*.json", "--out", out, "--resamples", "50", "--units", "macs"]
+    argv = ["speedup", "--curves", f"{curves}/*.json", "--out", out, "--units", "macs"]
     rc, _, _ = run_cli(capsys, *argv, "--include-incomplete")
     assert rc == 0 and "micro-tread-s1" in json.loads(out.read_text())["run_ids"]
 
 
 SPEEDUP_FLAGS = [
     # (case, extra arguments, names in the error, before)
-    ("resamples-zero", ["--resamples", "0"], ["resamples=0"], "traceback"),
-    ("boot-seed-negative", ["--boot-seed", "-1"], ["boot_seed=-1"], "traceback"),
+    ("k-zero", ["--k", "0"], ["ks=[0.0]"], "weak"),
+    ("train-size-zero", ["--train-size", "0"], ["train_size=0"], "weak"),
     ("out-is-a-directory", ["--out", "{tmp}"], ["--out", "is a directory"], "traceback"),
     ("plot-under-a-file", ["--plot", "{tmp}/report.json/plot.png"], ["--plot", "not a directory"], "traceback"),
 ]
@@ -670,7 +670,7 @@ def test_speedup_flags_are_checked_before_anything_is_written(tmp_path, capsys, 
     curves = copy_curves(tmp_path / "curves")
     out = tmp_path / "report.json"
     out.write_text("previous report\n")
-    argv = {"--curves": f"{curves}/*.json", "--out": str(out), "--resamples": "50"}
+    argv = {"--curves": f"{curves}/*.json", "--out": str(out)}
     argv.update({k: v.format(tmp=tmp_path) for k, v in zip(extra[::2], extra[1::2])})
     rc, _, err = run_cli(capsys, "speedup", *[x for kv in argv.items() for x in kv])
     assert rc == 2
