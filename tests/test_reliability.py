@@ -3,7 +3,8 @@ that cannot give a trustworthy result. Each case states its exact outcome (the e
 or file the one-line error names, or the documented behaviour) and checks that nothing already written changed.
 
 Each case's ``before`` says what the input did before the checks existed: ``silent`` (a wrong result and exit 0),
-``traceback`` (a Python exception) or ``weak`` (an error that did not name the field or file).
+``traceback`` (a Python exception, at once or only at step 1 or the first evaluation), ``weak`` (an error that did not
+name the field or file) or ``error`` (already a clear error, kept as a regression case).
 """
 
 from __future__ import annotations
@@ -144,13 +145,13 @@ BAD_PARAMS = [
         "traceback",
     ),
     ("empty-objective", _set("methods.dit.objective", {}), "dit", ["methods.dit.objective"], "traceback"),
-    ("unknown-objective", _set("methods.dit.objective.name", "dpm"), "dit", ["methods.dit.objective.name"], "weak"),
+    ("unknown-objective", _set("methods.dit.objective.name", "dpm"), "dit", ["methods.dit.objective.name"], "traceback"),
     (
         "objective-setting-type",
         _set("methods.dit.objective.num_timesteps", "1000"),
         "dit",
         ["methods.dit.objective.num_timesteps"],
-        "weak",
+        "traceback",
     ),
     ("ema-decay-one", _set("scales.smoke.train.ema_decay", 1.0), "dit", ["scales.smoke.train.ema_decay"], "silent"),
     ("threads-string", _set("scales.smoke.train.threads", "no"), "dit", ["scales.smoke.train.threads"], "silent"),
@@ -162,8 +163,8 @@ BAD_PARAMS = [
         ["scales.smoke.train.keep_checkpoints"],
         "silent",
     ),
-    ("steps-zero", _set("scales.smoke.train.steps", 0), "dit", ["scales.smoke.train.steps"], "weak"),
-    ("lr-string", _set("scales.smoke.train.lr", "3e-4"), "dit", ["scales.smoke.train.lr"], "weak"),
+    ("steps-zero", _set("scales.smoke.train.steps", 0), "dit", ["scales.smoke.train.steps"], "traceback"),
+    ("lr-string", _set("scales.smoke.train.lr", "3e-4"), "dit", ["scales.smoke.train.lr"], "traceback"),
     ("lr-nan", _set("scales.smoke.train.lr", float("nan")), "dit", ["scales.smoke.train.lr"], "silent"),
     ("betas-strings", _set("scales.smoke.train.betas", ["a", "b"]), "dit", ["scales.smoke.train.betas"], "traceback"),
     (
@@ -217,41 +218,41 @@ BAD_PARAMS = [
         ["scales.smoke.model.input_size"],
         "traceback",
     ),
-    ("scale-model-typo", _set("scales.smoke.model.hiden_size", 32), "dit", ["scales.smoke.model.hiden_size"], "weak"),
+    ("scale-model-typo", _set("scales.smoke.model.hiden_size", 32), "dit", ["scales.smoke.model.hiden_size"], "traceback"),
     (
         "scale-model-bad-value",
         _set("scales.smoke.model.hidden_size", 30),
         "dit",
         ["scales.smoke.model.hidden_size"],
-        "weak",
+        "traceback",
     ),
     (
         "routes-typo",
         _set("methods.tread.model.routes", "tred"),
         "tread",
         ["methods.tread.model.routes", "tread"],
-        "weak",
+        "traceback",
     ),
     (
         "stochastic-depth-typo",
         _set("methods.stochastic-depth.model.stochastic_depth", "treed"),
         "stochastic-depth",
         ["methods.stochastic-depth.model.stochastic_depth"],
-        "weak",
+        "traceback",
     ),
     (
         "learn-sigma-string",
         _set("methods.dit.model.learn_sigma", "yes"),
         "dit",
         ["methods.dit.model.learn_sigma"],
-        "silent",
+        "traceback",
     ),
     (
         "learn-sigma-vs-objective",
         _set("methods.sit.model.learn_sigma", True),
         "sit",
         ["methods.sit.model.learn_sigma"],
-        "weak",
+        "traceback",
     ),
     ("unknown-top-section", _set("sclaes", {}), "dit", ["params.sclaes"], "silent"),
     (
@@ -262,7 +263,7 @@ BAD_PARAMS = [
         "silent",
     ),
     ("scale-seeds-duplicate", _set("scales.smoke.seeds", [0, 0]), "dit", ["scales.smoke.seeds"], "silent"),
-    ("data-name-unknown", _set("scales.smoke.data.name", "cifar"), "dit", ["scales.smoke.data.name"], "weak"),
+    ("data-name-unknown", _set("scales.smoke.data.name", "cifar"), "dit", ["scales.smoke.data.name"], "traceback"),
 ]
 
 
@@ -294,8 +295,8 @@ YAML_TEXT = [
         "silent",
     ),
     ("not-yaml", "methods: [unclosed\n", ["params.yaml", "not valid YAML"], "traceback"),
-    ("not-a-mapping", "- a\n- b\n", ["params.yaml", "scales"], "weak"),
-    ("empty-file", "", ["params.yaml"], "weak"),
+    ("not-a-mapping", "- a\n- b\n", ["params.yaml", "scales"], "traceback"),
+    ("empty-file", "", ["params.yaml"], "traceback"),
 ]
 
 
@@ -322,9 +323,9 @@ def test_a_scale_may_have_any_name(tmp_path):
 
 BAD_FLAGS = [
     # (case, extra arguments, names in the error, before)
-    ("steps-zero", ["--steps", "0"], ["--steps"], "weak"),
-    ("steps-negative", ["--steps", "-3"], ["--steps"], "weak"),
-    ("seed-negative", ["--seed", "-1"], ["--seed"], "weak"),
+    ("steps-zero", ["--steps", "0"], ["--steps"], "traceback"),
+    ("steps-negative", ["--steps", "-3"], ["--steps"], "traceback"),
+    ("seed-negative", ["--seed", "-1"], ["--seed"], "traceback"),
     ("scale-typo", ["--scale", "smok"], ["--scale", "smoke"], "traceback"),
     ("method-typo", ["--method", "ditt"], ["--method", "dit"], "traceback"),
     ("params-missing", ["--params", "nope.yaml"], ["nope.yaml"], "traceback"),
@@ -658,8 +659,8 @@ def test_speedup_includes_incomplete_curves_only_when_asked(tmp_path, capsys):
 
 SPEEDUP_FLAGS = [
     # (case, extra arguments, names in the error, before)
-    ("k-zero", ["--k", "0"], ["ks=[0.0]"], "weak"),
-    ("train-size-zero", ["--train-size", "0"], ["train_size=0"], "weak"),
+    ("k-zero", ["--k", "0"], ["ks=[0.0]"], "error"),
+    ("train-size-zero", ["--train-size", "0"], ["train_size=0"], "error"),
     ("out-is-a-directory", ["--out", "{tmp}"], ["--out", "is a directory"], "traceback"),
     ("plot-under-a-file", ["--plot", "{tmp}/report.json/plot.png"], ["--plot", "not a directory"], "traceback"),
 ]
