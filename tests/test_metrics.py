@@ -276,7 +276,7 @@ def test_inception_path_plumbing(monkeypatch, tmp_path):
 
     monkeypatch.setattr(torch_fidelity, "calculate_metrics", fake_calculate_metrics)
     weights = tmp_path / fid.INCEPTION_FILE
-    weights.write_bytes(b"stand-in for the Inception weights")
+    torch.save({"stand-in": torch.zeros(2)}, weights)  # a weights-only file in place of the Inception weights
     samples = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8)
     out = fid.compute_metrics(
         samples, samples, ("fid", "prc"), feature_extractor=fid.INCEPTION, weights=weights, cache_root=tmp_path

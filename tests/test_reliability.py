@@ -145,7 +145,13 @@ BAD_PARAMS = [
         "traceback",
     ),
     ("empty-objective", _set("methods.dit.objective", {}), "dit", ["methods.dit.objective"], "traceback"),
-    ("unknown-objective", _set("methods.dit.objective.name", "dpm"), "dit", ["methods.dit.objective.name"], "traceback"),
+    (
+        "unknown-objective",
+        _set("methods.dit.objective.name", "dpm"),
+        "dit",
+        ["methods.dit.objective.name"],
+        "traceback",
+    ),
     (
         "objective-setting-type",
         _set("methods.dit.objective.num_timesteps", "1000"),
@@ -218,7 +224,13 @@ BAD_PARAMS = [
         ["scales.smoke.model.input_size"],
         "traceback",
     ),
-    ("scale-model-typo", _set("scales.smoke.model.hiden_size", 32), "dit", ["scales.smoke.model.hiden_size"], "traceback"),
+    (
+        "scale-model-typo",
+        _set("scales.smoke.model.hiden_size", 32),
+        "dit",
+        ["scales.smoke.model.hiden_size"],
+        "traceback",
+    ),
     (
         "scale-model-bad-value",
         _set("scales.smoke.model.hidden_size", 30),
@@ -770,3 +782,80 @@ def test_declared_ranges_read_the_same_images(tmp_path):
         ("c.npy", images.astype(np.float64), "0,255"),
     ):
         assert np.array_equal(load_samples(_samples(tmp_path, name, array), value_range=declared), as_uint8), name
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Caches and weights that torch-fidelity would unpickle
+
+
+class _Planted:
+    """A pickle that creates ``marker`` when it is unpickled: what an attacker could leave in a cache folder."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _needs_data():
+    from repro.data import fashion_mnist
+
+    try:
+        fashion_mnist.find_data_dir(download=False)
+    except Exception:
+        pytest.skip("Fashion-MNIST is not installed")
+
+
+def test_the_reference_cache_holds_no_pickle_and_planted_ones_never_run(tmp_path):
+    import pickle
+
+    import numpy as np
+    import torch
+
+    from repro.metrics import fid
+
+    _needs_data()
+    samples = torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cache = tmp_path / "cache"
+    first = fid.compute_metrics(samples, "test", ("fid", "kid"), reference_size=60, cache_root=cache, kid_subsets=2)
+    folder = cache / "fidelity"
+    files = sorted(p.suffix for p in folder.iterdir())
+    assert files == [".json", ".npz"]  # before: torch-fidelity's .pt pickles
+    entry = next(folder.glob("*.npz"))
+    with np.load(entry, allow_pickle=False) as z:
+        assert all(z[k].dtype == np.float32 and z[k].shape[0] == 60 for k in z.files)
+    # plant pickles under every name torch-fidelity would look for, in the folder the project points at
+    marker = tmp_path / "ran"
+    for layer in ("penultimate", "logits"):
+        for kind in ("features-", "stat-fid-"):
+            name = f"{entry.stem}-{fid.featurenet.register(None)}-{kind}{layer}.pt"
+            (folder / name).write_bytes(pickle.dumps(_Planted(marker)))
+    again = fid.compute_metrics(samples, "test", ("fid", "kid"), reference_size=60, cache_root=cache, kid_subsets=2)
+    assert not marker.exists()  # before: the planted pickle ran
+    assert again == first  # the .npz cache gives bitwise the same numbers
+    # a tampered entry is not trusted: recomputed, the same numbers again
+    raw = bytearray(entry.read_bytes())
+    raw[-200] ^= 0xFF
+    entry.write_bytes(bytes(raw))
+    assert (
+        fid.compute_metrics(samples, "test", ("fid", "kid"), reference_size=60, cache_root=cache, kid_subsets=2)
+        == first
+    )
+
+
+def test_inception_weights_that_are_not_weights_only_are_refused(tmp_path):
+    import pickle
+
+    import torch
+
+    from repro.metrics import fid
+
+    marker = tmp_path / "ran"
+    weights = tmp_path / fid.INCEPTION_FILE
+    weights.write_bytes(pickle.dumps(_Planted(marker)))
+    samples = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="do not load weights-only"):
+        fid.compute_metrics(samples, samples, ("fid",), feature_extractor=fid.INCEPTION, weights=weights,
+                            cache_root=tmp_path)  # fmt: skip
+    assert not marker.exists()  # before: torch-fidelity unpickled it with weights_only=False

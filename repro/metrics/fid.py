@@ -13,9 +13,13 @@ Conventions:
 - features come from the domain classifier of :mod:`repro.metrics.featurenet` (``"fmnist"``), or from
   torch-fidelity's ``"inception-v3-compat"`` for users who have its weights file (images are then handed
   over as 3 equal channels and resized by the extractor);
-- the reference's features and statistics are cached under ``<cache dir>/fidelity`` (see
-  :func:`repro.data.cache_dir`) in files whose names carry a hash of the reference data and one of
-  the feature weights, so a repeated call only extracts the samples' features.
+- the reference's features are cached under ``<cache dir>/fidelity`` (see :func:`repro.data.cache_dir`)
+  in ``.npz`` files (read with ``allow_pickle=False``, so a cache file cannot run code) whose names carry
+  a hash of the reference data and one of the feature weights, each with a JSON record of its key and
+  sha256; a repeated call only extracts the samples' features. torch-fidelity itself unpickles its cache
+  files with ``weights_only=False``, so it never sees that folder: each call hands it a fresh private
+  folder holding only what this module wrote there from the checked ``.npz``. A user's Inception
+  weights file must load weights-only before torch-fidelity (which unpickles it fully) gets it.
 
 Results are returned under short keys: ``fid``, ``kid``, ``kid_std``, ``precision``, ``recall``,
 ``f_score``, plus ``num_samples`` and ``num_reference``.
@@ -138,6 +142,88 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return featurenet.sha256_file(path)
 
 
+@functools.lru_cache(maxsize=4)
+def _check_weights_only(path: str, size: int, mtime_ns: int) -> None:
+    """torch-fidelity loads an Inception weights file with ``weights_only=False`` (a full unpickle, which can run
+    code); refuse a file that does not load weights-only, i.e. one that holds more than tensors and plain data."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... on such files
+        raise ValueError(
+            f"{path}: the Inception weights do not load weights-only ({type(e).__name__}); "
+            "refusing to hand the file to torch-fidelity, which would unpickle it fully"
+        ) from None
+
+
+CACHE_FORMAT = 1
+_FEATURES = "-features-"
+
+
+def _cache_record(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _read_feature_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """The cached feature arrays of ``key`` when the ``.npz`` and its record agree (key, format, sha256, shapes);
+    None otherwise (a miss: the features are recomputed and the entry rewritten)."""
+    record = _cache_record(path)
+    if not (path.is_file() and record.is_file()):
+        return None
+    try:
+        meta = json.loads(record.read_text())
+        if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
+            return None
+        if hashlib.sha256(path.read_bytes()).hexdigest() != meta.get("sha256"):
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+    except (OSError, ValueError, json.JSONDecodeError, AttributeError):
+        return None
+    shapes = meta.get("shapes", {})
+    if sorted(arrays) != sorted(shapes) or any(list(a.shape) != shapes[n] or a.ndim != 2 for n, a in arrays.items()):
+        return None
+    return arrays
+
+
+def _write_feature_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
+    from repro.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    record = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "sha256": digest,
+        "shapes": {n: list(a.shape) for n, a in arrays.items()},
+    }
+    atomic_write_json(_cache_record(path), record)
+
+
+def _fidelity_with_cache(cache_folder: Path, key: str, extractor_name: str, **kwargs) -> dict:
+    """``torch_fidelity.calculate_metrics`` with the reference's features from (and into) the project's ``.npz``
+    cache; torch-fidelity only sees a private folder made for this call."""
+    import torch_fidelity
+
+    npz = cache_folder / f"{key}.npz"
+    cached = _read_feature_cache(npz, key)
+    prefix = f"{key}-{extractor_name}{_FEATURES}"
+    with tempfile.TemporaryDirectory(prefix="repro-fidelity-") as private:
+        private_dir = Path(private)
+        for layer, array in (cached or {}).items():
+            torch.save(torch.from_numpy(array), private_dir / f"{prefix}{layer}.pt")
+        raw = torch_fidelity.calculate_metrics(input2_cache_name=key, cache_root=str(private_dir), cache=True, **kwargs)
+        found = {}
+        for p in sorted(private_dir.glob(f"{prefix}*.pt")):
+            layer = p.name[len(prefix) : -len(".pt")]
+            tensor = torch.load(p, map_location="cpu", weights_only=True)  # written in this call; tensors only
+            if isinstance(tensor, torch.Tensor) and tensor.dim() == 2:
+                found[layer] = tensor.detach().cpu().numpy()
+    if found and (cached is None or any(k not in cached for k in found)):
+        _write_feature_cache(npz, key, {**(cached or {}), **found})
+    return raw
+
+
 def _extractor(feature_extractor: str, weights: str | os.PathLike | None) -> tuple[str, dict, int, str]:
     """torch-fidelity name, extra kwargs, input channels and a weights key for the cache."""
     if feature_extractor == FMNIST:
@@ -156,6 +242,7 @@ def _extractor(feature_extractor: str, weights: str | os.PathLike | None) -> tup
         if not path.is_file():
             raise FileNotFoundError(f"Inception weights {path} not found (expected torch-fidelity's {INCEPTION_FILE})")
         stat = path.stat()
+        _check_weights_only(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         key = _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)[:12]
         return INCEPTION, {"feature_extractor_weights_path": str(path)}, 3, key
     raise ValueError(f"feature_extractor must be {FMNIST!r} or {INCEPTION!r}, got {feature_extractor!r}")
@@ -185,8 +272,6 @@ def compute_metrics(
     ``kid_subsets`` random subsets of ``min(kid_subset_size, N, N_ref)`` drawn with ``seed``; the same
     inputs and seed give the same numbers. ``cache_root`` overrides the cache root.
     """
-    import torch_fidelity
-
     wanted = tuple(dict.fromkeys(metrics))
     bad = [m for m in wanted if m not in METRICS]
     if bad or not wanted:
@@ -196,12 +281,12 @@ def compute_metrics(
     ref_dataset, ref_key = _reference(reference, reference_size, channels)
     cuda = torch.device(device).type == "cuda"
     root = Path(cache_root) if cache_root is not None else cache_dir()
-    raw = torch_fidelity.calculate_metrics(
+    raw = _fidelity_with_cache(
+        root / "fidelity",
+        f"repro-{ref_key}-w{weights_key}",
+        name,
         input1=ImageDataset(images, channels),
         input2=ref_dataset,
-        input2_cache_name=f"repro-{ref_key}-w{weights_key}",
-        cache_root=str(root / "fidelity"),
-        cache=True,
         fid="fid" in wanted,
         kid="kid" in wanted,
         prc="prc" in wanted,
