@@ -859,3 +859,13 @@ def test_inception_weights_that_are_not_weights_only_are_refused(tmp_path):
         fid.compute_metrics(samples, samples, ("fid",), feature_extractor=fid.INCEPTION, weights=weights,
                             cache_root=tmp_path)  # fmt: skip
     assert not marker.exists()  # before: torch-fidelity unpickled it with weights_only=False
+
+
+def test_a_missing_feature_network_fails_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("REPRO_FEATURENET", str(tmp_path / "nowhere" / "featurenet.pt"))
+    out = existing_run_dir(tmp_path)
+    written = tree_hash(out)
+    rc, _, err = run_cli(capsys, "train", "--scale", "smoke", "--method", "dit", "--steps", "1", "--out", out)
+    assert rc == 2  # before: a traceback at the first evaluation, after training
+    assert_one_line_error(err, "nowhere")
+    assert tree_hash(out) == written
