@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -484,13 +485,30 @@ def check_against_data(cfg: RunConfig, where) -> None:
 
 
 def check_data_files(cfg: RunConfig) -> None:
-    """What only the files can tell, checked before training starts: latent shards that match the model, and
-    the feature network the sample metrics need."""
-    d = cfg.data
+    """What only the files can tell, checked before training starts: latent shards that match the model (channels,
+    size, classes, counts), and the feature network the sample metrics need."""
+    d, m, e = cfg.data, cfg.model, cfg.eval
     if d.name == "latents":
-        manifest = Path(d.path) / "manifest.json"
-        if not manifest.is_file():
+        path = Path(d.path) / "manifest.json"
+        if not path.is_file():
             raise _err("data.path", d.path, "must be a folder of latent shards with a manifest.json")
+        try:
+            manifest = json.loads(path.read_text())
+            channels, height, width = manifest["latent_shape"][-3:]
+            classes, count = len(manifest["classes"]), int(manifest["count"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ConfigError(f"{path}: not a latent-shards manifest ({type(exc).__name__}: {exc})") from None
+        for key, value, want in (("in_channels", m.in_channels, channels), ("input_size", m.input_size, height)):
+            if value != want:
+                raise _err(f"model.{key}", value, f"the latents in {d.path} need {key} = {want}")
+        if height != width:
+            raise ConfigError(f"{path}: latents of {height}x{width}; the model needs square inputs")
+        if m.num_classes < classes:
+            raise _err("model.num_classes", m.num_classes, f"must be >= {classes}, the classes in {d.path}")
+        if d.subset is not None and d.subset > count:
+            raise _err("data.subset", d.subset, f"must be <= {count}, the latents in {d.path}")
+        if e.val_size > (d.subset or count):
+            raise _err("eval.val_size", e.val_size, f"must be <= {d.subset or count}, the latents used")
     if d.name == "fashion-mnist" and cfg.eval.metrics:
         from .metrics import featurenet
 

@@ -379,8 +379,10 @@ def test_errors_exit_2_without_traceback_and_debug_shows_it(tmp_path):
     assert plain.stderr.strip() == (
         "repro train: error: scales.smoke.trian: unknown section; allowed: methods, seeds, model, data, train, eval"
     )
-    debug = subprocess.run(argv + ["--debug"] + args, capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
+    from repro.config import ConfigError
+
+    with pytest.raises(ConfigError, match="scales.smoke.trian"):  # --debug: the exception itself, traceback and all
+        main(["--debug", *args])
     assert not (tmp_path / "o").exists()
 
 
@@ -869,3 +871,29 @@ def test_a_missing_feature_network_fails_before_training(tmp_path, capsys, monke
     assert rc == 2  # before: a traceback at the first evaluation, after training
     assert_one_line_error(err, "nowhere")
     assert tree_hash(out) == written
+
+
+@pytest.mark.parametrize(
+    "manifest,names",
+    [
+        (None, ["data.path", "manifest.json"]),
+        ({"latent_shape": [4, 4, 4], "classes": ["a", "b"], "count": 32}, ["model.in_channels", "in_channels = 4"]),
+        ({"latent_shape": [1, 4, 4], "classes": list("abc"), "count": 32}, ["model.num_classes", ">= 3"]),
+        ({"latent_shape": [1, 4, 4], "classes": ["a"], "count": 8}, ["data.subset", "<= 8"]),
+        ({"latent_shape": [1, 4]}, ["manifest.json", "not a latent-shards manifest"]),
+    ],
+    ids=["no-manifest", "channels", "classes", "subset-over-count", "bad-manifest"],
+)
+def test_latents_that_do_not_fit_the_model_fail_before_training(tmp_path, capsys, manifest, names):
+    shards = tmp_path / "latents"
+    shards.mkdir()
+    if manifest is not None:
+        (shards / "manifest.json").write_text(json.dumps({"format": 1, **manifest}))
+    params = copy.deepcopy(TINY)
+    params["scales"]["tiny"]["model"].update(input_size=4, patch_size=2)
+    params["scales"]["tiny"]["data"] = {"name": "latents", "path": str(shards), "subset": 16}
+    out = tmp_path / "run"
+    rc, _, err = train_tiny(capsys, write_yaml(tmp_path / "latents.yaml", params), out)
+    assert rc == 2  # before: a traceback when the shards were read or at step 1, or a silent clip of subset
+    assert_one_line_error(err, *names)
+    assert not out.exists()
