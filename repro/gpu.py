@@ -26,6 +26,10 @@ Two commands (``python -m repro.gpu --help``):
 
     ``--dry-run`` runs the same code at a tiny size on the CPU (the tests run it).
 
+``land OUT``
+    Copy a GPU campaign's outputs into ``goldens/small/`` (curves under ``runs/``, where ``repro rerun
+    --scale small`` and ``nox -s gpu_repro`` compare re-runs with them); a dry run is refused.
+
 Throughput assumption. An H200 multiplies 8192^3 bf16 matrices at about 790 TFLOP/s (measured); the
 plan assumes a DiT-S/2 training step at 256 tokens reaches 30% of that in eager PyTorch (``--mfu``),
 and that sampling, which runs in fp32 with TF32 matmuls outside autocast, reaches the same fraction of
@@ -417,7 +421,7 @@ def provenance(device, precision: str, seed: int, command: str, dry_run: bool) -
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
         "precision": precision,
-        "tf32": precision != "fp32",
+        "tf32": device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
         "seed": seed,
         "host_cpus": os.cpu_count(),
     }
@@ -533,6 +537,9 @@ def run_campaign(
         camp.record["status"] = "done"
     except BudgetExceeded:
         camp.record["status"] = "cut"
+        for entry in camp.record["parts"]:  # the timer can fire between a part's start and its own handler
+            if entry["status"] == "running":
+                entry["status"] = "cut"
         print(f"\nthe campaign's budget of {budget_s} s ran out after {camp.elapsed():.1f} s; what exists is saved")
     except Exception as exc:
         camp.record["status"] = "failed"
@@ -587,6 +594,8 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
         torch.set_num_threads(DRY_TRAIN["threads"])  # tiny matrices: one thread beats two contended ones
     configs = small_configs(load_params(params), dry_run, seed)
     precision = configs[0].train.precision if dev.type == "cuda" else "fp32"
+    if dev.type == "cuda":  # as train() sets it, so the record states what the runs use
+        torch.backends.cuda.matmul.allow_tf32 = configs[0].train.tf32
     rec["provenance"] = provenance(dev, precision, configs[0].seed, camp.command, dry_run)
     peak = peak_tflops or (H200_BF16_TFLOPS if dev.type == "cuda" else CPU_ASSUMED_TFLOPS)
     tp = Throughput(peak, mfu, eval_overhead_s=2.0 if dev.type == "cuda" else 0.3)
@@ -703,6 +712,40 @@ def bench_largest_batch(model: str, max_batch: int, steps: int, warmup: int, dev
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Landing a GPU campaign's outputs as the small scale's goldens
+
+GOLDENS = REPO_ROOT / "goldens" / "small"
+LANDED = ("campaign.json", "plan.json", "bench.json")
+
+
+def land(out: str | os.PathLike, goldens: str | os.PathLike = GOLDENS) -> list[Path]:
+    """Copy a GPU campaign's outputs into ``goldens``: ``curves/*.json`` -> ``runs/``, the record, plan and bench
+    beside it. Refuses a dry run and a record that did not run on CUDA, so CPU numbers never become goldens."""
+    from .io import atomic_write_bytes
+    from .speedup import load_curves
+
+    out, goldens = Path(out), Path(goldens)
+    record_path = out / "campaign.json"
+    if not record_path.is_file():
+        raise FileNotFoundError(f"land: {out} has no campaign.json; pass the folder given to `campaign --out`")
+    prov = json.loads(record_path.read_text()).get("provenance") or {}
+    if prov.get("dry_run") is not False or not prov.get("cuda") or str(prov.get("device", "cpu")).startswith("cpu"):
+        raise ValueError(
+            f"land: {record_path} is from device {prov.get('device')!r} with dry_run={prov.get('dry_run')!r}; "
+            "only a GPU campaign (dry_run false, CUDA) lands as goldens"
+        )
+    curves = sorted((out / "curves").glob("*.json"))
+    load_curves(curves)  # each checked before anything is written
+    written = []
+    for c in curves:
+        written.append(atomic_write_bytes(goldens / "runs" / c.name, c.read_bytes()))
+    for name in LANDED:
+        if (out / name).is_file():
+            written.append(atomic_write_bytes(goldens / name, (out / name).read_bytes()))
+    return written
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -725,7 +768,19 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--peak-tflops", type=float, default=None, help=f"default {H200_BF16_TFLOPS} on a GPU")
     c.add_argument("--bench-max-batch", type=int, default=256)
     c.add_argument("--seed", type=int, default=None, help="one seed for every run (default: params.yaml's)")
+    g = sub.add_parser("land", help="copy a GPU campaign's outputs into goldens/small (refuses a dry run)")
+    g.add_argument("out", type=Path, help="the folder given to `campaign --out`")
+    g.add_argument("--goldens", type=Path, default=GOLDENS)
     args = parser.parse_args(argv)
+    if args.command == "land":
+        try:
+            written = land(args.out, args.goldens)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for path in written:
+            print(f"landed {path}")
+        return 0
     if args.command == "pack":
         m = pack(args.dest, data=not args.no_data)
         for w in m["wheels"]:

@@ -132,6 +132,10 @@ def test_dry_run_installs_from_the_wheel_folder_and_writes_every_output(tmp_path
         ["bench.json", "campaign.json", "plan.json", "log.txt", "dit-s0.json", "tread-s0.json", "sit-s0.json"]
     )  # within the 8 files that come back from one call
 
+    # a dry run never lands as goldens
+    assert gpu.main(["land", str(out), "--goldens", str(tmp_path / "goldens")]) == 2
+    assert not (tmp_path / "goldens").exists()
+
 
 def test_a_cut_campaign_still_records_what_it_did(tmp_path, isolated_env):
     out = tmp_path / "out"
@@ -204,3 +208,30 @@ def test_campaign_rejects_bad_budgets(tmp_path, capsys):
     assert "--budget-s: 0.0" in capsys.readouterr().err
     assert gpu.main(["campaign", "--out", str(tmp_path), "--mfu", "1.5"]) == 2
     assert gpu.main(["campaign", "--out", str(tmp_path), "--budget-s", "100", "--train-budget-s", "200"]) == 2
+
+
+def test_land_copies_a_gpu_campaign_into_the_goldens_layout(tmp_path):
+    out, goldens = tmp_path / "out", tmp_path / "goldens" / "small"
+    (out / "curves").mkdir(parents=True)
+    prov = {"dry_run": False, "cuda": "13.0", "device": "NVIDIA H200"}
+    (out / "campaign.json").write_text(json.dumps({"provenance": prov, "parts": []}))
+    (out / "bench.json").write_text("{}")
+    curve = {"run_id": "small-dit-s0", "method": "dit", "seed": 0, "points": [{"step": 1, "fid": 9.0}]}
+    (out / "curves" / "dit-s0.json").write_text(json.dumps(curve))
+    written = gpu.land(out, goldens)
+    assert sorted(p.relative_to(goldens).as_posix() for p in written) == [
+        "bench.json",
+        "campaign.json",
+        "runs/dit-s0.json",
+    ]
+    assert json.loads((goldens / "runs" / "dit-s0.json").read_text()) == curve
+
+    (out / "curves" / "bad.json").write_text(json.dumps({"run_id": "x"}))  # not a curve: nothing more is written
+    (goldens / "runs" / "dit-s0.json").unlink()
+    with pytest.raises(ValueError, match="no field"):
+        gpu.land(out, goldens)
+    assert not (goldens / "runs" / "dit-s0.json").exists()
+
+    (out / "campaign.json").write_text(json.dumps({"provenance": {**prov, "cuda": None, "device": "cpu (x86_64)"}}))
+    with pytest.raises(ValueError, match="only a GPU campaign"):
+        gpu.land(out, goldens)
