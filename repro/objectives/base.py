@@ -74,6 +74,11 @@ def check_int(field: str, value, *, low: int = 1, high: int | None = None) -> No
         raise ValueError(f"{field}: {value!r} is not allowed; must be an integer >= {low}{upper}")
 
 
+def check_bool(field: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{field}: {value!r} is not allowed; must be true or false")
+
+
 def check_batch(x: torch.Tensor, y: torch.Tensor, x_name: str) -> None:
     """``x`` is a floating (B, C, ...) batch and ``y`` its (B,) integer labels."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:

@@ -16,7 +16,12 @@ Conventions, as in DiT's code:
   ``t = 0``, the negative log-likelihood of ``x_0`` under a Gaussian discretized into 256 bins on
   [-1, 1] (ADM's decoder). With ``T = 1000`` the "rescaled" variants' factor ``T / 1000`` is 1.
 - Sampling: ``diffusers.DDPMScheduler`` driven through DiT's respaced chain (below), epsilon
-  prediction, no clipping of the predicted ``x_0``, no noise added at the last step.
+  prediction, no noise added at the last step. The predicted ``x_0`` is not clipped by default: DiT
+  samples SD-VAE latents and passes ``clip_denoised=False``. ``clip_denoised=True`` clamps it to the
+  pixel range [-1, 1] before the posterior mean is formed, as ADM (``guided_diffusion``, whose
+  ``p_mean_variance`` DiT's code keeps) does for pixel data; the step then uses the clamped ``x_0``
+  and the current ``x_t``, and the variance is unchanged. The last step returns the clamped ``x_0``
+  itself, so the samples lie in [-1, 1].
 
 Respacing. DiT samples with ``n`` of the ``T`` steps, kept at ``round(i (T-1)/(n-1))``, ``i < n``
 (the stride accumulated in floating point, ties rounded to even), and recomputes the betas of the
@@ -43,6 +48,7 @@ from torch import nn
 
 from .base import (
     Objective,
+    check_bool,
     check_int,
     check_real,
     guided_output,
@@ -104,6 +110,7 @@ class DDPM(Objective):
     beta_start: float = 1e-4
     beta_end: float = 0.02
     learn_sigma: bool = True
+    clip_denoised: bool = False
 
     name: ClassVar[str] = "ddpm"
     default_steps: ClassVar[int] = 250
@@ -114,6 +121,7 @@ class DDPM(Objective):
         check_real("beta_end", self.beta_end, low=self.beta_start, high=1.0)
         if not isinstance(self.learn_sigma, bool):
             raise ValueError(f"learn_sigma: {self.learn_sigma!r} is not allowed; must be True or False")
+        check_bool("clip_denoised", self.clip_denoised)
         betas = linear_betas(self.num_timesteps, self.beta_start, self.beta_end)
         abar = torch.cumprod(1.0 - betas, dim=0)
         abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
@@ -204,7 +212,8 @@ class DDPM(Objective):
             trained_betas=self.betas.numpy(),
             variance_type="learned_range" if self.learn_sigma else "fixed_large",
             prediction_type="epsilon",
-            clip_sample=False,
+            clip_sample=self.clip_denoised,
+            clip_sample_range=1.0,
         )
         sched.alphas_cumprod = self.alphas_cumprod  # float64, see the module docstring
         sched.set_timesteps(timesteps=dit_respacing(self.num_timesteps, steps)[::-1])

@@ -21,6 +21,10 @@ Sampling: EDM's second-order Heun solver on the probability-flow ODE ``dx/dsigma
 over ``sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``,
 ``i < N``, then ``sigma_N = 0`` (rho 7, sigma in [0.002, 80], N = 40 by default); the step to 0 is an
 Euler step, so ``2N - 1`` network evaluations. Stochastic churn (``s_churn > 0``) is off by default.
+
+``clip_denoised=True`` clamps the denoiser's output ``D`` to the pixel range [-1, 1] wherever the sampler
+uses it, the analogue of ADM's ``clip_denoised`` for pixel data; the last (Euler) step to ``sigma = 0``
+then returns the clamped ``D`` itself. Neither EDM's nor TREAD's sampler clips (off by default).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from torch import nn
 
 from .base import (
     Objective,
+    check_bool,
     check_real,
     guided_output,
     mean_flat,
@@ -75,6 +80,7 @@ class EDM(Objective):
     s_tmin: float = 0.0
     s_tmax: float = math.inf
     s_noise: float = 1.0
+    clip_denoised: bool = False
 
     name: ClassVar[str] = "edm"
     default_steps: ClassVar[int] = 40
@@ -90,6 +96,7 @@ class EDM(Objective):
         check_real("s_tmin", self.s_tmin, low=0.0, strict=False)
         check_real("s_tmax", self.s_tmax, low=self.s_tmin, strict=False, allow_inf=True)
         check_real("s_noise", self.s_noise, low=0.0, strict=False)
+        check_bool("clip_denoised", self.clip_denoised)
 
     def denoise(
         self,
@@ -130,7 +137,10 @@ class EDM(Objective):
 
         def slope(x, sigma):
             s = torch.full((len(x),), sigma, dtype=x.dtype, device=x.device)
-            return (x - self.denoise(model, x, s, y, guidance_scale)) / sigma
+            denoised = self.denoise(model, x, s, y, guidance_scale)
+            if self.clip_denoised:
+                denoised = denoised.clamp(-1.0, 1.0)
+            return (x - denoised) / sigma
 
         x = noise * sigmas[0]
         for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):

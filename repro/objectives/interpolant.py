@@ -29,6 +29,13 @@ these are SiT's defaults. Samplers integrate forward in ``t`` from the noise:
   data end. The first ``steps - 1`` steps are stochastic on an equal grid from ``t0`` to
   ``1 - last_step_size``; the last step, to ``t = 1``, is the noise-free mean of an Euler-Maruyama
   step (SiT's "Mean" last step, size 0.04 by default). ``steps`` network evaluations in all.
+
+``clip_denoised=True`` (off by default; SiT's samplers do not clip, and its latents are unbounded) is the
+analogue of ADM's ``clip_denoised`` for pixel data: every network output is read as a clean estimate
+``x_1`` and a noise estimate (:func:`clean_estimate`); where ``x_1`` lies outside [-1, 1] it is clamped
+and the noise estimate recomputed from ``x_t`` and the clamped ``x_1``, as DDPM's posterior mean is formed
+from the clamped ``x_0`` and ``x_t`` (:func:`clip_prediction`). An Euler step to ``t = 1`` then lands on the
+clamped ``x_1``.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from torch import nn
 
 from .base import (
     Objective,
+    check_bool,
     check_choice,
     check_real,
     guided_output,
@@ -107,6 +115,44 @@ def score_from(prediction: str, out: torch.Tensor, x: torch.Tensor, coefs) -> to
     return (ratio * out - x) / (sigma**2 - ratio * sigma * d_sigma)
 
 
+def clean_estimate(prediction: str, out: torch.Tensor, x: torch.Tensor, coefs) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_1, eps)`` implied by a prediction at ``x = alpha x_1 + sigma eps``.
+
+    A velocity ``v = alpha' x_1 + sigma' eps`` and ``x`` give both by solving the 2x2 system, whose
+    determinant ``alpha sigma' - sigma alpha'`` is -1 (linear) or -pi/2 (GVP); noise and score give ``eps``
+    and then ``x_1 = (x - sigma eps) / alpha``.
+    """
+    alpha, sigma, d_alpha, d_sigma = coefs
+    if prediction == "velocity":
+        det = alpha * d_sigma - sigma * d_alpha
+        return (d_sigma * x - sigma * out) / det, (alpha * out - d_alpha * x) / det
+    eps = out if prediction == "noise" else -sigma * out
+    return (x - sigma * eps) / alpha, eps
+
+
+def clip_prediction(
+    prediction: str, out: torch.Tensor, x: torch.Tensor, coefs, low: float = -1.0, high: float = 1.0
+) -> torch.Tensor:
+    """``out`` with its clean estimate clamped to ``[low, high]``; elements whose estimate is in range are kept as is.
+
+    The clamped estimate ``x_1c`` and ``x`` fix the noise estimate ``eps_c = (x - alpha x_1c) / sigma`` (at
+    ``sigma = 0``, where ``x`` is the clean image itself, the prediction's own noise estimate is kept), and the
+    output is rebuilt in the prediction's own form.
+    """
+    alpha, sigma, d_alpha, d_sigma = coefs
+    x1, eps = clean_estimate(prediction, out, x, coefs)
+    x1c = x1.clamp(low, high)
+    positive = sigma > 0
+    eps_c = torch.where(positive, (x - alpha * x1c) / torch.where(positive, sigma, torch.ones_like(sigma)), eps)
+    if prediction == "velocity":
+        rebuilt = d_alpha * x1c + d_sigma * eps_c
+    elif prediction == "noise":
+        rebuilt = eps_c
+    else:
+        rebuilt = -eps_c / sigma
+    return torch.where(x1c == x1, out, rebuilt)
+
+
 @dataclass
 class Interpolant(Objective):
     """SiT's interpolant objective; ``t`` is the time in [0, 1], 1 at the data."""
@@ -118,6 +164,7 @@ class Interpolant(Objective):
     diffusion_norm: float = 1.0
     last_step_size: float = 0.04
     eps: float | None = None
+    clip_denoised: bool = False
 
     name: ClassVar[str] = "interpolant"
 
@@ -128,6 +175,7 @@ class Interpolant(Objective):
         check_choice("diffusion", self.diffusion, DIFFUSIONS)
         check_real("diffusion_norm", self.diffusion_norm, low=0.0, strict=False)
         check_real("last_step_size", self.last_step_size, low=0.0, high=1.0)
+        check_bool("clip_denoised", self.clip_denoised)
         if self.eps is None:
             self.eps = 0.0 if self.prediction == "velocity" else 1e-3
         check_real("eps", self.eps, low=0.0, high=0.5, strict=False)
@@ -171,7 +219,10 @@ class Interpolant(Objective):
     def _predict(self, model: nn.Module, x, t: float, y, guidance_scale):
         t_batch = torch.full((len(x),), t, dtype=x.dtype, device=x.device)
         out, _ = split_output(guided_output(model, x, t_batch, y, guidance_scale), x.shape[1])
-        return out, self.coefficients(t_batch, x)
+        coefs = self.coefficients(t_batch, x)
+        if self.clip_denoised:
+            out = clip_prediction(self.prediction, out, x, coefs)
+        return out, coefs
 
     def velocity(self, model, x, t, y, guidance_scale):
         out, coefs = self._predict(model, x, t, y, guidance_scale)
