@@ -162,10 +162,20 @@ class EvalConfig:
     val_points: int = 8  # fixed noise levels of the validation loss
     batch_size: int = 500  # sampling batch
     seed: int = 1234  # noise of the evaluation samples, the same at every evaluation
+    # clamp the sampler's clean-image estimate to [-1, 1] (pixel data only; merged into the objective's settings)
+    clip_denoised: bool = False
+    # >= 2: also FID of that many disjoint blocks of the samples, giving the FID's sd at num_samples (fid_sd)
+    fid_blocks: int = 1
 
     def validate(self, prefix: str = "eval") -> None:
-        for name in ("num_samples", "sample_steps", "val_size", "val_points", "batch_size"):
+        for name in ("num_samples", "sample_steps", "val_size", "val_points", "batch_size", "fid_blocks"):
             _positive_int(f"{prefix}.{name}", getattr(self, name))
+        if not isinstance(self.clip_denoised, bool):
+            raise _err(f"{prefix}.clip_denoised", self.clip_denoised, "must be true or false")
+        if self.fid_blocks > 1 and self.num_samples // self.fid_blocks < 2:
+            raise _err(
+                f"{prefix}.fid_blocks", self.fid_blocks, f"needs >= 2 samples a block (num_samples={self.num_samples})"
+            )
         _number(f"{prefix}.guidance_scale", self.guidance_scale, 0)
         metrics = self.metrics
         if (
@@ -223,6 +233,8 @@ class RunConfig:
         self.eval.validate()
         check_objective(self.objective, "objective", self.model.learn_sigma, "model.learn_sigma")
         check_against_data(self, lambda section, key: f"{section}.{key}")
+        if self.eval.clip_denoised and self.data.name == "latents":
+            raise _err("eval.clip_denoised", True, "false for latents: they have no bounded range to clip to")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -551,6 +563,8 @@ def resolve(params: dict[str, Any], scale: str, method: str, seed: int) -> RunCo
         train=_build(TrainConfig, s.get("train"), f"scales.{scale}.train"),
         eval=_build(EvalConfig, {**s_eval, **m_eval}, f"scales.{scale}.eval"),
     )
+    if cfg.eval.clip_denoised is True:  # a property of the data (pixels): every method's sampler clips
+        cfg.objective["clip_denoised"] = True
     _validate_as(cfg, where)
     if cfg.train.equal_cost == "macs":
         equalize_macs(cfg)

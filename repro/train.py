@@ -261,6 +261,18 @@ def evaluate(model, objective, cfg: RunConfig, device: torch.device, val: tuple[
             device=device,
         )
         out.update({k: res[k] for k in ("fid", "kid", "precision", "recall") if k in res})
+        if "fid" in res and cfg.eval.fid_blocks > 1:
+            from .metrics.fid import block_fids, fid_sd_from_blocks
+
+            blocks = block_fids(
+                samples.clamp(-1, 1),
+                cfg.eval.fid_blocks,
+                reference=cfg.eval.reference,
+                reference_size=cfg.eval.reference_size,
+                device=device,
+            )
+            out["fid_sd"] = fid_sd_from_blocks(blocks)
+            out["fid_blocks"] = [float(b) for b in blocks]
     return out
 
 
@@ -584,7 +596,7 @@ def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval) ->
                     if not quiet:
                         print(f"\n  eval @ {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in ev.items()), flush=True)
                     if on_eval is not None:
-                        on_eval(_curve(cfg, step, step_macs, prov, points))
+                        on_eval(_curve(cfg, step, step_macs, prov, points, len(data)))
                     model.train()
                 if world > 1:
                     dist.barrier()
@@ -602,13 +614,15 @@ def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval) ->
         if log is not None:
             log.close()
 
-    curve = _curve(cfg, step, step_macs, prov, points)
+    curve = _curve(cfg, step, step_macs, prov, points, len(data))
     if rank == 0 and step >= tc.steps:
         atomic_write_json(curve_path, curve)
     return curve
 
 
-def _curve(cfg: RunConfig, step: int, step_macs: int, prov: dict[str, Any], points: list[dict]) -> dict[str, Any]:
+def _curve(
+    cfg: RunConfig, step: int, step_macs: int, prov: dict[str, Any], points: list[dict], train_size: int
+) -> dict[str, Any]:
     return {
         "run_id": cfg.run_id,
         "method": cfg.method,
@@ -616,6 +630,7 @@ def _curve(cfg: RunConfig, step: int, step_macs: int, prov: dict[str, Any], poin
         "scale": cfg.scale,
         "complete": step >= cfg.train.steps,
         "train_step_macs": step_macs,
+        "train_size": train_size,  # images in the training set: training length in epochs = images / train_size
         "provenance": prov,
         "points": list(points),
     }

@@ -323,3 +323,37 @@ def test_evaluate_command_on_pngs_and_arrays(test_images, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["evaluate", str(tmp_path / "missing"), *common]) == 2
     assert "missing: no such file or folder of samples" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# FID sd from disjoint sample blocks
+# ------------------------------------------------------------------------------------------
+
+
+def test_block_fids_use_disjoint_contiguous_blocks(monkeypatch):
+    seen = []
+
+    def fake(samples, metrics=fid.METRICS, **kwargs):
+        seen.append((samples.clone(), tuple(metrics), kwargs))
+        return {"fid": float(samples.float().mean())}
+
+    monkeypatch.setattr(fid, "compute_metrics", fake)
+    samples = torch.arange(10, dtype=torch.float32).reshape(10, 1, 1, 1)
+    values = fid.block_fids(samples, 3, reference="test", device="cpu")
+    assert [s.flatten().tolist() for s, _, _ in seen] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]  # the 10th is unused
+    assert all(m == ("fid",) and kw == {"reference": "test", "device": "cpu"} for _, m, kw in seen)
+    assert values == [1.0, 4.0, 7.0]
+    with pytest.raises(ValueError, match="blocks=1"):
+        fid.block_fids(samples, 1)
+    with pytest.raises(ValueError, match="blocks=6 leaves 1 sample"):
+        fid.block_fids(samples, 6)
+
+
+def test_fid_sd_from_blocks_scales_the_block_spread_to_all_samples():
+    assert fid.fid_sd_from_blocks([1.0, 4.0, 7.0]) == pytest.approx(3.0 / 3**0.5)
+    rng = np.random.default_rng(0)
+    # FIDs of blocks whose variance is B times that of the whole: the estimate recovers the whole's sd
+    est = [fid.fid_sd_from_blocks(list(rng.normal(30.0, 0.8 * 2.0, 4))) for _ in range(4000)]
+    assert np.mean(np.square(est)) == pytest.approx(0.8**2, rel=0.05)
+    with pytest.raises(ValueError, match="at least 2"):
+        fid.fid_sd_from_blocks([3.0])

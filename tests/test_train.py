@@ -256,3 +256,58 @@ def test_batches_walk_each_epoch_once_across_boundaries():
     assert not torch.equal(idx[:96], idx[96:192])  # each epoch is reshuffled
     fresh = TrainData(cfg)
     assert torch.equal(fresh.batch_indices(7, batch), data.batch_indices(7, batch))  # a function of (seed, step)
+
+
+def test_curve_records_the_training_set_size(tmp_path):
+    curve = train(tiny_run(), tmp_path / "run", quiet=True)
+    assert curve["train_size"] == 96  # the synthetic subset: epochs = images / 96
+
+
+def test_clip_denoised_is_a_scale_setting_off_for_the_committed_scales_and_for_latents():
+    params = load_params()
+    for scale in ("smoke", "micro"):
+        for method, seed in runs_of(params, scale)[:4]:
+            assert "clip_denoised" not in resolve(params, scale, method, seed).objective
+    params["scales"]["micro"]["eval"]["clip_denoised"] = True
+    for method in params["scales"]["micro"]["methods"]:
+        cfg = resolve(params, "micro", method, 0)
+        assert cfg.objective["clip_denoised"] is True and cfg.eval.clip_denoised is True
+    params["scales"]["paper"]["eval"]["clip_denoised"] = True
+    with pytest.raises(ValueError, match="eval.clip_denoised: True is not allowed; false for latents"):
+        resolve(params, "paper", "dit", 0)
+    d = tiny_run().to_dict()
+    d["eval"]["fid_blocks"] = 0
+    with pytest.raises(ValueError, match="eval.fid_blocks: 0"):
+        RunConfig.from_dict(d)
+
+
+def test_evaluation_stores_the_fid_sd_from_disjoint_blocks(monkeypatch):
+    from repro.metrics import fid
+    from repro.objectives import make_objective
+    from repro.train import TrainData, evaluate, validation_batch
+
+    calls = []
+
+    def fake(samples, reference="test", metrics=fid.METRICS, **kwargs):
+        calls.append(len(samples))
+        return {"fid": 10.0 + float(samples.float().mean()), "kid": 0.0, "precision": 1.0, "recall": 1.0}
+
+    monkeypatch.setattr(fid, "compute_metrics", fake)
+    d = tiny_run().to_dict()
+    d["model"].update(input_size=32, patch_size=8, num_classes=10, routes=[])
+    d["data"] = {"name": "fashion-mnist", "subset": 64}
+    d["eval"].update(metrics=["fid"], num_samples=40, sample_steps=2, batch_size=40, fid_blocks=4)
+    cfg = RunConfig.from_dict(d)
+    model = DiT(cfg.model).eval()
+    out = evaluate(
+        model, make_objective(**cfg.objective), cfg, torch.device("cpu"), validation_batch(cfg, TrainData(cfg))
+    )
+    assert calls == [40, 10, 10, 10, 10]
+    assert len(out["fid_blocks"]) == 4 and out["fid_sd"] == pytest.approx(fid.fid_sd_from_blocks(out["fid_blocks"]))
+    d["eval"]["fid_blocks"] = 1  # the default: no blocks, no new fields
+    calls.clear()
+    cfg = RunConfig.from_dict(d)
+    out = evaluate(
+        model, make_objective(**cfg.objective), cfg, torch.device("cpu"), validation_batch(cfg, TrainData(cfg))
+    )
+    assert calls == [40] and "fid_sd" not in out and "fid_blocks" not in out

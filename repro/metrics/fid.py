@@ -307,6 +307,32 @@ def compute_metrics(
     return out
 
 
+def block_fids(samples: torch.Tensor | np.ndarray, blocks: int, **kwargs) -> list[float]:
+    """FID of each of ``blocks`` disjoint, contiguous blocks of ``samples`` (``len // blocks`` each, the rest
+    unused), against the same reference; ``kwargs`` go to :func:`compute_metrics`. Contiguous blocks keep the
+    class balance of samples generated with labels ``i % num_classes`` when the block size is a multiple of it."""
+    if not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 2:
+        raise ValueError(f"blocks={blocks!r} is not allowed; must be an integer >= 2")
+    size = len(samples) // blocks
+    if size < 2:
+        raise ValueError(f"blocks={blocks} leaves {size} sample(s) a block from {len(samples)}; need >= 2")
+    return [
+        compute_metrics(samples[b * size : (b + 1) * size], metrics=("fid",), **kwargs)["fid"] for b in range(blocks)
+    ]
+
+
+def fid_sd_from_blocks(values: Sequence[float]) -> float:
+    """The sd of the FID of all the blocks' samples together, from the blocks' FIDs: ``sd(blocks) / sqrt(B)``.
+
+    It takes the FID's sampling variance as inversely proportional to the sample count (the blocks have ``1/B``
+    of the samples each), the leading-order behaviour of the estimator; the blocks' FIDs are also biased upwards
+    by their smaller size, which does not enter the sd.
+    """
+    if len(values) < 2:
+        raise ValueError(f"an sd needs at least 2 block FIDs, got {len(values)}")
+    return float(np.std(np.asarray(values, dtype=float), ddof=1) / math.sqrt(len(values)))
+
+
 def feature_statistics(features: torch.Tensor) -> dict[str, np.ndarray]:
     """Mean and covariance of ``(N, D)`` features, as torch-fidelity computes them for FID."""
     from torch_fidelity.metric_fid import fid_features_to_statistics
