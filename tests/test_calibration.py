@@ -7,7 +7,8 @@ The simulated process: FID-like curves ``m(c) = 20 + 80 * (c * speed / c0) ** -0
 doubling cost grid (``c0 * 2**i``), each seed with its own speed (log-normal, sd 0.08) and independent noise of sd
 0.5 at every evaluation (about the 300-sample FID sd of the micro runs). A method with a true speedup ``s`` has its
 speed multiplied by ``s``; with ``s = 2`` its curve is the baseline's shifted by exactly one grid step, so its costs to
-a target are the baseline's halved in distribution. Both methods get the same budget (the same grid).
+a target are the baseline's halved in distribution. Both methods get the same budget (the same grid). One more case
+repeats the no-effect check on 4 evenly spaced evaluations at 3 seeds, the grid of the committed micro runs.
 
 Measured (printed in the terminal summary under "measured"): the rates of "confirmed" and "refuted" when method and
 baseline come from the same process (each must be <= 5 %), the power for a true 2x speedup, and the coverage of the
@@ -28,17 +29,18 @@ from repro.speedup import speedup_report
 
 N_EXPERIMENTS = 1000
 GRID = 2.0 ** np.arange(8)  # evaluation costs in units of c0; the budget is 128 c0
+MICRO_GRID = 32.0 * np.arange(1, 5)  # 4 evenly spaced evaluations to the same budget, as the committed micro runs
 C0_MACS = 1e12
 
 
-def simulate(n_exp: int, n_seeds: int, speedup: float, rng: np.random.Generator) -> np.ndarray:
-    """FID values, shape (n_exp, n_seeds, len(GRID)), of ``n_seeds`` seeds of a method ``speedup`` times faster."""
+def simulate(n_exp: int, n_seeds: int, speedup: float, rng: np.random.Generator, grid=GRID) -> np.ndarray:
+    """FID values, shape (n_exp, n_seeds, len(grid)), of ``n_seeds`` seeds of a method ``speedup`` times faster."""
     speed = speedup * np.exp(0.08 * rng.standard_normal((n_exp, n_seeds, 1)))
-    clean = 20.0 + 80.0 * (GRID * speed) ** -0.6
-    return clean + 0.5 * rng.standard_normal((n_exp, n_seeds, GRID.size))
+    clean = 20.0 + 80.0 * (grid * speed) ** -0.6
+    return clean + 0.5 * rng.standard_normal((n_exp, n_seeds, grid.size))
 
 
-def curves_of(method: str, fids: np.ndarray) -> list[dict]:
+def curves_of(method: str, fids: np.ndarray, grid=GRID) -> list[dict]:
     """One experiment's curves of one method, in the format ``repro train`` writes."""
     return [
         {
@@ -48,20 +50,22 @@ def curves_of(method: str, fids: np.ndarray) -> list[dict]:
             "scale": "sim",
             "points": [
                 {"step": int(100 * g), "images": int(6400 * g), "macs": float(C0_MACS * g), "fid": float(f)}
-                for g, f in zip(GRID, fids[s])
+                for g, f in zip(grid, fids[s])
             ],
         }
         for s in range(fids.shape[0])
     ]
 
 
-def run_experiments(n_seeds: int, speedup: float, seed: int) -> dict:
+def run_experiments(n_seeds: int, speedup: float, seed: int, grid=GRID) -> dict:
     """Verdicts, intervals and per-seed log costs of ``N_EXPERIMENTS`` simulated experiments."""
     rng = np.random.default_rng(seed)
-    base, meth = simulate(N_EXPERIMENTS, n_seeds, 1.0, rng), simulate(N_EXPERIMENTS, n_seeds, speedup, rng)
+    base = simulate(N_EXPERIMENTS, n_seeds, 1.0, rng, grid)
+    meth = simulate(N_EXPERIMENTS, n_seeds, speedup, rng, grid)
     out = {t: {"verdicts": [], "ci": [], "log_costs": []} for t in ("final", "third")}
     for e in range(N_EXPERIMENTS):
-        rep = speedup_report(curves_of("dit", base[e]) + curves_of("tread", meth[e]), units=("macs",), ks=(1.0,))
+        curves = curves_of("dit", base[e], grid) + curves_of("tread", meth[e], grid)
+        rep = speedup_report(curves, units=("macs",), ks=(1.0,))
         for t in out:
             record = rep["unit_results"]["tread"][t]["macs"]
             out[t]["verdicts"].append(experiment_verdict(record, ">=", 1.0, min_seeds=3)[0])
@@ -77,6 +81,18 @@ def run_experiments(n_seeds: int, speedup: float, seed: int) -> dict:
 def experiments():
     """(seeds, true speedup) -> results; 4 x 1000 simulated experiments, computed once for the module."""
     return {(n, s): run_experiments(n, s, seed=100 * n + int(10 * s)) for n in (3, 5) for s in (1.0, 2.0)}
+
+
+def test_no_effect_on_the_micro_runs_grid_is_rarely_confirmed_or_refuted(report_measured):
+    # 3 seeds evaluated 4 times, evenly, as the committed micro runs: the ledger's own situation
+    res = run_experiments(3, 1.0, seed=7, grid=MICRO_GRID)
+    for target in ("final", "third"):
+        confirmed, refuted = rate(res[target]["verdicts"], CONFIRMED), rate(res[target]["verdicts"], REFUTED)
+        report_measured(
+            f"same process, 3 seeds, 4 even evaluations (the micro runs' grid), {target} target",
+            f"P(confirmed) = {confirmed:.1%}, P(refuted) = {refuted:.1%} over {N_EXPERIMENTS} experiments",
+        )
+        assert confirmed <= 0.05 and refuted <= 0.05
 
 
 def rate(verdicts: list[str], verdict: str) -> float:
