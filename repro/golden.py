@@ -129,23 +129,30 @@ def rerun(
 
 
 def register_rerun(subparsers) -> None:
-    r = subparsers.add_parser("rerun", help="re-train every run of a scale and compare with its goldens")
-    r.add_argument("--scale", required=True)
-    r.add_argument("--params", default="params.yaml")
+    from .cli import add_run_args, add_tolerance_args
+
+    r = subparsers.add_parser(
+        "rerun",
+        help="re-train every run of a scale and compare with its goldens",
+        description="Re-train every run of a scale afresh and compare each curve with its golden. The default "
+        "tolerances are loose enough for other hardware (GPU kernels, bf16); `repro compare` defaults to a "
+        "tight one for a re-run on the same CPU type.",
+    )
+    add_run_args(r, method=False)
     r.add_argument("--out", default=None, help="run folder (default: runs/<scale>-rerun)")
     r.add_argument("--golden", default=None, help="golden curves (default: goldens/<scale>/runs)")
-    r.add_argument("--device", default=None)
-    r.add_argument("--rel-tol", type=float, default=0.15)
-    r.add_argument("--abs-tol", type=float, default=1.0)
+    r.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    add_tolerance_args(r, rel_tol=0.15, abs_tol=1.0)
     r.set_defaults(func=_rerun_cli)
 
 
 def register_compare(subparsers) -> None:
+    from .cli import add_tolerance_args
+
     p = subparsers.add_parser("compare", help="compare re-run curves with golden curves (pass/fail per run)")
     p.add_argument("new", help="folder of re-run curve JSON files")
     p.add_argument("golden", help="folder of golden curve JSON files")
-    p.add_argument("--rel-tol", type=float, default=1e-3)
-    p.add_argument("--abs-tol", type=float, default=1e-4)
+    add_tolerance_args(p, rel_tol=1e-3, abs_tol=1e-4)
     p.set_defaults(func=_cli)
 
 

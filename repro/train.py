@@ -642,15 +642,15 @@ def _curve(
 
 
 def register_cli(subparsers) -> None:
+    from .cli import add_run_args
+
     p = subparsers.add_parser(
         "train",
         help="train one run of params.yaml (scale x method x seed)",
         description="Train one run. Under torchrun, every process runs this same command.",
     )
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--scale", required=True)
-    p.add_argument("--method", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    add_run_args(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the run (initialization, data order, noise)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<scale>/<method>-s<seed>)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--steps", type=int, default=None, help="override train.steps (e.g. a dry run)")
