@@ -1,0 +1,175 @@
+"""DVC-native outputs: flat metrics per method, curves as plots, checkpoints through a DVC remote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from repro.summary import plot_points, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALE = ROOT / "goldens" / "micro"
+
+
+def _curve(method, seed, fids, losses):
+    points = [
+        {"step": 10 * (i + 1), "images": 80 * (i + 1), "macs": 1000 * (i + 1), "fid": f, "val_loss": v}
+        for i, (f, v) in enumerate(zip(fids, losses))
+    ]
+    return {"run_id": f"micro-{method}-s{seed}", "method": method, "seed": seed, "scale": "micro", "points": points}
+
+
+def test_summary_rows_hold_final_means_sds_speedups_and_verdicts():
+    curves = [
+        _curve("dit", 0, [60, 40], [0.5, 0.3]),
+        _curve("dit", 1, [61, 44], [0.5, 0.2]),
+        _curve("tread", 0, [50, 30], [0.4, 0.25]),
+        _curve("tread", 1, [55, float("nan")], [0.4, 0.35]),  # a NaN evaluation: the last finite value counts
+    ]
+    cell = {"ratio": 1.5, "ci_low": 1.2, "ci_high": 1.9}
+    report = {"baseline": "dit", "unit_results": {"tread": {"final": {"macs": cell, "seconds": {}}, "third": {}}}}
+    claims = {"counts": {"confirmed": 2, "not checkable at this scale": 1}}
+    rows = summarize(curves, [report], claims, units=["macs"])
+    assert set(rows) == {"dit", "tread", "verdicts"}
+    assert rows["dit"]["fid"] == pytest.approx(42.0) and rows["dit"]["fid_sd"] == pytest.approx(
+        np.std([40, 44], ddof=1)
+    )
+    assert rows["tread"]["fid"] == pytest.approx((30 + 55) / 2)
+    assert rows["tread"]["val_loss_sd"] == pytest.approx(np.std([0.25, 0.35], ddof=1))
+    assert rows["dit"]["seeds"] == 2 and "vs_dit" not in rows["dit"]
+    assert rows["tread"]["vs_dit"] == {"macs": 1.5, "macs_lo": 1.2, "macs_hi": 1.9}
+    assert rows["verdicts"] == {"confirmed": 2, "not_checkable_at_this_scale": 1}
+    for row in rows.values():  # flat enough for a table: values are numbers, null, or one level of numbers
+        for v in row.values():
+            assert v is None or isinstance(v, int | float) or all(isinstance(x, int | float | None) for x in v.values())
+    with pytest.raises(ValueError, match="two reports with baseline 'dit'"):
+        summarize(curves, [report, report])
+    with pytest.raises(ValueError, match="target 'late'"):
+        summarize(curves, [report], target="late")
+
+
+def test_plot_points_are_one_record_per_evaluation_named_by_run():
+    curves = [_curve("tread", 1, [5, 4], [0.2, 0.1]), _curve("dit", 0, [9, 8, 7], [0.3, 0.2, 0.1])]
+    rows = plot_points(curves)
+    assert [r["run"] for r in rows] == ["dit-s0"] * 3 + ["tread-s1"] * 2
+    assert [r["macs"] for r in rows] == [1000, 2000, 3000, 1000, 2000]
+    assert rows[-1]["fid"] == 4 and rows[-1]["val_loss"] == 0.1
+
+
+def test_committed_summary_is_what_the_goldens_give(tmp_path):
+    """The summary stage's outputs are current: recomputed from the committed goldens they are equal."""
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["summary"]
+    cmd = stage["cmd"].replace("--out goldens/micro/summary", f"--out {tmp_path / 'summary'}")
+    cmd = cmd.replace("--plot-data goldens/micro/curves.json", f"--plot-data {tmp_path / 'curves.json'}")
+    assert cmd != stage["cmd"]
+    argv = cmd.split()
+    assert argv[:2] == ["repro", "summary"]
+    from repro.cli import main
+
+    assert main([a.strip("'") for a in argv[1:]]) == 0
+    for path in sorted((tmp_path / "summary").iterdir()):
+        committed = SCALE / "summary" / path.name
+        hint = "stale: run `dvc repro --single-item summary`"
+        assert committed.exists(), hint
+        assert json.loads(committed.read_text()) == json.loads(path.read_text()), hint
+    assert sorted(p.name for p in (SCALE / "summary").iterdir()) == sorted(
+        p.name for p in (tmp_path / "summary").iterdir()
+    )
+    new = json.loads((tmp_path / "curves.json").read_text())["points"]
+    assert json.loads((SCALE / "curves.json").read_text())["points"] == new
+
+
+def test_dvc_yaml_declares_only_the_small_files_as_metrics_and_the_curves_as_plots():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    metrics = [
+        next(iter(m)) if isinstance(m, dict) else m for s in dvc["stages"].values() for m in s.get("metrics", [])
+    ]
+    assert metrics == ["goldens/micro/summary"]
+    plots = {next(iter(p)): p[next(iter(p))] for p in dvc["plots"]}
+    assert {tuple(p["y"].items()) for p in plots.values()} == {
+        (("goldens/micro/curves.json", "fid"),),
+        (("goldens/micro/curves.json", "val_loss"),),
+    }
+    for p in plots.values():
+        assert p["x"] == "macs" and (ROOT / ".dvc" / "plots" / f"{p['template']}.json").exists()
+
+
+def _dvc_copy(tmp_path: Path, extra: tuple[str, ...] = ()) -> Path:
+    """A copy of the pipeline's files outside git (DVC with no_scm), so DVC never touches the checkout."""
+    repo = tmp_path / "repo"
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/plots", "goldens", "reports", *extra):
+        src, dst = ROOT / name, repo / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+    (repo / ".dvc" / "config").write_text("[core]\n    no_scm = true\n    analytics = false\n")
+    return repo
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.mark.slow
+def test_dvc_metrics_show_is_one_small_table_and_plots_show_draws_every_run(tmp_path):
+    pytest.importorskip("dvc")
+    repo = _dvc_copy(tmp_path)
+    r = _dvc(repo, "metrics", "show", "--json")
+    assert r.returncode == 0, r.stderr
+    (workspace,) = json.loads(r.stdout).values()  # keyed by revision: "" or "workspace"
+    data = workspace["data"]
+    assert sorted(data) == sorted(f"goldens/micro/summary/{p.name}" for p in (SCALE / "summary").iterdir())
+    columns = {k for d in data.values() for k, v in _flat(d["data"]).items()}
+    assert len(columns) <= 30, sorted(columns)
+    table = _dvc(repo, "metrics", "show").stdout.splitlines()
+    assert len(table) == 1 + len(data)
+    r = _dvc(repo, "plots", "show", "--json", "-o", str(tmp_path / "plots"))
+    assert r.returncode == 0, r.stderr
+    plots = json.loads(r.stdout)["data"]
+    runs = {p.stem for p in (SCALE / "runs").glob("*.json")}
+    drawn = [k for k in plots if "against training MACs" in k]
+    assert len(drawn) == 2
+    for key in drawn:
+        content = plots[key][0]["content"]
+        assert content["encoding"]["color"]["field"] == "run"
+        assert {row["run"] for row in content["data"]["values"]} == runs
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+@pytest.mark.slow
+def test_checkpoints_go_through_a_local_dvc_remote_and_come_back(tmp_path):
+    """The README's way to share checkpoints: `dvc commit` a run, `dvc push`; a clone with no cache `dvc pull`s it."""
+    pytest.importorskip("dvc")
+    repo = _dvc_copy(tmp_path, extra=("repro",))
+    ckpt = repo / "runs" / "micro" / "dit-s0" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    payload = np.random.default_rng(0).bytes(4096)
+    (ckpt / "last.pt").write_bytes(payload)
+    remote = tmp_path / "remote"
+    for args in (
+        ("remote", "add", "-d", "shared", str(remote)),
+        ("commit", "--force", "train@dit-0"),
+        ("push", "train@dit-0"),
+    ):
+        r = _dvc(repo, *args)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+    assert any(p.is_file() for p in remote.rglob("*"))
+    shutil.rmtree(repo / "runs")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    r = _dvc(repo, "pull", "train@dit-0")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert (ckpt / "last.pt").read_bytes() == payload
