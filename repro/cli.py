@@ -17,6 +17,7 @@ from typing import Any
 
 COMMANDS: dict[str, str] = {
     "train": "repro.train:register_cli",
+    "sample": "repro.sample:register_cli",
     "evaluate": "repro.metrics.fid:register_cli",
     "rerun": "repro.golden:register_rerun",
     "compare": "repro.golden:register_compare",
@@ -30,6 +31,7 @@ COMMANDS: dict[str, str] = {
 # One-line help of each command, shown by ``repro --help`` without importing the command's module
 HELP: dict[str, str] = {
     "train": "train one run of params.yaml (scale x method x seed)",
+    "sample": "draw samples of a trained run or checkpoint into an .npz and a PNG grid",
     "evaluate": "FID/KID/precision-recall of samples against a Fashion-MNIST split",
     "rerun": "re-train every run of a scale and compare with its goldens",
     "compare": "compare re-run curves with golden curves (pass/fail per run)",
@@ -46,6 +48,7 @@ DESCRIPTION = (
 )
 EPILOG = """examples:
   repro train --scale micro --method tread --seed 0
+  repro sample runs/micro/tread-s0 --num 64 --out samples.npz
   repro evaluate samples.npz
   repro claims
 
