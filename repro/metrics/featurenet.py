@@ -2,9 +2,10 @@
 
 Inception-v3 features mean little on 32x32 grey clothing and its weights cannot be fetched offline, so
 the metrics here use a classifier trained on the domain itself. It is trained deterministically on the
-CPU (fixed seed, fixed batch order, deterministic kernels) and its weights are committed under
-``goldens/featurenet/`` next to a JSON record of their sha256, test accuracy and how they were made.
-Loading checks the sha256 against that record.
+CPU (fixed seed, fixed batch order, deterministic kernels) and its weights ship inside the package,
+``repro/weights/`` (package data, so an installed ``repro`` finds them without the source tree), next to a
+JSON record of their sha256, test accuracy and how they were made. Loading checks the sha256 against that
+record.
 
 Conventions:
 
@@ -16,7 +17,8 @@ Conventions:
   in ``[0, 255]`` with ``C`` 1 or 3 (3 equal channels when images were read as RGB: their mean is used)
   and ``H = W`` 32 or 28 (28 is padded like the data).
 
-Retrain with ``python -m repro.metrics.featurenet --out goldens/featurenet`` (about 4 minutes on 2 idle cores).
+Retrain with ``python -m repro.metrics.featurenet --out repro/weights`` (about 4 minutes on 2 idle cores); the
+result is bitwise the same file.
 """
 
 from __future__ import annotations
@@ -41,8 +43,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from repro.data.fashion_mnist import iterate_batches, load, to_float
 from repro.io import atomic_torch_save, atomic_write_text, git_commit
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DIR = REPO_ROOT / "goldens" / "featurenet"
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "weights"  # package data: repro/weights/
 WEIGHTS_NAME = "featurenet.pt"
 RECORD_NAME = "featurenet.json"
 FEATURES = ("penultimate", "logits")
@@ -121,7 +122,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def default_weights_path() -> Path:
-    """``$REPRO_FEATURENET`` if set, else ``goldens/featurenet/featurenet.pt`` of this checkout."""
+    """``$REPRO_FEATURENET`` if set, else the weights shipped in the package (``repro/weights/featurenet.pt``)."""
     env = os.environ.get("REPRO_FEATURENET")
     return Path(env).expanduser() if env else DEFAULT_DIR / WEIGHTS_NAME
 
