@@ -5,7 +5,10 @@ The two compute the same function once three differences are corrected:
 1. **Timestep frequencies.** DiT uses ``exp(-ln(10000) * k / half)``; diffusers' ``Timesteps`` for
    DiT is built with ``downscale_freq_shift=1``, i.e. ``k / (half - 1)``. ``to_diffusers`` sets the
    shift to 0 in every block; ``from_diffusers`` refuses a model whose shift is not 0 unless
-   ``allow_frequency_mismatch=True`` (then outputs differ).
+   ``allow_frequency_mismatch=True`` (then outputs differ). diffusers hard-codes the shift, so no
+   config field survives ``save_pretrained``: :func:`save_diffusers` records it in ``config.json``
+   under a private key and :func:`load_diffusers` (``from_pretrained`` + the record) puts it back;
+   after that round trip the outputs are bitwise those of the model that was saved.
 2. **Norm epsilon.** DiT's block norms use ``eps=1e-6``. diffusers' ``AdaLayerNormZero`` (the first
    norm) already does, but its second norm takes the config's ``norm_eps`` (default 1e-5), so the
    converted model is built with ``norm_eps=1e-6``.
@@ -122,8 +125,9 @@ def from_diffusers(dm, allow_frequency_mismatch: bool = False, **overrides) -> D
     shifts = {float(b.norm1.emb.time_proj.downscale_freq_shift) for b in dm.transformer_blocks}
     if shifts != {0.0} and not allow_frequency_mismatch:
         raise ValueError(
-            f"downscale_freq_shift: {sorted(shifts)}; DiT's timestep frequencies need 0 "
-            "(pass allow_frequency_mismatch=True to convert anyway)"
+            f"downscale_freq_shift: {sorted(shifts)}; DiT's timestep frequencies need 0. diffusers hard-codes 1 "
+            "in DiTTransformer2DModel, so plain from_pretrained drops the fix: load a model saved by save_diffusers "
+            "with load_diffusers, or pass allow_frequency_mismatch=True to convert anyway (outputs differ)"
         )
     out_channels = c.out_channels or c.in_channels
     if out_channels not in (c.in_channels, 2 * c.in_channels):
@@ -157,3 +161,53 @@ def from_diffusers(dm, allow_frequency_mismatch: bool = False, **overrides) -> D
     out["pos_embed"] = model.pos_embed.detach().clone()  # a fixed table; diffusers does not store it
     model.load_state_dict({k: v.clone() for k, v in out.items()}, strict=True)
     return model.eval()
+
+
+# ------------------------------------------------------------------------------------------
+# Saving and loading with diffusers
+# ------------------------------------------------------------------------------------------
+
+# diffusers builds DiT's timestep embedder with ``Timesteps(..., downscale_freq_shift=1)`` hard-coded in
+# ``CombinedTimestepLabelEmbeddings``: no config field can carry the fix, so a saved model records it
+# under this key (diffusers ignores config keys that start with "_") and :func:`load_diffusers` applies it.
+FREQ_SHIFT_KEY = "_repro_timestep_downscale_freq_shift"
+
+
+def save_diffusers(model_or_dm, directory, **kwargs) -> None:
+    """``save_pretrained`` of the diffusers equivalent of a :class:`DiT` (or of a converted model), with the
+    timestep-frequency fix recorded in ``config.json`` for :func:`load_diffusers`."""
+    import json
+    from pathlib import Path
+
+    from ..io import atomic_write_text
+
+    dm = to_diffusers(model_or_dm) if isinstance(model_or_dm, DiT) else model_or_dm
+    shifts = {float(b.norm1.emb.time_proj.downscale_freq_shift) for b in dm.transformer_blocks}
+    if len(shifts) != 1:
+        raise ValueError(f"downscale_freq_shift: blocks differ ({sorted(shifts)}); one value is needed to save")
+    dm.save_pretrained(directory, **kwargs)
+    config_path = Path(directory) / "config.json"
+    config = json.loads(config_path.read_text())
+    config[FREQ_SHIFT_KEY] = shifts.pop()
+    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def load_diffusers(directory, **kwargs):
+    """``DiTTransformer2DModel.from_pretrained`` plus the recorded timestep-frequency fix (eval mode).
+
+    A directory saved without the record (any diffusers DiT, e.g. the hub's ``facebook/DiT-XL-2-256``)
+    loads with diffusers' own frequencies, which :func:`from_diffusers` then refuses unless told
+    ``allow_frequency_mismatch=True``.
+    """
+    import json
+    from pathlib import Path
+
+    from diffusers import DiTTransformer2DModel
+
+    dm = DiTTransformer2DModel.from_pretrained(directory, **kwargs)
+    config_path = Path(directory) / kwargs.get("subfolder", "") / "config.json"
+    shift = json.loads(config_path.read_text()).get(FREQ_SHIFT_KEY) if config_path.is_file() else None
+    if shift is not None:
+        for block in dm.transformer_blocks:
+            block.norm1.emb.time_proj.downscale_freq_shift = float(shift)
+    return dm.eval()
