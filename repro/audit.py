@@ -570,6 +570,7 @@ def lightningdit_xl1() -> DiT:
     """A LightningDiT-XL/1-like model: DiT-XL width and depth, SwiGLU, RMSNorm, RoPE, qk-norm, patch 1 on 16x16x32."""
     return meta_dit(
         "SiT-XL/2",
+        learn_sigma=False,  # LightningDiT predicts the velocity alone
         input_size=16,
         patch_size=1,
         in_channels=32,

@@ -231,7 +231,8 @@ class RunConfig:
         self.data.validate()
         self.train.validate()
         self.eval.validate()
-        check_objective(self.objective, "objective", self.model.learn_sigma, "model.learn_sigma")
+        predicts_sigma = self.model.learn_sigma and not self.model.discard_sigma  # SiT's layout discards it
+        check_objective(self.objective, "objective", predicts_sigma, "model.learn_sigma")
         check_against_data(self, lambda section, key: f"{section}.{key}")
         if self.eval.clip_denoised and self.data.name == "latents":
             raise _err("eval.clip_denoised", True, "false for latents: they have no bounded range to clip to")

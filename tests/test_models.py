@@ -140,7 +140,8 @@ def test_create_knows_all_twelve_sizes_and_sit_names():
         for p in (2, 4, 8):
             cfg = config_for(f"DiT-{s}/{p}")
             assert cfg.patch_size == p and cfg.learn_sigma
-            assert not config_for(f"SiT-{s}/{p}").learn_sigma
+            sit = config_for(f"SiT-{s}/{p}")  # SiT's released layout: variance half built, then discarded
+            assert sit.learn_sigma and sit.discard_sigma and sit.output_channels == sit.in_channels
 
 
 def test_label_dropout_uses_null_class_and_generator():

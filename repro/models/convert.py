@@ -38,6 +38,11 @@ def _check_convertible(cfg: DiTConfig) -> None:
         got = getattr(cfg, field)
         if got != want:
             raise ValueError(f"{field}: {got!r} has no diffusers DiTTransformer2DModel equivalent; allowed: {want!r}")
+    if cfg.discard_sigma:
+        raise ValueError(
+            "discard_sigma: True has no diffusers equivalent (DiTTransformer2DModel returns every channel); "
+            "convert with discard_sigma=False and keep the first in_channels of its output"
+        )
     if cfg.class_dropout_prob <= 0:
         raise ValueError(
             f"class_dropout_prob: {cfg.class_dropout_prob!r}; diffusers always holds the null-class row, "

@@ -78,6 +78,7 @@ class DiTConfig:
     class_dropout_prob: float = 0.1
     num_classes: int = 1000
     learn_sigma: bool = True
+    discard_sigma: bool = False
     norm_placement: str = "pre"
     conditioning: str = "adaln-zero"
     norm: str = "layernorm"
@@ -118,6 +119,10 @@ class DiTConfig:
             raise ValueError(f"mlp_ratio: {self.mlp_ratio!r} not allowed; must be > 0")
         validate_routes(self.routes, self.depth)
         validate_stochastic_depth(self.stochastic_depth, self.depth)
+        if not isinstance(self.discard_sigma, bool):
+            raise ValueError(f"discard_sigma: {self.discard_sigma!r} is not allowed; must be True or False")
+        if self.discard_sigma and not self.learn_sigma:
+            raise ValueError("discard_sigma: True needs learn_sigma=True (it drops the variance half of the output)")
         if self.routes and self.stochastic_depth is not None:
             raise ValueError("stochastic_depth: cannot be combined with routes in one model; pick one ablation")
 
@@ -127,7 +132,13 @@ class DiTConfig:
 
     @property
     def out_channels(self) -> int:
+        """Channels of the final layer: twice the input's with ``learn_sigma`` (noise and variance halves)."""
         return self.in_channels * 2 if self.learn_sigma else self.in_channels
+
+    @property
+    def output_channels(self) -> int:
+        """Channels that ``forward`` returns: ``out_channels`` less the variance half when ``discard_sigma``."""
+        return self.in_channels if self.discard_sigma else self.out_channels
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -301,7 +312,10 @@ class DiT(nn.Module):
         c = t + y
         x = self.forward_blocks(x, c, generator=generator, keep_ids=keep_ids, force_routing=force_routing)
         x = self.final_layer(x, c)
-        return self.unpatchify(x)
+        x = self.unpatchify(x)
+        if self.config.discard_sigma:  # SiT's official layout: the variance half is built, never used
+            x = x[:, : self.in_channels]
+        return x
 
     def forward_blocks(self, x, c, *, generator=None, keep_ids=None, force_routing=False):
         cfg = self.config
@@ -396,7 +410,10 @@ MODEL_NAMES = tuple(f"{family}-{s}/{p}" for family in ("DiT", "SiT") for s in SI
 def config_for(name: str, **overrides) -> DiTConfig:
     """``DiTConfig`` of a named model (``DiT-XL/2`` ... ``SiT-S/8``), with keyword overrides.
 
-    SiT uses DiT's backbone unchanged but predicts no variance (``learn_sigma=False``).
+    SiT uses DiT's backbone unchanged, in its official layout: ``learn_sigma=True`` builds the final layer
+    with the variance half (so SiT's released state_dicts load with ``strict=True``) and ``discard_sigma``
+    drops that half from the output, as SiT's ``forward`` does. ``learn_sigma=False`` as an override gives
+    the smaller final layer instead.
     """
     try:
         family, rest = name.split("-", 1)
@@ -407,7 +424,8 @@ def config_for(name: str, **overrides) -> DiTConfig:
     except (ValueError, KeyError):
         raise ValueError(f"model: unknown name {name!r}; allowed: {', '.join(MODEL_NAMES)}") from None
     if family == "SiT":
-        base["learn_sigma"] = False
+        base["learn_sigma"] = True
+        base["discard_sigma"] = bool(overrides.get("learn_sigma", True))
     known = {f.name for f in dataclasses.fields(DiTConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:

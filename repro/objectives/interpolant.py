@@ -29,6 +29,12 @@ these are SiT's defaults. Samplers integrate forward in ``t`` from the noise:
   data end. The first ``steps - 1`` steps are stochastic on an equal grid from ``t0`` to
   ``1 - last_step_size``; the last step, to ``t = 1``, is the noise-free mean of an Euler-Maruyama
   step (SiT's "Mean" last step, size 0.04 by default). ``steps`` network evaluations in all.
+- ``"sde-heun"``: the same SDE, grid and last step, with SiT's Heun step: the noise is added first,
+  ``x^ = x + sqrt(2 D_t h) z``, then one Heun step of the drift from ``x^`` (2 network evaluations a
+  stochastic step, ``2 (steps - 1) + 1`` in all).
+- ``"dopri5"``: the probability-flow ODE from ``t0`` to ``t1`` with torchdiffeq's adaptive Dormand-Prince
+  5(4) solver, SiT's default sampler (``atol`` 1e-6, ``rtol`` 1e-3 as SiT's defaults); ``steps`` is
+  ignored, the solver picks its own. Needs ``pip install torchdiffeq`` (the ``sit`` extra).
 
 ``clip_denoised=True`` (off by default; SiT's samplers do not clip, and its latents are unbounded) is the
 analogue of ADM's ``clip_denoised`` for pixel data: every network output is read as a clean estimate
@@ -62,7 +68,7 @@ from .base import (
 
 PATHS = ("linear", "gvp")
 PREDICTIONS = ("velocity", "noise", "score")
-SAMPLERS = ("euler", "heun", "sde")
+SAMPLERS = ("euler", "heun", "sde", "sde-heun", "dopri5")
 DIFFUSIONS = ("sigma", "constant")
 
 
@@ -165,6 +171,8 @@ class Interpolant(Objective):
     last_step_size: float = 0.04
     eps: float | None = None
     clip_denoised: bool = False
+    atol: float = 1e-6
+    rtol: float = 1e-3
 
     name: ClassVar[str] = "interpolant"
 
@@ -176,6 +184,8 @@ class Interpolant(Objective):
         check_real("diffusion_norm", self.diffusion_norm, low=0.0, strict=False)
         check_real("last_step_size", self.last_step_size, low=0.0, high=1.0)
         check_bool("clip_denoised", self.clip_denoised)
+        check_real("atol", self.atol, low=0.0)
+        check_real("rtol", self.rtol, low=0.0)
         if self.eps is None:
             self.eps = 0.0 if self.prediction == "velocity" else 1e-3
         check_real("eps", self.eps, low=0.0, high=0.5, strict=False)
@@ -185,7 +195,7 @@ class Interpolant(Objective):
     @property
     def default_steps(self) -> int:
         """SiT's 250 steps for the SDE; 50 for the fixed-step ODE solvers."""
-        return 250 if self.sampler == "sde" else 50
+        return 250 if self.sampler in ("sde", "sde-heun") else 50
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -237,6 +247,10 @@ class Interpolant(Objective):
     def _sample(self, model, noise, y, steps, guidance_scale, generator):
         if self.sampler == "sde":
             return self._sample_sde(model, noise, y, steps, guidance_scale, generator)
+        if self.sampler == "sde-heun":
+            return self._sample_sde_heun(model, noise, y, steps, guidance_scale, generator)
+        if self.sampler == "dopri5":
+            return self._sample_dopri5(model, noise, y, guidance_scale)
         t0, t1 = self.interval
         times = torch.linspace(t0, t1, steps + 1, dtype=torch.float64).tolist()
         x = noise
@@ -260,3 +274,37 @@ class Interpolant(Objective):
             x = x + h * drift + (2.0 * d * h).sqrt() * randn(x.shape, generator, x)
         drift, _ = self.sde_drift(model, x, times[-2], y, guidance_scale)
         return x + (1.0 - times[-2]) * drift
+
+    def _diffusion(self, x, t: float) -> torch.Tensor:
+        """``D_t`` per sample, shaped to broadcast against ``x`` (no network evaluation)."""
+        t_batch = torch.full((len(x),), t, dtype=x.dtype, device=x.device)
+        sigma = self.coefficients(t_batch, x)[1]
+        return self.diffusion_norm * (sigma if self.diffusion == "sigma" else torch.ones_like(sigma))
+
+    def _sample_sde_heun(self, model, noise, y, steps, guidance_scale, generator):
+        t0 = self.eps
+        times = torch.linspace(t0, 1.0 - self.last_step_size, steps, dtype=torch.float64).tolist() + [1.0]
+        x = noise
+        for t, t_next in zip(times[:-2], times[1:-1]):
+            h = t_next - t
+            x_hat = x + (2.0 * self._diffusion(x, t) * h).sqrt() * randn(x.shape, generator, x)
+            k1, _ = self.sde_drift(model, x_hat, t, y, guidance_scale)
+            k2, _ = self.sde_drift(model, x_hat + h * k1, t_next, y, guidance_scale)
+            x = x_hat + h / 2.0 * (k1 + k2)
+        drift, _ = self.sde_drift(model, x, times[-2], y, guidance_scale)
+        return x + (1.0 - times[-2]) * drift
+
+    def _sample_dopri5(self, model, noise, y, guidance_scale):
+        try:
+            from torchdiffeq import odeint
+        except ImportError:
+            raise ValueError(
+                "sampler: 'dopri5' needs torchdiffeq (pip install 'repro[sit]' or pip install torchdiffeq)"
+            ) from None
+        t0, t1 = self.interval
+
+        def flow(t, x):
+            return self.velocity(model, x, float(t), y, guidance_scale)
+
+        times = torch.tensor([t0, t1], dtype=noise.dtype, device=noise.device)
+        return odeint(flow, noise, times, method="dopri5", atol=self.atol, rtol=self.rtol)[-1]
