@@ -5,8 +5,9 @@ folder (DVC ``metrics``; ``dvc metrics show`` prints one row per file, ``dvc met
 
 * ``<method>.json`` per method: the final FID and validation loss (mean and sample sd over seeds, each seed
   at its last evaluation), the number of seeds, and for each speedup report that measures the method,
-  ``vs_<baseline>``: the speedup to the report's ``final`` target in each kept cost unit with its bootstrap
-  interval (``macs``, ``macs_lo``, ``macs_hi``; null where the report has none);
+  ``vs_<baseline>`` (FID reports) or ``vs_<baseline>_<metric>``: the speedup to the report's ``final``
+  target in each kept cost unit with its 95% interval (``macs``, ``macs_lo``, ``macs_hi``; null where the
+  report has none, e.g. a target not reached);
 * ``verdicts.json``: the number of claims with each verdict in the ledger.
 
 and ``--plot-data`` (DVC ``plots``): ``{"provenance": ..., "points": [...]}``, one record per evaluation of
@@ -89,19 +90,20 @@ def summarize(
             row[key], row[f"{key}_sd"] = finals[key][method]["mean"], finals[key][method]["sd"]
         row["seeds"] = sum(1 for c in curves if c["method"] == method)
         rows[method] = row
-    baselines: set[str] = set()
+    keys: set[str] = set()
     for report in reports:
-        baseline = report["baseline"]
-        if baseline in baselines:
-            raise ValueError(f"speedup reports: two reports with baseline {baseline!r}")
-        baselines.add(baseline)
+        baseline, metric = report["baseline"], report.get("metric", "fid")
+        key = f"vs_{baseline}" if metric == "fid" else f"vs_{baseline}_{metric}"
+        if key in keys:
+            raise ValueError(f"speedup reports: two reports with baseline {baseline!r} and metric {metric!r}")
+        keys.add(key)
         for method, per_unit in speedups(report, target, units).items():
             if method not in rows:
                 raise ValueError(f"speedup report (baseline {baseline!r}): method {method!r} has no curve")
             flat: dict[str, Any] = {}
             for unit, r in per_unit.items():
                 flat |= {unit: r["x"], f"{unit}_lo": r["lo"], f"{unit}_hi": r["hi"]}
-            rows[method][f"vs_{baseline}"] = flat
+            rows[method][key] = flat
     if claims is not None:
         if "verdicts" in rows:
             raise ValueError("a method named 'verdicts' clashes with the verdict counts")
