@@ -126,12 +126,10 @@ class TrainData:
         else:
             from .data.latents import LatentShards
 
-            # all shards in memory (ImageNet-256 latents: about 21 GB in float32 per process), so every
-            # batch is a uniform draw from the whole set, as for the in-memory data sets
-            shards = LatentShards(d.path)
-            parts = [shards.shard(k) for k in range(len(shards.manifest["shards"]))]
-            self.images = torch.cat([p["latents"] for p in parts]).float()
-            self.labels = torch.cat([p["labels"] for p in parts]).long()
+            # the shards memory-mapped (ImageNet-256 latents are about 21 GB in float32): every batch is still
+            # a uniform draw from the whole set, and each rank reads only the items of its slice
+            mapped = LatentShards(d.path).mapped()
+            self.images, self.labels = mapped, mapped.labels
         if d.subset is not None:
             self.images, self.labels = self.images[: d.subset], self.labels[: d.subset]
         self.seed = cfg.seed
@@ -146,6 +144,12 @@ class TrainData:
             g = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
             self._order = (epoch, torch.randperm(len(self), generator=g))
         return self._order[1]
+
+    def shard_indices(self, step: int, batch_size: int, shard: int, shards: int) -> torch.Tensor:
+        """The items of ``step``'s global batch that micro-batch ``shard`` of ``shards`` (``rank * grad_accum +
+        accumulation index`` of ``world * grad_accum``) trains on: consecutive equal slices of the batch."""
+        micro = batch_size // shards
+        return self.batch_indices(step, batch_size)[shard * micro : (shard + 1) * micro]
 
     def batch_indices(self, step: int, batch_size: int) -> torch.Tensor:
         """Indices of the global batch of ``step``: consecutive slices of a per-epoch permutation."""

@@ -236,6 +236,10 @@ class LatentShards(torch.utils.data.Dataset):
         j = i - self.offsets[k]
         return data["latents"][j], data["labels"][j]
 
+    def mapped(self) -> MappedLatents:
+        """Every shard memory-mapped as one indexable array (see :class:`MappedLatents`)."""
+        return MappedLatents(self)
+
     def batches(
         self, batch_size: int, *, seed: int, drop_last: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -252,6 +256,65 @@ class LatentShards(torch.utils.data.Dataset):
             for start in range(0, stop, batch_size):
                 index = order[start : start + batch_size]
                 yield data["latents"][index], data["labels"][index]
+
+
+class MappedLatents:
+    """All shards of a :class:`LatentShards` as one array, memory-mapped (``torch.load(mmap=True)``).
+
+    Nothing is read at construction but the labels (8 bytes an item) and, with ``verify``, each file once
+    for its sha256; indexing reads the pages of the items asked for and returns them as float32. Every
+    DDP rank maps the same files, so the operating system's page cache holds one copy for all ranks, and a
+    rank that takes only its slice of each global batch reads only that slice. ``[:n]`` keeps the first
+    ``n`` items, still mapped; any other index or slice gathers the items into memory.
+    """
+
+    def __init__(self, shards: LatentShards, limit: int | None = None):
+        self.shards = shards
+        self._parts: list[torch.Tensor] = []
+        labels = []
+        for k, entry in enumerate(shards.manifest["shards"]):
+            path = shards.directory / entry["file"]
+            if shards.verify and k not in shards._verified:
+                digest = _sha256(path)
+                if digest != entry["sha256"]:
+                    raise ValueError(f"{path} has sha256 {digest}, the manifest says {entry['sha256']}: re-encode it")
+                shards._verified.add(k)
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            if len(data["labels"]) != entry["count"]:
+                raise ValueError(f"{path} holds {len(data['labels'])} latents, the manifest says {entry['count']}")
+            self._parts.append(data["latents"])
+            labels.append(data["labels"].long())
+        self.offsets = torch.tensor(shards.offsets, dtype=torch.long)
+        self.labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+        self.limit = len(self.labels) if limit is None else min(limit, len(self.labels))
+        self.labels = self.labels[: self.limit]
+
+    def __len__(self) -> int:
+        return self.limit
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.limit, *self._parts[0].shape[1:]) if self._parts else (0,)
+
+    def __getitem__(self, index) -> torch.Tensor | MappedLatents:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.limit)
+            if start == 0 and step == 1:
+                view = MappedLatents.__new__(MappedLatents)
+                view.__dict__.update(self.__dict__)
+                view.limit, view.labels = stop, self.labels[:stop]
+                return view
+            index = torch.arange(start, stop, step)
+        index = torch.as_tensor(index, dtype=torch.long)
+        flat = index.reshape(-1)
+        if flat.numel() and (flat.min() < 0 or flat.max() >= self.limit):
+            raise IndexError(f"index out of range for {self.limit} latents")
+        out = torch.empty((flat.numel(), *self._parts[0].shape[1:]), dtype=torch.float32)
+        shard_of = torch.searchsorted(self.offsets, flat, right=True) - 1
+        for k in shard_of.unique().tolist():
+            where = (shard_of == k).nonzero().squeeze(1)
+            out[where] = self._parts[k][flat[where] - self.offsets[k]].float()
+        return out.reshape(*index.shape, *out.shape[1:])
 
 
 def main(argv: list[str] | None = None) -> int:
