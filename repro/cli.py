@@ -125,14 +125,15 @@ class Parser(argparse.ArgumentParser):
 
 
 def _params_names(path: str | Path, section: str) -> list[str] | None:
-    """Names under ``section`` of a params file, or None when it cannot be read (the command reports that)."""
-    import yaml
+    """Names under ``section`` of a params file, or None when it cannot be read cleanly or the section is
+    empty or malformed: the command then reports what is wrong with the file, with its own message."""
+    from .io import read_yaml  # the project's strict reader: duplicate keys and bad syntax raise
 
     try:
-        params = yaml.safe_load(Path(path).read_text())
-        return [str(k) for k in params[section]]
-    except Exception:  # any unreadable file is the command's to report, with its own message
+        names = [str(k) for k in read_yaml(path)[section]]
+    except Exception:
         return None
+    return names or None
 
 
 def add_run_args(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
