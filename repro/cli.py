@@ -137,10 +137,11 @@ def _params_names(path: str | Path, section: str) -> list[str] | None:
 
 
 def add_run_args(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
-    """``--params``, ``--scale`` (and ``--method``): the choices are the names in the params file.
+    """``--params``, ``--scale`` (and ``--method``), their choices shown from ``params.yaml``.
 
-    The help lists the names in ``params.yaml`` of the working directory; the check reads the file that
-    ``--params`` names, so a custom scale or method in another file is accepted.
+    The help lists the names in ``params.yaml`` of the working directory. The values are checked by the
+    command against the file that ``--params`` names (so a custom scale or method in another file is
+    accepted), with a one-line error that names the allowed ones.
     """
     default = "params.yaml"
     parser.add_argument("--params", default=default, help="run configurations: scales and methods")
@@ -149,16 +150,6 @@ def add_run_args(parser: argparse.ArgumentParser, *, method: bool = True) -> Non
         names = _params_names(default, section)
         listed = f"{{{','.join(names)}}}" if names else dest.upper()
         parser.add_argument(f"--{dest}", required=True, metavar=listed, help=f"a name under '{section}:' of --params")
-
-    def check(ns: argparse.Namespace) -> str | None:
-        for dest, section in sections:
-            names = _params_names(ns.params, section)
-            value = getattr(ns, dest, None)
-            if names is not None and value not in names:
-                return f"argument --{dest}: invalid choice: {value!r} (choose from {', '.join(names)} in {ns.params})"
-        return None
-
-    parser.add_check(check)  # type: ignore[attr-defined]
 
 
 def nonnegative_float(text: str) -> float:
