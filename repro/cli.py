@@ -98,30 +98,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` that shows defaults and runs checks that need the whole namespace.
-
-    A check is ``check(namespace) -> str | None``; a string is reported through ``self.error``. Every
-    usage error is one line (``repro train: error: ...``, exit status 2) that points to ``--help``.
-    """
+    """An ``ArgumentParser`` that shows defaults and reports every usage error in one line
+    (``repro train: error: ...``, exit status 2) that points to ``--help``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
-        self._checks: list[Any] = []
-
-    def add_check(self, check: Any) -> None:
-        self._checks.append(check)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, rest = super().parse_known_args(args, namespace)
-        for check in self._checks:
-            message = check(namespace)
-            if message:
-                self.error(message)
-        return namespace, rest
 
 
 def _params_names(path: str | Path, section: str) -> list[str] | None:
