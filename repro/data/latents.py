@@ -215,6 +215,12 @@ class LatentShards(torch.utils.data.Dataset):
         """Shard ``k`` as ``{"latents", "labels"}``."""
         if self._cached is not None and self._cached[0] == k:
             return self._cached[1]
+        data = self.load(k)
+        self._cached = (k, data)
+        return data
+
+    def load(self, k: int, mmap: bool = False) -> dict[str, torch.Tensor]:
+        """Read shard ``k`` (memory-mapped when ``mmap``), its hash checked once and its count always."""
         entry = self.manifest["shards"][k]
         path = self.directory / entry["file"]
         if self.verify and k not in self._verified:
@@ -222,10 +228,9 @@ class LatentShards(torch.utils.data.Dataset):
             if digest != entry["sha256"]:
                 raise ValueError(f"{path} has sha256 {digest}, the manifest says {entry['sha256']}: re-encode it")
             self._verified.add(k)
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         if len(data["labels"]) != entry["count"]:
             raise ValueError(f"{path} holds {len(data['labels'])} latents, the manifest says {entry['count']}")
-        self._cached = (k, data)
         return data
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,16 +277,8 @@ class MappedLatents:
         self.shards = shards
         self._parts: list[torch.Tensor] = []
         labels = []
-        for k, entry in enumerate(shards.manifest["shards"]):
-            path = shards.directory / entry["file"]
-            if shards.verify and k not in shards._verified:
-                digest = _sha256(path)
-                if digest != entry["sha256"]:
-                    raise ValueError(f"{path} has sha256 {digest}, the manifest says {entry['sha256']}: re-encode it")
-                shards._verified.add(k)
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            if len(data["labels"]) != entry["count"]:
-                raise ValueError(f"{path} holds {len(data['labels'])} latents, the manifest says {entry['count']}")
+        for k in range(len(shards.manifest["shards"])):
+            data = shards.load(k, mmap=True)
             self._parts.append(data["latents"])
             labels.append(data["labels"].long())
         self.offsets = torch.tensor(shards.offsets, dtype=torch.long)
