@@ -1,20 +1,23 @@
 """A scale's results as DVC reads them: small flat metrics files and one flat table of curve points.
 
 ``repro summary`` reads the golden curves, the speedup reports and the claims ledger and writes, into one
-folder (DVC ``metrics``; ``dvc metrics show`` prints one row per file, ``dvc metrics diff`` compares them):
+folder (DVC ``metrics``), one small file per quantity, all with the same few keys, so that ``dvc metrics show``
+prints one narrow row per quantity (the path names it) and ``dvc metrics diff`` compares them:
 
-* ``<method>.json`` per method: the final FID and validation loss (mean and sample sd over seeds, each seed
-  at its last evaluation), the number of seeds, and for each speedup report that measures the method,
-  ``vs_<baseline>`` (FID reports) or ``vs_<baseline>_<metric>``: the speedup to the report's ``final``
-  target in each kept cost unit with its 95% interval (``macs``, ``macs_lo``, ``macs_hi``; null where the
-  report has none, e.g. a target not reached);
-* ``verdicts.json``: the number of claims with each verdict in the ledger.
+* ``fid/<method>.json``, ``val_loss/<method>.json``: the final value, mean (``value``) and sample sd (``sd``)
+  over the method's ``n`` seeds, each seed at its last finite evaluation;
+* ``speedup-vs-<baseline>/<metric>/<method>.json`` for each speedup report: the speedup to the report's
+  ``final`` target in the chosen cost unit (``--unit``, MACs in the pipeline) with its 95% interval
+  (``value``, ``ci_lower``, ``ci_upper``; null where the report has none, e.g. a target not reached) and the
+  method's ``n`` seeds;
+* ``verdicts/<verdict>.json``: ``n``, the number of claims with that verdict in the ledger.
 
 and ``--plot-data`` (DVC ``plots``): ``{"provenance": ..., "points": [...]}``, one record per evaluation of
 every run (``run``, ``method``, ``seed``, ``step``, ``images``, ``macs``, ``fid``, ``val_loss``), which the
 ``by_run`` template in ``.dvc/plots/`` draws as one line per run against training MACs.
 
-Everything is recomputed from committed files by arithmetic; nothing here trains or samples.
+Every unit and target, the p-values and the censoring stay in the speedup reports. Everything is recomputed
+from committed files by arithmetic; nothing here trains or samples.
 """
 
 from __future__ import annotations
@@ -58,18 +61,18 @@ def final_metrics(curves: Sequence[dict]) -> dict[str, dict[str, dict[str, float
     return out
 
 
-def speedups(report: dict, target: str = "final", units: Sequence[str] | None = None) -> dict[str, dict]:
-    """``{method: {unit: {"x", "lo", "hi"}}}``: each method's speedup to ``target`` from a speedup report."""
-    out: dict[str, dict] = {}
+def speedups(report: dict, target: str = "final", unit: str = "macs") -> dict[str, dict[str, Any]]:
+    """``{method: {"value", "ci_lower", "ci_upper", "n"}}``: each method's speedup to ``target`` in ``unit``."""
+    out: dict[str, dict[str, Any]] = {}
     for method, per_target in sorted(report.get("unit_results", {}).items()):
         per_unit = per_target.get(target)
         if per_unit is None:
             raise ValueError(f"speedup report: target {target!r} not in {sorted(per_target)} of method {method!r}")
-        chosen = [u for u in per_unit if units is None or u in units]
-        out[method] = {
-            u: {"x": per_unit[u].get("ratio"), "lo": per_unit[u].get("ci_low"), "hi": per_unit[u].get("ci_high")}
-            for u in chosen
-        }
+        if unit not in per_unit:
+            raise ValueError(f"speedup report: unit {unit!r} not in {sorted(per_unit)} of method {method!r}")
+        cell = per_unit[unit]
+        out[method] = {"value": cell.get("ratio"), "ci_lower": cell.get("ci_low"), "ci_upper": cell.get("ci_high")}
+        out[method]["n"] = cell.get("seeds")
     return out
 
 
@@ -79,35 +82,28 @@ def summarize(
     claims: dict | None = None,
     *,
     target: str = "final",
-    units: Sequence[str] | None = None,
+    unit: str = "macs",
 ) -> dict[str, dict[str, Any]]:
-    """``{file stem: flat metrics}``: one entry per method, and ``verdicts`` when ``claims`` is given."""
+    """``{relative path without .json: flat metrics}``: one entry per quantity (see the module's docstring)."""
     finals = final_metrics(curves)
     rows: dict[str, dict[str, Any]] = {}
-    for method in sorted({c["method"] for c in curves}):
-        row: dict[str, Any] = {}
-        for key in FINAL:
-            row[key], row[f"{key}_sd"] = finals[key][method]["mean"], finals[key][method]["sd"]
-        row["seeds"] = sum(1 for c in curves if c["method"] == method)
-        rows[method] = row
-    keys: set[str] = set()
+    for key in FINAL:
+        for method in sorted({c["method"] for c in curves}):
+            n = sum(1 for c in curves if c["method"] == method)
+            rows[f"{key}/{method}"] = {"value": finals[key][method]["mean"], "sd": finals[key][method]["sd"], "n": n}
+    methods = {c["method"] for c in curves}
     for report in reports:
         baseline, metric = report["baseline"], report.get("metric", "fid")
-        key = f"vs_{baseline}" if metric == "fid" else f"vs_{baseline}_{metric}"
-        if key in keys:
+        folder = f"speedup-vs-{baseline}/{metric}"
+        if any(name.startswith(folder + "/") for name in rows):
             raise ValueError(f"speedup reports: two reports with baseline {baseline!r} and metric {metric!r}")
-        keys.add(key)
-        for method, per_unit in speedups(report, target, units).items():
-            if method not in rows:
+        for method, row in speedups(report, target, unit).items():
+            if method not in methods:
                 raise ValueError(f"speedup report (baseline {baseline!r}): method {method!r} has no curve")
-            flat: dict[str, Any] = {}
-            for unit, r in per_unit.items():
-                flat |= {unit: r["x"], f"{unit}_lo": r["lo"], f"{unit}_hi": r["hi"]}
-            rows[method][key] = flat
+            rows[f"{folder}/{method}"] = row
     if claims is not None:
-        if "verdicts" in rows:
-            raise ValueError("a method named 'verdicts' clashes with the verdict counts")
-        rows["verdicts"] = {k.replace(" ", "_"): v for k, v in claims["counts"].items()}
+        for verdict, count in claims["counts"].items():
+            rows[f"verdicts/{verdict.replace(' ', '_')}"] = {"n": count}
     return rows
 
 
@@ -133,15 +129,16 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "summary",
         help="flat metrics and plot files of a scale's goldens, for DVC",
-        description="Writes a scale's small flat metrics file (final FID and val loss per method, speedups with "
-        "intervals, verdict counts) and a flat table of every curve point for `dvc plots`.",
+        description="Writes a scale's small flat metrics files (final FID and val loss per method, speedups with "
+        "intervals, verdict counts: one narrow row each in `dvc metrics show`) and a flat table of every curve point "
+        "for `dvc plots`.",
     )
     p.add_argument("--curves", nargs="+", required=True, help="curve JSON files, run folders or quoted globs")
     p.add_argument("--speedup", nargs="*", default=[], metavar="REPORT", help="speedup reports (repro speedup --out)")
     p.add_argument("--claims", default=None, help="claims ledger JSON whose verdicts are counted (optional)")
     p.add_argument("--target", default="final", help="speedup target of the reports to summarize")
-    p.add_argument("--units", nargs="+", default=None, help="cost units to keep (default: every unit of a report)")
-    p.add_argument("--out", required=True, help="folder for the metrics files (one per method, and verdicts.json)")
+    p.add_argument("--unit", default="macs", help="cost unit of the speedups (one of the reports' units)")
+    p.add_argument("--out", required=True, help="folder for the metrics files (one small file per quantity)")
     p.add_argument("--plot-data", default=None, help="also write every curve point here, flat, for dvc plots")
     p.set_defaults(func=_run_cli)
     return p
@@ -162,7 +159,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         curves = load_curves(find_curve_files(args.curves))
         reports = [_read_json(r, "speedup report") for r in args.speedup]
         claims = _read_json(args.claims, "claims ledger") if args.claims else None
-        summary = summarize(curves, reports, claims, target=args.target, units=args.units)
+        summary = summarize(curves, reports, claims, target=args.target, unit=args.unit)
     except ValueError as e:
         print(f"repro summary: error: {e}", file=sys.stderr)
         return 2
@@ -171,10 +168,13 @@ def _run_cli(args: argparse.Namespace) -> int:
         print(f"repro summary: error: --out {args.out!r} is a file; a folder is needed", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    for stale in set(out.glob("*.json")) - {out / f"{name}.json" for name in summary}:
-        stale.unlink()  # a method no longer in the curves
     for name, row in summary.items():
         atomic_write_json(out / f"{name}.json", row)
+    for stale in set(out.rglob("*.json")) - {out / f"{name}.json" for name in summary}:
+        stale.unlink()  # a method, report or verdict no longer in the inputs
+    for folder in sorted((d for d in out.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
+        if not any(folder.iterdir()):
+            folder.rmdir()
     if args.plot_data:
         command = "repro summary " + " ".join(sys.argv[2:])
         atomic_write_json(args.plot_data, {"provenance": _provenance(command), "points": plot_points(curves)})

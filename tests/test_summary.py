@@ -33,26 +33,38 @@ def test_summary_rows_hold_final_means_sds_speedups_and_verdicts():
         _curve("tread", 0, [50, 30], [0.4, 0.25]),
         _curve("tread", 1, [55, float("nan")], [0.4, 0.35]),  # a NaN evaluation: the last finite value counts
     ]
-    cell = {"ratio": 1.5, "ci_low": 1.2, "ci_high": 1.9}
+    cell = {"ratio": 1.5, "ci_low": 1.2, "ci_high": 1.9, "seeds": 2}
     report = {"baseline": "dit", "unit_results": {"tread": {"final": {"macs": cell, "seconds": {}}, "third": {}}}}
+    loss_report = report | {"metric": "val_loss"}
     claims = {"counts": {"confirmed": 2, "not checkable at this scale": 1}}
-    rows = summarize(curves, [report], claims, units=["macs"])
-    assert set(rows) == {"dit", "tread", "verdicts"}
-    assert rows["dit"]["fid"] == pytest.approx(42.0) and rows["dit"]["fid_sd"] == pytest.approx(
-        np.std([40, 44], ddof=1)
-    )
-    assert rows["tread"]["fid"] == pytest.approx((30 + 55) / 2)
-    assert rows["tread"]["val_loss_sd"] == pytest.approx(np.std([0.25, 0.35], ddof=1))
-    assert rows["dit"]["seeds"] == 2 and "vs_dit" not in rows["dit"]
-    assert rows["tread"]["vs_dit"] == {"macs": 1.5, "macs_lo": 1.2, "macs_hi": 1.9}
-    assert rows["verdicts"] == {"confirmed": 2, "not_checkable_at_this_scale": 1}
-    for row in rows.values():  # flat enough for a table: values are numbers, null, or one level of numbers
-        for v in row.values():
-            assert v is None or isinstance(v, int | float) or all(isinstance(x, int | float | None) for x in v.values())
-    with pytest.raises(ValueError, match="two reports with baseline 'dit'"):
+    rows = summarize(curves, [report, loss_report], claims)
+    assert set(rows) == {
+        "fid/dit",
+        "fid/tread",
+        "val_loss/dit",
+        "val_loss/tread",
+        "speedup-vs-dit/fid/tread",
+        "speedup-vs-dit/val_loss/tread",
+        "verdicts/confirmed",
+        "verdicts/not_checkable_at_this_scale",
+    }
+    assert rows["fid/dit"]["value"] == pytest.approx(42.0)
+    assert rows["fid/dit"]["sd"] == pytest.approx(np.std([40, 44], ddof=1)) and rows["fid/dit"]["n"] == 2
+    assert rows["fid/tread"]["value"] == pytest.approx((30 + 55) / 2)
+    assert rows["val_loss/tread"]["sd"] == pytest.approx(np.std([0.25, 0.35], ddof=1))
+    assert rows["speedup-vs-dit/fid/tread"] == {"value": 1.5, "ci_lower": 1.2, "ci_upper": 1.9, "n": 2}
+    assert rows["verdicts/confirmed"] == {"n": 2} and rows["verdicts/not_checkable_at_this_scale"] == {"n": 1}
+    keys = {k for row in rows.values() for k in row}
+    assert keys == {"value", "sd", "ci_lower", "ci_upper", "n"}  # every file shares these: a narrow table
+    for row in rows.values():  # flat: every value a number or null
+        assert all(v is None or isinstance(v, int | float) for v in row.values())
+    assert summarize(curves, [report], unit="seconds")["speedup-vs-dit/fid/tread"]["value"] is None
+    with pytest.raises(ValueError, match="two reports with baseline 'dit' and metric 'fid'"):
         summarize(curves, [report, report])
     with pytest.raises(ValueError, match="target 'late'"):
         summarize(curves, [report], target="late")
+    with pytest.raises(ValueError, match="unit 'images' not in"):
+        summarize(curves, [report], unit="images")
 
 
 def test_plot_points_are_one_record_per_evaluation_named_by_run():
@@ -74,14 +86,11 @@ def test_committed_summary_is_what_the_goldens_give(tmp_path):
     from repro.cli import main
 
     assert main([a.strip("'") for a in argv[1:]]) == 0
-    for path in sorted((tmp_path / "summary").iterdir()):
-        committed = SCALE / "summary" / path.name
-        hint = "stale: run `dvc repro --single-item summary`"
-        assert committed.exists(), hint
-        assert json.loads(committed.read_text()) == json.loads(path.read_text()), hint
-    assert sorted(p.name for p in (SCALE / "summary").iterdir()) == sorted(
-        p.name for p in (tmp_path / "summary").iterdir()
-    )
+    made = sorted(p.relative_to(tmp_path / "summary") for p in (tmp_path / "summary").rglob("*.json"))
+    hint = "stale: run `dvc repro --single-item summary`"
+    assert sorted(p.relative_to(SCALE / "summary") for p in (SCALE / "summary").rglob("*.json")) == made, hint
+    for rel in made:
+        assert json.loads((SCALE / "summary" / rel).read_text()) == json.loads((tmp_path / "summary" / rel).read_text())
     new = json.loads((tmp_path / "curves.json").read_text())["points"]
     assert json.loads((SCALE / "curves.json").read_text())["points"] == new
 
@@ -126,11 +135,13 @@ def test_dvc_metrics_show_is_one_small_table_and_plots_show_draws_every_run(tmp_
     assert r.returncode == 0, r.stderr
     (workspace,) = json.loads(r.stdout).values()  # keyed by revision: "" or "workspace"
     data = workspace["data"]
-    assert sorted(data) == sorted(f"goldens/micro/summary/{p.name}" for p in (SCALE / "summary").iterdir())
+    assert sorted(data) == sorted(str(p.relative_to(ROOT)) for p in (SCALE / "summary").rglob("*.json"))
     columns = {k for d in data.values() for k, v in _flat(d["data"]).items()}
-    assert len(columns) <= 30, sorted(columns)
+    assert columns == {"value", "sd", "ci_lower", "ci_upper", "n"}, sorted(columns)
     table = _dvc(repo, "metrics", "show").stdout.splitlines()
-    assert len(table) == 1 + len(data)
+    assert len(table) == 1 + len(data) <= 40  # one screen: a header and a row per quantity
+    assert max(len(line) for line in table) <= 120, table[0]
+    assert "value" in table[0].split() and any("speedup-vs-dit/fid/tread.json" in line for line in table)
     r = _dvc(repo, "plots", "show", "--json", "-o", str(tmp_path / "plots"))
     assert r.returncode == 0, r.stderr
     plots = json.loads(r.stdout)["data"]
