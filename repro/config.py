@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,18 @@ from typing import Any
 from .io import read_yaml
 from .models import DiTConfig, config_for, tread_routes
 from .models.routing import StochasticDepth
+from .validation import (
+    ValidationError,
+    as_mapping,
+    check_bool,
+    check_choice,
+    check_int,
+    check_keys,
+    check_name,
+    check_real,
+    invalid,
+    one_line,
+)
 
 PRECISIONS = ("fp32", "bf16")
 DATASETS = ("fashion-mnist", "latents", "synthetic")
@@ -36,46 +47,10 @@ METHOD_SECTIONS = ("objective", "model", "eval")
 # What the Fashion-MNIST data can serve (images padded to 32x32, one channel, 10 classes).
 FASHION_MNIST = {"input_size": 32, "in_channels": 1, "num_classes": 10, "train": 60_000, "test": 10_000}
 SYNTHETIC_DEFAULT_SIZE = 1024
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run; the one-line message names the dotted field, the value and what is allowed."""
-
-
-def _err(name: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"{name}: {value!r} is not allowed; {allowed}")
-
-
-def _positive_int(name: str, v: Any) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise _err(name, v, "must be a positive integer")
-
-
-def _non_negative_int(name: str, v: Any) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise _err(name, v, "must be a non-negative integer")
-
-
-def _bool(name: str, v: Any) -> None:
-    if not isinstance(v, bool):
-        raise _err(name, v, "must be true or false")
-
-
-def _number(
-    name: str,
-    v: Any,
-    lo: float | None = None,
-    hi: float | None = None,
-    lo_open: bool = False,
-    hi_open: bool = False,
-) -> None:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        raise _err(name, v, "must be a finite number")
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise _err(name, v, f"must be {'>' if lo_open else '>='} {lo}")
-    if hi is not None and (v > hi or (hi_open and v == hi)):
-        raise _err(name, v, f"must be {'<' if hi_open else '<='} {hi}")
+# A configuration that cannot run: the one-line message names the dotted field, the value and what is allowed.
+ConfigError = ValidationError
 
 
 @dataclass
@@ -121,33 +96,32 @@ class TrainConfig:
 
     def validate(self, prefix: str = "train") -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "ckpt_every", "log_every"):
-            _positive_int(f"{prefix}.{name}", getattr(self, name))
-        _number(f"{prefix}.lr", self.lr, 0, lo_open=True)
-        _number(f"{prefix}.weight_decay", self.weight_decay, 0)
+            check_int(f"{prefix}.{name}", getattr(self, name))
+        check_real(f"{prefix}.lr", self.lr, gt=0)
+        check_real(f"{prefix}.weight_decay", self.weight_decay, ge=0)
         # 1.0 would keep the EMA at its initial weights for ever
-        _number(f"{prefix}.ema_decay", self.ema_decay, 0, 1, hi_open=True)
+        check_real(f"{prefix}.ema_decay", self.ema_decay, ge=0, lt=1)
         if self.grad_clip is not None:
-            _number(f"{prefix}.grad_clip", self.grad_clip, 0, lo_open=True)
+            check_real(f"{prefix}.grad_clip", self.grad_clip, gt=0)
         betas = self.betas
         if (
             not isinstance(betas, (list, tuple))
             or len(betas) != 2
             or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
         ):
-            raise _err(f"{prefix}.betas", betas, "must be two numbers in [0, 1)")
+            raise invalid(f"{prefix}.betas", betas, "must be two numbers in [0, 1)")
         for name in ("tf32", "keep_checkpoints"):
-            _bool(f"{prefix}.{name}", getattr(self, name))
+            check_bool(f"{prefix}.{name}", getattr(self, name))
         if self.threads is not None:
-            _positive_int(f"{prefix}.threads", self.threads)
-        if self.precision not in PRECISIONS:
-            raise _err(f"{prefix}.precision", self.precision, f"allowed: {', '.join(PRECISIONS)}")
+            check_int(f"{prefix}.threads", self.threads)
+        check_choice(f"{prefix}.precision", self.precision, PRECISIONS)
         if self.equal_cost not in (None, "macs"):
-            raise _err(f"{prefix}.equal_cost", self.equal_cost, "allowed: macs, or null for equal steps")
+            raise invalid(f"{prefix}.equal_cost", self.equal_cost, "allowed: macs, or null for equal steps")
         if self.max_seconds is not None:
-            _number(f"{prefix}.max_seconds", self.max_seconds, 0, lo_open=True)
-        _number(f"{prefix}.step_scale", self.step_scale, 0, lo_open=True)
+            check_real(f"{prefix}.max_seconds", self.max_seconds, gt=0)
+        check_real(f"{prefix}.step_scale", self.step_scale, gt=0)
         if self.batch_size % self.grad_accum:
-            raise _err(f"{prefix}.batch_size", self.batch_size, f"must be divisible by grad_accum={self.grad_accum}")
+            raise invalid(f"{prefix}.batch_size", self.batch_size, f"must be divisible by grad_accum={self.grad_accum}")
 
 
 @dataclass
@@ -169,28 +143,26 @@ class EvalConfig:
 
     def validate(self, prefix: str = "eval") -> None:
         for name in ("num_samples", "sample_steps", "val_size", "val_points", "batch_size", "fid_blocks"):
-            _positive_int(f"{prefix}.{name}", getattr(self, name))
-        if not isinstance(self.clip_denoised, bool):
-            raise _err(f"{prefix}.clip_denoised", self.clip_denoised, "must be true or false")
+            check_int(f"{prefix}.{name}", getattr(self, name))
+        check_bool(f"{prefix}.clip_denoised", self.clip_denoised)
         if self.fid_blocks > 1 and self.num_samples // self.fid_blocks < 2:
-            raise _err(
+            raise invalid(
                 f"{prefix}.fid_blocks", self.fid_blocks, f"needs >= 2 samples a block (num_samples={self.num_samples})"
             )
-        _number(f"{prefix}.guidance_scale", self.guidance_scale, 0)
+        check_real(f"{prefix}.guidance_scale", self.guidance_scale, ge=0)
         metrics = self.metrics
         if (
             not isinstance(metrics, (list, tuple))
             or any(m not in ("fid", "kid", "prc") for m in metrics)
             or len(set(metrics)) != len(metrics)
         ):
-            raise _err(f"{prefix}.metrics", metrics, "a list of distinct entries from fid, kid, prc (or [])")
-        if self.reference not in REFERENCES:
-            raise _err(f"{prefix}.reference", self.reference, f"allowed: {', '.join(REFERENCES)}")
+            raise invalid(f"{prefix}.metrics", metrics, "a list of distinct entries from fid, kid, prc (or [])")
+        check_choice(f"{prefix}.reference", self.reference, REFERENCES)
         if self.reference_size is not None:
-            _positive_int(f"{prefix}.reference_size", self.reference_size)
-        _non_negative_int(f"{prefix}.seed", self.seed)
+            check_int(f"{prefix}.reference_size", self.reference_size)
+        check_int(f"{prefix}.seed", self.seed, low=0)
         if metrics and self.num_samples < 4:  # a covariance and 3 nearest neighbours need a few samples
-            raise _err(f"{prefix}.num_samples", self.num_samples, "must be >= 4 when metrics are computed")
+            raise invalid(f"{prefix}.num_samples", self.num_samples, "must be >= 4 when metrics are computed")
 
 
 @dataclass
@@ -200,16 +172,15 @@ class DataConfig:
     path: str | None = None  # latents: folder of shards written by repro.data.latents
 
     def validate(self, prefix: str = "data") -> None:
-        if self.name not in DATASETS:
-            raise _err(f"{prefix}.name", self.name, f"allowed: {', '.join(DATASETS)}")
+        check_choice(f"{prefix}.name", self.name, DATASETS)
         if self.subset is not None:
-            _positive_int(f"{prefix}.subset", self.subset)
+            check_int(f"{prefix}.subset", self.subset)
         if self.path is not None and not isinstance(self.path, str):
-            raise _err(f"{prefix}.path", self.path, "must be a folder path (a string)")
+            raise invalid(f"{prefix}.path", self.path, "must be a folder path (a string)")
         if self.name == "latents" and not self.path:
-            raise _err(f"{prefix}.path", self.path, "latents need the folder of encoded shards")
+            raise invalid(f"{prefix}.path", self.path, "latents need the folder of encoded shards")
         if self.name != "latents" and self.path is not None:
-            raise _err(f"{prefix}.path", self.path, f"only data.name latents reads a path, not {self.name!r}")
+            raise invalid(f"{prefix}.path", self.path, f"only data.name latents reads a path, not {self.name!r}")
 
 
 @dataclass
@@ -226,8 +197,8 @@ class RunConfig:
 
     def validate(self) -> None:
         for name in ("scale", "method"):
-            _check_name(name, getattr(self, name))
-        _non_negative_int("seed", self.seed)
+            check_name(name, getattr(self, name))
+        check_int("seed", self.seed, low=0)
         self.data.validate()
         self.train.validate()
         self.eval.validate()
@@ -235,7 +206,7 @@ class RunConfig:
         check_objective(self.objective, "objective", predicts_sigma, "model.learn_sigma")
         check_against_data(self, lambda section, key: f"{section}.{key}")
         if self.eval.clip_denoised and self.data.name == "latents":
-            raise _err("eval.clip_denoised", True, "false for latents: they have no bounded range to clip to")
+            raise invalid("eval.clip_denoised", True, "false for latents: they have no bounded range to clip to")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,38 +239,13 @@ class RunConfig:
         return cfg
 
 
-def _check_name(field_name: str, v: Any) -> None:
-    # names become run ids and folder names
-    if not isinstance(v, str) or not _NAME.match(v):
-        raise _err(field_name, v, "must be a name of letters, digits, '.', '_' and '-'")
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
-
-
 def _fields(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def _mapping(name: str, values: Any) -> dict[str, Any]:
-    """A section's settings; an empty section (``train:`` with nothing under it) is an empty mapping."""
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise _err(name, values, "must be a mapping of settings")
-    return values
-
-
-def _known_keys(prefix: str, values: dict[str, Any], known: list[str] | tuple[str, ...], what: str = "key") -> None:
-    for key in values:
-        if key not in known:
-            raise ConfigError(f"{prefix}.{key}: unknown {what}; allowed: {', '.join(known)}")
-
-
 def _build(cls, values: Any, prefix: str):
-    values = _mapping(prefix, values)
-    _known_keys(prefix, values, _fields(cls))
+    values = as_mapping(prefix, values)
+    check_keys(prefix, values, _fields(cls))
     values = dict(values)
     for k in ("betas", "metrics"):
         if k in values and isinstance(values[k], list):
@@ -333,52 +279,52 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
 def check_params(params: Any, source: str = "params") -> None:
     """Every section and key of a params mapping is known and has the right shape (values are checked per run)."""
     if not isinstance(params, dict):
-        raise _err(source, type(params).__name__, "must be a mapping with 'scales' and 'methods'")
-    _known_keys("params", params, TOP_SECTIONS, "section")
+        raise invalid(source, type(params).__name__, "must be a mapping with 'scales' and 'methods'")
+    check_keys("params", params, TOP_SECTIONS, "section")
     for section in TOP_SECTIONS:
         if not isinstance(params.get(section), dict) or not params[section]:
-            raise _err(section, params.get(section), "must be a non-empty mapping of names to settings")
+            raise invalid(section, params.get(section), "must be a non-empty mapping of names to settings")
     model_keys = ["name", *_fields(DiTConfig)]
     eval_keys = _fields(EvalConfig)
     for name, m in params["methods"].items():
         prefix = f"methods.{name}"
-        _check_name("methods", name)
+        check_name("methods", name)
         if not isinstance(m, dict):
-            raise _err(prefix, m, "must be a mapping with an objective (and optionally model, eval)")
-        _known_keys(prefix, m, METHOD_SECTIONS, "section")
+            raise invalid(prefix, m, "must be a mapping with an objective (and optionally model, eval)")
+        check_keys(prefix, m, METHOD_SECTIONS, "section")
         if "objective" not in m:
             raise ConfigError(f"{prefix}.objective: missing; every method needs an objective with a name")
         objective = m["objective"]
         if not isinstance(objective, dict) or "name" not in objective:
-            raise _err(f"{prefix}.objective", objective, "must be a mapping with a name: ddpm, interpolant or edm")
-        _known_keys(f"{prefix}.model", _mapping(f"{prefix}.model", m.get("model")), model_keys)
-        _known_keys(f"{prefix}.eval", _mapping(f"{prefix}.eval", m.get("eval")), eval_keys)
+            raise invalid(f"{prefix}.objective", objective, "must be a mapping with a name: ddpm, interpolant or edm")
+        check_keys(f"{prefix}.model", as_mapping(f"{prefix}.model", m.get("model")), model_keys)
+        check_keys(f"{prefix}.eval", as_mapping(f"{prefix}.eval", m.get("eval")), eval_keys)
     train_keys = [k for k in _fields(TrainConfig) if k != "step_scale"]  # step_scale is set by equal_cost
     for name, s in params["scales"].items():
         prefix = f"scales.{name}"
-        _check_name("scales", name)
+        check_name("scales", name)
         if not isinstance(s, dict):
-            raise _err(prefix, s, "must be a mapping of sections")
-        _known_keys(prefix, s, SCALE_SECTIONS, "section")
+            raise invalid(prefix, s, "must be a mapping of sections")
+        check_keys(prefix, s, SCALE_SECTIONS, "section")
         for section, keys in (
             ("model", model_keys),
             ("data", _fields(DataConfig)),
             ("train", train_keys),
             ("eval", eval_keys),
         ):
-            _known_keys(f"{prefix}.{section}", _mapping(f"{prefix}.{section}", s.get(section)), keys)
+            check_keys(f"{prefix}.{section}", as_mapping(f"{prefix}.{section}", s.get(section)), keys)
         if "methods" in s:
             methods = s["methods"]
             if not isinstance(methods, list) or len(set(map(str, methods))) != len(methods):
-                raise _err(f"{prefix}.methods", methods, "must be a list of distinct method names")
+                raise invalid(f"{prefix}.methods", methods, "must be a list of distinct method names")
             for method in methods:
                 if method not in params["methods"]:
-                    raise _err(f"{prefix}.methods", method, f"allowed: {', '.join(params['methods'])}")
+                    raise invalid(f"{prefix}.methods", method, f"allowed: {', '.join(params['methods'])}")
         if "seeds" in s:
             seeds = s["seeds"]
             ok = isinstance(seeds, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
             if not ok or any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
-                raise _err(f"{prefix}.seeds", seeds, "must be a list of distinct non-negative integers")
+                raise invalid(f"{prefix}.seeds", seeds, "must be a list of distinct non-negative integers")
 
 
 # ------------------------------------------------------------------------------------------
@@ -390,12 +336,24 @@ _MODEL_NUMBERS = ("mlp_ratio", "class_dropout_prob")
 _NAMED = "tread"  # routes: tread / stochastic_depth: tread
 
 
+def _tread_stochastic_depth(depth: int) -> StochasticDepth:
+    """Stochastic depth over TREAD's blocks, each skipped with TREAD's rate as the probability."""
+    return StochasticDepth(*dataclasses.astuple(tread_routes(depth)[0]))
+
+
+# What ``tread`` stands for under each key, and what else the key takes
+_TREAD = {
+    "routes": (tread_routes, "a list of [start, end, rate]"),
+    "stochastic_depth": (_tread_stochastic_depth, "[start, end, prob]"),
+}
+
+
 def _model_config(model: Any, where) -> DiTConfig:
     """A :class:`DiTConfig` from a model section; ``where(key)`` is the dotted name an error on ``key`` reports."""
     section = where("")[:-1]
-    model = dict(_mapping(section, model))
+    model = dict(as_mapping(section, model))
     known = _fields(DiTConfig)
-    _known_keys(section, model, ["name", *known])
+    check_keys(section, model, ["name", *known])
     name = model.pop("name", None)
     depth = model.get("depth")
     if name is not None:
@@ -404,36 +362,30 @@ def _model_config(model: Any, where) -> DiTConfig:
         except (ValueError, TypeError, AttributeError):
             from .models.dit import MODEL_NAMES
 
-            raise _err(where("name"), name, f"allowed: {', '.join(MODEL_NAMES)}") from None
+            raise invalid(where("name"), name, f"allowed: {', '.join(MODEL_NAMES)}") from None
     else:
         base_depth = DiTConfig.__dataclass_fields__["depth"].default
     for key in _MODEL_BOOLS:
         if key in model:
-            _bool(where(key), model[key])
+            check_bool(where(key), model[key])
     for key in _MODEL_NUMBERS:
         if key in model:
-            _number(where(key), model[key])
+            check_real(where(key), model[key])
     if depth is None:
         depth = base_depth
-    elif not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        raise _err(where("depth"), depth, "must be a positive integer")
+    else:
+        check_int(where("depth"), depth)
+    for key, (expand, otherwise) in _TREAD.items():
+        value = model.get(key)
+        if isinstance(value, str):
+            if value != _NAMED:
+                raise invalid(where(key), value, f"allowed: tread (TREAD's blocks 2 to depth-4) or {otherwise}")
+            if depth < 5:
+                raise invalid(where("depth"), depth, f"{key}: tread (blocks 2 to depth-4) needs depth >= 5")
+            model[key] = expand(depth)
     routes = model.get("routes")
-    if isinstance(routes, str):
-        if routes != _NAMED:
-            raise _err(where("routes"), routes, "allowed: tread (TREAD's route for the depth) or a list of routes")
-        if depth < 5:
-            raise _err(where("depth"), depth, "routes: tread (block 2 to block depth-4) needs depth >= 5")
-        model["routes"] = tread_routes(depth)
-    elif routes is not None and not isinstance(routes, (list, tuple)):
-        raise _err(where("routes"), routes, "allowed: tread or a list of [start, end, rate]")
-    sd = model.get("stochastic_depth")
-    if isinstance(sd, str):
-        if sd != _NAMED:
-            raise _err(where("stochastic_depth"), sd, "allowed: tread (TREAD's blocks, p = 0.5) or [start, end, prob]")
-        if depth < 5:
-            raise _err(where("depth"), depth, "stochastic_depth: tread (block 2 to depth-4) needs depth >= 5")
-        r = tread_routes(depth)[0]
-        model["stochastic_depth"] = StochasticDepth(r.start, r.end, r.rate)
+    if routes is not None and not isinstance(routes, (list, tuple)):
+        raise invalid(where("routes"), routes, "allowed: tread or a list of [start, end, rate]")
     try:
         return config_for(name, **model) if name else DiTConfig(**model)
     except (ValueError, TypeError) as e:
@@ -442,7 +394,7 @@ def _model_config(model: Any, where) -> DiTConfig:
 
 def _attribute(e: BaseException, where, keys, fallback: str) -> ConfigError:
     """``e``'s message (``"key...: what"``) with its leading key replaced by the dotted name ``where(key)``."""
-    msg = _one_line(e)
+    msg = one_line(e)
     m = re.match(r"[a-z_][a-z0-9_]*", msg)
     if m and m.group() in keys:
         return ConfigError(where(m.group()) + msg[m.end() :])
@@ -454,21 +406,21 @@ def check_objective(objective: Any, prefix: str, learn_sigma: bool, sigma_field:
     from .objectives import OBJECTIVES
 
     if not isinstance(objective, dict) or "name" not in objective:
-        raise _err(prefix, objective, "must be a mapping with a name: ddpm, interpolant or edm")
+        raise invalid(prefix, objective, "must be a mapping with a name: ddpm, interpolant or edm")
     name = objective["name"]
     if not isinstance(name, str) or name not in OBJECTIVES:
-        raise _err(f"{prefix}.name", name, f"allowed: {', '.join(OBJECTIVES)}")
+        raise invalid(f"{prefix}.name", name, f"allowed: {', '.join(OBJECTIVES)}")
     cls = OBJECTIVES[name]
     allowed = [f.name for f in dataclasses.fields(cls) if f.init]
     settings = {k: v for k, v in objective.items() if k != "name"}
-    _known_keys(prefix, settings, ["name", *allowed], f"setting of objective {name!r}")
+    check_keys(prefix, settings, ["name", *allowed], f"setting of objective {name!r}")
     try:
         built = cls(**settings)
     except (ValueError, TypeError) as e:
         raise _attribute(e, lambda key: f"{prefix}.{key}", allowed, prefix) from None
     wants_sigma = getattr(built, "learn_sigma", False)
     if wants_sigma != learn_sigma:
-        raise _err(sigma_field, learn_sigma, f"objective {name!r} needs learn_sigma={wants_sigma}")
+        raise invalid(sigma_field, learn_sigma, f"objective {name!r} needs learn_sigma={wants_sigma}")
 
 
 def check_against_data(cfg: RunConfig, where) -> None:
@@ -479,22 +431,26 @@ def check_against_data(cfg: RunConfig, where) -> None:
         for key in ("input_size", "in_channels", "num_classes"):
             want = FASHION_MNIST[key]
             if getattr(m, key) != want:
-                raise _err(where("model", key), getattr(m, key), f"Fashion-MNIST needs {key} = {want}")
+                raise invalid(where("model", key), getattr(m, key), f"Fashion-MNIST needs {key} = {want}")
         if d.subset is not None and d.subset > FASHION_MNIST["train"]:
-            raise _err(where("data", "subset"), d.subset, f"must be <= {FASHION_MNIST['train']}, the training images")
+            raise invalid(
+                where("data", "subset"), d.subset, f"must be <= {FASHION_MNIST['train']}, the training images"
+            )
         if e.val_size > FASHION_MNIST["test"]:
-            raise _err(where("eval", "val_size"), e.val_size, f"must be <= {FASHION_MNIST['test']}, the test images")
+            raise invalid(where("eval", "val_size"), e.val_size, f"must be <= {FASHION_MNIST['test']}, the test images")
         if e.metrics and e.reference_size is not None and e.reference_size > FASHION_MNIST[e.reference]:
             n = FASHION_MNIST[e.reference]
-            raise _err(where("eval", "reference_size"), e.reference_size, f"must be <= {n}, the {e.reference} images")
+            raise invalid(
+                where("eval", "reference_size"), e.reference_size, f"must be <= {n}, the {e.reference} images"
+            )
     else:
         if e.metrics:
             allowed = f"sample metrics need Fashion-MNIST data; use [] for {d.name}"
-            raise _err(where("eval", "metrics"), list(e.metrics), allowed)
+            raise invalid(where("eval", "metrics"), list(e.metrics), allowed)
         if d.name == "synthetic":
             n = d.subset or SYNTHETIC_DEFAULT_SIZE
             if e.val_size > n:
-                raise _err(where("eval", "val_size"), e.val_size, f"must be <= {n}, the synthetic data's size")
+                raise invalid(where("eval", "val_size"), e.val_size, f"must be <= {n}, the synthetic data's size")
 
 
 def check_data_files(cfg: RunConfig) -> None:
@@ -504,7 +460,7 @@ def check_data_files(cfg: RunConfig) -> None:
     if d.name == "latents":
         path = Path(d.path) / "manifest.json"
         if not path.is_file():
-            raise _err("data.path", d.path, "must be a folder of latent shards with a manifest.json")
+            raise invalid("data.path", d.path, "must be a folder of latent shards with a manifest.json")
         try:
             manifest = json.loads(path.read_text())
             channels, height, width = manifest["latent_shape"][-3:]
@@ -513,15 +469,15 @@ def check_data_files(cfg: RunConfig) -> None:
             raise ConfigError(f"{path}: not a latent-shards manifest ({type(exc).__name__}: {exc})") from None
         for key, value, want in (("in_channels", m.in_channels, channels), ("input_size", m.input_size, height)):
             if value != want:
-                raise _err(f"model.{key}", value, f"the latents in {d.path} need {key} = {want}")
+                raise invalid(f"model.{key}", value, f"the latents in {d.path} need {key} = {want}")
         if height != width:
             raise ConfigError(f"{path}: latents of {height}x{width}; the model needs square inputs")
         if m.num_classes < classes:
-            raise _err("model.num_classes", m.num_classes, f"must be >= {classes}, the classes in {d.path}")
+            raise invalid("model.num_classes", m.num_classes, f"must be >= {classes}, the classes in {d.path}")
         if d.subset is not None and d.subset > count:
-            raise _err("data.subset", d.subset, f"must be <= {count}, the latents in {d.path}")
+            raise invalid("data.subset", d.subset, f"must be <= {count}, the latents in {d.path}")
         if e.val_size > (d.subset or count):
-            raise _err("eval.val_size", e.val_size, f"must be <= {d.subset or count}, the latents used")
+            raise invalid("eval.val_size", e.val_size, f"must be <= {d.subset or count}, the latents used")
     if d.name == "fashion-mnist" and cfg.eval.metrics:
         from .metrics import featurenet
 
@@ -538,13 +494,13 @@ def resolve(params: dict[str, Any], scale: str, method: str, seed: int) -> RunCo
     check_params(params)
     scales, methods = params["scales"], params["methods"]
     if scale not in scales:
-        raise _err("--scale", scale, f"allowed: {', '.join(scales)}")
+        raise invalid("--scale", scale, f"allowed: {', '.join(scales)}")
     if method not in methods:
-        raise _err("--method", method, f"allowed: {', '.join(methods)}")
-    _non_negative_int("--seed", seed)
+        raise invalid("--method", method, f"allowed: {', '.join(methods)}")
+    check_int("--seed", seed, low=0)
     s, m = scales[scale], methods[method]
-    s_model, m_model = _mapping("model", s.get("model")), _mapping("model", m.get("model"))
-    s_eval, m_eval = _mapping("eval", s.get("eval")), _mapping("eval", m.get("eval"))
+    s_model, m_model = as_mapping("model", s.get("model")), as_mapping("model", m.get("model"))
+    s_eval, m_eval = as_mapping("eval", s.get("eval")), as_mapping("eval", m.get("eval"))
 
     def where(section: str, key: str) -> str:
         if section in ("model", "eval") and key in (m_model if section == "model" else m_eval):
@@ -611,7 +567,7 @@ def runs_of(params: dict[str, Any], scale: str) -> list[tuple[str, int]]:
     """(method, seed) pairs a scale runs."""
     check_params(params)
     if scale not in params["scales"]:
-        raise _err("--scale", scale, f"allowed: {', '.join(params['scales'])}")
+        raise invalid("--scale", scale, f"allowed: {', '.join(params['scales'])}")
     s = params["scales"][scale]
     for key in ("methods", "seeds"):
         if key not in s:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..validation import check_bool, check_choice, check_int, check_real
 from .layers import (
     Attention,
     LabelEmbedder,
@@ -96,13 +97,9 @@ class DiTConfig:
 
     def validate(self) -> None:
         for name, allowed in _CHOICES.items():
-            v = getattr(self, name)
-            if v not in allowed:
-                raise ValueError(f"{name}: unknown value {v!r}; allowed: {', '.join(map(repr, allowed))}")
+            check_choice(name, getattr(self, name), allowed)
         for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: {v!r} is not allowed; must be a positive integer")
+            check_int(name, getattr(self, name))
         if self.input_size % self.patch_size:
             raise ValueError(f"input_size: {self.input_size} is not divisible by patch_size {self.patch_size}")
         if self.hidden_size % self.num_heads:
@@ -113,14 +110,12 @@ class DiTConfig:
             raise ValueError(
                 f"num_heads: head dimension {self.hidden_size // self.num_heads} must be divisible by 4 for rope"
             )
-        if not 0.0 <= self.class_dropout_prob < 1.0:
-            raise ValueError(f"class_dropout_prob: {self.class_dropout_prob!r} not allowed; must be in [0, 1)")
-        if not self.mlp_ratio > 0:
-            raise ValueError(f"mlp_ratio: {self.mlp_ratio!r} not allowed; must be > 0")
+        check_real("class_dropout_prob", self.class_dropout_prob, ge=0.0, lt=1.0)
+        check_real("mlp_ratio", self.mlp_ratio, gt=0)
         validate_routes(self.routes, self.depth)
         validate_stochastic_depth(self.stochastic_depth, self.depth)
-        if not isinstance(self.discard_sigma, bool):
-            raise ValueError(f"discard_sigma: {self.discard_sigma!r} is not allowed; must be True or False")
+        for name in ("learn_sigma", "discard_sigma", "qk_norm", "fp32_after_route"):
+            check_bool(name, getattr(self, name))
         if self.discard_sigma and not self.learn_sigma:
             raise ValueError("discard_sigma: True needs learn_sigma=True (it drops the variance half of the output)")
         if self.routes and self.stochastic_depth is not None:

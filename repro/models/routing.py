@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..validation import ValidationError, check_int, check_real
+
 
 @dataclass(frozen=True)
 class Route:
@@ -68,21 +70,23 @@ def as_stochastic_depth(s) -> StochasticDepth | None:
     raise ValueError(f"stochastic_depth: cannot read {s!r}; give StochasticDepth(start, end, prob)")
 
 
+def _check_blocks(name: str, start, end, depth: int) -> None:
+    """``start`` and ``end`` are integer block indices with 0 <= start <= end < depth."""
+    for field, v in (("start", start), ("end", end)):
+        check_int(f"{name}.{field}", v, low=0)
+    if not 0 <= start <= end < depth:
+        raise ValidationError(
+            f"{name}: start={start}, end={end} out of range; allowed 0 <= start <= end < depth={depth}"
+        )
+
+
 def validate_routes(routes: Sequence[Route], depth: int) -> None:
     """0 <= start <= end < depth, 0 <= rate < 1, routes ordered and not overlapping."""
     prev_end = -1
     for i, r in enumerate(routes):
         name = f"routes[{i}]"
-        for field in ("start", "end"):
-            v = getattr(r, field)
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise ValueError(f"{name}.{field}: {v!r} is not an integer block index")
-        if not 0 <= r.start <= r.end < depth:
-            raise ValueError(
-                f"{name}: start={r.start}, end={r.end} out of range; allowed 0 <= start <= end < depth={depth}"
-            )
-        if not (isinstance(r.rate, (int, float)) and 0.0 <= r.rate < 1.0):
-            raise ValueError(f"{name}.rate: {r.rate!r} not allowed; the selection rate must be in [0, 1)")
+        _check_blocks(name, r.start, r.end, depth)
+        check_real(f"{name}.rate", r.rate, ge=0.0, lt=1.0)
         if r.start <= prev_end:
             raise ValueError(
                 f"{name}: start={r.start} overlaps or precedes the previous route ending at block {prev_end}; "
@@ -94,12 +98,8 @@ def validate_routes(routes: Sequence[Route], depth: int) -> None:
 def validate_stochastic_depth(sd: StochasticDepth | None, depth: int) -> None:
     if sd is None:
         return
-    if not 0 <= sd.start <= sd.end < depth:
-        raise ValueError(
-            f"stochastic_depth: start={sd.start}, end={sd.end} out of range; allowed 0 <= start <= end < depth={depth}"
-        )
-    if not 0.0 <= sd.prob < 1.0:
-        raise ValueError(f"stochastic_depth.prob: {sd.prob!r} not allowed; must be in [0, 1)")
+    _check_blocks("stochastic_depth", sd.start, sd.end, depth)
+    check_real("stochastic_depth.prob", sd.prob, ge=0.0, lt=1.0)
 
 
 def sample_keep_ids(

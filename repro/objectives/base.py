@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..models import dense_inference
+from ..validation import check_int, check_real
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -44,39 +44,8 @@ def rand(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.
 
 
 # ------------------------------------------------------------------------------------------
-# Checks: each names the field, the value and what is allowed
+# Batch checks (settings are checked with repro.validation)
 # ------------------------------------------------------------------------------------------
-
-
-def check_choice(field: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{field}: unknown value {value!r}; allowed: {', '.join(map(repr, allowed))}")
-
-
-def check_real(field: str, value, *, low=None, high=None, strict: bool = True, allow_inf: bool = False) -> None:
-    """``value`` is a real number (finite unless ``allow_inf``) within the bounds (strict or not)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    ok = ok and (allow_inf or math.isfinite(value))
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if ok and high is not None:
-        ok = value < high if strict else value <= high
-    if not ok:
-        bounds = [f"{'>' if strict else '>='} {low}"] if low is not None else []
-        bounds += [f"{'<' if strict else '<='} {high}"] if high is not None else []
-        kind = "a real number" if allow_inf else "a finite real number"
-        raise ValueError(f"{field}: {value!r} is not allowed; must be {' '.join([kind, ' and '.join(bounds)]).strip()}")
-
-
-def check_int(field: str, value, *, low: int = 1, high: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
-        upper = f" and <= {high}" if high is not None else ""
-        raise ValueError(f"{field}: {value!r} is not allowed; must be an integer >= {low}{upper}")
-
-
-def check_bool(field: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{field}: {value!r} is not allowed; must be true or false")
 
 
 def check_batch(x: torch.Tensor, y: torch.Tensor, x_name: str) -> None:
@@ -243,7 +212,7 @@ class Objective(abc.ABC):
         check_batch(noise, y, "noise")
         steps = self.default_steps if steps is None else steps
         self.check_steps(steps)
-        check_real("guidance_scale", guidance_scale, low=0.0, strict=False)
+        check_real("guidance_scale", guidance_scale, ge=0.0)
         if guidance_scale != 1.0:
             null_label(model)
         with torch.no_grad(), dense_inference(model):

@@ -46,11 +46,9 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
+from ..validation import check_bool, check_int, check_real
 from .base import (
     Objective,
-    check_bool,
-    check_int,
-    check_real,
     guided_output,
     mean_flat,
     per_sample,
@@ -117,10 +115,9 @@ class DDPM(Objective):
 
     def __post_init__(self):
         check_int("num_timesteps", self.num_timesteps, low=2)
-        check_real("beta_start", self.beta_start, low=0.0, high=1.0)
-        check_real("beta_end", self.beta_end, low=self.beta_start, high=1.0)
-        if not isinstance(self.learn_sigma, bool):
-            raise ValueError(f"learn_sigma: {self.learn_sigma!r} is not allowed; must be True or False")
+        check_real("beta_start", self.beta_start, gt=0.0, lt=1.0)
+        check_real("beta_end", self.beta_end, gt=self.beta_start, lt=1.0)
+        check_bool("learn_sigma", self.learn_sigma)
         check_bool("clip_denoised", self.clip_denoised)
         betas = linear_betas(self.num_timesteps, self.beta_start, self.beta_end)
         abar = torch.cumprod(1.0 - betas, dim=0)

@@ -37,10 +37,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..validation import check_bool, check_real
 from .base import (
     Objective,
-    check_bool,
-    check_real,
     guided_output,
     mean_flat,
     per_sample,
@@ -87,15 +86,15 @@ class EDM(Objective):
 
     def __post_init__(self):
         check_real("p_mean", self.p_mean)
-        check_real("p_std", self.p_std, low=0.0)
-        check_real("sigma_data", self.sigma_data, low=0.0)
-        check_real("sigma_min", self.sigma_min, low=0.0)
-        check_real("sigma_max", self.sigma_max, low=self.sigma_min)
-        check_real("rho", self.rho, low=0.0)
-        check_real("s_churn", self.s_churn, low=0.0, strict=False)
-        check_real("s_tmin", self.s_tmin, low=0.0, strict=False)
-        check_real("s_tmax", self.s_tmax, low=self.s_tmin, strict=False, allow_inf=True)
-        check_real("s_noise", self.s_noise, low=0.0, strict=False)
+        check_real("p_std", self.p_std, gt=0.0)
+        check_real("sigma_data", self.sigma_data, gt=0.0)
+        check_real("sigma_min", self.sigma_min, gt=0.0)
+        check_real("sigma_max", self.sigma_max, gt=self.sigma_min)
+        check_real("rho", self.rho, gt=0.0)
+        check_real("s_churn", self.s_churn, ge=0.0)
+        check_real("s_tmin", self.s_tmin, ge=0.0)
+        check_real("s_tmax", self.s_tmax, ge=self.s_tmin, allow_inf=True)
+        check_real("s_noise", self.s_noise, ge=0.0)
         check_bool("clip_denoised", self.clip_denoised)
 
     def denoise(

@@ -53,11 +53,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..validation import check_bool, check_choice, check_real
 from .base import (
     Objective,
-    check_bool,
-    check_choice,
-    check_real,
     guided_output,
     mean_flat,
     per_sample,
@@ -181,14 +179,14 @@ class Interpolant(Objective):
         check_choice("prediction", self.prediction, PREDICTIONS)
         check_choice("sampler", self.sampler, SAMPLERS)
         check_choice("diffusion", self.diffusion, DIFFUSIONS)
-        check_real("diffusion_norm", self.diffusion_norm, low=0.0, strict=False)
-        check_real("last_step_size", self.last_step_size, low=0.0, high=1.0)
+        check_real("diffusion_norm", self.diffusion_norm, ge=0.0)
+        check_real("last_step_size", self.last_step_size, gt=0.0, lt=1.0)
         check_bool("clip_denoised", self.clip_denoised)
-        check_real("atol", self.atol, low=0.0)
-        check_real("rtol", self.rtol, low=0.0)
+        check_real("atol", self.atol, gt=0.0)
+        check_real("rtol", self.rtol, gt=0.0)
         if self.eps is None:
             self.eps = 0.0 if self.prediction == "velocity" else 1e-3
-        check_real("eps", self.eps, low=0.0, high=0.5, strict=False)
+        check_real("eps", self.eps, ge=0.0, le=0.5)
         if self.prediction != "velocity" and self.eps == 0:
             raise ValueError(f"eps: 0 is not allowed with prediction={self.prediction!r}; must be > 0")
 
