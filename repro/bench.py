@@ -26,9 +26,8 @@ import time
 
 import torch
 
-from .audit import train_step_macs
 from .io import atomic_write_json
-from .models import StochasticDepth, config_for, tread_routes
+from .models import StochasticDepth, config_for, train_step_macs, tread_routes
 from .objectives import make_objective
 
 # Dense peak FLOP/s (no sparsity) from the vendors' data sheets, by precision

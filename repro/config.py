@@ -554,7 +554,7 @@ def equalize_macs(cfg: RunConfig) -> None:
     follow at the same MAC points as the dense run's (``TrainConfig.step_scale``)."""
     if not cfg.model.routes and cfg.model.stochastic_depth is None:
         return
-    from .audit import train_step_macs
+    from .models import train_step_macs
 
     dense = cfg.model.replace(routes=(), stochastic_depth=None)
     ratio = train_step_macs(dense, cfg.train.batch_size) / train_step_macs(cfg.model, cfg.train.batch_size)

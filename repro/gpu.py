@@ -313,8 +313,7 @@ def run_plan(cfg, tp: Throughput) -> dict[str, Any]:
     """Counted FLOPs and estimated seconds of one run: training, sampling for FID, validation loss."""
     import torch
 
-    from .audit import dit_forward_macs, train_step_macs
-    from .models import DiT
+    from .models import DiT, dit_forward_macs, train_step_macs
 
     t, e = cfg.train, cfg.eval
     step_macs = train_step_macs(cfg.model, t.batch_size)
@@ -348,8 +347,8 @@ def run_plan(cfg, tp: Throughput) -> dict[str, Any]:
 
 
 def bench_plan(model: str, batch: int, steps: int, warmup: int, tp: Throughput, overrides: dict) -> dict[str, Any]:
-    from .audit import train_step_macs
     from .bench import method_config
+    from .models import train_step_macs
 
     macs = {m: train_step_macs(method_config(model, m, **overrides), batch) for m in BENCH_METHODS}
     total = (steps + warmup) * sum(macs.values())

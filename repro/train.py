@@ -33,7 +33,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .audit import train_step_macs
 from .config import ConfigError, RunConfig, check_data_files, load_params, resolve
 from .io import (
     CheckpointError,
@@ -44,7 +43,7 @@ from .io import (
     load_checkpoint,
     remove_stale_temporaries,
 )
-from .models import DiT
+from .models import DiT, train_step_macs
 from .objectives import make_objective
 
 SEED_STRIDE = 1_000_003

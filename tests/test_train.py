@@ -10,9 +10,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from repro.audit import train_step_macs
 from repro.config import RunConfig, load_params, resolve, runs_of
-from repro.models import DiT
+from repro.models import DiT, train_step_macs
 from repro.train import TrainingDiverged, train
 
 

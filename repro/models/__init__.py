@@ -1,5 +1,16 @@
-"""Reference models: DiT (and SiT's identical backbone) with TREAD routing and the debate's variants."""
+"""Reference models: DiT (and SiT's identical backbone) with TREAD routing and the debate's variants, and what
+they cost (parameters and MACs, :mod:`repro.models.cost`)."""
 
+from .cost import (
+    ElementCounter,
+    attention_macs,
+    dit_forward_macs,
+    dit_train_step_macs,
+    macs_by_op,
+    meta_dit,
+    num_params,
+    train_step_macs,
+)
 from .dit import (
     MODEL_NAMES,
     SIZES,
@@ -20,11 +31,19 @@ __all__ = [
     "DiT",
     "DiTBlock",
     "DiTConfig",
+    "ElementCounter",
     "FinalLayer",
     "Route",
     "StochasticDepth",
+    "attention_macs",
     "config_for",
     "create",
     "dense_inference",
+    "dit_forward_macs",
+    "dit_train_step_macs",
+    "macs_by_op",
+    "meta_dit",
+    "num_params",
+    "train_step_macs",
     "tread_routes",
 ]
