@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .io import atomic_write_json, git_commit
+from .io import atomic_write_json
 from .models import SIZES, DiT, tread_routes
 from .models.cost import (
     ElementCounter,
@@ -49,6 +49,8 @@ from .models.cost import (
     meta_dit,
     num_params,
 )
+from .provenance import provenance
+from .runtime import cpu_setup
 
 DEFAULT_OUT = Path("goldens/audit.json")
 
@@ -483,7 +485,7 @@ def lightningdit_xl1() -> DiT:
 
 
 def run_audit() -> dict[str, Any]:
-    torch.set_flush_denormal(True)
+    cpu_setup()
     sizes = audit_dit_sizes()
     tread = audit_tread_routes()
     lightning = sum(dit_forward_macs(lightningdit_xl1()).values()) / 1e9
@@ -496,26 +498,26 @@ def run_audit() -> dict[str, Any]:
     }
 
 
-def provenance(command: str) -> dict[str, Any]:
+def audit_provenance(command: str) -> dict[str, Any]:
     import diffusers
 
-    commit = git_commit(paths=(".",))  # dirty: uncommitted changes to any tracked file
-    return {
-        "command": command,
-        "git_commit": None if commit is None else commit.removesuffix("+dirty"),
-        "git_dirty": None if commit is None else commit.endswith("+dirty"),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "python": platform.python_version(),
-        "device": "meta (shapes only, no weights); counter torch.utils.flop_counter.FlopCounterMode",
-        "host": platform.machine(),
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
+    prov = provenance(
+        command,
+        device="meta (shapes only, no weights); counter torch.utils.flop_counter.FlopCounterMode",
+        commit_paths=(".",),  # dirty: uncommitted changes to any tracked file
+        diffusers=diffusers.__version__,
+        host=platform.machine(),
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    )
+    commit = prov["git_commit"]
+    prov["git_commit"] = None if commit is None else commit.removesuffix("+dirty")
+    prov["git_dirty"] = None if commit is None else commit.endswith("+dirty")
+    return prov
 
 
 def write_audit(audit: Mapping[str, Any], path: str | os.PathLike, command: str) -> Path:
     """Write the audit with its provenance, atomically (temp file + rename)."""
-    return atomic_write_json(path, {"provenance": provenance(command), **audit})
+    return atomic_write_json(path, {"provenance": audit_provenance(command), **audit})
 
 
 def load_audit(path: str | os.PathLike = DEFAULT_OUT) -> dict[str, Any]:

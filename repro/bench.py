@@ -29,6 +29,7 @@ import torch
 from .io import atomic_write_json
 from .models import StochasticDepth, config_for, train_step_macs, tread_routes
 from .objectives import make_objective
+from .runtime import cpu_setup
 
 # Dense peak FLOP/s (no sparsity) from the vendors' data sheets, by precision
 PEAK_TFLOPS = {
@@ -102,8 +103,8 @@ def run_bench(
     model: str, batch: int, steps: int, warmup: int, device: str | None, precision: str, methods=METHODS, **overrides
 ) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cpu_setup(dev)
     if dev.type == "cpu":
-        torch.set_flush_denormal(True)
         precision = "fp32"  # bf16 autocast on CPU measures the CPU's bf16 emulation, not the model
     peak = peak_tflops(dev, precision)
     rows = {}

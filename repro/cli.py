@@ -179,12 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     only = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(only).parse_args(argv)
-    try:
-        import torch
+    from .runtime import cpu_setup
 
-        torch.set_flush_denormal(True)  # near-zero adaLN gates make denormals; they slow CPUs ~30x
-    except ImportError:  # pragma: no cover
-        pass
+    cpu_setup()  # near-zero adaLN gates make denormals; they slow CPUs ~30x
     try:
         rc = args.func(args)
     except (ValueError, OSError) as e:

@@ -60,6 +60,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .provenance import git_commit, provenance, sha256_file
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WHEELS = REPO_ROOT / ".whl"
 MANIFEST = "manifest.json"
@@ -105,14 +107,6 @@ class BudgetExceeded(BaseException):
 
 def _normalize(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -171,7 +165,7 @@ def copy_data(dest: Path) -> list[dict[str, Any]]:
 
 def pack(dest: Path = DEFAULT_WHEELS, pins: dict[str, tuple[str, str]] = PINS, data: bool = True) -> dict[str, Any]:
     """Download the pinned wheels into ``dest`` (pip, the default index), copy the data, write the manifest."""
-    from .io import atomic_write_json, git_commit
+    from .io import atomic_write_json
 
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
@@ -404,26 +398,21 @@ def source_sha256() -> str:
     return h.hexdigest()
 
 
-def provenance(device, precision: str, seed: int, command: str, dry_run: bool) -> dict[str, Any]:
+def campaign_provenance(device, precision: str, seed: int, command: str, dry_run: bool) -> dict[str, Any]:
     import torch
 
-    from .io import git_commit
-
-    prov = {
-        "command": command,
-        "git_commit": git_commit(),
-        "source_sha256": source_sha256(),
-        "dry_run": dry_run,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
-        "precision": precision,
-        "tf32": device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
-        "seed": seed,
-        "host_cpus": os.cpu_count(),
-    }
+    prov = provenance(
+        command,
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
+        precision=precision,
+        seed=seed,
+        source_sha256=source_sha256(),
+        dry_run=dry_run,
+        cuda=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        tf32=device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
+        host_cpus=os.cpu_count(),
+    )
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         prov.update({"gpu_memory_gib": props.total_memory / 2**30, "multiprocessors": props.multi_processor_count,
@@ -584,18 +573,18 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
 
     from .config import load_params
     from .io import atomic_write_json
+    from .runtime import cpu_setup
     from .train import train
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() and not dry_run else "cpu"))
-    if dev.type == "cpu":
-        torch.set_flush_denormal(True)
+    cpu_setup(dev)
     if dry_run:
         torch.set_num_threads(DRY_TRAIN["threads"])  # tiny matrices: one thread beats two contended ones
     configs = small_configs(load_params(params), dry_run, seed)
     precision = configs[0].train.precision if dev.type == "cuda" else "fp32"
     if dev.type == "cuda":  # as train() sets it, so the record states what the runs use
         torch.backends.cuda.matmul.allow_tf32 = configs[0].train.tf32
-    rec["provenance"] = provenance(dev, precision, configs[0].seed, camp.command, dry_run)
+    rec["provenance"] = campaign_provenance(dev, precision, configs[0].seed, camp.command, dry_run)
     peak = peak_tflops or (H200_BF16_TFLOPS if dev.type == "cuda" else CPU_ASSUMED_TFLOPS)
     tp = Throughput(peak, mfu, eval_overhead_s=2.0 if dev.type == "cuda" else 0.3)
     overrides = {**({"input_size": 32, "in_channels": 4, "num_classes": 1000}), **(DRY_BENCH if dry_run else {})}

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 
 import torch
 import yaml
+
+from .provenance import git_commit  # noqa: F401 - its home is repro.provenance; kept importable from here
 
 
 def _umask() -> int:
@@ -106,25 +107,6 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text: {e}") from None
-
-
-def git_commit(paths: Sequence[str] = ("repro",)) -> str | None:
-    """HEAD of the repository holding this package, with ``+dirty`` when tracked files under ``paths``
-    have uncommitted changes. Outside a git checkout (a copy of the tree on another machine) it is
-    ``$REPRO_GIT_COMMIT`` when set, else None."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-
-    try:
-        head = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *paths)
-    except (OSError, subprocess.SubprocessError):
-        return os.environ.get("REPRO_GIT_COMMIT") or None
-    return head + ("+dirty" if dirty else "")
 
 
 class CheckpointError(ValueError):

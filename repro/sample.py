@@ -158,7 +158,8 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 def _run_cli(args: argparse.Namespace) -> int:
     from .metrics.grid import save_grid
-    from .train import device_name, pick_device
+    from .runtime import cpu_setup, device_name
+    from .train import pick_device
 
     out = Path(args.out)
     if out.suffix != ".npz":
@@ -171,8 +172,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"repro sample: error: {e}", file=sys.stderr)
         return 2
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)
+    cpu_setup(device)
     ev = run.get("eval", {})
     steps = args.steps if args.steps is not None else ev.get("sample_steps")
     scale = args.cfg_scale if args.cfg_scale is not None else ev.get("guidance_scale", 1.0)

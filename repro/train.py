@@ -22,7 +22,6 @@ import fcntl
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -39,12 +38,12 @@ from .io import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
-    git_commit,
     load_checkpoint,
     remove_stale_temporaries,
 )
 from .models import DiT, train_step_macs
 from .objectives import make_objective
+from .provenance import run_provenance
 
 SEED_STRIDE = 1_000_003
 
@@ -92,12 +91,6 @@ def pick_device(requested: str | None = None) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", dist_info()[2])
     return torch.device("cpu")
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 # ------------------------------------------------------------------------------------------
@@ -177,20 +170,6 @@ def validation_batch(cfg: RunConfig, data: TrainData) -> tuple[torch.Tensor, tor
 # ------------------------------------------------------------------------------------------
 # Provenance, EMA, checkpoints
 # ------------------------------------------------------------------------------------------
-
-
-def provenance(cfg: RunConfig, device: torch.device, world: int, command: str | None = None) -> dict[str, Any]:
-    return {
-        "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "git_commit": git_commit(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": device_name(device),
-        "world_size": world,
-        "precision": cfg.train.precision if device.type == "cuda" else "fp32",
-        "tf32": bool(cfg.train.tf32 and device.type == "cuda"),
-        "seed": cfg.seed,
-    }
 
 
 @torch.no_grad()
@@ -518,7 +497,7 @@ def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval) ->
             find_unused_parameters=cfg.model.stochastic_depth is not None,
         )
     step_macs = train_step_macs(cfg.model, tc.batch_size)
-    prov = provenance(cfg, dev, world, command)
+    prov = run_provenance(cfg, dev, world, command)
     log = open(run_dir / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115 - closed below
     model.train()
     started = step

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import hashlib
 import json
 import os
 import sys
@@ -34,6 +33,8 @@ import torch
 from PIL import Image
 
 from repro.io import atomic_torch_save, atomic_write_text
+from repro.provenance import sha256_file
+from repro.runtime import cpu_setup
 
 SD_VAE_SCALE = 0.18215
 MANIFEST = "manifest.json"
@@ -82,14 +83,6 @@ def load_vae(source: str | os.PathLike, *, device: str | torch.device = "cpu", d
     return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @torch.no_grad()
 def encode_image_folder(
     image_dir: str | os.PathLike,
@@ -133,7 +126,7 @@ def encode_image_folder(
     def write_shard(latents: torch.Tensor, labels: torch.Tensor) -> None:
         name = f"shard-{len(shards):05d}.pt"
         atomic_torch_save({"latents": latents.clone(), "labels": labels.clone()}, out / name)
-        shards.append({"file": name, "count": len(labels), "sha256": _sha256(out / name)})
+        shards.append({"file": name, "count": len(labels), "sha256": sha256_file(out / name)})
 
     for images, labels in loader:
         if hflip:
@@ -224,7 +217,7 @@ class LatentShards(torch.utils.data.Dataset):
         entry = self.manifest["shards"][k]
         path = self.directory / entry["file"]
         if self.verify and k not in self._verified:
-            digest = _sha256(path)
+            digest = sha256_file(path)
             if digest != entry["sha256"]:
                 raise ValueError(f"{path} has sha256 {digest}, the manifest says {entry['sha256']}: re-encode it")
             self._verified.add(k)
@@ -331,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--num-workers", type=int, default=4)
     args = p.parse_args(argv)
-    torch.set_flush_denormal(True)
+    cpu_setup()
     vae = load_vae(args.vae, device=args.device)
     manifest = encode_image_folder(
         args.image_dir,

@@ -24,7 +24,6 @@ result is bitwise the same file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -41,7 +40,9 @@ import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from repro.data.fashion_mnist import iterate_batches, load, to_float
-from repro.io import atomic_torch_save, atomic_write_text, git_commit
+from repro.io import atomic_torch_save, atomic_write_text
+from repro.provenance import git_commit, sha256_file
+from repro.runtime import cpu_setup
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "weights"  # package data: repro/weights/
 WEIGHTS_NAME = "featurenet.pt"
@@ -111,14 +112,6 @@ def calibrate_feature_scale(net: FeatureNet, images: torch.Tensor, batch_size: i
     scale = 1.0 / math.sqrt(total / count)
     net.feature_scale.fill_(scale)
     return scale
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_weights_path() -> Path:
@@ -208,7 +201,7 @@ def train_feature_net(
     Adam with a cosine-decayed learning rate, cross-entropy, no augmentation. ``train_limit`` trains on
     the first images only (for quick checks). Returns the net (eval mode) and a dict of facts about the run.
     """
-    torch.set_flush_denormal(True)
+    cpu_setup()
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:

@@ -48,6 +48,8 @@ from torch.utils.data import Dataset
 from repro.data.fashion_mnist import FILES, PAYLOAD_SHA256, SPLITS, cache_dir, load, to_float, to_uint8
 from repro.io import atomic_write_json, atomic_write_text
 from repro.metrics import featurenet
+from repro.provenance import sha256_file
+from repro.runtime import cpu_setup
 
 METRICS = ("fid", "kid", "prc")
 FMNIST = "fmnist"
@@ -139,7 +141,7 @@ def _reference(reference: str | torch.Tensor | np.ndarray, size: int | None, cha
 
 @functools.lru_cache(maxsize=8)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return featurenet.sha256_file(path)
+    return sha256_file(path)
 
 
 @functools.lru_cache(maxsize=4)
@@ -173,7 +175,7 @@ def _read_feature_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
         meta = json.loads(record.read_text())
         if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
             return None
-        if hashlib.sha256(path.read_bytes()).hexdigest() != meta.get("sha256"):
+        if sha256_file(path) != meta.get("sha256"):
             return None
         with np.load(path, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
@@ -190,7 +192,7 @@ def _write_feature_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) ->
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     record = {
         "format": CACHE_FORMAT,
         "key": key,
@@ -588,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 5000, 10_000], help="sample counts")
     parser.add_argument("--curve-size", type=int, default=10_000, help="images in the corruption curves")
     args = parser.parse_args(argv)
-    torch.set_flush_denormal(True)
+    cpu_setup()
     report = reference_report(args.sizes, args.curve_size, weights=args.weights)
     atomic_write_json(args.reference_report, report)
     print(json.dumps(report, indent=2))
