@@ -101,9 +101,9 @@ def test_cpu_setup_flushes_denormals_and_sets_threads():
     if not torch.set_flush_denormal(True):
         pytest.skip("this CPU cannot flush denormals")
     threads = torch.get_num_threads()
-    tiny = torch.tensor([1e-40], dtype=torch.float32)
     try:
         torch.set_flush_denormal(False)
+        tiny = torch.tensor([1e-40], dtype=torch.float32)
         assert (tiny * 1.0).item() != 0.0  # a denormal survives without the flush
         cpu_setup("cuda")  # not a CPU: nothing changes
         assert (tiny * 1.0).item() != 0.0
