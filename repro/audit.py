@@ -39,8 +39,9 @@ import torch
 from torch import nn
 
 from .io import atomic_write_json
-from .models import SIZES, DiT, tread_routes
-from .models.cost import (
+from .models import (
+    SIZES,
+    DiT,
     ElementCounter,
     attention_macs,
     dit_forward_macs,
@@ -48,6 +49,7 @@ from .models.cost import (
     macs_by_op,
     meta_dit,
     num_params,
+    tread_routes,
 )
 from .provenance import provenance
 from .runtime import cpu_setup

@@ -276,6 +276,18 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return params
 
 
+def _entries(params: dict[str, Any], kind: str, sections: tuple[str, ...], holding: str):
+    """``(prefix, settings)`` of each named entry of ``params[kind]``, after checking that its name can be a
+    folder name and that it is a mapping of known ``sections`` (``holding`` says what it holds)."""
+    for name, entry in params[kind].items():
+        prefix = f"{kind}.{name}"
+        check_name(kind, name)
+        if not isinstance(entry, dict):
+            raise invalid(prefix, entry, f"must be a mapping of {holding}")
+        check_keys(prefix, entry, sections, "section")
+        yield prefix, entry
+
+
 def check_params(params: Any, source: str = "params") -> None:
     """Every section and key of a params mapping is known and has the right shape (values are checked per run)."""
     if not isinstance(params, dict):
@@ -286,12 +298,7 @@ def check_params(params: Any, source: str = "params") -> None:
             raise invalid(section, params.get(section), "must be a non-empty mapping of names to settings")
     model_keys = ["name", *_fields(DiTConfig)]
     eval_keys = _fields(EvalConfig)
-    for name, m in params["methods"].items():
-        prefix = f"methods.{name}"
-        check_name("methods", name)
-        if not isinstance(m, dict):
-            raise invalid(prefix, m, "must be a mapping with an objective (and optionally model, eval)")
-        check_keys(prefix, m, METHOD_SECTIONS, "section")
+    for prefix, m in _entries(params, "methods", METHOD_SECTIONS, "an objective (and optionally model, eval)"):
         if "objective" not in m:
             raise ConfigError(f"{prefix}.objective: missing; every method needs an objective with a name")
         objective = m["objective"]
@@ -300,12 +307,7 @@ def check_params(params: Any, source: str = "params") -> None:
         check_keys(f"{prefix}.model", as_mapping(f"{prefix}.model", m.get("model")), model_keys)
         check_keys(f"{prefix}.eval", as_mapping(f"{prefix}.eval", m.get("eval")), eval_keys)
     train_keys = [k for k in _fields(TrainConfig) if k != "step_scale"]  # step_scale is set by equal_cost
-    for name, s in params["scales"].items():
-        prefix = f"scales.{name}"
-        check_name("scales", name)
-        if not isinstance(s, dict):
-            raise invalid(prefix, s, "must be a mapping of sections")
-        check_keys(prefix, s, SCALE_SECTIONS, "section")
+    for prefix, s in _entries(params, "scales", SCALE_SECTIONS, "sections"):
         for section, keys in (
             ("model", model_keys),
             ("data", _fields(DataConfig)),

@@ -44,7 +44,6 @@ from typing import ClassVar
 
 import torch
 from diffusers import DDPMScheduler
-from torch import nn
 
 from ..validation import check_bool, check_int, check_real
 from .base import (
@@ -178,17 +177,9 @@ class DDPM(Objective):
         t = [(2 * k + 1) * self.num_timesteps // (2 * points) for k in range(points)]
         return torch.tensor(t, dtype=torch.long, device=like.device)
 
-    def loss_terms(
-        self,
-        model: nn.Module,
-        x0: torch.Tensor,
-        y: torch.Tensor,
-        t: torch.Tensor,
-        noise: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """``{"mse", "vb", "loss"}`` per sample at steps ``t`` with ``noise``; ``vb`` is 0 without a
-        learned variance."""
+    def loss_terms(self, model, x0, y, t, noise, generator=None) -> dict[str, torch.Tensor]:
+        """``{"mse", "vb", "loss"}`` per sample at steps ``t`` with ``noise`` (the arguments of ``loss_at``);
+        ``vb`` is 0 without a learned variance."""
         xt = self.q_sample(x0, t, noise)
         eps, v = split_output(model(xt, t, y, generator=generator), x0.shape[1], extra=self.learn_sigma)
         mse = mean_flat((noise - eps) ** 2)

@@ -262,16 +262,25 @@ class Interpolant(Objective):
                 x = x + h / 2.0 * (v + v_next)
         return x
 
+    def _sde_grid(self, steps: int) -> tuple[list[tuple[float, float]], float]:
+        """SiT's SDE grid, ``steps`` times from ``eps`` to ``1 - last_step_size``: the (t, t_next) pairs of the
+        stochastic steps, and the time the last, drift-only step starts from."""
+        times = torch.linspace(self.eps, 1.0 - self.last_step_size, steps, dtype=torch.float64).tolist()
+        return list(zip(times[:-1], times[1:])), times[-1]
+
+    def _last_sde_step(self, model, x, t, y, guidance_scale):
+        """SiT's ``last_step``: from ``t`` to 1 along the drift, without noise."""
+        drift, _ = self.sde_drift(model, x, t, y, guidance_scale)
+        return x + (1.0 - t) * drift
+
     def _sample_sde(self, model, noise, y, steps, guidance_scale, generator):
-        t0 = self.eps
-        times = torch.linspace(t0, 1.0 - self.last_step_size, steps, dtype=torch.float64).tolist() + [1.0]
+        pairs, t_last = self._sde_grid(steps)
         x = noise
-        for t, t_next in zip(times[:-2], times[1:-1]):
+        for t, t_next in pairs:
             h = t_next - t
             drift, d = self.sde_drift(model, x, t, y, guidance_scale)
             x = x + h * drift + (2.0 * d * h).sqrt() * randn(x.shape, generator, x)
-        drift, _ = self.sde_drift(model, x, times[-2], y, guidance_scale)
-        return x + (1.0 - times[-2]) * drift
+        return self._last_sde_step(model, x, t_last, y, guidance_scale)
 
     def _diffusion(self, x, t: float) -> torch.Tensor:
         """``D_t`` per sample, shaped to broadcast against ``x`` (no network evaluation)."""
@@ -280,17 +289,15 @@ class Interpolant(Objective):
         return self.diffusion_norm * (sigma if self.diffusion == "sigma" else torch.ones_like(sigma))
 
     def _sample_sde_heun(self, model, noise, y, steps, guidance_scale, generator):
-        t0 = self.eps
-        times = torch.linspace(t0, 1.0 - self.last_step_size, steps, dtype=torch.float64).tolist() + [1.0]
+        pairs, t_last = self._sde_grid(steps)
         x = noise
-        for t, t_next in zip(times[:-2], times[1:-1]):
+        for t, t_next in pairs:
             h = t_next - t
             x_hat = x + (2.0 * self._diffusion(x, t) * h).sqrt() * randn(x.shape, generator, x)
             k1, _ = self.sde_drift(model, x_hat, t, y, guidance_scale)
             k2, _ = self.sde_drift(model, x_hat + h * k1, t_next, y, guidance_scale)
             x = x_hat + h / 2.0 * (k1 + k2)
-        drift, _ = self.sde_drift(model, x, times[-2], y, guidance_scale)
-        return x + (1.0 - times[-2]) * drift
+        return self._last_sde_step(model, x, t_last, y, guidance_scale)
 
     def _sample_dopri5(self, model, noise, y, guidance_scale):
         try:
