@@ -357,3 +357,36 @@ def test_fid_sd_from_blocks_scales_the_block_spread_to_all_samples():
     assert np.mean(np.square(est)) == pytest.approx(0.8**2, rel=0.05)
     with pytest.raises(ValueError, match="at least 2"):
         fid.fid_sd_from_blocks([3.0])
+
+
+# --- the in-process path against torch-fidelity's ----------------------------------------------------------------
+
+
+@needs_data
+@pytest.mark.parametrize("metrics", [("fid", "kid", "prc"), ("fid",), ("prc",)])
+def test_in_process_metrics_are_bitwise_torch_fidelitys(train_images, cache, metrics):
+    """The in-process path (reference features from the cache, the reference's statistics and radii once per
+    process, numpy's BLAS on one thread) gives exactly torch-fidelity's numbers, for good and bad samples."""
+    kwargs = dict(reference_size=600, cache_root=cache, kid_subsets=5, kid_subset_size=100, batch_size=64)
+    fid._REFERENCE_MEMO.clear()
+    good, bad = train_images[:150], fid.corrupt(train_images[150:300], "noise", 0.4)
+    for samples in (good, bad, good):  # the third call reads the memo filled by the first two
+        reference = fid.compute_metrics(samples, "test", metrics, via_torch_fidelity=True, **kwargs)
+        assert fid.compute_metrics(samples, "test", metrics, **kwargs) == reference
+    assert len(fid._REFERENCE_MEMO) == ("fid" in metrics) + ("prc" in metrics)
+
+
+@needs_data
+def test_in_process_path_is_taken_only_with_a_checked_cache_entry(train_images, tmp_path, monkeypatch):
+    calls = []
+    real = fid._fidelity_with_cache
+    monkeypatch.setattr(fid, "_fidelity_with_cache", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kwargs = dict(reference_size=200, cache_root=tmp_path, kid_subsets=2, kid_subset_size=50)
+    first = fid.compute_metrics(train_images[:60], "test", **kwargs)
+    assert len(calls) == 1  # nothing cached yet: torch-fidelity extracts the reference and fills the cache
+    assert fid.compute_metrics(train_images[:60], "test", **kwargs) == first
+    assert len(calls) == 1  # then the in-process path
+    entry = next((tmp_path / "fidelity").glob("*.npz"))
+    entry.write_bytes(entry.read_bytes()[:-10])  # a damaged entry is not trusted
+    assert fid.compute_metrics(train_images[:60], "test", **kwargs) == first
+    assert len(calls) == 2

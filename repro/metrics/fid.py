@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import io
 import json
 import math
 import os
@@ -168,6 +169,12 @@ def _cache_record(path: Path) -> Path:
 def _read_feature_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
     """The cached feature arrays of ``key`` when the ``.npz`` and its record agree (key, format, sha256, shapes);
     None otherwise (a miss: the features are recomputed and the entry rewritten)."""
+    found = _read_feature_cache_checked(path, key)
+    return None if found is None else found[0]
+
+
+def _read_feature_cache_checked(path: Path, key: str) -> tuple[dict[str, np.ndarray], str] | None:
+    """Like :func:`_read_feature_cache`, with the sha256 the file was checked against."""
     record = _cache_record(path)
     if not (path.is_file() and record.is_file()):
         return None
@@ -175,16 +182,18 @@ def _read_feature_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
         meta = json.loads(record.read_text())
         if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
             return None
-        if sha256_file(path) != meta.get("sha256"):
+        payload = path.read_bytes()
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != meta.get("sha256"):
             return None
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
     except (OSError, ValueError, json.JSONDecodeError, AttributeError):
         return None
     shapes = meta.get("shapes", {})
     if sorted(arrays) != sorted(shapes) or any(list(a.shape) != shapes[n] or a.ndim != 2 for n, a in arrays.items()):
         return None
-    return arrays
+    return arrays, digest
 
 
 def _write_feature_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
@@ -250,6 +259,141 @@ def _extractor(feature_extractor: str, weights: str | os.PathLike | None) -> tup
     raise ValueError(f"feature_extractor must be {FMNIST!r} or {INCEPTION!r}, got {feature_extractor!r}")
 
 
+# ------------------------------------------------------------------------------------------
+# The in-process path: the same numbers as torch-fidelity's, with the reference's work done once per process
+# ------------------------------------------------------------------------------------------
+
+# KID's 300 kernel products of (n x 128) matrices and the FID's covariance and eigenvalues run in numpy. With numpy's
+# BLAS on 2 threads next to torch's own thread pool, each such small product took ~30 ms instead of ~0.5 ms on 2 busy
+# cores (threads waiting on each other), so the in-process path runs numpy's BLAS on one thread; the numbers are
+# bitwise the same (tests/test_metrics.py compares them with torch-fidelity's path).
+_REFERENCE_MEMO: dict[tuple, Any] = {}  # (reference features' sha256, layer, what) -> FID statistics or PRC radii
+_EXTRACTORS: dict[tuple[str, str], Any] = {}  # (extractor name, layer) -> a torch-fidelity feature extractor
+_MEMO_LIMIT = 16
+
+
+def _memo(key: tuple, compute):
+    if key not in _REFERENCE_MEMO:
+        if len(_REFERENCE_MEMO) >= _MEMO_LIMIT:
+            _REFERENCE_MEMO.pop(next(iter(_REFERENCE_MEMO)))
+        _REFERENCE_MEMO[key] = compute()
+    return _REFERENCE_MEMO[key]
+
+
+def _feature_extractor(name: str, layer: str):
+    """The registered extractor ``name`` for one layer, made (and its weights checked) once per process."""
+    if (name, layer) not in _EXTRACTORS:
+        from torch_fidelity.utils import create_feature_extractor
+
+        _EXTRACTORS[(name, layer)] = create_feature_extractor(name, [layer], cuda=False, verbose=False)
+    return _EXTRACTORS[(name, layer)]
+
+
+@torch.no_grad()
+def _sample_features(extractor, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Features of uint8 ``images`` in consecutive batches of ``batch_size``, as torch-fidelity's loader feeds them."""
+    batch_size = min(batch_size, len(images))
+    return torch.cat([extractor(images[i : i + batch_size])[0].cpu() for i in range(0, len(images), batch_size)])
+
+
+def _distances(rows: torch.Tensor, cols: torch.Tensor, batch: int) -> torch.Tensor:
+    """Euclidean distances ``(len(rows), len(cols))``, the columns in blocks of ``batch``."""
+    return torch.cat([torch.cdist(rows, part) for part in cols.split(batch)], dim=1)
+
+
+def _kth_neighbour_radii(features: torch.Tensor, k: int, batch: int) -> torch.Tensor:
+    """Each point's distance to its ``k``-th nearest other point (the point itself is the 0th)."""
+    return torch.cat([_distances(part, features, batch).kthvalue(k + 1).values for part in features.split(batch)])
+
+
+def _share_inside(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, batch: int) -> float:
+    """The share of ``points`` within ``radii`` of at least one of ``centres``."""
+    inside = [(_distances(part, centres, batch) <= radii).any(dim=1).float() for part in points.split(batch)]
+    return torch.cat(inside).mean().item()
+
+
+def _metrics_in_process(
+    npz: Path,
+    key: str,
+    name: str,
+    images: torch.Tensor,
+    wanted: tuple[str, ...],
+    *,
+    batch_size: int,
+    kid_subsets: int,
+    kid_subset_size: int,
+    prc_neighborhood: int,
+    seed: int,
+) -> dict | None:
+    """torch-fidelity's FID / KID / precision-recall of ``images`` against the cached reference features, computed
+    with its formulas on the same features in the same batch shapes, so bitwise its numbers; the reference's FID
+    statistics and neighbourhood radii are computed once per process (keyed by the checked file's sha256). None
+    when the cache has no entry for the reference (the caller then goes through torch-fidelity, which fills it)."""
+    from threadpoolctl import threadpool_limits
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    layers = {FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric(m) for m in wanted}
+    found = _read_feature_cache_checked(npz, key)
+    if len(layers) != 1 or found is None or next(iter(layers)) not in found[0]:
+        return None
+    with threadpool_limits(1, user_api="blas"):  # see the note above _REFERENCE_MEMO
+        return _metrics_from_cache(
+            found,
+            next(iter(layers)),
+            name,
+            images,
+            wanted,
+            batch_size=batch_size,
+            kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size,
+            prc_neighborhood=prc_neighborhood,
+            seed=seed,
+        )
+
+
+def _metrics_from_cache(
+    found, layer, name, images, wanted, *, batch_size, kid_subsets, kid_subset_size, prc_neighborhood, seed
+) -> dict:
+    from torch_fidelity.helpers import get_kwarg
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    arrays, digest = found
+    reference = torch.from_numpy(arrays[layer])
+    features = _sample_features(_feature_extractor(name, layer), images, batch_size)
+    raw: dict[str, float] = {}
+    if "fid" in wanted:
+        ref_stats = _memo((digest, layer, "fid"), lambda: feature_statistics(reference))
+        raw.update(fid_statistics_to_metric(feature_statistics(features), ref_stats, False))
+    if "kid" in wanted:
+        raw.update(
+            kid_features_to_metric(
+                features,
+                reference,
+                kid_subsets=kid_subsets,
+                kid_subset_size=kid_subset_size,
+                rng_seed=seed,
+                verbose=False,
+            )
+        )
+    if "prc" in wanted:
+        batch = get_kwarg("prc_batch_size", {})
+        ref_radii = _memo(
+            (digest, layer, "prc", prc_neighborhood, batch),
+            lambda: _kth_neighbour_radii(reference, prc_neighborhood, batch),
+        )
+        recall = _share_inside(reference, features, _kth_neighbour_radii(features, prc_neighborhood, batch), batch)
+        precision = _share_inside(features, reference, ref_radii, batch)
+        raw.update(
+            {
+                "precision": precision,
+                "recall": recall,
+                "f_score": 2 * precision * recall / max(1e-5, precision + recall),
+            }
+        )
+    return raw
+
+
 def compute_metrics(
     samples: torch.Tensor | np.ndarray,
     reference: str | torch.Tensor | np.ndarray = "test",
@@ -266,6 +410,7 @@ def compute_metrics(
     prc_neighborhood: int = 3,
     seed: int = 2020,
     verbose: bool = False,
+    via_torch_fidelity: bool = False,
 ) -> dict[str, float]:
     """FID / KID / precision-recall of ``samples`` against ``reference`` (see the module docstring).
 
@@ -273,6 +418,11 @@ def compute_metrics(
     (default: the committed one) or, for Inception, torch-fidelity's Inception weights. KID uses
     ``kid_subsets`` random subsets of ``min(kid_subset_size, N, N_ref)`` drawn with ``seed``; the same
     inputs and seed give the same numbers. ``cache_root`` overrides the cache root.
+
+    With the domain feature network on the CPU and the reference's features in the cache, the metrics are
+    computed in this process from torch-fidelity's formulas on the same features (bitwise its numbers; the
+    reference's statistics and precision/recall radii once per process); otherwise, or with
+    ``via_torch_fidelity``, through ``torch_fidelity.calculate_metrics``.
     """
     wanted = tuple(dict.fromkeys(metrics))
     bad = [m for m in wanted if m not in METRICS]
@@ -283,26 +433,43 @@ def compute_metrics(
     ref_dataset, ref_key = _reference(reference, reference_size, channels)
     cuda = torch.device(device).type == "cuda"
     root = Path(cache_root) if cache_root is not None else cache_dir()
-    raw = _fidelity_with_cache(
-        root / "fidelity",
-        f"repro-{ref_key}-w{weights_key}",
-        name,
-        input1=ImageDataset(images, channels),
-        input2=ref_dataset,
-        fid="fid" in wanted,
-        kid="kid" in wanted,
-        prc="prc" in wanted,
-        feature_extractor=name,
-        cuda=cuda,
-        batch_size=batch_size,
-        kid_subsets=kid_subsets,
-        kid_subset_size=min(kid_subset_size, len(images), len(ref_dataset)),
-        prc_neighborhood=prc_neighborhood,
-        rng_seed=seed,
-        save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
-        verbose=verbose,
-        **extra,
-    )
+    key = f"repro-{ref_key}-w{weights_key}"
+    kid_subset_size = min(kid_subset_size, len(images), len(ref_dataset))
+    raw = None
+    if feature_extractor == FMNIST and not cuda and not via_torch_fidelity:
+        raw = _metrics_in_process(
+            root / "fidelity" / f"{key}.npz",
+            key,
+            name,
+            images,
+            wanted,
+            batch_size=batch_size,
+            kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size,
+            prc_neighborhood=prc_neighborhood,
+            seed=seed,
+        )
+    if raw is None:
+        raw = _fidelity_with_cache(
+            root / "fidelity",
+            key,
+            name,
+            input1=ImageDataset(images, channels),
+            input2=ref_dataset,
+            fid="fid" in wanted,
+            kid="kid" in wanted,
+            prc="prc" in wanted,
+            feature_extractor=name,
+            cuda=cuda,
+            batch_size=batch_size,
+            kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size,
+            prc_neighborhood=prc_neighborhood,
+            rng_seed=seed,
+            save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
+            verbose=verbose,
+            **extra,
+        )
     out = {_KEYS[k]: float(v) for k, v in raw.items() if k in _KEYS}
     out["num_samples"] = len(images)
     out["num_reference"] = len(ref_dataset)
