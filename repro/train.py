@@ -205,6 +205,7 @@ def generate(model, objective, cfg: RunConfig, device: torch.device, num: int | 
     g = torch.Generator(device="cpu").manual_seed(cfg.eval.seed)
     noise = torch.randn(num, m.in_channels, m.input_size, m.input_size, generator=g)
     labels = torch.arange(num) % m.num_classes
+    workers = torch.get_num_threads() if device.type == "cpu" else 1  # the same samples, all cores busy
     out = []
     for i in range(0, num, cfg.eval.batch_size):
         sg = torch.Generator(device="cpu").manual_seed(cfg.eval.seed + 1 + i)
@@ -216,6 +217,7 @@ def generate(model, objective, cfg: RunConfig, device: torch.device, num: int | 
                 steps=cfg.eval.sample_steps,
                 guidance_scale=cfg.eval.guidance_scale,
                 generator=sg,
+                workers=workers,
             )
             .float()
             .cpu()
@@ -224,12 +226,13 @@ def generate(model, objective, cfg: RunConfig, device: torch.device, num: int | 
 
 
 def evaluate(model, objective, cfg: RunConfig, device: torch.device, val: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    from .objectives.base import SplitForward
+
     x, y = val
     g = torch.Generator(device="cpu").manual_seed(cfg.eval.seed)
+    net = SplitForward(model, torch.get_num_threads()) if device.type == "cpu" else model  # the same numbers
     with torch.no_grad():
-        val_loss = float(
-            objective.fixed_t_loss(model, x.to(device), y.to(device), g, points=cfg.eval.val_points).mean()
-        )
+        val_loss = float(objective.fixed_t_loss(net, x.to(device), y.to(device), g, points=cfg.eval.val_points).mean())
     out: dict[str, Any] = {"val_loss": val_loss}
     if cfg.data.name == "fashion-mnist" and cfg.eval.metrics:
         from .metrics.fid import compute_metrics

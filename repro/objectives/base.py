@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..models import dense_inference
-from ..validation import check_int, check_real
+from ..validation import check_bool, check_int, check_real
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -114,6 +114,93 @@ def guided_output(model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.T
 
 
 # ------------------------------------------------------------------------------------------
+# A compiled sampling forward
+# ------------------------------------------------------------------------------------------
+
+_COMPILED_CALL = None
+
+
+def _call(module: nn.Module, *args, **kwargs) -> torch.Tensor:
+    return module(*args, **kwargs)
+
+
+class CompiledForward:
+    """The network's forward through ``torch.compile``; other attributes (``config``, ...) are the network's.
+
+    The network is an argument of the one compiled function, so nothing here keeps it alive, and its weights
+    stay inputs of the graph (no freezing): an EMA model whose weights change between evaluations is served
+    by the same compiled code. A new network, batch shape or training flag compiles again (one graph per
+    shape). The first call pays the compilation (tens of seconds on a CPU), so it pays off over many forwards.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __getattr__(self, name: str):
+        return getattr(self.module, name)
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        global _COMPILED_CALL
+        if _COMPILED_CALL is None:
+            _COMPILED_CALL = torch.compile(_call, dynamic=False)
+        return _COMPILED_CALL(self.module, *args, **kwargs)
+
+
+class SplitForward:
+    """The network's forward on ``workers`` consecutive slices of the batch at once, each in its own thread
+    with one intra-op thread; other attributes (``config``, ``eval``, ...) are the network's.
+
+    On a CPU this keeps every core busy through the small, serial operations of a forward (and through
+    other processes taking a core), where one forward on ``workers`` threads waits at every operation for
+    the slowest thread. Each sample's output is computed by the same kernels as in one forward of the whole
+    batch (every operation of the network acts per sample), so the outputs are the same up to the kernels'
+    blocking; tests/test_objectives.py checks bitwise equality of the samplers' outputs on this machine.
+    The split is made only in eval mode, where the network draws no random numbers.
+    """
+
+    def __init__(self, module: nn.Module, workers: int):
+        check_int("workers", workers, low=1)
+        self.module, self.workers = module, workers
+
+    def __getattr__(self, name: str):
+        return getattr(self.module, name)
+
+    def __call__(self, x: torch.Tensor, *args: torch.Tensor, **kwargs) -> torch.Tensor:
+        n = len(x)
+        if self.workers == 1 or n < 2 or self.module.training or x.device.type != "cpu":
+            return self.module(x, *args, **kwargs)
+        parts = min(self.workers, n)
+        bounds = [n * k // parts for k in range(parts + 1)]
+        main_threads = torch.get_num_threads()
+        futures = [
+            _worker_pool(parts).submit(_one_thread_forward, self.module, x[lo:hi], *(a[lo:hi] for a in args), **kwargs)
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+        ]
+        try:
+            return torch.cat([f.result() for f in futures])
+        finally:
+            torch.set_num_threads(main_threads)  # a worker's setting also sets the default of threads started later
+
+
+_POOL = None
+
+
+def _worker_pool(workers: int):
+    global _POOL
+    if _POOL is None or _POOL._max_workers < workers:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="repro-forward")
+    return _POOL
+
+
+def _one_thread_forward(module: nn.Module, *args, **kwargs) -> torch.Tensor:
+    if torch.get_num_threads() != 1:  # per thread: OpenMP's and MKL's thread counts are thread-local
+        torch.set_num_threads(1)
+    return module(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
 # The interface
 # ------------------------------------------------------------------------------------------
 
@@ -201,22 +288,33 @@ class Objective(abc.ABC):
         steps: int | None = None,
         guidance_scale: float = 1.0,
         generator: torch.Generator | None = None,
+        compile: bool = False,
+        workers: int = 1,
     ) -> torch.Tensor:
         """Samples from standard normal ``noise`` (B, C, H, W) with labels ``y`` (B,).
 
         ``steps`` is the number of solver steps (the objective's default if ``None``);
         ``guidance_scale`` 1 is the conditional model, 0 the unconditional one. The model runs in
         eval mode (routes, stochastic depth and label dropout off) without gradients, and gets its
-        training flag back afterwards.
+        training flag back afterwards. ``compile`` runs the network's forward through
+        ``torch.compile`` (see :class:`CompiledForward`): the same random draws, outputs equal
+        to the eager ones up to float rounding. ``workers`` > 1 runs each forward on that many
+        slices of the batch in parallel threads (see :class:`SplitForward`): the same draws, the
+        same outputs.
         """
         check_batch(noise, y, "noise")
         steps = self.default_steps if steps is None else steps
         self.check_steps(steps)
         check_real("guidance_scale", guidance_scale, ge=0.0)
+        check_bool("compile", compile)
         if guidance_scale != 1.0:
             null_label(model)
+        check_int("workers", workers, low=1)
+        if compile and workers > 1:
+            raise ValueError(f"workers: {workers} is not allowed with compile=True; allowed: 1")
         with torch.no_grad(), dense_inference(model):
-            return self._sample(model, noise, y, steps, float(guidance_scale), generator)
+            net = CompiledForward(model) if compile else SplitForward(model, workers) if workers > 1 else model
+            return self._sample(net, noise, y, steps, float(guidance_scale), generator)
 
     def to_dict(self) -> dict:
         """The settings, as recorded in a run's configuration."""
