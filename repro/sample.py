@@ -83,9 +83,15 @@ def draw(
     guidance_scale: float = 1.0,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    compile: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num`` samples in [-1, 1] (float32, on CPU) and their labels; noise and labels depend on ``seed`` only."""
+    """``num`` samples in [-1, 1] (float32, on CPU) and their labels; noise and labels depend on ``seed`` only.
+
+    On a CPU each forward runs on slices of the batch in parallel one-thread workers, one per thread of the
+    process (bitwise the same samples); ``compile`` runs it through ``torch.compile`` instead (the same draws,
+    samples within float rounding; worth its compilation only for many samples)."""
     cfg = model.config
+    workers = torch.get_num_threads() if torch.device(device).type == "cpu" and not compile else 1
     g = torch.Generator(device="cpu").manual_seed(seed)
     noise = torch.randn(num, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g)
     labels = torch.arange(num) % cfg.num_classes
@@ -99,6 +105,8 @@ def draw(
             steps=steps,
             guidance_scale=guidance_scale,
             generator=sg,
+            compile=compile,
+            workers=workers,
         )
         out.append(x.float().cpu())
     return torch.cat(out), labels
@@ -150,6 +158,7 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="the run's config.json (default: found beside the checkpoint)")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="samples per forward pass")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the forward (samples within float rounding)")
     p.add_argument("--out", default="samples.npz", help=".npz to write")
     p.add_argument("--grid", type=_nonnegative_int, default=64, help="samples in the PNG grid beside --out (0: none)")
     p.set_defaults(func=_run_cli)
@@ -177,7 +186,9 @@ def _run_cli(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else ev.get("sample_steps")
     scale = args.cfg_scale if args.cfg_scale is not None else ev.get("guidance_scale", 1.0)
     try:
-        samples, labels = draw(model, objective, args.num, args.seed, steps, scale, args.batch_size, device)
+        samples, labels = draw(
+            model, objective, args.num, args.seed, steps, scale, args.batch_size, device, compile=args.compile
+        )
     except ValueError as e:  # e.g. guidance for a model trained without a null label
         print(f"repro sample: error: {e}", file=sys.stderr)
         return 2
@@ -191,6 +202,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         "objective": objective.to_dict(),
         "steps": steps,
         "guidance_scale": scale,
+        "compiled": args.compile,
         "seed": args.seed,
         "num": args.num,
         "torch": torch.__version__,

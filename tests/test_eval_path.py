@@ -11,6 +11,8 @@ No test here looks at a timing.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -136,3 +138,21 @@ def test_compiled_sampling_matches_eager_within_rounding():
     out2, _ = draw(objective, model, compile=True)
     assert (out2 - ref2).abs().max().item() < 1e-5 * ref2.abs().max().item()
     assert not torch.allclose(ref2, ref)
+
+
+def test_eval_bench_times_both_paths_and_finds_them_equal(tmp_path, capsys):
+    """``repro bench --eval`` on the smoke scale: both paths' parts are timed and their numbers agree bitwise."""
+    from repro import cli
+    from repro.data import fashion_mnist as fm
+
+    if fm._missing(fm.DEBIAN_DIR):
+        pytest.skip("Fashion-MNIST is not installed")
+    out = tmp_path / "eval.json"
+    assert cli.main(["bench", "--eval", "--scale", "smoke", "--reps", "1", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["differences"] == {"samples_max_abs": 0.0, "metrics_max_abs": 0.0}
+    for path in ("reference", "fast"):
+        assert all(rep[path][k] > 0 for k in ("sampling_s", "metrics_s", "val_loss_s", "ms_per_sample"))
+    assert set(rep["numbers"]) == {"val_loss", "fid"}
+    assert "ms/sample" in capsys.readouterr().out
+    assert cli.main(["bench", "--eval", "--scale", "smoke", "--reps", "0"]) == 2
