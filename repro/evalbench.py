@@ -113,12 +113,11 @@ def run_eval_bench(
     """Time ``reps`` evaluations of each path, alternated; see the module docstring."""
     from .config import load_params, resolve
     from .metrics import fid
-    from .train import TrainData, device_name, validation_batch
+    from .runtime import cpu_setup, device_name
+    from .train import TrainData, validation_batch
 
-    torch.set_flush_denormal(True)
     cfg = resolve(load_params(params), scale, method, 0)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    cpu_setup("cpu", cfg.train.threads)
     if cfg.data.name != "fashion-mnist" or not cfg.eval.metrics:
         raise ValueError(f"--scale: {scale!r} evaluates no metrics; allowed: a Fashion-MNIST scale with eval.metrics")
     model, objective, weights = _model(cfg, run)
