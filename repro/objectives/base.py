@@ -154,7 +154,7 @@ class SplitForward:
     other processes taking a core), where one forward on ``workers`` threads waits at every operation for
     the slowest thread. Each sample's output is computed by the same kernels as in one forward of the whole
     batch (every operation of the network acts per sample), so the outputs are the same up to the kernels'
-    blocking; tests/test_objectives.py checks bitwise equality of the samplers' outputs on this machine.
+    blocking; tests/test_eval_path.py checks bitwise equality of the samplers' outputs on this machine.
     The split is made only in eval mode, where the network draws no random numbers.
     """
 
