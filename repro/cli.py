@@ -12,6 +12,7 @@ import argparse
 import copy
 import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ COMMANDS: dict[str, str] = {
     "speedup": "repro.speedup:register_cli",
     "summary": "repro.summary:register_cli",
     "audit": "repro.audit:register_cli",
-    "claims": "repro.claims:register_cli",
+    "claims": "repro.evidence.report:register_cli",
     "bench": "repro.bench:register_cli",
 }
 
@@ -107,6 +108,16 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def add_command(
+    subparsers: Any, name: str, run: Callable[[argparse.Namespace], int | None], description: str | None = None
+) -> argparse.ArgumentParser:
+    """The parser of command ``name``, with its one-line help from :data:`HELP`; ``run(args)`` is what it does
+    (its return value the exit status; a ``ValueError`` or ``OSError`` becomes a one-line error, status 2)."""
+    parser = subparsers.add_parser(name, help=HELP[name], description=description)
+    parser.set_defaults(func=run)
+    return parser
 
 
 def _params_names(path: str | Path, section: str) -> list[str] | None:

@@ -1,7 +1,7 @@
 """Calibration of the experiment verdicts, on simulated training curves, through the ledger's own code path.
 
 Every simulated experiment is a set of curves that goes through :func:`repro.speedup.speedup_report` and then
-:func:`repro.claims.experiment_verdict`, exactly as ``repro speedup`` and ``repro claims`` treat the golden runs.
+:func:`repro.evidence.experiment_verdict`, exactly as ``repro speedup`` and ``repro claims`` treat the golden runs.
 
 The simulated process: FID-like curves ``m(c) = 20 + 80 * (c * speed / c0) ** -0.6 + noise`` at 8 evaluations on a
 doubling cost grid (``c0 * 2**i``), each seed with its own speed (log-normal, sd 0.08) and independent noise of sd
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from repro.claims import CONFIRMED, REFUTED, experiment_verdict
+from repro.evidence import CONFIRMED, REFUTED, experiment_verdict
 from repro.speedup import speedup_report
 
 N_EXPERIMENTS = 1000

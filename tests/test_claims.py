@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repro import claims as C
+from repro import evidence as C
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
@@ -112,7 +112,7 @@ def test_audit_quantities_resolve_in_the_committed_audit(specs):
         if s.kind != "audit":
             continue
         for item in s.check["expect"] + s.check.get("evidence", []):
-            assert C.lookup(audit, C._keys(item["quantity"])) is not C._MISSING, (s.id, item["quantity"])
+            assert C.lookup(audit, C.keys_of(item["quantity"])) is not C.MISSING, (s.id, item["quantity"])
         assert C.evaluate_audit(s, audit, Path("audit.json")).verdict in (C.CONFIRMED, C.REFUTED), s.id
 
 
@@ -120,7 +120,7 @@ def test_experiment_queries_name_known_targets_and_units(specs):
     for s in specs:
         if s.kind != "experiment":
             continue
-        keys = C._keys(s.check["value"])
+        keys = C.keys_of(s.check["value"])
         if keys[0] == "unit_results":
             assert len(keys) == 4, f"{s.id}: a key with a dot needs the list form of the path"
             _, method, target, unit = keys
@@ -247,6 +247,66 @@ def test_out_of_scope_needs_a_reason_and_no_check(tmp_path):
     f.write_text(yaml.safe_dump({**data, "kind": "out-of-scope"}))
     with pytest.raises(C.SpecError, match="'reason' is missing"):
         C.load_spec(f)
+
+
+def _records(node):
+    """Every Record of the declared schema, walking lists and the kind-dependent check."""
+    from repro.evidence import schema as S
+
+    if isinstance(node, S.Record):
+        yield node
+        for child, _ in node.fields.values():
+            yield from _records(child)
+    elif isinstance(node, S.ListOf):
+        yield from _records(node.item)
+    elif isinstance(node, S.ByKind):
+        for case in node.cases.values():
+            yield from _records(case)
+
+
+def test_the_declared_schema_is_the_documented_one():
+    from repro.evidence import schema as S
+
+    names = {name for record in _records(C.SPEC) for name in record.fields}
+    assert {"id", "kind", "check", "tests", "expect", "quantity", "threshold_path", "also"} <= names
+    undocumented = sorted(n for n in names if f"``{n}``" not in S.__doc__)
+    assert not undocumented, undocumented
+    assert set(S.SPEC.fields["check"][0].cases) | {"out-of-scope"} == set(C.KINDS)
+
+
+def test_parsed_specs_carry_the_schema_defaults():
+    experiment = spec("experiment", dict(EXPERIMENT)).check
+    assert (experiment["file"], experiment["min_seeds"], experiment["if_hold"], experiment["also"]) == (
+        "speedup.json",
+        3,
+        C.CONFIRMED,
+        [],
+    )
+    assert "threshold_path" not in experiment  # an optional field without a default stays absent
+    audit = spec("audit", VALID["check"]).check
+    assert audit["evidence"] == [] and audit["if_hold"] == C.CONFIRMED
+    given = spec("experiment", {**EXPERIMENT, "min_seeds": 5, "if_hold": "refuted"}).check
+    assert (given["min_seeds"], given["if_hold"]) == (5, C.REFUTED)
+
+
+@pytest.mark.parametrize(
+    "check,field,allowed",
+    [
+        ({**EXPERIMENT, "file": "speedup.json\n"}, "'check.file'", "a JSON file name"),
+        ({**EXPERIMENT, "threshold": True}, "'check.threshold'", "a number"),
+        (
+            {"expect": VALID["check"]["expect"], "evidence": [{"quantity": "a", "label": "two\nlines"}]},
+            "'check.evidence[0].label'",
+            "a single line",
+        ),
+        ({"expect": VALID["check"]["expect"], "colour": 1}, "'check.colour'", "known fields of check"),
+    ],
+)
+def test_more_bad_checks_name_the_field(check, field, allowed):
+    kind = "audit" if "expect" in check else "experiment"
+    with pytest.raises(C.SpecError, match=re.escape(field)) as err:
+        spec(kind, check)
+    assert allowed in str(err.value) and "x-claim.yaml" in str(err.value)
 
 
 def test_invalid_yaml_names_the_file(tmp_path):

@@ -694,7 +694,7 @@ def test_speedup_flags_are_checked_before_anything_is_written(tmp_path, capsys, 
 
 
 def test_a_spec_saved_as_yml_is_an_error_not_dropped(tmp_path):
-    from repro.claims import SpecError, load_specs
+    from repro.evidence import SpecError, load_specs
 
     specs = tmp_path / "specs"
     specs.mkdir()
@@ -707,7 +707,7 @@ def test_a_spec_saved_as_yml_is_an_error_not_dropped(tmp_path):
 
 
 def test_a_spec_with_a_duplicate_key_is_an_error(tmp_path):
-    from repro.claims import SpecError, load_spec
+    from repro.evidence import SpecError, load_spec
 
     source = sorted((ROOT / "specs").glob("*.yaml"))[0]
     text = source.read_text()

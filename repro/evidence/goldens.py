@@ -1,0 +1,70 @@
+"""Looking things up in the goldens: dotted paths into their JSON, a query's scale and file, its scope."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_GOLDENS = Path("goldens")
+RECHECK = {
+    "audit": "repro audit && repro claims --only {id}",
+    "micro": "dvc repro && repro claims --only {id}",
+    "small": "nox -s gpu_repro && repro claims --only {id}",
+    "smoke": "dvc repro && repro claims --only {id}",
+    "paper": "paper-scale golden runs (torchrun, ImageNet-256 latents), then repro claims --only {id}",
+}
+
+
+def first_scale(goldens: Path, scales: Sequence[str], name: str) -> tuple[str, Path] | None:
+    """The first of ``scales`` (preferred first) whose ``goldens/<scale>/<name>`` exists, with that path."""
+    return next(((s, goldens / s / name) for s in scales if (goldens / s / name).exists()), None)
+
+
+def read_audit(goldens: Path) -> tuple[Path, Any]:
+    """``goldens/audit.json``'s path and content (``None`` while it does not exist)."""
+    path = goldens / "audit.json"
+    return path, (json.loads(path.read_text()) if path.exists() else None)
+
+
+MISSING = object()
+"""What :func:`lookup` returns for a path that is not there."""
+
+
+def lookup(data: Any, keys: Sequence[str]) -> Any:
+    """Follow ``keys`` into nested mappings (and lists, by integer key); :data:`MISSING` if a key is absent."""
+    for key in keys:
+        if isinstance(data, Mapping) and key in data:
+            data = data[key]
+        elif isinstance(data, list) and key.isdigit() and int(key) < len(data):
+            data = data[int(key)]
+        else:
+            return MISSING
+    return data
+
+
+def keys_of(value: str | Sequence[str]) -> list[str]:
+    return value.split(".") if isinstance(value, str) else list(value)
+
+
+def show(keys: Sequence[str]) -> str:
+    return ".".join(keys)
+
+
+def methods_of(keys: Sequence[str], report: Mapping[str, Any]) -> set[str]:
+    """Methods a query path speaks about: ``unit_results.<m>...`` or ``late_slope.<m>``, plus the baseline."""
+    out = {str(keys[1])} if len(keys) > 1 and keys[0] in ("unit_results", "late_slope") else set()
+    if out and report.get("baseline"):
+        out.add(str(report["baseline"]))
+    return out
+
+
+def scope_of(scale: str, report: Mapping[str, Any]) -> str:
+    training = report.get("training") or {}
+    base = training.get(report.get("baseline")) if isinstance(training, Mapping) else None
+    if isinstance(base, Mapping) and base.get("epochs") is not None:
+        return f"{scale}, {float(base['epochs']):.2g} epochs"
+    if isinstance(base, Mapping) and base.get("images") is not None:
+        return f"{scale}, {float(base['images']):,.0f} images"
+    return scale
