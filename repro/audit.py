@@ -617,10 +617,13 @@ def _run_cli(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    from .cli import add_command
+
+    p = add_command(
+        subparsers,
         "audit",
-        help="count parameters and MACs (meta device) and rebuild the published speedups",
-        description="Counts parameters and MACs of the DiT sizes, TREAD routes, adaLN and the SD-VAE on the meta "
+        _run_cli,
+        "Counts parameters and MACs of the DiT sizes, TREAD routes, adaLN and the SD-VAE on the meta "
         "device and rebuilds the published speedup factors; writes goldens/audit.json.",
     )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the audit (default: %(default)s)")
@@ -629,5 +632,4 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="recount and compare with --out instead of writing it; exit 1 on any difference",
     )
-    p.set_defaults(func=_run_cli)
     return p

@@ -142,11 +142,9 @@ def _nonnegative_int(text: str) -> int:
 
 
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "sample",
-        help="draw samples of a trained run or checkpoint into an .npz and a PNG grid",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
+    from .cli import add_command
+
+    p = add_command(subparsers, "sample", _run_cli, __doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("source", help="run directory (config.json, checkpoints/last.pt) or a checkpoint .pt file")
     p.add_argument("--num", type=_positive_int, default=64, help="number of samples")
     p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the noise (and of stochastic samplers)")
@@ -161,7 +159,6 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the forward (samples within float rounding)")
     p.add_argument("--out", default="samples.npz", help=".npz to write")
     p.add_argument("--grid", type=_nonnegative_int, default=64, help="samples in the PNG grid beside --out (0: none)")
-    p.set_defaults(func=_run_cli)
     return p
 
 

@@ -53,7 +53,6 @@ import glob
 import json
 import math
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -776,28 +775,24 @@ def _check_output(option: str, path: str | os.PathLike | None) -> None:
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    try:
-        _check_output("--out", args.out)
-        _check_output("--plot", args.plot)
-        files = find_curve_files(args.curves)
-        curves = load_curves(files, include_incomplete=args.include_incomplete)
-        report = speedup_report(
-            curves,
-            baseline=args.baseline,
-            units=args.units,
-            metric=args.metric,
-            ks=args.k,
-            anchor_unit=args.anchor_unit,
-            train_size=args.train_size,
-            gate=gate_from_reference(args.gate_reference, args.gate) if args.gate_reference else None,
-        )
-        report["inputs"] = [{"path": os.path.relpath(f), "run_id": c["run_id"]} for f, c in zip(files, curves)]
-        write_json(report, args.out)
-        if args.plot:
-            plot_curves(curves, args.plot_unit, args.plot, metric=args.metric, targets=report["targets"])
-    except ValueError as e:
-        print(f"repro speedup: error: {e}", file=sys.stderr)
-        return 2
+    _check_output("--out", args.out)
+    _check_output("--plot", args.plot)
+    files = find_curve_files(args.curves)
+    curves = load_curves(files, include_incomplete=args.include_incomplete)
+    report = speedup_report(
+        curves,
+        baseline=args.baseline,
+        units=args.units,
+        metric=args.metric,
+        ks=args.k,
+        anchor_unit=args.anchor_unit,
+        train_size=args.train_size,
+        gate=gate_from_reference(args.gate_reference, args.gate) if args.gate_reference else None,
+    )
+    report["inputs"] = [{"path": os.path.relpath(f), "run_id": c["run_id"]} for f, c in zip(files, curves)]
+    write_json(report, args.out)
+    if args.plot:
+        plot_curves(curves, args.plot_unit, args.plot, metric=args.metric, targets=report["targets"])
     for method, per_target in report["unit_results"].items():
         for target, per_unit in per_target.items():
             for unit, r in per_unit.items():
@@ -814,11 +809,9 @@ def _run_cli(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "speedup",
-        help="speedup to a target FID from training curves, with intervals and tests",
-        description=__doc__.splitlines()[0],
-    )
+    from .cli import add_command
+
+    p = add_command(subparsers, "speedup", _run_cli, __doc__.splitlines()[0])
     p.add_argument(
         "--curves",
         nargs="+",
@@ -859,5 +852,4 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="also use curves of runs that stopped before their last step (complete: false)",
     )
-    p.set_defaults(func=_run_cli)
     return p

@@ -126,12 +126,15 @@ def _provenance(command: str) -> dict[str, Any]:
 
 
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    from .cli import add_command
+
+    p = add_command(
+        subparsers,
         "summary",
-        help="flat metrics and plot files of a scale's goldens, for DVC",
-        description="Writes a scale's small flat metrics files (final FID and val loss per method, speedups with "
-        "intervals, verdict counts: one narrow row each in `dvc metrics show`) and a flat table of every curve point "
-        "for `dvc plots`.",
+        _run_cli,
+        "Writes a scale's small flat metrics files (final FID and val loss per method, speedups with intervals, "
+        "verdict counts: one narrow row each in `dvc metrics show`) and a flat table of every curve point for "
+        "`dvc plots`.",
     )
     p.add_argument("--curves", nargs="+", required=True, help="curve JSON files, run folders or quoted globs")
     p.add_argument("--speedup", nargs="*", default=[], metavar="REPORT", help="speedup reports (repro speedup --out)")
@@ -140,7 +143,6 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--unit", default="macs", help="cost unit of the speedups (one of the reports' units)")
     p.add_argument("--out", required=True, help="folder for the metrics files (one small file per quantity)")
     p.add_argument("--plot-data", default=None, help="also write every curve point here, flat, for dvc plots")
-    p.set_defaults(func=_run_cli)
     return p
 
 
@@ -155,18 +157,13 @@ def _run_cli(args: argparse.Namespace) -> int:
     from .io import atomic_write_json
     from .speedup import find_curve_files, load_curves
 
-    try:
-        curves = load_curves(find_curve_files(args.curves))
-        reports = [_read_json(r, "speedup report") for r in args.speedup]
-        claims = _read_json(args.claims, "claims ledger") if args.claims else None
-        summary = summarize(curves, reports, claims, target=args.target, unit=args.unit)
-    except ValueError as e:
-        print(f"repro summary: error: {e}", file=sys.stderr)
-        return 2
+    curves = load_curves(find_curve_files(args.curves))
+    reports = [_read_json(r, "speedup report") for r in args.speedup]
+    claims = _read_json(args.claims, "claims ledger") if args.claims else None
+    summary = summarize(curves, reports, claims, target=args.target, unit=args.unit)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        print(f"repro summary: error: --out {args.out!r} is a file; a folder is needed", file=sys.stderr)
-        return 2
+        raise ValueError(f"--out {args.out!r} is a file; a folder is needed")
     out.mkdir(parents=True, exist_ok=True)
     for name, row in summary.items():
         atomic_write_json(out / f"{name}.json", row)
