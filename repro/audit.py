@@ -17,8 +17,8 @@ Sections of the audit (``repro audit`` writes them to ``goldens/audit.json``):
 - ``speedups``: TREAD's 14x and 37x, REPA's 17.5x and LightningDiT's 21.8x rebuilt from the published
   points, as (iteration ratio) x (per-iteration cost ratio).
 
-The published numbers used here are copied from the papers (their sources are named next to them);
-every other number is computed.
+The published numbers used here are read from ``repro/published.yaml``, where each one names its paper and
+table or figure; every other number is computed.
 """
 
 from __future__ import annotations
@@ -52,67 +52,35 @@ from .models import (
     tread_routes,
 )
 from .provenance import provenance
+from .published import PUBLISHED
 from .runtime import cpu_setup
 
 DEFAULT_OUT = Path("goldens/audit.json")
 
 # ------------------------------------------------------------------------------------------------------------
-# Published numbers (facts from the papers; everything derived from them is computed below)
+# Published numbers: read from repro/published.yaml, where each one names its source
 # ------------------------------------------------------------------------------------------------------------
 
-# DiT (arXiv 2212.09748), Table 4: forward "Gflops" (= GMACs) at 256x256, and parameters in millions.
-PAPER_DIT_GMACS: dict[str, float] = {
-    "DiT-S/8": 0.36,
-    "DiT-S/4": 1.41,
-    "DiT-S/2": 6.06,
-    "DiT-B/8": 1.42,
-    "DiT-B/4": 5.56,
-    "DiT-B/2": 23.01,
-    "DiT-L/8": 5.01,
-    "DiT-L/4": 19.70,
-    "DiT-L/2": 80.71,
-    "DiT-XL/8": 7.39,
-    "DiT-XL/4": 29.05,
-    "DiT-XL/2": 118.64,
-}
-PAPER_DIT_GMACS_DECIMALS = 2
-PAPER_DIT_PARAMS_M: dict[str, int] = {"S": 33, "B": 130, "L": 458, "XL": 675}
+# DiT's Table 4: forward "Gflops" (= GMACs) at 256x256 as printed, and parameters in millions per size.
+PAPER_DIT_GMACS: dict[str, float] = dict(PUBLISHED["dit_table4"]["gmacs"])
+PAPER_DIT_GMACS_DECIMALS: int = PUBLISHED["dit_table4"]["decimals"]
+PAPER_DIT_PARAMS_M: dict[str, int] = dict(PUBLISHED["dit_table4"]["params_m"])
 
-# TREAD (arXiv 2501.04765), Figure 1: unguided FID-50K against A100 training hours, as read off the plot.
-# DiT-XL/2: (thousand iterations, hours, FID); the FIDs are DiT's own published values.
-DIT_XL2_POINTS: tuple[tuple[float, float, float], ...] = ((400, 240, 19.47), (2352, 1417, 10.67), (7000, 4214, 9.62))
-# TREAD-XL/2: (hours, FID); the paper's Table 2 gives FID 7.38 for TREAD-XL/2 at 400K iterations.
-TREAD_XL2_POINTS: tuple[tuple[float, float], ...] = (
-    (55, 22.2),
-    (73, 16.6),
-    (92, 12.2),
-    (114, 9.7),
-    (147, 7.35),
-    (258, 5.1),
-)
-TREAD_XL2_FID_AT_400K = 7.38
-TREAD_CLAIMED = {"at_dit_third": 14.0, "at_dit_final": 37.0}
+# TREAD's Figure 1: DiT-XL/2 as (thousand iterations, hours, FID), TREAD-XL/2 as (hours, FID); Table 2's FID at 400K.
+DIT_XL2_POINTS: tuple[tuple[float, float, float], ...] = tuple(map(tuple, PUBLISHED["tread_figure1"]["dit_xl2"]))
+TREAD_XL2_POINTS: tuple[tuple[float, float], ...] = tuple(map(tuple, PUBLISHED["tread_figure1"]["tread_xl2"]))
+TREAD_XL2_FID_AT_400K: float = PUBLISHED["tread_table2"]["fid_at_400k"]
+TREAD_CLAIMED: dict[str, float] = dict(PUBLISHED["tread_figure1"]["claimed"])
 
-# REPA (arXiv 2410.06940): SiT-XL/2 + REPA at 400K iterations vs plain SiT-XL/2 at 7M, unguided FID.
-REPA = {"repa_kiters": 400, "repa_fid": 7.9, "sit_kiters": 7000, "sit_fid": 8.3, "claimed": 17.5}
+REPA: dict[str, float] = {k: v for k, v in PUBLISHED["repa"].items() if k != "source"}
+LIGHTNINGDIT: dict[str, float] = {k: v for k, v in PUBLISHED["lightningdit"].items() if k != "source"}
+DIT_RECIPE: dict[str, int] = {k: PUBLISHED["dit_recipe"][k] for k in ("kiters", "batch")}
+IMAGENET_TRAIN_IMAGES: int = PUBLISHED["dit_recipe"]["imagenet_train_images"]
+PIXART: dict[str, float] = {k: v for k, v in PUBLISHED["pixart"].items() if k != "source"}
+REPLY_ADALN_SHARE: float = PUBLISHED["reply"]["adaln_share"]
+SD_VAE_QUOTED: float = PUBLISHED["reply"]["sd_vae_gflops"]
 
-# LightningDiT (arXiv 2501.01423): epochs to a similar guided FID; DiT-XL/2's recipe for the epoch count.
-LIGHTNINGDIT = {
-    "dit_epochs": 1400,
-    "dit_fid": 2.27,
-    "lightningdit_epochs": 64,
-    "lightningdit_fid": 2.11,
-    "claimed": 21.8,
-}
-DIT_RECIPE = {"kiters": 7000, "batch": 256}
-IMAGENET_TRAIN_IMAGES = 1_281_167
-
-# PixArt-alpha (arXiv 2310.00426): parameters with per-block adaLN and with adaLN-single, in millions.
-PIXART = {"per_block_params_m": 833, "single_params_m": 611, "claimed_share": 0.27, "claimed_saving": 0.26}
-REPLY_ADALN_SHARE = 0.30
-
-# The SD-VAE cost quoted in the debate's reply, in "GFLOPs" per 256x256 image (encoder + decoder).
-SD_VAE_QUOTED = 445.87
+# The Stable Diffusion kl-f8 autoencoder (diffusers' AutoencoderKL settings of its released config)
 SD_VAE_CONFIG = dict(
     in_channels=3,
     out_channels=3,
@@ -358,21 +326,13 @@ def _jsonable(obj: Any) -> Any:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def cost_to_reach(points: Sequence[tuple[float, float]], target: float) -> float | None:
-    """Cost at which a curve of (cost, FID) points first reaches ``target`` FID or better.
+def _cost_to_reach(points: Sequence[tuple[float, float]], target: float) -> float | None:
+    """Cost at which a published curve of (cost, FID) points first reaches ``target`` FID or better (``None``: never),
+    by the same rule as the golden runs' (:func:`repro.speedup.first_crossing`)."""
+    from .speedup import first_crossing
 
-    The crossing is interpolated between the bracketing points with FID linear in log-cost; ``None`` means the
-    curve never gets there. If the first point already meets the target, its cost is returned.
-    """
-    pts = sorted(points)
-    for i, (cost, fid) in enumerate(pts):
-        if fid <= target:
-            if i == 0:
-                return float(cost)
-            c0, f0 = pts[i - 1]
-            frac = (f0 - target) / (f0 - fid)
-            return float(math.exp(math.log(c0) + frac * (math.log(cost) - math.log(c0))))
-    return None
+    costs, fids = zip(*sorted(points))
+    return first_crossing(costs, fids, target)
 
 
 def _hours_per_kiter(points: Sequence[tuple[float, float]]) -> float:
@@ -389,7 +349,7 @@ def rebuild_tread_speedup(
     step_mac_ratio: float,
 ) -> dict[str, Any]:
     """One of TREAD's speedups: hours ratio from the figure, and iteration ratio times a per-iteration cost ratio."""
-    tread_hours = cost_to_reach(TREAD_XL2_POINTS, target_fid)
+    tread_hours = _cost_to_reach(TREAD_XL2_POINTS, target_fid)
     nearest = min(TREAD_XL2_POINTS, key=lambda p: abs(p[1] - target_fid))
     if tread_hours is None:
         return {"target_fid": target_fid, "reached": False}
@@ -422,7 +382,7 @@ def audit_speedups(tread: Mapping[str, Any], lightning_gmacs: float, dit_gmacs: 
     mac_ratio = xl["train_step"]["dense_over_routed"]
     (k400, h400, f400), (k_mid, h_mid, f_mid), (k7m, h7m, f7m) = DIT_XL2_POINTS
     common = dict(tread_hours_per_kiter=tread_hpk, dit_hours_per_kiter=dit_hpk, step_mac_ratio=mac_ratio)
-    dit_reaches_tread_400k = cost_to_reach([(k, f) for k, _, f in DIT_XL2_POINTS], TREAD_XL2_FID_AT_400K)
+    dit_reaches_tread_400k = _cost_to_reach([(k, f) for k, _, f in DIT_XL2_POINTS], TREAD_XL2_FID_AT_400K)
     dit_epochs = DIT_RECIPE["kiters"] * 1000 * DIT_RECIPE["batch"] / IMAGENET_TRAIN_IMAGES
     return {
         "unit": "ratio of costs to reach the same FID (hours on A100s read from TREAD's Figure 1, or iterations)",

@@ -162,13 +162,23 @@ def _points(curve: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def cost_to_target(points: Sequence[Mapping[str, Any]], target: float, unit: str, metric: str = "fid") -> float | None:
     """Cost (in ``unit``) at which ``metric`` first reaches ``target`` or better; ``None`` if it never does.
 
-    The first evaluation with ``metric <= target`` and the one before it bracket the crossing; between them the metric
-    is taken as linear in log-cost, so the crossing is ``exp(log c0 + f * (log c1 - log c0))`` with
-    ``f = (m0 - target) / (m0 - m1)``. If the first evaluation already meets the target, its cost is returned as is.
+    The curve's points are validated (see ``_series``); the crossing is :func:`first_crossing`'s.
     """
     if not math.isfinite(float(target)):
         raise ValueError(f"target={target!r} must be finite")
     costs, values = _series(points, unit, metric)
+    return first_crossing(costs, values, target)
+
+
+def first_crossing(costs: Sequence[float], values: Sequence[float], target: float) -> float | None:
+    """Cost at which lower-is-better ``values`` (at increasing ``costs``) first reach ``target``; ``None`` if never.
+
+    The first evaluation with ``value <= target`` and the one before it bracket the crossing; between them the value
+    is taken as linear in log-cost, so the crossing is ``exp(log c0 + f * (log c1 - log c0))`` with
+    ``f = (m0 - target) / (m0 - m1)``. If the first evaluation already meets the target, its cost is returned as is.
+    The audit applies it to published curves (TREAD's Figure 1) exactly as to the golden runs.
+    """
+    costs, values = np.asarray(costs, dtype=float), np.asarray(values, dtype=float)
     hit = np.flatnonzero(values <= target)
     if hit.size == 0:
         return None

@@ -9,25 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from repro import audit as A
+from repro.published import PUBLISHED, load
+from repro.speedup import first_crossing
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# DiT (arXiv 2212.09748), Table 4: "Gflops" (multiply-accumulates) at 256x256, as printed.
-PAPER_GMACS = {
-    "DiT-S/8": 0.36,
-    "DiT-S/4": 1.41,
-    "DiT-S/2": 6.06,
-    "DiT-B/8": 1.42,
-    "DiT-B/4": 5.56,
-    "DiT-B/2": 23.01,
-    "DiT-L/8": 5.01,
-    "DiT-L/4": 19.70,
-    "DiT-L/2": 80.71,
-    "DiT-XL/8": 7.39,
-    "DiT-XL/4": 29.05,
-    "DiT-XL/2": 118.64,
-}
-PAPER_PARAMS_M = {"DiT-S/2": 33, "DiT-B/2": 130, "DiT-L/2": 458, "DiT-XL/2": 675}
+# DiT (arXiv 2212.09748), Table 4, as printed: the one copy in repro/published.yaml, which the audit reads too
+TABLE4 = PUBLISHED["dit_table4"]
+PAPER_GMACS = TABLE4["gmacs"]
+PAPER_PARAMS_M = {f"DiT-{size}/2": millions for size, millions in TABLE4["params_m"].items()}
 # Entries whose full multiply-accumulate count differs from the printed value in the last digit.
 OFF_BY_LAST_DIGIT = {
     "DiT-B/4": "5.5652 counted, 5.56 printed; no counting convention tried matches it",
@@ -158,7 +148,8 @@ def test_adaln_shares():
     assert a["adaln_single_shared_and_tables"] == (6 * d * d + 6 * d) + 28 * 6 * d
     assert a["adaln_single_saving"] == a["per_block_adaln_params"] - a["adaln_single_shared_and_tables"]
     assert 0.32 < a["per_block_share"] < 0.34
-    assert a["pixart"]["per_block_adaln_share_of_published_total"] == pytest.approx(0.27, abs=0.005)
+    claimed = PUBLISHED["pixart"]["claimed_share"]  # PixArt-alpha's 27%
+    assert a["pixart"]["per_block_adaln_share_of_published_total"] == pytest.approx(claimed, abs=0.005)
 
 
 def test_sd_vae_counts():
@@ -168,7 +159,7 @@ def test_sd_vae_counts():
     assert v["encoder"]["gmacs_without_attention_products"] == pytest.approx(135.3, abs=0.05)
     assert v["decoder"]["gmacs_without_attention_products"] == pytest.approx(310.0, abs=0.05)
     assert v["total"]["gflops_over_quoted"] == pytest.approx(2.0, rel=0.01)  # the quoted "GFLOPs" are MACs
-    assert v["total"]["elementwise_convention_printed"] == 445.87
+    assert v["total"]["elementwise_convention_printed"] == PUBLISHED["reply"]["sd_vae_gflops"]
     committed = committed_audit()["sd_vae"]
     assert committed["encoder"]["macs"] == v["encoder"]["macs"]
     assert committed["decoder"]["macs"] == v["decoder"]["macs"]
@@ -179,34 +170,57 @@ def test_sd_vae_counts():
 # ------------------------------------------------------------------------------------------
 
 
-def test_cost_to_reach_interpolates_in_log_cost():
-    pts = [(10.0, 30.0), (100.0, 10.0), (1000.0, 5.0)]
-    assert A.cost_to_reach(pts, 30.0) == 10.0
-    assert A.cost_to_reach(pts, 40.0) == 10.0  # met at the first evaluation
-    assert A.cost_to_reach(pts, 10.0) == pytest.approx(100.0)
-    assert A.cost_to_reach(pts, 20.0) == pytest.approx(math.sqrt(10.0 * 100.0))
-    assert A.cost_to_reach(pts, 4.0) is None
+def test_first_crossing_interpolates_in_log_cost():
+    costs, fids = [10.0, 100.0, 1000.0], [30.0, 10.0, 5.0]
+    assert first_crossing(costs, fids, 30.0) == 10.0
+    assert first_crossing(costs, fids, 40.0) == 10.0  # met at the first evaluation
+    assert first_crossing(costs, fids, 10.0) == 100.0
+    assert first_crossing(costs, fids, 20.0) == pytest.approx(math.sqrt(10.0 * 100.0))
+    assert first_crossing(costs, fids, 4.0) is None
 
 
 @given(a=st.floats(5.1, 30.0), b=st.floats(5.1, 30.0))
-def test_cost_to_reach_is_monotone_in_target(a, b):
-    pts = list(zip([55, 73, 92, 114, 147, 258], [22.2, 16.6, 12.2, 9.7, 7.35, 5.1]))
+def test_published_tread_curve_crossing_is_monotone_in_target(a, b):
+    hours, fids = zip(*PUBLISHED["tread_figure1"]["tread_xl2"])
     lo, hi = sorted((a, b))
-    assert A.cost_to_reach(pts, lo) >= A.cost_to_reach(pts, hi)
+    assert first_crossing(hours, fids, lo) >= first_crossing(hours, fids, hi)
+
+
+def test_the_audit_reads_published_curves_with_the_golden_runs_rule():
+    """One rule for a cost to reach a FID: the audit's crossing on TREAD's Figure 1 is speedup's cost_to_target."""
+    from repro.speedup import cost_to_target
+
+    points = [{"macs": h, "fid": f} for h, f in PUBLISHED["tread_figure1"]["tread_xl2"]]
+    for target in (20.0, 9.62, 7.38, 5.1):
+        assert A._cost_to_reach(A.TREAD_XL2_POINTS, target) == cost_to_target(points, target, "macs")
+    assert A._cost_to_reach(A.TREAD_XL2_POINTS, 1.0) is None
+
+
+def test_published_numbers_name_their_source_and_feed_the_audit(tmp_path):
+    assert all(section["source"].strip() for section in PUBLISHED.values())
+    assert A.PAPER_DIT_GMACS == PAPER_GMACS and A.TREAD_CLAIMED == PUBLISHED["tread_figure1"]["claimed"]
+    assert A.SD_VAE_QUOTED == PUBLISHED["reply"]["sd_vae_gflops"]
+    assert isinstance(A.TREAD_CLAIMED["at_dit_final"], float)  # written 37.0: the audit's JSON keeps the float
+    bad = tmp_path / "published.yaml"
+    bad.write_text("dit_table4:\n  decimals: 2\n")
+    with pytest.raises(ValueError, match="'dit_table4' needs a 'source'"):
+        load(bad)
 
 
 def test_rebuilt_speedups():
     fake = {"DiT-XL/2": {"train_step": {"dense_over_routed": 1.716}, "forward": {"dense_over_routed": 1.716}}}
     s = A.audit_speedups(fake, lightning_gmacs=118.6, dit_gmacs=118.6)
     assert s["calibration"]["figure_cost_ratio"] == pytest.approx(1.64, abs=0.01)
-    assert s["tread_37x"]["hours_ratio"] == pytest.approx(37, rel=0.02)
+    assert s["tread_37x"]["hours_ratio"] == pytest.approx(
+        PUBLISHED["tread_figure1"]["claimed"]["at_dit_final"], rel=0.02
+    )
     assert s["tread_37x"]["nearest_point"]["hours_ratio"] == pytest.approx(4214 / 114)
     assert s["tread_14x"]["anchor_2352k"]["hours_ratio"] == pytest.approx(1417 / 105, rel=0.02)
     assert s["tread_14x"]["anchor_400k"]["hours_ratio"] == pytest.approx(3.8, abs=0.05)
     assert s["tread_14x"]["dit_reaches_tread_400k_fid"] is False
     for r in (s["tread_37x"], s["tread_14x"]["anchor_2352k"]):
         assert r["iteration_ratio_x_figure_cost_ratio"] == pytest.approx(r["hours_ratio"], rel=1e-3)
-    assert s["repa_17x"]["iteration_ratio"] == 17.5
+    assert s["repa_17x"]["iteration_ratio"] == PUBLISHED["repa"]["claimed"]
     assert s["lightningdit_21x"]["epoch_ratio"] == 21.875
     assert s["lightningdit_21x"]["dit_recipe_epochs"] == pytest.approx(1400, rel=1e-3)
 

@@ -13,6 +13,7 @@ from repro.io import load_model, save_model
 from repro.models import DiT, DiTConfig, Route, StochasticDepth, config_for, create, dense_inference, tread_routes
 from repro.models.layers import apply_rope, get_2d_sincos_pos_embed, rope_2d_tables
 from repro.models.routing import sample_keep_ids
+from repro.published import PUBLISHED
 
 VARIANTS = dict(
     norm=st.sampled_from(["layernorm", "rmsnorm"]),
@@ -106,8 +107,8 @@ def test_official_state_dict_keys(name, depth, d, patch):
     assert got == official_shapes(depth, d, patch, tokens=(32 // patch) ** 2)
 
 
-# Published parameter counts (DiT paper, Table 4), in millions as printed.
-PAPER_PARAMS_M = {"DiT-S/2": 33, "DiT-B/2": 130, "DiT-L/2": 458, "DiT-XL/2": 675}
+# Published parameter counts (DiT paper, Table 4), in millions as printed: repro/published.yaml
+PAPER_PARAMS_M = {f"DiT-{size}/2": m for size, m in PUBLISHED["dit_table4"]["params_m"].items()}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))
