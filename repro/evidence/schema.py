@@ -191,11 +191,11 @@ class FormatSpec(Node):
     """A Python format spec that formats both a float and an int."""
 
     def check(self, value: Any, at: At) -> str:
-        fmt = Text().check(value, at)
+        Text().check(value, at)
         for sample in (1.5, 1):
             try:
-                format(sample, fmt)
-                return fmt
+                format(sample, value)
+                return value
             except ValueError:
                 pass
         raise at.fail(value, "a Python format spec for numbers, such as '.4g', '.2%' or ',d'")
@@ -227,7 +227,6 @@ class Record(Node):
 
     fields: Mapping[str, tuple[Node, Any]]
     rules: tuple[Callable[[dict[str, Any], At], None], ...] = ()
-    what: str = ""
 
     def check(self, value: Any, at: At) -> dict[str, Any]:
         if not isinstance(value, Mapping):
@@ -235,7 +234,7 @@ class Record(Node):
         for key in value:
             if key not in self.fields:
                 known = ", ".join(self.fields)
-                raise at.child(key).fail(value[key], f"known fields of {self.what or at.name or 'a spec'}: {known}")
+                raise at.child(key).fail(value[key], f"known fields of {at.name or 'a spec'}: {known}")
         for key, (_, default) in self.fields.items():
             if default is REQUIRED and key not in value:
                 raise at.missing(key)
