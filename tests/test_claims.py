@@ -171,19 +171,24 @@ def mutated(path, value):
 @pytest.mark.parametrize(
     "path,value,field,allowed",
     [
-        (["kind"], "measurement", "'kind'", "structure, audit, experiment, out-of-scope"),
+        (["kind"], "measurement", "'kind'", "'structure', 'audit', 'experiment', 'out-of-scope'"),
         (["id"], "Bad Id", "'id'", "lowercase"),
         (["id"], "other-claim", "'id'", "the file's name"),
         (["claim"], "two\nlines", "'claim'", "a single line"),
         (["claim"], KeyError, "'claim'", "required"),
         (["colour"], "red", "'colour'", "known fields"),
-        (["check", "expect", 0, "relation"], "approx", "'check.expect[0].relation'", "==, ~=, <, <=, >, >="),
+        (
+            ["check", "expect", 0, "relation"],
+            "approx",
+            "'check.expect[0].relation'",
+            "'==', '~=', '<', '<=', '>', '>='",
+        ),
         (["check", "expect", 0, "rel_tol"], KeyError, "'check.expect[0].relation'", "exactly one of rel_tol"),
-        (["check", "expect", 0, "value"], "one", "'check.expect[0].value'", "a finite number"),
+        (["check", "expect", 0, "value"], "one", "'check.expect[0].value'", "a finite real number"),
         (["check", "expect", 0, "quantity"], "a..b", "'check.expect[0].quantity'", "a dotted path"),
         (["check", "expect", 0, "format"], "%%", "'check.expect[0].format'", "format spec"),
         (["check", "expect"], [], "'check.expect'", "a non-empty list"),
-        (["check", "if_hold"], "maybe", "'check.if_hold'", "confirmed, refuted"),
+        (["check", "if_hold"], "maybe", "'check.if_hold'", "'confirmed', 'refuted'"),
         (["check"], KeyError, "'check'", "required for kind 'audit'"),
         (["reason"], "because", "'reason'", "only for kind 'out-of-scope'"),
     ],
@@ -203,7 +208,7 @@ def test_bad_audit_spec_names_file_field_value_and_allowed(tmp_path, path, value
     "check,field,allowed",
     [
         ({"tests": ["not a node id"], "if_pass": "confirmed"}, "'check.tests[0]'", "a pytest node id"),
-        ({"tests": ["tests/t.py::test_a"], "if_pass": "pending"}, "'check.if_pass'", "confirmed, refuted"),
+        ({"tests": ["tests/t.py::test_a"], "if_pass": "pending"}, "'check.if_pass'", "'confirmed', 'refuted'"),
         ({"tests": ["tests/t.py::test_a"]}, "'check.if_pass'", "required"),
     ],
 )
@@ -221,11 +226,11 @@ EXPERIMENT = {"scales": ["micro"], "value": "unit_results.tread.final.macs", "re
 @pytest.mark.parametrize(
     "change,field,allowed",
     [
-        ({"scales": ["huge"]}, "'check.scales[0]'", "smoke, micro, small, paper"),
-        ({"relation": "~="}, "'check.relation'", "<, <=, >, >="),
+        ({"scales": ["huge"]}, "'check.scales[0]'", "'smoke', 'micro', 'small', 'paper'"),
+        ({"relation": "~="}, "'check.relation'", "'<', '<=', '>', '>='"),
         ({"threshold_path": "late_slope.tread"}, "'check.threshold'", "exactly one of threshold or threshold_path"),
         ({"file": "../x.json"}, "'check.file'", "a JSON file name"),
-        ({"min_seeds": 0}, "'check.min_seeds'", "a positive integer"),
+        ({"min_seeds": 0}, "'check.min_seeds'", "an integer >= 1"),
         ({"also": [{"file": "x.json"}]}, "'check.also[0].value' is missing", "it is required"),
         ({"also": [{"file": "x.txt", "value": "a.b"}]}, "'check.also[0].file'", "a JSON file name"),
     ],
@@ -293,7 +298,7 @@ def test_parsed_specs_carry_the_schema_defaults():
     "check,field,allowed",
     [
         ({**EXPERIMENT, "file": "speedup.json\n"}, "'check.file'", "a JSON file name"),
-        ({**EXPERIMENT, "threshold": True}, "'check.threshold'", "a number"),
+        ({**EXPERIMENT, "threshold": True}, "'check.threshold'", "a finite real number"),
         (
             {"expect": VALID["check"]["expect"], "evidence": [{"quantity": "a", "label": "two\nlines"}]},
             "'check.evidence[0].label'",
@@ -583,4 +588,4 @@ def test_bad_spec_stops_the_command(tmp_path, capsys):
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "x-claim.yaml").write_text(yaml.safe_dump({**VALID, "kind": "guess"}))
     assert run_claims(tmp_path) == 1
-    assert "x-claim.yaml: field 'kind': value 'guess'" in capsys.readouterr().err
+    assert "x-claim.yaml: field 'kind': unknown value 'guess'; allowed: 'structure'" in capsys.readouterr().err

@@ -47,7 +47,6 @@ and cross-field rules) or :class:`ByKind` (the ``check`` record, whose fields de
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import read_yaml
+from ..validation import ValidationError, check_choice, check_int, check_real, invalid
 from .verdicts import CONFIRMED, REFUTED
 
 KINDS = ("structure", "audit", "experiment", "out-of-scope")
@@ -65,7 +65,7 @@ EXPERIMENT_RELATIONS = ("<", "<=", ">", ">=")
 DEFAULT_SPECS = Path("specs")
 
 
-class SpecError(ValueError):
+class SpecError(ValidationError):
     """A spec that does not follow the schema; the message names the file, the field, the value and what is allowed."""
 
 
@@ -98,9 +98,20 @@ class At:
         name = f"{self.name}[{key}]" if isinstance(key, int) else f"{self.name}.{key}" if self.name else key
         return At(self.path, name, record)
 
+    @property
+    def field(self) -> str:
+        return f"{self.path}: field '{self.name or '(top level)'}'"
+
     def fail(self, value: Any, allowed: str) -> SpecError:
-        where = self.name or "(top level)"
-        return SpecError(f"{self.path}: field '{where}': value {value!r} is not allowed; allowed: {allowed}")
+        return SpecError(str(invalid(self.field, value, f"allowed: {allowed}")))
+
+    def run(self, check: Callable[..., None], value: Any, **limits: Any) -> Any:
+        """``check(field, value, **limits)``, one of :mod:`repro.validation`'s, its error as a :class:`SpecError`."""
+        try:
+            check(self.field, value, **limits)
+        except ValidationError as e:
+            raise SpecError(str(e)) from None
+        return value
 
     def missing(self, key: str, why: str = "it is required") -> SpecError:
         return SpecError(f"{self.path}: field '{self.child(key).name}' is missing; {why}")
@@ -128,29 +139,20 @@ class Choice(Node):
     values: tuple[str, ...]
 
     def check(self, value: Any, at: At) -> Any:
-        if value not in self.values:
-            raise at.fail(value, ", ".join(self.values))
-        return value
+        return at.run(check_choice, value, allowed=self.values)
 
 
 @dataclass(frozen=True)
 class Number(Node):
-    """A finite number; ``bool_when(record)`` says when true/false are allowed too; ``minimum`` is inclusive."""
+    """A finite real number (``>= minimum`` if given); ``bool_when(record)`` says when true/false are allowed too."""
 
     bool_when: Callable[[Mapping[str, Any]], bool] | None = None
     minimum: float | None = None
 
     def check(self, value: Any, at: At) -> Any:
-        allow_bool = self.bool_when is not None and self.bool_when(at.record or {})
-        if isinstance(value, bool):
-            if allow_bool:
-                return value
-            raise at.fail(value, "a number")
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise at.fail(value, "a finite number" + (" or true/false" if allow_bool else ""))
-        if self.minimum is not None and value < self.minimum:
-            raise at.fail(value, f"a number >= {self.minimum:g}")
-        return value
+        if isinstance(value, bool) and self.bool_when is not None and self.bool_when(at.record or {}):
+            return value
+        return at.run(check_real, value, ge=self.minimum)
 
 
 @dataclass(frozen=True)
@@ -158,9 +160,7 @@ class Integer(Node):
     minimum: int = 1
 
     def check(self, value: Any, at: At) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < self.minimum:
-            raise at.fail(value, "a positive integer" if self.minimum == 1 else f"an integer >= {self.minimum}")
-        return value
+        return at.run(check_int, value, low=self.minimum)
 
 
 @dataclass(frozen=True)
