@@ -39,18 +39,8 @@ import torch
 from torch import nn
 
 from .io import atomic_write_json
-from .models import (
-    SIZES,
-    DiT,
-    ElementCounter,
-    attention_macs,
-    dit_forward_macs,
-    dit_train_step_macs,
-    macs_by_op,
-    meta_dit,
-    num_params,
-    tread_routes,
-)
+from .models import SIZES, DiT, dit_forward_macs, meta_dit, num_params, tread_routes
+from .models.cost import ElementCounter, attention_macs, dit_train_step_macs, macs_by_op
 from .provenance import provenance
 from .published import PUBLISHED
 from .runtime import cpu_setup

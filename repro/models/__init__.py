@@ -1,16 +1,7 @@
 """Reference models: DiT (and SiT's identical backbone) with TREAD routing and the debate's variants, and what
-they cost (parameters and MACs, :mod:`repro.models.cost`)."""
+they cost (parameters and MACs; the per-op counters are in :mod:`repro.models.cost`)."""
 
-from .cost import (
-    ElementCounter,
-    attention_macs,
-    dit_forward_macs,
-    dit_train_step_macs,
-    macs_by_op,
-    meta_dit,
-    num_params,
-    train_step_macs,
-)
+from .cost import dit_forward_macs, meta_dit, num_params, train_step_macs
 from .dit import (
     MODEL_NAMES,
     SIZES,
@@ -31,17 +22,13 @@ __all__ = [
     "DiT",
     "DiTBlock",
     "DiTConfig",
-    "ElementCounter",
     "FinalLayer",
     "Route",
     "StochasticDepth",
-    "attention_macs",
     "config_for",
     "create",
     "dense_inference",
     "dit_forward_macs",
-    "dit_train_step_macs",
-    "macs_by_op",
     "meta_dit",
     "num_params",
     "train_step_macs",
