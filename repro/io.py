@@ -151,18 +151,3 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # ".<name>.<mkstemp's 8 characters>.tmp"
-
-
-def save_model(path: str | os.PathLike, model, **extra) -> Path:
-    """A checkpoint holding the model's config (plain data) and state_dict, plus ``extra`` entries."""
-    return atomic_torch_save({"config": model.config.to_dict(), "model": model.state_dict(), **extra}, path)
-
-
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """Rebuild a model saved by :func:`save_model` (``strict=True``; weights-only unpickling)."""
-    from .models import DiT, DiTConfig
-
-    ckpt = load_checkpoint(path, map_location, required=("config", "model"))
-    model = DiT(DiTConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["model"], strict=True)
-    return model

@@ -9,8 +9,18 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from repro.io import load_model, save_model
-from repro.models import DiT, DiTConfig, Route, StochasticDepth, config_for, create, dense_inference, tread_routes
+from repro.models import (
+    DiT,
+    DiTConfig,
+    Route,
+    StochasticDepth,
+    config_for,
+    create,
+    dense_inference,
+    load_model,
+    save_model,
+    tread_routes,
+)
 from repro.models.layers import apply_rope, get_2d_sincos_pos_embed, rope_2d_tables
 from repro.models.routing import sample_keep_ids
 from repro.published import PUBLISHED

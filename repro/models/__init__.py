@@ -1,6 +1,7 @@
 """Reference models: DiT (and SiT's identical backbone) with TREAD routing and the debate's variants, and what
 they cost (parameters and MACs; the per-op counters are in :mod:`repro.models.cost`)."""
 
+from .checkpoint import load_model, save_model
 from .cost import dit_forward_macs, meta_dit, num_params, train_step_macs
 from .dit import (
     MODEL_NAMES,
@@ -29,8 +30,10 @@ __all__ = [
     "create",
     "dense_inference",
     "dit_forward_macs",
+    "load_model",
     "meta_dit",
     "num_params",
+    "save_model",
     "train_step_macs",
     "tread_routes",
 ]
