@@ -1,10 +1,15 @@
-"""Process set-up shared by every entry point: CPU arithmetic settings and how a device is named in records."""
+"""Process set-up shared by every entry point: the device (and torchrun's environment), CPU arithmetic settings,
+and how a device is named in records."""
 
 from __future__ import annotations
 
+import os
 import platform
 
 import torch
+import torch.distributed as dist
+
+from .validation import ValidationError
 
 
 def cpu_setup(device: torch.device | str | None = None, threads: int | None = None) -> None:
@@ -26,3 +31,33 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) for a single process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def setup_distributed(device: torch.device) -> tuple[int, int]:
+    rank, world, _ = dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        try:
+            dev = torch.device(requested)
+        except (RuntimeError, TypeError):
+            raise ValidationError(
+                f"--device: {requested!r} is not allowed; a device such as cpu, cuda or cuda:1"
+            ) from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValidationError(f"--device: {requested!r} is not allowed; CUDA is not available here (use cpu)")
+        if dev.type not in ("cpu", "cuda"):
+            raise ValidationError(f"--device: {requested!r} is not allowed; training runs on cpu or cuda")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda", dist_info()[2])
+    return torch.device("cpu")

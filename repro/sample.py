@@ -164,8 +164,7 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 def _run_cli(args: argparse.Namespace) -> int:
     from .metrics.grid import save_grid
-    from .runtime import cpu_setup, device_name
-    from .train import pick_device
+    from .runtime import cpu_setup, device_name, pick_device
 
     out = Path(args.out)
     if out.suffix != ".npz":

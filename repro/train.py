@@ -1,31 +1,42 @@
 """The training loop: any model variant x objective x data x scale, on CPU, one GPU, or torchrun + DDP.
 
-A run directory holds ``config.json`` (the resolved :class:`~repro.config.RunConfig`), ``metrics.jsonl``
-(one line per logged step), ``checkpoints/last.pt`` (atomic) and ``curve.json``: one point per
-evaluation with its cost (step, images seen, counted training MACs, training wall-clock seconds on
-the named device) and its quality (FID / KID / precision / recall of the EMA weights, and the
-validation loss at fixed noise levels).
+Read top to bottom: a :class:`RunState` (model, EMA, optimizer, step, clock, curve) that saves and
+loads itself; :func:`train_step`, one optimizer step on given inputs; :func:`fit`, the loop, which runs
+the step and then whichever :class:`Hook` is due (logging, the time budget, evaluation, checkpoints);
+and :func:`train`, which sets a run up from its configuration and run directory.
+
+A run directory (see :mod:`repro.rundir`) holds ``config.json``, ``metrics.jsonl`` (one line per logged
+step: the mean loss over the steps since the last line, across ranks too), ``checkpoints/last.pt``
+(atomic) and ``curve.json``: one point per evaluation with its cost (step, images seen, counted
+training MACs, training wall-clock seconds on the named device, evaluation excluded) and its quality
+(FID / KID / precision / recall of the EMA weights, and the validation loss at fixed noise levels).
 
 Determinism. The data order is a function of ``(seed, step)``, and the noise, label dropout and
 routing of each micro-batch draw from a generator seeded by ``(seed, step, shard)``, where the shard
-is ``rank * grad_accum + accumulation index``. Nothing random is carried in memory, so a run resumed
-from a checkpoint ends bitwise identical to an uninterrupted one on CPU, and one process with
-``grad_accum = k`` computes the same gradients as ``k`` DDP processes with ``grad_accum = 1`` (up to
-the order of floating-point sums).
+is ``rank * grad_accum + accumulation index``. They are drawn before the step (so the step itself
+draws nothing and can be compiled), in the order the model would draw them. Nothing random is
+carried in memory, so a run resumed from a checkpoint ends bitwise identical to an uninterrupted one
+on CPU, and one process with ``grad_accum = k`` computes the same gradients as ``k`` DDP processes
+with ``grad_accum = 1`` (up to the order of floating-point sums).
+
+Host synchronisation. The step never reads a value back: the loss is summed on the device and read
+(and checked for NaN/Inf) only when a hook is due, and always before a checkpoint is written, so the
+last checkpoint on disk holds finite weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import fcntl
+import functools
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,369 +44,407 @@ import torch
 import torch.distributed as dist
 
 from .config import ConfigError, RunConfig, check_data_files, load_params, resolve
-from .io import (
-    CheckpointError,
-    atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
-    load_checkpoint,
-    remove_stale_temporaries,
-)
+from .data.loader import SEED_STRIDE, TrainData, validation_batch
+from .evaluation import evaluate
+from .io import CheckpointError, atomic_torch_save, atomic_write_json, load_checkpoint, remove_stale_temporaries
 from .models import DiT, train_step_macs
 from .objectives import make_objective
 from .provenance import run_provenance
+from .rundir import RunLock, check_run_directory, completed_curve, plain, start_over, trim_metrics_log
+from .runtime import cpu_setup, dist_info, pick_device, setup_distributed
 
-SEED_STRIDE = 1_000_003
+CHECKPOINT_KEYS = ("config", "model", "ema", "opt", "step", "seconds", "points")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last checkpoint on disk is the last good state."""
 
 
-class RunDirectoryError(ValueError):
-    """A run directory that this run must not write: another run's, or one that another process is writing."""
-
-
-LOCK_FILE = ".lock"
-CHECKPOINT_KEYS = ("config", "model", "ema", "opt", "step", "seconds", "points")
-
-
 # ------------------------------------------------------------------------------------------
-# Distributed setup
+# The run state
 # ------------------------------------------------------------------------------------------
 
 
-def dist_info() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) for a single process."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+@dataclass
+class RunState:
+    """What a run carries from step to step; a checkpoint is this, whole."""
 
+    model: DiT
+    ema: DiT
+    opt: torch.optim.Optimizer
+    step: int = 0
+    seconds: float = 0.0  # training wall-clock so far (evaluation and checkpoints excluded)
+    points: list[dict[str, Any]] = field(default_factory=list)  # the curve: one point per evaluation
 
-def setup_distributed(device: torch.device) -> tuple[int, int]:
-    rank, world, _ = dist_info()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return rank, world
+    @classmethod
+    def create(cls, cfg: RunConfig, device: torch.device) -> RunState:
+        torch.manual_seed(cfg.seed)
+        model = DiT(cfg.model).to(device)
+        ema = copy.deepcopy(model).requires_grad_(False).eval()
+        tc = cfg.train
+        # foreach: one kernel per op over all tensors (bitwise equal to the per-tensor loop)
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay, foreach=True
+        )
+        return cls(model, ema, opt)
 
+    def save(self, path: Path) -> None:
+        atomic_torch_save(
+            {
+                "config": self.model.config.to_dict(),
+                "model": self.model.state_dict(),
+                "ema": self.ema.state_dict(),
+                "opt": self.opt.state_dict(),
+                "step": self.step,
+                "seconds": self.seconds,
+                "points": json.dumps(self.points),
+            },
+            path,
+        )
 
-def pick_device(requested: str | None = None) -> torch.device:
-    if requested:
+    def load(self, path: Path, device: torch.device) -> None:
+        ck = load_checkpoint(path, device, required=CHECKPOINT_KEYS)
+        if plain(ck["config"]) != plain(self.model.config.to_dict()):
+            raise CheckpointError(f"{path}: its model config differs from config.json's; the file was replaced")
         try:
-            dev = torch.device(requested)
-        except (RuntimeError, TypeError):
-            raise ConfigError(f"--device: {requested!r} is not allowed; a device such as cpu, cuda or cuda:1") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"--device: {requested!r} is not allowed; CUDA is not available here (use cpu)")
-        if dev.type not in ("cpu", "cuda"):
-            raise ConfigError(f"--device: {requested!r} is not allowed; training runs on cpu or cuda")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda", dist_info()[2])
-    return torch.device("cpu")
-
-
-# ------------------------------------------------------------------------------------------
-# Data
-# ------------------------------------------------------------------------------------------
-
-
-class TrainData:
-    """Training images (N, C, H, W) in [-1, 1] with labels; batches are a function of (seed, step)."""
-
-    def __init__(self, cfg: RunConfig):
-        d = cfg.data
-        if d.name == "fashion-mnist":
-            from .data import fashion_mnist
-
-            ds = fashion_mnist.load("train")
-            self.images, self.labels = ds.float_images(), ds.labels.long()
-        elif d.name == "synthetic":
-            g = torch.Generator().manual_seed(cfg.seed)
-            n, c, s = d.subset or 1024, cfg.model.in_channels, cfg.model.input_size
-            self.labels = torch.randint(0, cfg.model.num_classes, (n,), generator=g)
-            # class-dependent blobs: learnable structure, no files needed
-            base = torch.randn(cfg.model.num_classes, c, s, s, generator=g).tanh()
-            self.images = (base[self.labels] + 0.1 * torch.randn(n, c, s, s, generator=g)).clamp(-1, 1)
-        else:
-            from .data.latents import LatentShards
-
-            # the shards memory-mapped (ImageNet-256 latents are about 21 GB in float32): every batch is still
-            # a uniform draw from the whole set, and each rank reads only the items of its slice
-            mapped = LatentShards(d.path).mapped()
-            self.images, self.labels = mapped, mapped.labels
-        if d.subset is not None:
-            self.images, self.labels = self.images[: d.subset], self.labels[: d.subset]
-        self.seed = cfg.seed
-        self._order: tuple[int, torch.Tensor] | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def epoch_order(self, epoch: int) -> torch.Tensor:
-        """The permutation of the data for ``epoch`` (the last one drawn is kept: batches walk through it)."""
-        if self._order is None or self._order[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
-            self._order = (epoch, torch.randperm(len(self), generator=g))
-        return self._order[1]
-
-    def shard_indices(self, step: int, batch_size: int, shard: int, shards: int) -> torch.Tensor:
-        """The items of ``step``'s global batch that micro-batch ``shard`` of ``shards`` (``rank * grad_accum +
-        accumulation index`` of ``world * grad_accum``) trains on: consecutive equal slices of the batch."""
-        micro = batch_size // shards
-        return self.batch_indices(step, batch_size)[shard * micro : (shard + 1) * micro]
-
-    def batch_indices(self, step: int, batch_size: int) -> torch.Tensor:
-        """Indices of the global batch of ``step``: consecutive slices of a per-epoch permutation."""
-        n = len(self)
-        start = step * batch_size
-        parts, taken = [], 0
-        while taken < batch_size:
-            epoch, offset = divmod(start + taken, n)
-            take = min(batch_size - taken, n - offset)
-            parts.append(self.epoch_order(epoch)[offset : offset + take])
-            taken += take
-        return torch.cat(parts)
-
-
-def validation_batch(cfg: RunConfig, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed batch of held-out images the validation loss is measured on: the first test images of
-    Fashion-MNIST, else the last ``val_size`` items of the training data."""
-    if cfg.data.name == "fashion-mnist":
-        from .data import fashion_mnist
-
-        ds = fashion_mnist.load("test")
-        return ds.float_images()[: cfg.eval.val_size], ds.labels[: cfg.eval.val_size].long()
-    return data.images[-cfg.eval.val_size :], data.labels[-cfg.eval.val_size :]
-
-
-# ------------------------------------------------------------------------------------------
-# Provenance, EMA, checkpoints
-# ------------------------------------------------------------------------------------------
+            self.model.load_state_dict(ck["model"])
+            self.ema.load_state_dict(ck["ema"])
+            self.opt.load_state_dict(ck["opt"])
+            self.step, self.seconds, self.points = int(ck["step"]), float(ck["seconds"]), json.loads(ck["points"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{path}: does not fit this run ({' '.join(str(e).split())[:200]})") from e
 
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+    """``ema <- decay * ema + (1 - decay) * model``, one foreach kernel per op (bitwise the per-tensor update)."""
+    e, p = list(ema.parameters()), [q.detach() for q in model.parameters()]
+    torch._foreach_mul_(e, decay)
+    torch._foreach_add_(e, p, alpha=1 - decay)
 
 
-def save_checkpoint(path: Path, model, ema, opt, step: int, extra: dict[str, Any]) -> None:
-    atomic_torch_save(
-        {
-            "config": model.config.to_dict(),
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "opt": opt.state_dict(),
-            "step": step,
-            **extra,
-        },
-        path,
+# ------------------------------------------------------------------------------------------
+# One step
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MicroBatch:
+    """One micro-batch with every random choice of its loss already drawn."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    t: torch.Tensor
+    noise: torch.Tensor
+    draws: Any  # repro.models.dit.TrainingDraws
+
+
+def draw_micro_batch(objective, model: DiT, x, y, generator: torch.Generator) -> MicroBatch:
+    """The noise level, the noise, then the model's draws (label dropout, routes), in the order
+    ``objective.loss(model, x, y, generator)`` draws them, so the loss is bitwise the same."""
+    t, noise = objective.draw(x, generator)
+    return MicroBatch(x, y, t, noise, model.draw_training(len(x), generator, x.device))
+
+
+def train_step(state: RunState, net, objective, batches: Sequence[MicroBatch], tc, sync=None) -> torch.Tensor:
+    """One optimizer step over ``batches`` (the gradient-accumulation micro-batches of this process),
+    then the EMA update. ``net`` is the module the loss calls (the model, or its DDP / compiled
+    wrapper); ``sync(i)`` the context for micro-batch ``i`` (DDP's ``no_sync`` before the last).
+    Returns the step's mean loss as a device tensor: nothing is read back to the host."""
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if tc.precision == "bf16" and batches[0].x.device.type == "cuda"
+        else nullcontext()
     )
+    state.opt.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=batches[0].x.device)
+    for i, b in enumerate(batches):
+        with sync(i) if sync is not None else nullcontext(), autocast:
+            call = functools.partial(net, draws=b.draws)
+            loss = objective.loss_at(call, b.x, b.y, b.t, b.noise).mean() / len(batches)
+        loss.backward()
+        total += loss.detach()
+    if tc.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), tc.grad_clip)
+    state.opt.step()
+    ema_update(state.ema, state.model, tc.ema_decay)
+    return total
 
 
 # ------------------------------------------------------------------------------------------
-# Evaluation
+# Hooks: what runs between steps, each on its own schedule
 # ------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def generate(model, objective, cfg: RunConfig, device: torch.device, num: int | None = None) -> torch.Tensor:
-    """``num`` class-balanced samples from fixed noise (the same at every evaluation), in [-1, 1]."""
-    num = num or cfg.eval.num_samples
-    m = cfg.model
-    g = torch.Generator(device="cpu").manual_seed(cfg.eval.seed)
-    noise = torch.randn(num, m.in_channels, m.input_size, m.input_size, generator=g)
-    labels = torch.arange(num) % m.num_classes
-    workers = torch.get_num_threads() if device.type == "cpu" else 1  # the same samples, all cores busy
-    out = []
-    for i in range(0, num, cfg.eval.batch_size):
-        sg = torch.Generator(device="cpu").manual_seed(cfg.eval.seed + 1 + i)
-        out.append(
-            objective.sample(
-                model,
-                noise[i : i + cfg.eval.batch_size].to(device),
-                labels[i : i + cfg.eval.batch_size].to(device),
-                steps=cfg.eval.sample_steps,
-                guidance_scale=cfg.eval.guidance_scale,
-                generator=sg,
-                workers=workers,
+class Hook:
+    """Something done after some steps: ``due(step)`` says after which, ``__call__(run)`` does it.
+    Every rank calls every hook (so collectives line up); side effects belong to rank 0."""
+
+    def __init__(self, due: Callable[[int], bool]):
+        self.due = due
+
+    def __call__(self, run: Run) -> None:
+        raise NotImplementedError
+
+
+class LossMeter:
+    """The training loss summed on the device; read back (all ranks reduced) only when asked.
+
+    :meth:`mean` gives the mean since the last :meth:`reset` (a log line); :meth:`check` only checks the
+    steps since the last check (before a checkpoint). Both raise :class:`TrainingDiverged` on NaN/Inf."""
+
+    def __init__(self, device: torch.device, world: int):
+        self.world = world
+        self.sum, self.steps = torch.zeros((), device=device), 0  # since the last reset
+        self.unchecked, self.since = torch.zeros((), device=device), None  # since the last check
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        self.sum += loss
+        self.unchecked += loss
+        self.steps += 1
+        self.since = step if self.since is None else self.since
+        self.last = step
+
+    def _read(self, total: torch.Tensor) -> float:
+        total = total.clone()
+        if self.world > 1:
+            dist.all_reduce(total)
+            total /= self.world
+        return float(total)
+
+    def check(self) -> None:
+        if self.since is None:
+            return
+        value = self._read(self.unchecked)
+        if not math.isfinite(value):
+            steps = f"step {self.since}" if self.since == self.last else f"steps {self.since}-{self.last}"
+            raise TrainingDiverged(
+                f"{steps} (0-based): the loss is {value}; training stopped, the last checkpoint holds the last "
+                "good state"
             )
-            .float()
-            .cpu()
-        )
-    return torch.cat(out)
+        self.unchecked.zero_()
+        self.since = None
+
+    def mean(self) -> float:
+        self.check()
+        return self._read(self.sum) / self.steps if self.steps else math.nan
+
+    def reset(self) -> None:
+        self.sum.zero_()
+        self.steps = 0
 
 
-def evaluate(model, objective, cfg: RunConfig, device: torch.device, val: tuple[torch.Tensor, torch.Tensor]) -> dict:
-    from .objectives.base import SplitForward
+class LogHook(Hook):
+    """A line of ``metrics.jsonl`` (step, mean loss, images/s of training time, seconds) every ``log_every``
+    steps; a tqdm progress bar unless quiet; DVCLive scalars when asked (``live``, needs ``dvclive``)."""
 
-    x, y = val
-    g = torch.Generator(device="cpu").manual_seed(cfg.eval.seed)
-    net = SplitForward(model, torch.get_num_threads()) if device.type == "cpu" else model  # the same numbers
-    with torch.no_grad():
-        val_loss = float(objective.fixed_t_loss(net, x.to(device), y.to(device), g, points=cfg.eval.val_points).mean())
-    out: dict[str, Any] = {"val_loss": val_loss}
-    if cfg.data.name == "fashion-mnist" and cfg.eval.metrics:
-        from .metrics.fid import compute_metrics
+    def __init__(self, run: Run, quiet: bool, live: bool):
+        tc = run.cfg.train
+        super().__init__(lambda step: step % tc.log_every == 0 or step == tc.steps)
+        self.last = (run.state.step, run.state.seconds)
+        self.file = open(run.dir / "metrics.jsonl", "a") if run.rank == 0 else None  # noqa: SIM115 - close()
+        self.bar = self.live = None
+        if run.rank == 0 and not quiet:
+            from tqdm import tqdm
 
-        samples = generate(model, objective, cfg, device)
-        res = compute_metrics(
-            samples.clamp(-1, 1),
-            reference=cfg.eval.reference,
-            metrics=cfg.eval.metrics,
-            reference_size=cfg.eval.reference_size,
-            device=device,
-        )
-        out.update({k: res[k] for k in ("fid", "kid", "precision", "recall") if k in res})
-        if "fid" in res and cfg.eval.fid_blocks > 1:
-            from .metrics.fid import block_fids, fid_sd_from_blocks
+            self.bar = tqdm(total=run.cfg.train.steps, initial=run.state.step, desc=run.cfg.run_id, unit="step")
+        if run.rank == 0 and live:
+            try:
+                from dvclive import Live
+            except ImportError:
+                raise ConfigError("--live: needs the dvclive package (pip install 'repro[live]')") from None
+            self.live = Live(str(run.dir / "dvclive"), resume=run.state.step > 0, save_dvc_exp=False)
 
-            blocks = block_fids(
-                samples.clamp(-1, 1),
-                cfg.eval.fid_blocks,
-                reference=cfg.eval.reference,
-                reference_size=cfg.eval.reference_size,
-                device=device,
+    def __call__(self, run: Run) -> None:
+        loss = run.loss.mean()
+        run.loss.reset()
+        step, seconds = run.state.step, run.state.seconds
+        rate = (step - self.last[0]) * run.cfg.train.batch_size / max(seconds - self.last[1], 1e-9)
+        self.last = (step, seconds)
+        if self.file is None:
+            return
+        self.file.write(json.dumps({"step": step, "loss": loss, "images_per_s": rate, "seconds": seconds}) + "\n")
+        self.file.flush()
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
+        if self.live is not None:
+            self.live.step = step
+            for name, value in (("train/loss", loss), ("train/images_per_s", rate)):
+                self.live.log_metric(name, value)
+            self.live.next_step()
+
+    def close(self) -> None:
+        for thing in (self.bar, self.file):
+            if thing is not None:
+                thing.close()
+        if self.live is not None:
+            self.live.end()
+
+
+class BudgetHook(Hook):
+    """``train.max_seconds``: the step at which the training time reaches it becomes the run's last (on
+    every rank). On CPU it is checked after every step (the clock costs nothing there); on a GPU at the
+    log steps, where the loop synchronises anyway."""
+
+    def __init__(self, run: Run):
+        every = 1 if run.device.type == "cpu" else run.cfg.train.log_every
+        super().__init__(lambda step: step % every == 0)
+
+    def __call__(self, run: Run) -> None:
+        tc = run.cfg.train
+        out = run.state.seconds >= tc.max_seconds
+        if run.world > 1:
+            flag = torch.tensor(float(out), device=run.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out = bool(flag.item())
+        if out and run.state.step < tc.steps:
+            tc.steps = run.state.step  # an equal wall-clock budget: this is the run's last step
+            run.say(f"{run.cfg.run_id}: training time budget of {tc.max_seconds} s reached at step {tc.steps}")
+
+
+class EvalHook(Hook):
+    """A point of the curve (cost, then the EMA weights' quality) at ``train.eval_every`` and the last step."""
+
+    def __init__(self, run: Run, on_eval: Callable[[dict], None] | None):
+        super().__init__(run.cfg.train.is_eval_step)  # reads train.steps when asked: a budget may end it early
+        self.on_eval = on_eval
+        self.val = validation_batch(run.cfg, run.data)
+
+    def __call__(self, run: Run) -> None:
+        if run.rank == 0:
+            s = run.state
+            ev = evaluate(s.ema, run.objective, run.cfg, run.device, self.val)
+            s.points.append(
+                {
+                    "step": s.step,
+                    "images": s.step * run.cfg.train.batch_size,
+                    "macs": s.step * run.step_macs,
+                    "seconds": round(s.seconds, 3),
+                    "device": run.prov["device"],
+                    **ev,
+                }
             )
-            out["fid_sd"] = fid_sd_from_blocks(blocks)
-            out["fid_blocks"] = [float(b) for b in blocks]
-    return out
+            run.say(f"eval @ {s.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in ev.items() if k != "fid_blocks"))
+            if self.on_eval is not None:
+                self.on_eval(run.curve())
+        if run.world > 1:
+            dist.barrier()
 
 
-# ------------------------------------------------------------------------------------------
-# The run directory: one run's, written by one process at a time
-# ------------------------------------------------------------------------------------------
+class CheckpointHook(Hook):
+    """``checkpoints/last.pt`` (and ``stepNNNNNNN.pt`` with ``keep_checkpoints``) at ``train.ckpt_every`` and
+    the last step, after checking that the loss since the last check is finite."""
 
+    def __init__(self, run: Run):
+        super().__init__(run.cfg.train.is_ckpt_step)
 
-class RunLock:
-    """An exclusive ``flock`` on ``run_dir/.lock``, held while a process writes the run directory; the file
-    names the holder's pid. The kernel releases the lock when the process ends, however it ends."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir, self.fd = Path(run_dir), None
-
-    def __enter__(self) -> RunLock:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise RunDirectoryError(
-                f"{self.run_dir}: another process (pid {holder}) is writing this run directory; "
-                "wait for it to end or give another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
-def _plain(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))
-
-
-def config_differences(stored: Any, requested: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the fields where two configuration dicts differ."""
-    if isinstance(stored, dict) and isinstance(requested, dict):
-        out = []
-        for key in list(stored) + [k for k in requested if k not in stored]:
-            name = f"{prefix}.{key}" if prefix else str(key)
-            if key not in stored or key not in requested:
-                out.append(name)
-            else:
-                out.extend(config_differences(stored[key], requested[key], name))
-        return out
-    return [] if stored == requested else [prefix or "(config)"]
-
-
-def check_run_directory(cfg: RunConfig, run_dir: Path) -> None:
-    """Refuse a run directory that holds another configuration's run (naming the fields that differ)."""
-    config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoints" / "last.pt"
-    if not config_path.exists():
-        if ckpt_path.exists():
-            raise RunDirectoryError(
-                f"{run_dir}: holds a checkpoint but no config.json, so it cannot be resumed safely; "
-                "give another --out, or --no-resume to start over"
-            )
-        return
-    try:
-        stored = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunDirectoryError(f"{config_path}: not valid JSON ({e}); give another --out, or --no-resume") from None
-    diff = config_differences(_plain(stored), _plain(cfg.to_dict()))
-    if diff:
-        shown = ", ".join(
-            f"{name} ({_lookup(stored, name)!r} stored, {_lookup(cfg.to_dict(), name)!r} requested)"
-            for name in diff[:4]
-        )
-        more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
-        raise RunDirectoryError(
-            f"{run_dir}: holds a run of another configuration: {shown}{more}; "
-            "give another --out, or --no-resume to start over"
-        )
-
-
-def _lookup(d: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return _plain(d)
-
-
-def completed_curve(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The run directory's curve when it holds this run finished, else None."""
-    path = run_dir / "curve.json"
-    if not path.exists():
-        return None
-    try:
-        curve = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if isinstance(curve, dict) and curve.get("complete") is True and curve.get("run_id") == cfg.run_id:
-        return curve
-    return None
-
-
-def _trim_metrics_log(path: Path, step: int) -> None:
-    """Keep the log lines up to ``step`` (a resumed run logs the later steps again); drop a torn last line."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= step:
-            kept.append(line)
-    text = "".join(line + "\n" for line in kept)
-    if text != path.read_text():
-        atomic_write_text(path, text)
-
-
-def _start_over(run_dir: Path) -> None:
-    """Remove what a previous run left (its curve, checkpoints and log), so nothing of it mixes with the new run."""
-    (run_dir / "curve.json").unlink(missing_ok=True)
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    ckpts = run_dir / "checkpoints"
-    if ckpts.is_dir():
-        for p in ckpts.glob("*.pt"):
-            if p.name == "last.pt" or (p.name.startswith("step") and p.name[4:-3].isdigit()):
-                p.unlink()
+    def __call__(self, run: Run) -> None:
+        run.loss.check()  # raises before a diverged state could be written
+        if run.rank == 0:
+            run.state.save(run.dir / "checkpoints" / "last.pt")
+            if run.cfg.train.keep_checkpoints:
+                run.state.save(run.dir / "checkpoints" / f"step{run.state.step:07d}.pt")
+        if run.world > 1:
+            dist.barrier()
 
 
 # ------------------------------------------------------------------------------------------
 # The loop
 # ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One run being trained: its configuration, directory, state, and what the step and hooks share."""
+
+    cfg: RunConfig
+    dir: Path
+    device: torch.device
+    rank: int
+    world: int
+    state: RunState
+    objective: Any
+    data: TrainData
+    step_fn: Callable[[int], torch.Tensor]  # step index -> that step's loss (a device tensor)
+    step_macs: int
+    prov: dict[str, Any]
+    loss: LossMeter
+    quiet: bool = False
+
+    def say(self, text: str) -> None:
+        if self.rank == 0 and not self.quiet:
+            print(f"\n  {text}", flush=True)
+
+    def curve(self) -> dict[str, Any]:
+        return {
+            "run_id": self.cfg.run_id,
+            "method": self.cfg.method,
+            "seed": self.cfg.seed,
+            "scale": self.cfg.scale,
+            "complete": self.state.step >= self.cfg.train.steps,
+            "train_step_macs": self.step_macs,
+            "train_size": len(self.data),  # images in the training set: epochs = images / train_size
+            "provenance": self.prov,
+            "points": list(self.state.points),
+        }
+
+
+def fit(run: Run, hooks: Sequence[Hook], stop_after: int | None = None) -> None:
+    """Step until ``train.steps`` (or ``stop_after`` more steps); after each step run the hooks that are due.
+    The clock counts the steps only: it is read (with a device synchronisation) where a hook is due,
+    and restarted after the hooks, so evaluation and checkpoints never count as training time."""
+    s, sync = run.state, torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
+    started, t0 = s.step, time.perf_counter()
+    while s.step < run.cfg.train.steps:
+        run.loss.add(run.step_fn(s.step), s.step)
+        s.step += 1
+        if any(hook.due(s.step) for hook in hooks):
+            sync()
+            s.seconds += time.perf_counter() - t0
+            for hook in hooks:  # asked in turn: the budget hook may make this the last step, and so an eval step
+                if hook.due(s.step):
+                    hook(run)
+            t0 = time.perf_counter()
+        if stop_after is not None and s.step - started >= stop_after:
+            break
+
+
+def make_step_fn(
+    run_cfg: RunConfig, state: RunState, objective, data: TrainData, device, rank: int, world: int, compile: bool
+) -> Callable[[int], torch.Tensor]:
+    """``step -> loss`` for this process: its micro-batches of the step's global batch, their draws, and
+    :func:`train_step` through DDP when ``world > 1`` and ``torch.compile`` when ``compile``."""
+    tc = run_cfg.train
+    micro = tc.batch_size // (world * tc.grad_accum)
+    net = state.model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            state.model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=run_cfg.model.stochastic_depth is not None,
+        )
+    ddp = net
+    if compile:
+        # inductor's on-disk caches make a later run of the same shapes skip most of the compile cost
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "repro" / "inductor"))
+        net = torch.compile(net)
+
+    def sync(i: int):
+        return ddp.no_sync() if world > 1 and i < tc.grad_accum - 1 else nullcontext()
+
+    def step_fn(step: int) -> torch.Tensor:
+        idx = data.batch_indices(step, tc.batch_size)
+        batches = []
+        for a in range(tc.grad_accum):
+            shard = rank * tc.grad_accum + a
+            sl = idx[shard * micro : (shard + 1) * micro]
+            g = torch.Generator(device="cpu").manual_seed((run_cfg.seed * SEED_STRIDE + step) * 4096 + shard)
+            x, y = data.images[sl].to(device), data.labels[sl].to(device)
+            batches.append(draw_micro_batch(objective, state.model, x, y, g))
+        return train_step(state, net, objective, batches, tc, sync)
+
+    return step_fn
 
 
 def train(
@@ -408,217 +457,89 @@ def train(
     command: str | None = None,
     quiet: bool = False,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
+    compile: bool = False,
+    live: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir``; resume from ``run_dir/checkpoints/last.pt`` when it exists.
 
     ``stop_after`` ends the process's work after that many steps (a simulated interruption, for tests).
     ``on_eval`` receives the curve so far (``complete`` false until the last step) after every
     evaluation, so a caller can keep a cut-off run's evidence; it does not change what is computed.
-    Returns the curve (also written to ``run_dir/curve.json``).
+    ``compile`` runs the step's forward and backward through ``torch.compile`` (same draws; results equal
+    up to float rounding; recorded in the provenance). ``live`` also logs DVCLive scalars. Returns the
+    curve (also written to ``run_dir/curve.json``).
 
     A run directory belongs to one configuration: resuming one whose ``config.json`` differs, or one
-    that another process is writing, raises :class:`RunDirectoryError`. A finished run is returned as it
-    is, never trained further.
+    that another process is writing, raises :class:`~repro.rundir.RunDirectoryError`. A finished run is
+    returned as it is, never trained further.
     """
     run_dir = Path(run_dir)
     pick_device(device)  # a bad --device fails before anything is written
     check_data_files(cfg)
-    if dist_info()[0] != 0:
-        return _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval)
-    with RunLock(run_dir):
-        return _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval)
+    with RunLock(run_dir) if dist_info()[0] == 0 else nullcontext():
+        return _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, compile, live)
 
 
-def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval) -> dict[str, Any]:
+def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, compile, live) -> dict[str, Any]:
     dev = pick_device(device)
-    if dev.type == "cpu":
-        torch.set_flush_denormal(True)  # near-zero adaLN gates make denormals; they slow CPUs ~30x
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
+    cpu_setup(dev, cfg.train.threads)
     rank, world = setup_distributed(dev)
     tc = cfg.train
     if tc.batch_size % (world * tc.grad_accum):
         raise ValueError(
             f"train.batch_size: {tc.batch_size} is not divisible by world_size x grad_accum = {world} x {tc.grad_accum}"
         )
-    micro = tc.batch_size // (world * tc.grad_accum)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = tc.tf32
         torch.backends.cudnn.allow_tf32 = tc.tf32
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if tc.precision == "bf16" and dev.type == "cuda" else nullcontext()
-    )
 
     ckpt_path = run_dir / "checkpoints" / "last.pt"
-    curve_path = run_dir / "curve.json"
     if resume:
         check_run_directory(cfg, run_dir)
         done = completed_curve(cfg, run_dir)
         if done is not None:
             if rank == 0 and not quiet:
-                print(f"{cfg.run_id}: already complete in {run_dir} ({curve_path} kept as it is)")
+                print(f"{cfg.run_id}: already complete in {run_dir} ({run_dir / 'curve.json'} kept as it is)")
             return done
     if rank == 0:
         remove_stale_temporaries(run_dir)
         remove_stale_temporaries(run_dir / "checkpoints")
 
-    torch.manual_seed(cfg.seed)
-    model = DiT(cfg.model).to(dev)
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    state = RunState.create(cfg, dev)
     objective = make_objective(**cfg.objective)
     data = TrainData(cfg)
-    val = validation_batch(cfg, data)
-
-    step, seconds, points = 0, 0.0, []
     if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, dev, required=CHECKPOINT_KEYS)
-        if _plain(ck["config"]) != _plain(cfg.model.to_dict()):
-            raise CheckpointError(f"{ckpt_path}: its model config differs from config.json's; the file was replaced")
-        try:
-            model.load_state_dict(ck["model"])
-            ema.load_state_dict(ck["ema"])
-            opt.load_state_dict(ck["opt"])
-            step, seconds, points = int(ck["step"]), float(ck["seconds"]), json.loads(ck["points"])
-        except (RuntimeError, ValueError, TypeError, KeyError) as e:
-            raise CheckpointError(f"{ckpt_path}: does not fit this run ({' '.join(str(e).split())[:200]})") from e
+        state.load(ckpt_path, dev)
         if rank == 0:
-            _trim_metrics_log(run_dir / "metrics.jsonl", step)
+            trim_metrics_log(run_dir / "metrics.jsonl", state.step)
             if not quiet:
-                print(f"{cfg.run_id}: resuming from step {step} of {tc.steps} ({ckpt_path})", flush=True)
+                print(f"{cfg.run_id}: resuming from step {state.step} of {tc.steps} ({ckpt_path})", flush=True)
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _start_over(run_dir)
+        start_over(run_dir)
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
 
-    ddp = model
-    if world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=cfg.model.stochastic_depth is not None,
-        )
-    step_macs = train_step_macs(cfg.model, tc.batch_size)
-    prov = run_provenance(cfg, dev, world, command)
-    log = open(run_dir / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115 - closed below
-    model.train()
-    started = step
-    t_log, img_log = time.perf_counter(), 0
+    step_fn = make_step_fn(cfg, state, objective, data, dev, rank, world, compile)
+    step_macs, prov = train_step_macs(cfg.model, tc.batch_size), run_provenance(cfg, dev, world, command)
+    if compile:
+        prov["compiled"] = True
+    run = Run(cfg, run_dir, dev, rank, world, state, objective, data, step_fn, step_macs, prov, LossMeter(dev, world))
+    run.quiet = quiet
+    log = LogHook(run, quiet, live)
+    hooks = [log]
+    if tc.max_seconds is not None:
+        hooks.append(BudgetHook(run))
+    hooks += [EvalHook(run, on_eval), CheckpointHook(run)]
+    state.model.train()
     try:
-        while step < tc.steps:
-            t0 = time.perf_counter()
-            idx = data.batch_indices(step, tc.batch_size)
-            opt.zero_grad(set_to_none=True)
-            loss_sum = torch.zeros((), device=dev)
-            for a in range(tc.grad_accum):
-                shard = rank * tc.grad_accum + a
-                sl = idx[shard * micro : (shard + 1) * micro]
-                x, y = data.images[sl].to(dev), data.labels[sl].to(dev)
-                g = torch.Generator(device="cpu").manual_seed((cfg.seed * SEED_STRIDE + step) * 4096 + shard)
-                sync = ddp.no_sync() if world > 1 and a < tc.grad_accum - 1 else nullcontext()
-                with sync, autocast:
-                    loss = objective.loss(ddp, x, y, g).mean() / tc.grad_accum
-                loss.backward()
-                loss_sum += loss.detach()
-            if world > 1:
-                dist.all_reduce(loss_sum)
-                loss_sum /= world
-            loss_value = float(loss_sum)
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"step {step}: the loss is {loss_value}; training stopped, the last checkpoint "
-                    f"({ckpt_path}) holds the last good state"
-                )
-            if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            ema_update(ema, model, tc.ema_decay)
-            step += 1
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            seconds += time.perf_counter() - t0
-            img_log += tc.batch_size
-
-            if rank == 0 and (step % tc.log_every == 0 or step == tc.steps):
-                now = time.perf_counter()
-                rate = img_log / max(now - t_log, 1e-9)
-                log.write(
-                    json.dumps({"step": step, "loss": loss_value, "images_per_s": rate, "seconds": seconds}) + "\n"
-                )
-                log.flush()
-                if not quiet:
-                    bar = "#" * int(30 * step / tc.steps)
-                    print(
-                        f"\r[{bar:<30}] {cfg.run_id} step {step}/{tc.steps} loss {loss_value:.4f} {rate:.1f} img/s",
-                        end="\n" if step == tc.steps else "",
-                        flush=True,
-                    )
-                t_log, img_log = now, 0
-
-            out_of_time = tc.max_seconds is not None and seconds >= tc.max_seconds
-            if tc.max_seconds is not None and world > 1:  # every rank stops at the same step
-                flag = torch.tensor(float(out_of_time), device=dev)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                out_of_time = bool(flag.item())
-            if out_of_time and step < tc.steps:
-                tc.steps = step  # an equal wall-clock budget: this is the run's last step
-                if rank == 0 and not quiet:
-                    print(f"\n  {cfg.run_id}: training time budget of {tc.max_seconds} s reached at step {step}")
-            if tc.is_eval_step(step):
-                if rank == 0:
-                    ev = evaluate(ema, objective, cfg, dev, val)
-                    points.append(
-                        {
-                            "step": step,
-                            "images": step * tc.batch_size,
-                            "macs": step * step_macs,
-                            "seconds": round(seconds, 3),
-                            "device": prov["device"],
-                            **ev,
-                        }
-                    )
-                    if not quiet:
-                        print(f"\n  eval @ {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in ev.items()), flush=True)
-                    if on_eval is not None:
-                        on_eval(_curve(cfg, step, step_macs, prov, points, len(data)))
-                    model.train()
-                if world > 1:
-                    dist.barrier()
-            if tc.is_ckpt_step(step):
-                if rank == 0:
-                    extra = {"seconds": seconds, "points": json.dumps(points)}
-                    save_checkpoint(ckpt_path, model, ema, opt, step, extra)
-                    if tc.keep_checkpoints:
-                        save_checkpoint(run_dir / "checkpoints" / f"step{step:07d}.pt", model, ema, opt, step, extra)
-                if world > 1:
-                    dist.barrier()
-            if stop_after is not None and step - started >= stop_after:
-                break
+        fit(run, hooks, stop_after)
     finally:
-        if log is not None:
-            log.close()
-
-    curve = _curve(cfg, step, step_macs, prov, points, len(data))
-    if rank == 0 and step >= tc.steps:
-        atomic_write_json(curve_path, curve)
+        log.close()
+    curve = run.curve()
+    if rank == 0 and curve["complete"]:
+        atomic_write_json(run_dir / "curve.json", curve)
     return curve
-
-
-def _curve(
-    cfg: RunConfig, step: int, step_macs: int, prov: dict[str, Any], points: list[dict], train_size: int
-) -> dict[str, Any]:
-    return {
-        "run_id": cfg.run_id,
-        "method": cfg.method,
-        "seed": cfg.seed,
-        "scale": cfg.scale,
-        "complete": step >= cfg.train.steps,
-        "train_step_macs": step_macs,
-        "train_size": train_size,  # images in the training set: training length in epochs = images / train_size
-        "provenance": prov,
-        "points": list(points),
-    }
 
 
 # ------------------------------------------------------------------------------------------
@@ -641,6 +562,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None, help="override train.steps (e.g. a dry run)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     p.add_argument("--curve", default=None, help="also write the finished run's curve.json to this path")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the training step (equal up to float rounding)"
+    )
+    p.add_argument("--live", action="store_true", help="also log DVCLive scalars into <out>/dvclive")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no evaluation lines")
     p.set_defaults(func=_cli)
 
 
@@ -654,7 +580,14 @@ def _cli(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / args.scale / f"{args.method}-s{args.seed}")
     try:
         curve = train(
-            cfg, out, device=args.device, resume=not args.no_resume, command="repro " + " ".join(sys.argv[1:])
+            cfg,
+            out,
+            device=args.device,
+            resume=not args.no_resume,
+            command="repro " + " ".join(sys.argv[1:]),
+            compile=args.compile,
+            live=args.live,
+            quiet=args.quiet,
         )
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from repro.data import latents as lt
-from repro.train import TrainData
+from repro.data.loader import TrainData
 
 
 def _write_shards(directory, counts, shape=(4, 2, 2)):

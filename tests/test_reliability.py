@@ -444,7 +444,7 @@ def test_a_run_stopped_by_its_time_budget_stays_finished(tmp_path, capsys):
 
 
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, capsys, tiny_params):
-    from repro.train import RunLock
+    from repro.rundir import RunLock
 
     out = tmp_path / "run"
     with RunLock(out):  # another open file description: flock conflicts as with another process
@@ -455,7 +455,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, capsys, tiny_
 
 
 def test_the_lock_is_held_by_a_process_not_a_file(tmp_path):
-    from repro.train import LOCK_FILE, RunLock
+    from repro.rundir import LOCK_FILE, RunLock
 
     out = tmp_path / "run"
     with RunLock(out):

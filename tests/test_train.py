@@ -35,9 +35,10 @@ def tiny_run(tmp_path=None, **train_overrides) -> RunConfig:
         ),
         "objective": {"name": "interpolant"},
         "data": {"name": "synthetic", "subset": 96},
-        "train": dict(
-            steps=6, batch_size=8, lr=1e-3, ema_decay=0.9, eval_every=3, ckpt_every=2, log_every=1, **train_overrides
-        ),
+        "train": {
+            **dict(steps=6, batch_size=8, lr=1e-3, ema_decay=0.9, eval_every=3, ckpt_every=2, log_every=1),
+            **train_overrides,
+        },
         "eval": dict(metrics=[], val_size=8, val_points=2),
     }
     return RunConfig.from_dict(d)
@@ -79,23 +80,30 @@ def test_resume_is_bitwise_identical(tmp_path):
     assert [p["val_loss"] for p in pa] == [p["val_loss"] for p in pb]
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("log_every", [1, 6])
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, log_every):
+    """The 5th training step (0-based step 4) returns NaN. The loss is read back only at log steps and
+    before checkpoints: with a log line every step the run stops at once, with one every 6 steps it stops
+    at the step-6 checkpoint; either way last.pt is the step-4 state, finite, never the diverged one."""
     from repro.objectives.interpolant import Interpolant
 
     calls = {"n": 0}
-    real = Interpolant.loss
+    real = Interpolant.loss_at
 
-    def poisoned(self, model, x0, y, generator=None):
+    def poisoned(self, model, x0, y, t, noise, generator=None):
+        loss = real(self, model, x0, y, t, noise, generator)
+        if not torch.is_grad_enabled():  # the validation loss
+            return loss
         calls["n"] += 1
-        loss = real(self, model, x0, y, generator)
         return loss * float("nan") if calls["n"] == 5 else loss
 
-    monkeypatch.setattr(Interpolant, "loss", poisoned)
-    with pytest.raises(TrainingDiverged, match="step 4"):
-        train(tiny_run(), tmp_path / "run", quiet=True)
+    monkeypatch.setattr(Interpolant, "loss_at", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"^step 4 |^steps 4-5 "):
+        train(tiny_run(log_every=log_every), tmp_path / "run", quiet=True)
     ck = state(tmp_path / "run")
     assert ck["step"] == 4
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert not (tmp_path / "run" / "curve.json").exists()
 
 
 def test_grad_accum_matches_one_big_batch_in_expectation_of_layout(tmp_path):
@@ -244,7 +252,7 @@ def test_time_budget_stops_with_a_final_evaluation(tmp_path):
 
 
 def test_batches_walk_each_epoch_once_across_boundaries():
-    from repro.train import TrainData
+    from repro.data.loader import TrainData
 
     cfg = tiny_run()
     data = TrainData(cfg)  # 96 synthetic items
@@ -281,9 +289,10 @@ def test_clip_denoised_is_a_scale_setting_off_for_the_committed_scales_and_for_l
 
 
 def test_evaluation_stores_the_fid_sd_from_disjoint_blocks(monkeypatch):
+    from repro.data.loader import TrainData, validation_batch
+    from repro.evaluation import evaluate
     from repro.metrics import fid
     from repro.objectives import make_objective
-    from repro.train import TrainData, evaluate, validation_batch
 
     calls = []
 

@@ -144,6 +144,20 @@ class DiTConfig:
         return dataclasses.replace(self, **changes)
 
 
+@dataclass
+class TrainingDraws:
+    """The random choices of one training forward, drawn ahead of it (see :meth:`DiT.draw_training`).
+
+    ``drop_ids`` (B,) long, 1 where the label is replaced by the null class (None without label dropout);
+    ``keep_ids`` one (B, kept) index tensor per route; ``depth_draws`` one (B,) uniform tensor per
+    stochastic-depth block (a sample keeps the block where its draw is >= the skip probability).
+    """
+
+    drop_ids: torch.Tensor | None
+    keep_ids: tuple[torch.Tensor, ...]
+    depth_draws: tuple[torch.Tensor, ...]
+
+
 class DiTBlock(nn.Module):
     """One transformer block conditioned by adaLN(-zero) modulation."""
 
@@ -292,27 +306,51 @@ class DiT(nn.Module):
         keep_ids: Sequence[torch.Tensor] | None = None,
         force_routing: bool = False,
         force_drop_ids: torch.Tensor | None = None,
+        draws: TrainingDraws | None = None,
     ) -> torch.Tensor:
         """x (B, C, H, W), t (B,) diffusion time, y (B,) labels -> (B, out_channels, H, W).
 
         ``generator`` drives label dropout, route selection and stochastic depth (in that order);
         ``keep_ids`` gives each route's kept-token indices (B, N - floor(N*rate)) explicitly.
+        ``draws`` (from :meth:`draw_training`) gives all of these at once, already drawn: the forward then
+        draws nothing, checks nothing on the host and can be compiled as one graph.
         Routes and stochastic depth act only in training mode, or when ``force_routing``.
         """
+        if draws is not None:
+            force_drop_ids, keep_ids = draws.drop_ids, draws.keep_ids
         x = self.x_embedder(x)
         if hasattr(self, "pos_embed"):
             x = x + self.pos_embed
         t = self.t_embedder(t)
         y = self.y_embedder(y, self.training, force_drop_ids=force_drop_ids, generator=generator)
         c = t + y
-        x = self.forward_blocks(x, c, generator=generator, keep_ids=keep_ids, force_routing=force_routing)
+        x = self.forward_blocks(x, c, generator=generator, keep_ids=keep_ids, force_routing=force_routing, draws=draws)
         x = self.final_layer(x, c)
         x = self.unpatchify(x)
         if self.config.discard_sigma:  # SiT's official layout: the variance half is built, never used
             x = x[:, : self.in_channels]
         return x
 
-    def forward_blocks(self, x, c, *, generator=None, keep_ids=None, force_routing=False):
+    def draw_training(self, batch: int, generator: torch.Generator | None, device=None) -> TrainingDraws:
+        """Draw what a training-mode forward of ``batch`` samples would draw from ``generator``, in the same
+        order (label dropout, then each route's tokens and each stochastic-depth block's draw, by block),
+        so ``forward(..., draws=model.draw_training(B, g))`` equals ``forward(..., generator=g)`` bit for bit."""
+        cfg, gen_device = self.config, generator.device if generator is not None else device
+        drop_ids = None
+        if self.y_embedder.dropout_prob > 0:
+            u = torch.rand(batch, device=gen_device, generator=generator)
+            drop_ids = (u < self.y_embedder.dropout_prob).long().to(device)
+        keep_ids, depth_draws = [], []
+        sd = cfg.stochastic_depth
+        starts = {r.start: r for r in cfg.routes}
+        for i in range(cfg.depth):
+            if i in starts:
+                keep_ids.append(sample_keep_ids(batch, self.x_embedder.num_patches, starts[i].rate, generator, device))
+            if sd is not None and sd.start <= i <= sd.end and sd.prob > 0:
+                depth_draws.append(torch.rand(batch, generator=generator, device=gen_device))
+        return TrainingDraws(drop_ids, tuple(keep_ids), tuple(depth_draws))
+
+    def forward_blocks(self, x, c, *, generator=None, keep_ids=None, force_routing=False, draws=None):
         cfg = self.config
         block_c = self.t_block(c) if hasattr(self, "t_block") else c
         B, N, _ = x.shape
@@ -324,18 +362,22 @@ class DiT(nn.Module):
         sd = cfg.stochastic_depth if (self.training or force_routing) else None
         route, saved, ids = None, None, None
         rope = self._rope(None)
+        depth_draws = iter(draws.depth_draws) if draws is not None else None
         for i, block in enumerate(self.blocks):
             if i in starts:
                 k = starts[i]
                 route = cfg.routes[k]
-                if keep_ids is not None:
+                if draws is not None:
+                    ids = keep_ids[k]
+                elif keep_ids is not None:
                     ids = check_keep_ids(keep_ids[k].to(x.device), B, N, route, k)
                 else:
                     ids = sample_keep_ids(B, N, route.rate, generator, device=x.device)
                 saved, x = x, gather_tokens(x, ids)
                 rope = self._rope(ids)
             if sd is not None and sd.start <= i <= sd.end and sd.prob > 0:
-                x = self._stochastic_block(block, x, block_c, rope, sd.prob, generator)
+                draw = next(depth_draws) if depth_draws is not None else None
+                x = self._stochastic_block(block, x, block_c, rope, sd.prob, generator, draw)
             elif i in fp32_blocks and x.device.type != "meta" and torch.is_autocast_enabled(x.device.type):
                 with torch.autocast(device_type=x.device.type, enabled=False):
                     x = block(x.float(), block_c.float(), rope)
@@ -348,9 +390,10 @@ class DiT(nn.Module):
         return x
 
     @staticmethod
-    def _stochastic_block(block, x, c, rope, prob, generator):
+    def _stochastic_block(block, x, c, rope, prob, generator, keep=None):
         """Run ``block`` only on the samples that keep it; rescale their increment by 1/(1-prob)."""
-        keep = torch.rand(x.shape[0], generator=generator, device=generator.device if generator else x.device)
+        if keep is None:
+            keep = torch.rand(x.shape[0], generator=generator, device=generator.device if generator else x.device)
         idx = (keep >= prob).nonzero().squeeze(1).to(x.device)
         if idx.numel() == 0:
             return x

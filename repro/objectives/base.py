@@ -252,9 +252,12 @@ class Objective(abc.ABC):
         """Training loss per sample (B,). Draws ``t``, then the noise, then whatever the model draws
         (label dropout, routes), all from ``generator``."""
         check_batch(x0, y, "x0")
-        t = self.draw_t(len(x0), generator, x0)
-        noise = randn(x0.shape, generator, x0)
+        t, noise = self.draw(x0, generator)
         return self.loss_at(model, x0, y, t, noise, generator)
+
+    def draw(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training draws of :meth:`loss` for a batch like ``x0``: the noise levels ``t`` (B,), then the noise."""
+        return self.draw_t(len(x0), generator, x0), randn(x0.shape, generator, x0)
 
     def fixed_t_loss(
         self,
