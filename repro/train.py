@@ -374,7 +374,9 @@ class Run:
 
     def say(self, text: str) -> None:
         if self.rank == 0 and not self.quiet:
-            print(f"\n  {text}", flush=True)
+            from tqdm import tqdm
+
+            tqdm.write(f"  {text}")  # above the progress bar, which stays at the bottom
 
     def curve(self) -> dict[str, Any]:
         return {

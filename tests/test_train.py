@@ -319,3 +319,36 @@ def test_evaluation_stores_the_fid_sd_from_disjoint_blocks(monkeypatch):
         model, make_objective(**cfg.objective), cfg, torch.device("cpu"), validation_batch(cfg, TrainData(cfg))
     )
     assert calls == [40] and "fid_sd" not in out and "fid_blocks" not in out
+
+
+def test_progress_bar_and_dvclive_scalars(tmp_path, capsys):
+    """Not quiet: a tqdm bar on stderr; live: DVCLive's files, the same losses as metrics.jsonl."""
+    pytest.importorskip("dvclive")
+    train(tiny_run(log_every=2), tmp_path / "run", live=True)
+    err = capsys.readouterr().err
+    assert "test-sit-s0" in err and "6/6" in err
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    tsv = (tmp_path / "run" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert tsv[0].split("\t")[:2] == ["step", "loss"]
+    rows = [line.split("\t") for line in tsv[1:]]
+    assert [int(r[0]) for r in rows] == [e["step"] for e in logged] == [2, 4, 6]
+    assert [float(r[1]) for r in rows] == pytest.approx([e["loss"] for e in logged], rel=1e-6)
+
+
+def test_logged_loss_is_the_mean_since_the_last_line(tmp_path, monkeypatch):
+    """metrics.jsonl's loss is the mean of the steps since the previous line, read back only there."""
+    from repro import train as train_module
+
+    seen = []
+    real = train_module.train_step
+
+    def spy(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        seen.append(float(loss))
+        return loss
+
+    monkeypatch.setattr(train_module, "train_step", spy)
+    train(tiny_run(log_every=3), tmp_path / "run", quiet=True)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logged] == [3, 6]
+    assert [e["loss"] for e in logged] == pytest.approx([sum(seen[:3]) / 3, sum(seen[3:]) / 3], rel=1e-6)
