@@ -179,7 +179,7 @@ def test_adaln_zero_block_is_identity_at_init(seed, scale, **variant):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, cfg.num_tokens, cfg.hidden_size, generator=g) * scale
     c = torch.randn(2, cfg.hidden_size, generator=g) * scale
-    block_c = model.t_block(c) if hasattr(model, "t_block") else c
+    block_c = model.t_block(c) if model.t_block is not None else c
     for block in model.blocks:
         assert torch.equal(block(x, block_c, model._rope(None)), x)
 

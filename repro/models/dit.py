@@ -164,31 +164,39 @@ class DiTBlock(nn.Module):
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         d = cfg.hidden_size
-        self.post_norm = cfg.norm_placement == "post"
         self.norm1 = make_norm(cfg.norm, d)
         self.attn = Attention(d, cfg.num_heads, qkv_bias=True, qk_norm=cfg.qk_norm, norm=cfg.norm)
         self.norm2 = make_norm(cfg.norm, d)
         hidden = int(d * cfg.mlp_ratio)
         self.mlp = SwiGLU(d, hidden) if cfg.mlp == "swiglu" else Mlp(d, hidden)
+        # adaLN-zero: the block's own SiLU + Linear(d, 6d); adaLN-single: the model holds the shared projection
+        # and the block a learned (6, d) table. The other is None (no parameters, no state_dict entry).
+        self.adaLN_modulation = self.scale_shift_table = None
         if cfg.conditioning == "adaln-zero":
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d, bias=True))
-        else:  # adaln-single: the model holds the shared projection, the block its (6, d) table
+        else:
             self.scale_shift_table = nn.Parameter(torch.zeros(6, d))
 
     def modulation(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """c is the condition (B, d) for adaLN-zero, or the shared projection (B, 6d) for adaLN-single."""
-        if hasattr(self, "adaLN_modulation"):
-            return self.adaLN_modulation(c).chunk(6, dim=1)
-        mod = self.scale_shift_table[None] + c.view(c.shape[0], 6, -1)
-        return mod.unbind(1)
+        if self.scale_shift_table is not None:
+            return (self.scale_shift_table[None] + c.view(c.shape[0], 6, -1)).unbind(1)
+        return self.adaLN_modulation(c).chunk(6, dim=1)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, rope=None) -> torch.Tensor:
+        """DiT's block: the residual stream is never normalized; each branch sees modulate(LN(x))."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(c)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)
+        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class PostNormDiTBlock(DiTBlock):
+    """The post-norm variant: ``x <- LN(x + gate * f(modulate(x)))``; same parameters as :class:`DiTBlock`."""
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope=None) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(c)
-        if self.post_norm:
-            x = self.norm1(x + gate_msa.unsqueeze(1) * self.attn(modulate(x, shift_msa, scale_msa), rope))
-            return self.norm2(x + gate_mlp.unsqueeze(1) * self.mlp(modulate(x, shift_mlp, scale_mlp)))
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)
-        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = self.norm1(x + gate_msa.unsqueeze(1) * self.attn(modulate(x, shift_msa, scale_msa), rope))
+        return self.norm2(x + gate_mlp.unsqueeze(1) * self.mlp(modulate(x, shift_mlp, scale_mlp)))
 
 
 class FinalLayer(nn.Module):
@@ -226,6 +234,10 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(cfg.hidden_size)
         self.y_embedder = LabelEmbedder(cfg.num_classes, cfg.hidden_size, cfg.class_dropout_prob)
         num_patches = self.x_embedder.num_patches
+        # The variants are chosen here, once; what a variant does not use is None (no state_dict entry).
+        self.pos_embed = self.t_block = None
+        self.register_buffer("rope_cos", None, persistent=False)
+        self.register_buffer("rope_sin", None, persistent=False)
         if cfg.pos_embed == "sincos":
             # fixed sin-cos table, stored as a frozen parameter as in the official checkpoints
             self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, cfg.hidden_size), requires_grad=False)
@@ -235,7 +247,8 @@ class DiT(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         if cfg.conditioning == "adaln-single":
             self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(cfg.hidden_size, 6 * cfg.hidden_size, bias=True))
-        self.blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.depth)])
+        block = PostNormDiTBlock if cfg.norm_placement == "post" else DiTBlock
+        self.blocks = nn.ModuleList([block(cfg) for _ in range(cfg.depth)])
         self.final_layer = FinalLayer(cfg)
         self.initialize_weights()
 
@@ -250,7 +263,7 @@ class DiT(nn.Module):
                     nn.init.constant_(module.bias, 0)
 
         self.apply(_basic_init)
-        if hasattr(self, "pos_embed"):
+        if self.pos_embed is not None:
             pe = get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.x_embedder.grid_size)
             self.pos_embed.data.copy_(torch.from_numpy(pe).float().unsqueeze(0))
         w = self.x_embedder.proj.weight.data
@@ -261,7 +274,7 @@ class DiT(nn.Module):
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         d = self.config.hidden_size
         for block in self.blocks:
-            if hasattr(block, "adaLN_modulation"):
+            if block.adaLN_modulation is not None:
                 nn.init.constant_(block.adaLN_modulation[-1].weight, 0)
                 nn.init.constant_(block.adaLN_modulation[-1].bias, 0)
             else:
@@ -269,7 +282,7 @@ class DiT(nn.Module):
                     block.scale_shift_table.copy_(torch.randn(6, d) / d**0.5)
                     block.scale_shift_table[2].zero_()  # gate_msa
                     block.scale_shift_table[5].zero_()  # gate_mlp
-        if hasattr(self, "t_block"):
+        if self.t_block is not None:
             nn.init.constant_(self.t_block[-1].weight, 0)
             nn.init.constant_(self.t_block[-1].bias, 0)
         nn.init.constant_(self.final_layer.adaLN_modulation[-1].weight, 0)
@@ -290,7 +303,7 @@ class DiT(nn.Module):
         return bool(self.config.routes) and (self.training or force_routing)
 
     def _rope(self, ids: torch.Tensor | None):
-        if not hasattr(self, "rope_cos"):
+        if self.rope_cos is None:
             return None
         if ids is None:
             return self.rope_cos[None], self.rope_sin[None]
@@ -319,7 +332,7 @@ class DiT(nn.Module):
         if draws is not None:
             force_drop_ids, keep_ids = draws.drop_ids, draws.keep_ids
         x = self.x_embedder(x)
-        if hasattr(self, "pos_embed"):
+        if self.pos_embed is not None:
             x = x + self.pos_embed
         t = self.t_embedder(t)
         y = self.y_embedder(y, self.training, force_drop_ids=force_drop_ids, generator=generator)
@@ -352,7 +365,7 @@ class DiT(nn.Module):
 
     def forward_blocks(self, x, c, *, generator=None, keep_ids=None, force_routing=False, draws=None):
         cfg = self.config
-        block_c = self.t_block(c) if hasattr(self, "t_block") else c
+        block_c = self.t_block(c) if self.t_block is not None else c
         B, N, _ = x.shape
         routing = self.routing_active(force_routing)
         starts = {r.start: i for i, r in enumerate(cfg.routes)} if routing else {}
