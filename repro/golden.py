@@ -93,6 +93,15 @@ def print_report(report: dict) -> None:
             print(f"{'':<{width}}    {p}")
 
 
+def _train_one(params: str, scale: str, method: str, seed: int, run_dir: str, device: str | None) -> dict:
+    """One run afresh, in whatever process calls it (a worker of :func:`rerun`'s pool, or the caller)."""
+    from .config import load_params, resolve
+    from .train import train
+
+    cfg = resolve(load_params(params), scale, method, seed)
+    return train(cfg, run_dir, device=device, resume=False, quiet=True)
+
+
 def rerun(
     scale: str,
     out_dir: str | Path,
@@ -101,22 +110,40 @@ def rerun(
     device: str | None = None,
     rel_tol: float = 0.15,
     abs_tol: float = 1.0,
+    jobs: int = 1,
 ) -> dict:
     """Train every run of ``scale`` afresh into ``out_dir`` and compare its curve with the golden one.
 
-    Where no golden curve exists yet, the new curve becomes the golden (a first run on new hardware);
-    its status is ``"new"``.
+    ``jobs > 1`` trains that many runs side by side, each in its own process with the scale's
+    ``train.threads`` (which must then be set: it is part of what a run computes, since this CPU's
+    matmuls round differently at another thread count). A run's numbers do not depend on ``jobs`` or
+    on the order the runs are scheduled in. Where no golden curve exists yet, the new curve becomes
+    the golden (a first run on new hardware); its status is ``"new"``.
     """
-    from .config import load_params, resolve, runs_of
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from .config import ConfigError, load_params, resolve, runs_of
     from .io import atomic_write_json
-    from .train import train
 
     out_dir, golden_dir = Path(out_dir), Path(golden_dir)
     p = load_params(params)
+    runs = [(m, seed, resolve(p, scale, m, seed)) for m, seed in runs_of(p, scale)]
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs: {jobs!r} is not allowed; must be a positive integer")
+    if jobs > 1 and (device or "cpu").startswith("cpu") and any(cfg.train.threads is None for *_, cfg in runs):
+        raise ConfigError(
+            f"--jobs: {jobs} needs scales.{scale}.train.threads set (the threads of each run side by side); "
+            "allowed without it: --jobs 1"
+        )
+    args = [(params, scale, m, seed, str(out_dir / cfg.run_id), device) for m, seed, cfg in runs]
+    if jobs == 1:
+        curves = [_train_one(*a) for a in args]
+    else:  # spawned workers: a forked child of a process that has started torch's thread pools can hang
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            curves = list(pool.map(_train_one, *zip(*args)))
     report = {}
-    for method, seed in runs_of(p, scale):
-        cfg = resolve(p, scale, method, seed)
-        curve = train(cfg, out_dir / cfg.run_id, device=device, resume=False)
+    for (method, seed, cfg), curve in zip(runs, curves):
         atomic_write_json(out_dir / "curves" / f"{method}-s{seed}.json", curve)
         golden_path = golden_dir / f"{method}-s{seed}.json"
         if not golden_path.exists():
@@ -142,6 +169,9 @@ def register_rerun(subparsers) -> None:
     r.add_argument("--out", default=None, help="run folder (default: runs/<scale>-rerun)")
     r.add_argument("--golden", default=None, help="golden curves (default: goldens/<scale>/runs)")
     r.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    r.add_argument(
+        "--jobs", type=int, default=1, help="runs side by side, each with the scale's train.threads (same numbers)"
+    )
     add_tolerance_args(r, rel_tol=0.15, abs_tol=1.0)
     r.set_defaults(func=_rerun_cli)
 
@@ -165,6 +195,7 @@ def _rerun_cli(args: argparse.Namespace) -> int:
         args.device,
         args.rel_tol,
         args.abs_tol,
+        args.jobs,
     )
     print_report(report)
     return 0 if all(r["status"] in ("pass", "new") for r in report.values()) else 1

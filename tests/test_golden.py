@@ -64,3 +64,43 @@ def test_folders_and_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:  # a usage error: one line and exit status 2
         main(["compare", str(new), str(gold), "--rel-tol", "-1"])
     assert refused.value.code == 2
+
+
+def test_rerun_side_by_side_gives_the_same_numbers(tmp_path):
+    """Two runs trained side by side (two spawned processes, one thread each) have bitwise the curves of the
+    same runs trained one after the other in this process; --jobs without train.threads is refused."""
+    import yaml
+
+    from repro.config import ConfigError
+    from repro.golden import rerun
+
+    params = {
+        "methods": {
+            "dit": {"objective": {"name": "ddpm"}, "model": {"learn_sigma": True, "routes": [[0, 0, 0.5]]}},
+            "sit": {"objective": {"name": "interpolant"}, "model": {"learn_sigma": False}},
+        },
+        "scales": {
+            "tiny": {
+                "methods": ["dit", "sit"],
+                "seeds": [0],
+                "model": dict(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=2, num_heads=2),
+                "data": {"name": "synthetic", "subset": 32},
+                "train": dict(steps=4, batch_size=4, lr=1e-3, ema_decay=0.9, eval_every=2, ckpt_every=2, threads=1),
+                "eval": {"metrics": [], "val_size": 4, "val_points": 2},
+            }
+        },
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(params))
+    one = rerun("tiny", tmp_path / "one", tmp_path / "gold", str(path), device="cpu", jobs=1)
+    two = rerun("tiny", tmp_path / "two", tmp_path / "gold", str(path), device="cpu", jobs=2)
+    assert {r["status"] for r in one.values()} == {"new"} and {r["status"] for r in two.values()} == {"pass"}
+    for name in ("dit-s0", "sit-s0"):
+        a = json.loads((tmp_path / "one" / "curves" / f"{name}.json").read_text())["points"]
+        b = json.loads((tmp_path / "two" / "curves" / f"{name}.json").read_text())["points"]
+        strip = [{k: v for k, v in p.items() if k != "seconds"} for p in a]
+        assert strip == [{k: v for k, v in p.items() if k != "seconds"} for p in b]
+    del params["scales"]["tiny"]["train"]["threads"]
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match="train.threads"):
+        rerun("tiny", tmp_path / "three", tmp_path / "gold", str(path), device="cpu", jobs=2)
