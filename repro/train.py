@@ -253,7 +253,10 @@ class LogHook(Hook):
                 from dvclive import Live
             except ImportError:
                 raise ConfigError("--live: needs the dvclive package (pip install 'repro[live]')") from None
-            self.live = Live(str(run.dir / "dvclive"), resume=run.state.step > 0, save_dvc_exp=False)
+            # never edits the project's dvc.yaml or makes a DVC experiment: it only writes the run's dvclive/ folder
+            self.live = Live(
+                str(run.dir / "dvclive"), resume=run.state.step > 0, save_dvc_exp=False, dvcyaml=None, report=None
+            )
 
     def __call__(self, run: Run) -> None:
         loss = run.loss.mean()

@@ -324,7 +324,12 @@ def test_evaluation_stores_the_fid_sd_from_disjoint_blocks(monkeypatch):
 def test_progress_bar_and_dvclive_scalars(tmp_path, capsys):
     """Not quiet: a tqdm bar on stderr; live: DVCLive's files, the same losses as metrics.jsonl."""
     pytest.importorskip("dvclive")
+    from pathlib import Path
+
+    dvc_yaml = Path(__file__).resolve().parent.parent / "dvc.yaml"
+    before = dvc_yaml.read_bytes()
     train(tiny_run(log_every=2), tmp_path / "run", live=True)
+    assert dvc_yaml.read_bytes() == before  # the project's pipeline file is never touched
     err = capsys.readouterr().err
     assert "test-sit-s0" in err and "6/6" in err
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
