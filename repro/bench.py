@@ -253,13 +253,16 @@ def register_cli(subparsers) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="autocast on GPU (CPU: fp32)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=(*METHODS, "sit"), help="sit: with --scale")
-    p.add_argument("--scale", default=None, help="a scale of params.yaml (e.g. micro): its model, batch, objectives")
+    p.add_argument(
+        "--scale",
+        default=None,
+        help="a scale of params.yaml: time its model, batch, objectives (with --eval: its evaluation; default micro)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the step, as `repro train --compile`")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     e = p.add_argument_group("evaluation (--eval)")
     e.add_argument("--eval", action="store_true", help="time one evaluation of --scale instead (repro/evalbench.py)")
-    e.add_argument("--scale", default="micro", help="params.yaml scale whose evaluation is timed")
     e.add_argument("--method", default="dit", help="params.yaml method of the timed run")
     e.add_argument("--reps", type=int, default=3, help="timed evaluations per path, alternated")
     e.add_argument("--run", default=None, help="run directory or checkpoint whose EMA weights sample (default: random)")
@@ -271,6 +274,7 @@ def _cli(args: argparse.Namespace) -> int:
     if args.eval:
         from .evalbench import cli
 
+        args.scale = args.scale or "micro"
         return cli(args)
     for name in ("batch", "steps"):
         if getattr(args, name) < 1:
