@@ -96,11 +96,17 @@ def evaluate_audit(spec: Spec, audit: Mapping[str, Any] | None, audit_path: Path
     if audit is None:
         return Result(spec, CHECK_FAILED, [f"{audit_path} does not exist; run `repro audit`"], recheck, "audit")
     evidence, all_hold, broken = [], True, []
-    for e in spec.check["expect"]:
+
+    def quantity(e):  # the audit's value of an expectation's quantity, or MISSING (noted in broken)
         keys = keys_of(e["quantity"])
         value = lookup(audit, keys)
         if value is MISSING:
             broken.append(f"{audit_path} has no quantity {show(keys)}")
+        return keys, value
+
+    for e in spec.check["expect"]:
+        keys, value = quantity(e)
+        if value is MISSING:
             continue
         try:
             ok = _holds(value, e["relation"], e["value"], e.get("rel_tol"), e.get("abs_tol"))
@@ -110,10 +116,8 @@ def evaluate_audit(spec: Spec, audit: Mapping[str, Any] | None, audit_path: Path
         all_hold &= ok
         evidence.append(_expectation_text(e, value, ok))
     for e in spec.check["evidence"]:
-        keys = keys_of(e["quantity"])
-        value = lookup(audit, keys)
+        keys, value = quantity(e)
         if value is MISSING:
-            broken.append(f"{audit_path} has no quantity {show(keys)}")
             continue
         unit = _unit(e)
         evidence.append(f"{e.get('label', show(keys))}: {fmt_value(value, e.get('format', '.4g'))}{unit}")

@@ -318,14 +318,11 @@ def _metrics_in_process(
     name: str,
     images: torch.Tensor,
     wanted: tuple[str, ...],
-    *,
-    batch_size: int,
-    kid_subsets: int,
-    kid_subset_size: int,
-    prc_neighborhood: int,
-    seed: int,
+    **settings: int,
 ) -> dict | None:
-    """torch-fidelity's FID / KID / precision-recall of ``images`` against the cached reference features, computed
+    """``settings``: batch_size, kid_subsets, kid_subset_size, prc_neighborhood and seed, as torch-fidelity takes them.
+
+    torch-fidelity's FID / KID / precision-recall of ``images`` against the cached reference features, computed
     with its formulas on the same features in the same batch shapes, so bitwise its numbers; the reference's FID
     statistics and neighbourhood radii are computed once per process (keyed by the checked file's sha256). None
     when the cache has no entry for the reference (the caller then goes through torch-fidelity, which fills it)."""
@@ -337,18 +334,7 @@ def _metrics_in_process(
     if len(layers) != 1 or found is None or next(iter(layers)) not in found[0]:
         return None
     with threadpool_limits(1, user_api="blas"):  # see the note above _REFERENCE_MEMO
-        return _metrics_from_cache(
-            found,
-            next(iter(layers)),
-            name,
-            images,
-            wanted,
-            batch_size=batch_size,
-            kid_subsets=kid_subsets,
-            kid_subset_size=kid_subset_size,
-            prc_neighborhood=prc_neighborhood,
-            seed=seed,
-        )
+        return _metrics_from_cache(found, next(iter(layers)), name, images, wanted, **settings)
 
 
 def _metrics_from_cache(
