@@ -514,7 +514,10 @@ def run_campaign(
     old_out, old_err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Tee(old_out, log_file), _Tee(old_err, log_file)
 
+    fired = []  # the raise below can land where Python swallows it (a gc callback, a finaliser): remember it
+
     def on_alarm(signum, frame):
+        fired.append(camp.elapsed())
         raise BudgetExceeded()
 
     old_handler = signal.signal(signal.SIGALRM, on_alarm)
@@ -538,7 +541,7 @@ def run_campaign(
         signal.signal(signal.SIGALRM, old_handler)
         bad = [p["part"] for p in camp.record["parts"] if p["status"] != "done"]
         if camp.record["status"] == "done" and bad:
-            camp.record["status"] = "incomplete"
+            camp.record["status"] = "cut" if fired else "incomplete"
         camp.record["not_done"] = bad
         camp.save()
         print(f"campaign {camp.record['status']} in {camp.elapsed():.1f} s; outputs in {out}")
