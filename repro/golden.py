@@ -93,12 +93,10 @@ def print_report(report: dict) -> None:
             print(f"{'':<{width}}    {p}")
 
 
-def _train_one(params: str, scale: str, method: str, seed: int, run_dir: str, device: str | None) -> dict:
+def _train_one(cfg, run_dir: str, device: str | None) -> dict:
     """One run afresh, in whatever process calls it (a worker of :func:`rerun`'s pool, or the caller)."""
-    from .config import load_params, resolve
     from .train import train
 
-    cfg = resolve(load_params(params), scale, method, seed)
     return train(cfg, run_dir, device=device, resume=False, quiet=True)
 
 
@@ -136,7 +134,7 @@ def rerun(
             f"--jobs: {jobs} needs scales.{scale}.train.threads set (the threads of each run side by side); "
             "allowed without it: --jobs 1"
         )
-    args = [(params, scale, m, seed, str(out_dir / cfg.run_id), device) for m, seed, cfg in runs]
+    args = [(cfg, str(out_dir / cfg.run_id), device) for *_, cfg in runs]  # a RunConfig pickles to a worker
     if jobs == 1:
         curves = [_train_one(*a) for a in args]
     else:  # spawned workers: a forked child of a process that has started torch's thread pools can hang

@@ -197,6 +197,7 @@ class LossMeter:
         self.world = world
         self.sum, self.steps = torch.zeros((), device=device), 0  # since the last reset
         self.unchecked, self.since = torch.zeros((), device=device), None  # since the last check
+        self.last = None  # the last step added
 
     def add(self, loss: torch.Tensor, step: int) -> None:
         self.sum += loss
