@@ -82,26 +82,54 @@ def lint(session: nox.Session) -> None:
     session.run(str(bin_dir / "ruff"), "format", "--check", "repro", "tests", "noxfile.py", external=True)
 
 
+# The main job's declared subset of the micro scale: these seeds of every method, each re-trained to its golden's
+# RECHECK_POINTS-th evaluation and compared point by point (the README states how long it takes)
+RECHECK_SEEDS = ("0",)
+RECHECK_POINTS = "2"
+DOWNSTREAM = ("speedup", "speedup-val-loss", "speedup-vs-tread", "speedup-vs-tread-val-loss", "claims", "summary")
+
+
 @nox.session(venv_backend="none")
 def repro(session: nox.Session) -> None:
-    """The main job: the CPU micro scale through DVC, then each re-run curve against the committed golden.
+    """The main job on the CPU micro scale: re-check the committed campaign, or (``-- --full``) re-run it.
 
-    ``dvc repro`` re-runs every stage whose inputs or outputs changed (on a fresh clone the training
-    stages re-run, since their checkpoints are not committed); arguments go to ``dvc repro``
-    (``nox -s repro -- --force`` re-runs everything).
+    Default: re-train the declared subset (seed 0 of every method, to its golden's second evaluation) and
+    compare it with the committed goldens point by point (tolerance for the same CPU type); then recompute
+    the speedups, the ledger and the summary from the committed curves and check that they equal the
+    committed files. ``-- --full``: every training run of the campaign afresh (``repro campaign --all``,
+    as many side by side as the CPUs hold at the scale's ``train.threads``), then the same downstream
+    stages, and each new curve against the golden it replaced. Other arguments go to ``repro rerun`` (for
+    example ``--rel-tol 0.05`` on another CPU), or with ``--full`` to ``repro campaign``.
     """
     import shutil
     import tempfile
 
     bin_dir = _env(session)
+    repro_cli, dvc = str(bin_dir / "repro"), str(bin_dir / "dvc")
+    args = list(session.posargs)
     golden = ROOT / "goldens" / "micro" / "runs"
-    snapshot = Path(tempfile.mkdtemp(prefix="repro-goldens-"))
-    if golden.exists():
+    if "--full" in args:
+        args.remove("--full")
+        snapshot = Path(tempfile.mkdtemp(prefix="repro-goldens-"))
         shutil.copytree(golden, snapshot / "runs")
-    session.run(str(bin_dir / "dvc"), "repro", *session.posargs, external=True)
-    if (snapshot / "runs").exists():
-        session.log("re-run curves against the committed goldens:")
-        session.run(str(bin_dir / "repro"), "compare", str(golden), str(snapshot / "runs"), external=True)
+        session.run(repro_cli, "campaign", "--scale", "micro", "--all", *args, external=True)
+        session.log("re-run curves against the goldens they replaced:")
+        session.run(repro_cli, "compare", str(golden), str(snapshot / "runs"), external=True)
+        return
+    session.run(
+        repro_cli, "rerun", "--scale", "micro", "--seeds", *RECHECK_SEEDS, "--points", RECHECK_POINTS,
+        "--jobs", "auto", "--out", "runs/micro-recheck", "--rel-tol", "1e-3", "--abs-tol", "1e-4", *args,
+        external=True,
+    )  # fmt: skip
+    for stage in DOWNSTREAM:  # from the committed curves; --single-item: never the training stages upstream
+        session.run(dvc, "repro", "--single-item", "--force", stage, external=True)
+    if (ROOT / ".git").exists():
+        changed = session.run(
+            "git", "status", "--porcelain", "--", "goldens", "reports", external=True, silent=True
+        ).strip()  # fmt: skip
+        if changed:
+            session.error(f"the recomputed speedups, ledger or summary differ from the committed files:\n{changed}")
+        session.log("speedups, ledger and summary recomputed from the committed curves: equal to the committed files")
 
 
 @nox.session(venv_backend="none")

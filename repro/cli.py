@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "repro.metrics.fid:register_cli",
     "rerun": "repro.golden:register_rerun",
     "compare": "repro.golden:register_compare",
+    "campaign": "repro.campaign:register_cli",
     "speedup": "repro.speedup:register_cli",
     "summary": "repro.summary:register_cli",
     "audit": "repro.audit:register_cli",
@@ -36,6 +38,7 @@ HELP: dict[str, str] = {
     "evaluate": "FID/KID/precision-recall of samples against a Fashion-MNIST split",
     "rerun": "re-train every run of a scale and compare with its goldens",
     "compare": "compare re-run curves with golden curves (pass/fail per run)",
+    "campaign": "run a scale's training stages that are not up to date, side by side, in pieces",
     "speedup": "speedup to a target FID from training curves, with intervals and tests",
     "summary": "flat metrics and plot files of a scale's goldens, for DVC",
     "audit": "count parameters and MACs (meta device) and rebuild the published speedups",
@@ -130,6 +133,29 @@ def _params_names(path: str | Path, section: str) -> list[str] | None:
     except Exception:
         return None
     return names or None
+
+
+def jobs_arg(text: str) -> int | str:
+    """``--jobs``: a positive integer, or ``auto`` (as many runs side by side as the CPUs hold at the
+    scale's ``train.threads`` each: see :func:`side_by_side`)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; must be a positive integer or auto")
+    return value
+
+
+def side_by_side(jobs: int | str, threads: int | None) -> int:
+    """The number of runs to start side by side: ``jobs``, or for ``auto`` the usable CPUs over ``threads``
+    (1 when ``threads`` is unset: torch then takes every CPU)."""
+    if jobs != "auto":
+        return int(jobs)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // threads) if threads else 1
 
 
 def add_run_args(parser: argparse.ArgumentParser, *, method: bool = True) -> None:

@@ -42,7 +42,7 @@ PRECISIONS = ("fp32", "bf16")
 DATASETS = ("fashion-mnist", "latents", "synthetic")
 REFERENCES = ("train", "test")
 TOP_SECTIONS = ("scales", "methods")
-SCALE_SECTIONS = ("methods", "seeds", "model", "data", "train", "eval")
+SCALE_SECTIONS = ("methods", "seeds", "extra_seeds", "model", "data", "train", "eval")
 METHOD_SECTIONS = ("objective", "model", "eval")
 # What the Fashion-MNIST data can serve (images padded to 32x32, one channel, 10 classes).
 FASHION_MNIST = {"input_size": 32, "in_channels": 1, "num_classes": 10, "train": 60_000, "test": 10_000}
@@ -80,7 +80,8 @@ class TrainConfig:
     # evaluations and checkpoints fall on round(k * every * step_scale), the dense run's MAC points.
     step_scale: float = 1.0
 
-    def _on_schedule(self, step: int, every: int) -> bool:
+    def on_schedule(self, step: int, every: int) -> bool:
+        """Whether ``step`` is a multiple of ``every`` dense steps on the MAC-scaled schedule, or the last step."""
         if step == self.steps:
             return True
         interval = every * self.step_scale
@@ -89,10 +90,10 @@ class TrainConfig:
 
     def is_eval_step(self, step: int) -> bool:
         """Whether the run evaluates after ``step`` steps (always after the last one)."""
-        return self._on_schedule(step, self.eval_every)
+        return self.on_schedule(step, self.eval_every)
 
     def is_ckpt_step(self, step: int) -> bool:
-        return self._on_schedule(step, self.ckpt_every)
+        return self.on_schedule(step, self.ckpt_every)
 
     def validate(self, prefix: str = "train") -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "ckpt_every", "log_every"):
@@ -140,11 +141,17 @@ class EvalConfig:
     clip_denoised: bool = False
     # >= 2: also FID of that many disjoint blocks of the samples, giving the FID's sd at num_samples (fid_sd)
     fid_blocks: int = 1
+    # Sample quality (generate + metrics) only every this many steps (a multiple of train.eval_every, on the
+    # same MAC-scaled schedule) and at the last step; the validation loss stays at every evaluation. None: at
+    # every evaluation.
+    sample_every: int | None = None
 
     def validate(self, prefix: str = "eval") -> None:
         for name in ("num_samples", "sample_steps", "val_size", "val_points", "batch_size", "fid_blocks"):
             check_int(f"{prefix}.{name}", getattr(self, name))
         check_bool(f"{prefix}.clip_denoised", self.clip_denoised)
+        if self.sample_every is not None:
+            check_int(f"{prefix}.sample_every", self.sample_every)
         if self.fid_blocks > 1 and self.num_samples // self.fid_blocks < 2:
             raise invalid(
                 f"{prefix}.fid_blocks", self.fid_blocks, f"needs >= 2 samples a block (num_samples={self.num_samples})"
@@ -205,6 +212,9 @@ class RunConfig:
         predicts_sigma = self.model.learn_sigma and not self.model.discard_sigma  # SiT's layout discards it
         check_objective(self.objective, "objective", predicts_sigma, "model.learn_sigma")
         check_against_data(self, lambda section, key: f"{section}.{key}")
+        every = self.eval.sample_every
+        if every is not None and every % self.train.eval_every:
+            raise invalid("eval.sample_every", every, f"must be a multiple of train.eval_every={self.train.eval_every}")
         if self.eval.clip_denoised and self.data.name == "latents":
             raise invalid("eval.clip_denoised", True, "false for latents: they have no bounded range to clip to")
 
@@ -323,10 +333,34 @@ def check_params(params: Any, source: str = "params") -> None:
                 if method not in params["methods"]:
                     raise invalid(f"{prefix}.methods", method, f"allowed: {', '.join(params['methods'])}")
         if "seeds" in s:
-            seeds = s["seeds"]
-            ok = isinstance(seeds, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
-            if not ok or any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
-                raise invalid(f"{prefix}.seeds", seeds, "must be a list of distinct non-negative integers")
+            _check_seeds(f"{prefix}.seeds", s["seeds"])
+        if "extra_seeds" in s:
+            _check_extra_seeds(prefix, s, params["methods"])
+
+
+def _check_seeds(where: str, seeds: Any) -> None:
+    ok = isinstance(seeds, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+    if not ok or any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+        raise invalid(where, seeds, "must be a list of distinct non-negative integers")
+
+
+def _check_extra_seeds(prefix: str, s: dict[str, Any], methods: dict[str, Any]) -> None:
+    """``extra_seeds: {methods: [...], seeds: [...]}``: more seeds for some of the scale's methods (the paired
+    comparison that needs them), none of them already in ``seeds``."""
+    where = f"{prefix}.extra_seeds"
+    extra = s["extra_seeds"]
+    if not isinstance(extra, dict) or set(extra) != {"methods", "seeds"}:
+        raise invalid(where, extra, "must be a mapping with exactly the keys methods and seeds")
+    listed = s.get("methods", [])
+    if not isinstance(extra["methods"], list) or not extra["methods"]:
+        raise invalid(f"{where}.methods", extra["methods"], "must be a non-empty list of the scale's methods")
+    for method in extra["methods"]:
+        if method not in listed:
+            raise invalid(f"{where}.methods", method, f"allowed: the scale's methods ({', '.join(map(str, listed))})")
+    _check_seeds(f"{where}.seeds", extra["seeds"])
+    again = sorted(set(extra["seeds"]) & set(s.get("seeds", [])))
+    if again:
+        raise invalid(f"{where}.seeds", again, f"already in {prefix}.seeds; extra seeds must be new")
 
 
 # ------------------------------------------------------------------------------------------
@@ -574,4 +608,8 @@ def runs_of(params: dict[str, Any], scale: str) -> list[tuple[str, int]]:
     for key in ("methods", "seeds"):
         if key not in s:
             raise ConfigError(f"scales.{scale}.{key}: missing; a scale that runs as a set lists its {key}")
-    return [(m, seed) for m in s["methods"] for seed in s["seeds"]]
+    runs = [(m, seed) for m in s["methods"] for seed in s["seeds"]]
+    extra = s.get("extra_seeds")
+    if extra:
+        runs += [(m, seed) for m in extra["methods"] for seed in extra["seeds"]]
+    return runs

@@ -38,7 +38,17 @@ def generate(model, objective, cfg: RunConfig, device: torch.device, num: int | 
     return torch.cat(out)
 
 
-def evaluate(model, objective, cfg: RunConfig, device: torch.device, val: tuple[torch.Tensor, torch.Tensor]) -> dict:
+def evaluate(
+    model,
+    objective,
+    cfg: RunConfig,
+    device: torch.device,
+    val: tuple[torch.Tensor, torch.Tensor],
+    with_samples: bool = True,
+    keep: dict[str, Any] | None = None,
+) -> dict:
+    """The validation loss and, with ``with_samples`` (on Fashion-MNIST with metrics), sample quality.
+    ``keep``, when given, receives the samples under ``"samples"`` (for a grid)."""
     from .objectives.base import SplitForward
 
     x, y = val
@@ -47,10 +57,12 @@ def evaluate(model, objective, cfg: RunConfig, device: torch.device, val: tuple[
     with torch.no_grad():
         val_loss = float(objective.fixed_t_loss(net, x.to(device), y.to(device), g, points=cfg.eval.val_points).mean())
     out: dict[str, Any] = {"val_loss": val_loss}
-    if cfg.data.name == "fashion-mnist" and cfg.eval.metrics:
+    if with_samples and cfg.data.name == "fashion-mnist" and cfg.eval.metrics:
         from .metrics.fid import compute_metrics
 
         samples = generate(model, objective, cfg, device)
+        if keep is not None:
+            keep["samples"] = samples
         res = compute_metrics(
             samples.clamp(-1, 1),
             reference=cfg.eval.reference,

@@ -46,7 +46,14 @@ import torch.distributed as dist
 from .config import ConfigError, RunConfig, check_data_files, load_params, resolve
 from .data.loader import SEED_STRIDE, TrainData, validation_batch
 from .evaluation import evaluate
-from .io import CheckpointError, atomic_torch_save, atomic_write_json, load_checkpoint, remove_stale_temporaries
+from .io import (
+    CheckpointError,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_checkpoint,
+    remove_stale_temporaries,
+)
 from .models import DiT, train_step_macs
 from .objectives import make_objective
 from .provenance import run_provenance
@@ -310,6 +317,8 @@ class BudgetHook(Hook):
 class EvalHook(Hook):
     """A point of the curve (cost, then the EMA weights' quality) at ``train.eval_every`` and the last step."""
 
+    GRID = 100  # final samples in samples.png: 10 rows x 10 columns, a column per class
+
     def __init__(self, run: Run, on_eval: Callable[[dict], None] | None):
         super().__init__(run.cfg.train.is_eval_step)  # reads train.steps when asked: a budget may end it early
         self.on_eval = on_eval
@@ -317,8 +326,15 @@ class EvalHook(Hook):
 
     def __call__(self, run: Run) -> None:
         if run.rank == 0:
-            s = run.state
-            ev = evaluate(s.ema, run.objective, run.cfg, run.device, self.val)
+            s, every = run.state, run.cfg.eval.sample_every
+            last = s.step >= run.cfg.train.steps
+            keep: dict[str, Any] = {}
+            with_samples = every is None or run.cfg.train.on_schedule(s.step, every)
+            ev = evaluate(s.ema, run.objective, run.cfg, run.device, self.val, with_samples, keep)
+            if last and "samples" in keep and run.cfg.model.in_channels in (1, 3):
+                from .metrics.grid import save_grid
+
+                save_grid(keep["samples"][: self.GRID], run.dir / "samples.png", nrow=run.cfg.model.num_classes)
             s.points.append(
                 {
                     "step": s.step,
@@ -569,6 +585,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     p.add_argument("--curve", default=None, help="also write the finished run's curve.json to this path")
     p.add_argument(
+        "--grid", default=None, help="also copy the finished run's samples.png (final samples, a column per class) here"
+    )
+    p.add_argument(
         "--compile", action="store_true", help="torch.compile the training step (equal up to float rounding)"
     )
     p.add_argument("--live", action="store_true", help="also log DVCLive scalars into <out>/dvclive")
@@ -599,8 +618,15 @@ def _cli(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 3
     else:
-        if args.curve and curve["complete"] and dist_info()[0] == 0:
-            atomic_write_json(args.curve, curve)
+        if curve["complete"] and dist_info()[0] == 0:
+            if args.grid:
+                grid = out / "samples.png"
+                if not grid.exists():
+                    print(f"error: --grid {args.grid}: {grid} was not written (no sample metrics?)", file=sys.stderr)
+                    return 2
+                atomic_write_bytes(args.grid, grid.read_bytes())
+            if args.curve:  # last: a curve in place marks the run done
+                atomic_write_json(args.curve, curve)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -163,24 +163,27 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 @pytest.mark.slow
 def test_checkpoints_go_through_a_local_dvc_remote_and_come_back(tmp_path):
-    """The README's way to share checkpoints: `dvc commit` a run, `dvc push`; a clone with no cache `dvc pull`s it."""
+    """The README's way to share checkpoints (not pipeline outputs: a finished run is its committed curve):
+    `dvc add` a run's checkpoints, `dvc push`; a clone with no cache `dvc pull`s them."""
     pytest.importorskip("dvc")
     repo = _dvc_copy(tmp_path, extra=("repro",))
     ckpt = repo / "runs" / "micro" / "dit-s0" / "checkpoints"
     ckpt.mkdir(parents=True)
     payload = np.random.default_rng(0).bytes(4096)
     (ckpt / "last.pt").write_bytes(payload)
+    (repo / "checkpoints" / "micro").mkdir(parents=True)
     remote = tmp_path / "remote"
     for args in (
         ("remote", "add", "-d", "shared", str(remote)),
-        ("commit", "--force", "train@dit-0"),
-        ("push", "train@dit-0"),
+        ("add", "runs/micro/dit-s0/checkpoints", "-o", "checkpoints/micro/dit-s0"),
+        ("push", "checkpoints/micro/dit-s0.dvc"),
     ):
         r = _dvc(repo, *args)
         assert r.returncode == 0, (args, r.stdout, r.stderr)
     assert any(p.is_file() for p in remote.rglob("*"))
-    shutil.rmtree(repo / "runs")
+    shared = repo / "checkpoints" / "micro" / "dit-s0"
+    shutil.rmtree(shared)  # the clone has the committed .dvc file, not the files or the cache
     shutil.rmtree(repo / ".dvc" / "cache")
-    r = _dvc(repo, "pull", "train@dit-0")
+    r = _dvc(repo, "pull", "checkpoints/micro/dit-s0.dvc")
     assert r.returncode == 0, (r.stdout, r.stderr)
-    assert (ckpt / "last.pt").read_bytes() == payload
+    assert (shared / "last.pt").read_bytes() == payload

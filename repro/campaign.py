@@ -1,0 +1,194 @@
+"""A scale's training campaign through DVC, in pieces: the training stages that are not up to date, side by side.
+
+``dvc repro`` runs stages one at a time. A campaign of CPU runs goes faster with its independent runs side by
+side, each with fewer threads (the scale's ``train.threads`` fixes the thread count, so a run's numbers do not
+depend on how it is scheduled). This runner asks DVC which ``train`` stages are not up to date, runs each one's
+own command (the one in ``dvc.yaml``), ``jobs`` at a time, in seed-major order (seed 0 of every method first,
+so a cut-short campaign is balanced across methods), and records each finished run with ``dvc commit`` so that
+``dvc.lock`` marks it done. A stage's outputs are committed files (its curve and sample grid), so a fresh clone
+with an empty DVC cache sees the finished runs as up to date and a later piece starts where this one stopped.
+
+``hours`` bounds a piece: a run is started only when the time used so far plus the longest run seen so far
+fits. Afterwards the stages that read the curves (speedups, ledger, summary) are re-run. Commit the piece to
+git (``dvc.lock``, ``goldens/``, ``reports/``) before the next one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TRAIN_STAGES = ("train", "train-extra")
+"""dvc.yaml's training stages (matrix stages: one per run; ``train-extra`` holds a scale's ``extra_seeds``)."""
+DOWNSTREAM = ("speedup", "speedup-val-loss", "speedup-vs-tread", "speedup-vs-tread-val-loss", "claims", "summary")
+"""The stages that read a scale's curves, in dependency order (claims before summary)."""
+
+_NAME = re.compile(r"^(?P<base>[\w-]+?)@(?P<method>[a-z0-9][a-z0-9-]*)-(?P<seed>\d+)$")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # train@<method>-<seed>
+    method: str
+    seed: int
+    cmd: str
+
+
+def parse_stage_name(name: str) -> tuple[str, int]:
+    """``train@stochastic-depth-2`` -> ``("stochastic-depth", 2)``."""
+    m = _NAME.match(name)
+    if not m:
+        raise ValueError(f"stage {name!r}: not a matrix stage name <stage>@<method>-<seed>")
+    return m["method"], int(m["seed"])
+
+
+def seed_major(stages: list[Stage], methods: list[str]) -> list[Stage]:
+    """Seed 0 of every method (in ``methods``' order), then seed 1, ...: a campaign cut short stays balanced."""
+    rank = {m: i for i, m in enumerate(methods)}
+    return sorted(stages, key=lambda s: (s.seed, rank.get(s.method, len(rank)), s.method))
+
+
+def _dvc(root: Path, *args: str) -> str:
+    out = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(
+            f"dvc {' '.join(args)} failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}"
+        )
+    return out.stdout
+
+
+def pending(root: Path, everything: bool = False) -> list[Stage]:
+    """The training stages DVC does not see as up to date (a dependency or output changed or is missing);
+    ``everything``: all of them."""
+    import yaml
+    from dvc.repo import Repo
+
+    defined = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})
+    names = [name for name in TRAIN_STAGES if name in defined]
+    if not names:
+        raise ValueError(f"{root / 'dvc.yaml'}: no training stage ({', '.join(TRAIN_STAGES)}) to run")
+    stale = set(json.loads(_dvc(root, "status", "--json", *names) or "{}"))
+    stages = []
+    with Repo(str(root)) as repo:
+        for group in names:
+            for stage in repo.stage.collect(f"{root / 'dvc.yaml'}:{group}"):  # a bare name resolves against the cwd
+                if everything or stage.name in stale:
+                    method, seed = parse_stage_name(stage.name)
+                    stages.append(Stage(stage.name, method, seed, stage.cmd))
+    return stages
+
+
+def plan_fits(elapsed: float, longest: float, hours: float | None) -> bool:
+    """Whether a run that may take ``longest`` seconds (the longest so far; 0 before any has ended), started
+    ``elapsed`` seconds into the piece, ends within its ``hours``."""
+    return hours is None or (elapsed + longest <= hours * 3600.0 if longest > 0 else elapsed < hours * 3600.0)
+
+
+def run_campaign(
+    root: Path,
+    methods: list[str],
+    jobs: int,
+    hours: float | None,
+    dry_run: bool = False,
+    log=print,
+    everything: bool = False,
+) -> dict[str, str]:
+    """Run the pending training stages (``everything``: all), ``jobs`` at a time;
+    ``{stage: "done" | "failed (rc N)" | "not started"}``."""
+    todo = seed_major(pending(root, everything), methods)
+    what = "to run" if everything else "not up to date"
+    log(f"{len(todo)} training stage(s) {what}: " + (", ".join(s.name for s in todo) or "none"))
+    if dry_run or not todo:
+        return {s.name: "not started" for s in todo}
+    logs = root / "runs" / "campaign-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    result: dict[str, str] = {}
+    running: list[tuple[Stage, subprocess.Popen, float]] = []
+    start, longest = time.monotonic(), 0.0
+    queue = list(todo)
+    while queue or running:
+        while queue and len(running) < jobs and plan_fits(time.monotonic() - start, longest, hours):
+            stage = queue.pop(0)
+            log(f"start {stage.name}: {stage.cmd}")
+            with (logs / f"{stage.method}-s{stage.seed}.log").open("w") as logfile:  # the child keeps its copy
+                proc = subprocess.Popen(shlex.split(stage.cmd), cwd=root, stdout=logfile, stderr=subprocess.STDOUT)
+            running.append((stage, proc, time.monotonic()))
+        if not running:  # the next run would not fit the piece
+            break
+        time.sleep(2.0)
+        for item in list(running):
+            stage, proc, t0 = item
+            rc = proc.poll()
+            if rc is None:
+                continue
+            running.remove(item)
+            took = time.monotonic() - t0
+            longest = max(longest, took)
+            if rc == 0:
+                _dvc(root, "commit", "--force", stage.name)  # dvc.lock now marks the run done
+                result[stage.name] = "done"
+                log(f"done  {stage.name} in {took / 60:.1f} min (dvc commit {stage.name})")
+            else:
+                result[stage.name] = f"failed (rc {rc})"
+                log(f"FAILED {stage.name} (rc {rc}) after {took / 60:.1f} min: see runs/campaign-logs/")
+    for stage in queue:
+        result[stage.name] = "not started"
+    if queue:
+        log(f"{len(queue)} stage(s) left for the next piece (the next would not fit in {hours} h)")
+    return result
+
+
+def run_downstream(root: Path, log=print) -> None:
+    """Re-run the stages that read the curves, each alone (``--single-item``: never the training upstream)."""
+    for name in DOWNSTREAM:
+        log(f"dvc repro --single-item {name}")
+        out = subprocess.run(["dvc", "repro", "--single-item", name], cwd=root)
+        if out.returncode != 0:
+            raise RuntimeError(f"dvc repro --single-item {name} failed ({out.returncode})")
+
+
+def register_cli(subparsers) -> None:
+    from .cli import add_command, add_run_args, jobs_arg
+
+    p = add_command(subparsers, "campaign", _cli, (__doc__ or "").split("\n\n")[0])
+    add_run_args(p, method=False)
+    p.add_argument(
+        "--jobs",
+        type=jobs_arg,
+        default="auto",
+        help="runs side by side, each with the scale's train.threads (default auto: CPUs / train.threads)",
+    )
+    p.add_argument("--hours", type=float, default=None, help="length of this piece: start no run that would not fit")
+    p.add_argument("--all", action="store_true", help="every training stage afresh, up to date or not")
+    p.add_argument("--dry-run", action="store_true", help="list the pending stages in their order, run nothing")
+    p.add_argument("--no-downstream", action="store_true", help="do not re-run the speedup, claims and summary stages")
+
+
+def _cli(args: argparse.Namespace) -> int:
+    from .cli import side_by_side
+    from .config import ConfigError, load_params, resolve, runs_of
+
+    if args.hours is not None and not args.hours > 0:
+        raise ConfigError(f"--hours: {args.hours!r} is not allowed; must be a positive number of hours")
+    params = load_params(args.params)
+    runs = runs_of(params, args.scale)
+    threads = {resolve(params, args.scale, m, s).train.threads for m, s in runs}
+    jobs = side_by_side(args.jobs, max(threads) if None not in threads else None)
+    if jobs > 1 and None in threads:
+        raise ConfigError(f"--jobs: {jobs} needs scales.{args.scale}.train.threads set; allowed without it: 1")
+    methods = list(dict.fromkeys(m for m, _ in runs))
+    root = Path.cwd()
+    print(f"{len(runs)} runs in scale {args.scale}; {jobs} side by side")
+    result = run_campaign(root, methods, jobs, args.hours, args.dry_run, everything=args.all)
+    failed = [k for k, v in result.items() if v.startswith("failed")]
+    if not args.dry_run and not args.no_downstream and any(v == "done" for v in result.values()):
+        run_downstream(root)
+    if any(v == "done" for v in result.values()):
+        print("record the piece: git add dvc.lock goldens reports && git commit -m '<what this piece ran>'")
+    return 1 if failed else 0

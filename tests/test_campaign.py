@@ -1,0 +1,232 @@
+"""The campaign machinery: extra paired seeds, sample quality on a sparser schedule than the validation loss,
+the final sample grid, prefix re-checks of golden runs, and the DVC runner that runs a campaign in pieces."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repro.campaign import Stage, parse_stage_name, pending, plan_fits, run_campaign, seed_major
+from repro.config import ConfigError, RunConfig, check_params, load_params, runs_of
+
+
+def _params_with(extra) -> dict:
+    params = load_params()
+    params["scales"]["micro"]["extra_seeds"] = extra
+    return params
+
+
+def test_extra_seeds_add_runs_of_some_methods_and_are_checked():
+    params = _params_with({"methods": ["dit", "tread"], "seeds": [7, 9]})
+    runs = runs_of(params, "micro")
+    base = [(m, s) for m in params["scales"]["micro"]["methods"] for s in params["scales"]["micro"]["seeds"]]
+    assert runs == base + [("dit", 7), ("dit", 9), ("tread", 7), ("tread", 9)]
+    bad = {
+        "seeds": ({"methods": ["dit"], "seeds": [params["scales"]["micro"]["seeds"][0]]}, "already in"),
+        "methods": ({"methods": ["dit-edm"], "seeds": [7]}, "the scale's methods"),
+        "keys": ({"methods": ["dit"]}, "exactly the keys methods and seeds"),
+        "negative": ({"methods": ["dit"], "seeds": [-1]}, "distinct non-negative"),
+    }
+    for extra, message in bad.values():
+        with pytest.raises(ConfigError, match=message):
+            check_params(_params_with(extra))
+
+
+def _fashion_run(tmp_path, **eval_overrides) -> RunConfig:
+    d = {
+        "run_id": "t-dit-s0",
+        "scale": "t",
+        "method": "dit",
+        "seed": 0,
+        "model": dict(input_size=32, patch_size=8, in_channels=1, hidden_size=16, depth=2, num_heads=2, num_classes=10),
+        "objective": {"name": "ddpm"},
+        "data": {"name": "fashion-mnist", "subset": 64},
+        "train": dict(steps=8, batch_size=8, lr=1e-3, ema_decay=0.9, eval_every=2, ckpt_every=4, log_every=2),
+        "eval": dict(metrics=["fid"], num_samples=20, sample_steps=2, batch_size=20, val_size=8, val_points=2),
+    }
+    d["eval"].update(eval_overrides)
+    return RunConfig.from_dict(d)
+
+
+def test_sample_every_must_be_a_multiple_of_eval_every(tmp_path):
+    with pytest.raises(
+        ConfigError, match="eval.sample_every: 3 is not allowed; must be a multiple of train.eval_every=2"
+    ):
+        _fashion_run(tmp_path, sample_every=3)
+    with pytest.raises(ConfigError, match="eval.sample_every"):
+        _fashion_run(tmp_path, sample_every=0)
+
+
+def test_sample_quality_on_its_own_schedule_and_a_grid_of_the_final_samples(tmp_path, monkeypatch):
+    """Validation loss at every evaluation, FID only every sample_every steps and at the last one; the last
+    evaluation's samples are written as a grid with a column per class, and --grid copies it."""
+    from repro.cli import main
+    from repro.metrics import fid
+    from repro.train import train
+
+    calls = []
+
+    def fake(samples, reference="test", metrics=fid.METRICS, **kwargs):
+        calls.append(len(samples))
+        return {"fid": 5.0 + float(samples.float().mean())}
+
+    monkeypatch.setattr(fid, "compute_metrics", fake)
+    cfg = _fashion_run(tmp_path, sample_every=6)
+    curve = train(cfg, tmp_path / "run", device="cpu", quiet=True)
+    steps = [p["step"] for p in curve["points"]]
+    assert steps == [2, 4, 6, 8] and all("val_loss" in p for p in curve["points"])
+    assert [p["step"] for p in curve["points"] if "fid" in p] == [6, 8] and calls == [20, 20]
+    # the FID's noise at a sample count, from independent sample sets of the final checkpoint
+    from repro.fidnoise import fid_noise
+
+    calls.clear()
+    noise = fid_noise(tmp_path / "run", None, num=8, sets=2)
+    assert calls == [8, 4, 4, 2, 2, 2, 2] * 2 and noise["step"] == 8
+    assert {k: v["n"] for k, v in noise["by_sample_count"].items()} == {"8": 2, "4": 4, "2": 8}
+    assert noise["by_sample_count"]["8"]["sd"] > 0  # independent noise seeds: different sets, different FIDs
+
+    from PIL import Image
+
+    grid = Image.open(tmp_path / "run" / "samples.png")
+    assert grid.size == (10 * 34 + 2, 2 * 34 + 2)  # 20 samples, 10 a row (a column per class), 2-pixel padding
+
+    # the command: --grid copies the finished run's grid, --curve written last
+    params = {
+        "methods": {"dit": {"objective": {"name": "ddpm"}}},
+        "scales": {"t": {k: v for k, v in cfg.to_dict().items() if k in ("model", "data", "train", "eval")}},
+    }
+    params["scales"]["t"]["model"] = {
+        k: params["scales"]["t"]["model"][k]
+        for k in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes")
+    }
+    params["scales"]["t"]["train"] = {k: v for k, v in params["scales"]["t"]["train"].items() if k != "step_scale"}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(params))
+    out, png, cj = tmp_path / "cli", tmp_path / "g" / "dit-s0.png", tmp_path / "g" / "dit-s0.json"
+    args = ["train", "--params", str(path), "--scale", "t", "--method", "dit", "--out", str(out), "--quiet"]
+    assert main([*args, "--device", "cpu", "--grid", str(png), "--curve", str(cj)]) == 0
+    assert png.read_bytes() == (out / "samples.png").read_bytes() and json.loads(cj.read_text())["complete"]
+
+
+def _tiny_params(tmp_path) -> Path:
+    params = {
+        "methods": {
+            "dit": {"objective": {"name": "ddpm"}, "model": {"learn_sigma": True}},
+            "sit": {"objective": {"name": "interpolant"}, "model": {"learn_sigma": False}},
+        },
+        "scales": {
+            "tiny": {
+                "methods": ["dit", "sit"],
+                "seeds": [0, 1],
+                "model": dict(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=2, num_heads=2),
+                "data": {"name": "synthetic", "subset": 32},
+                "train": dict(steps=6, batch_size=4, lr=1e-3, ema_decay=0.9, eval_every=2, ckpt_every=2, threads=1),
+                "eval": {"metrics": [], "val_size": 4, "val_points": 2},
+            }
+        },
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_a_prefix_of_a_run_reproduces_the_golden_prefix(tmp_path):
+    """--points N trains to the golden's N-th evaluation and compares those points: equal when nothing
+    changed, a failure when a golden value is off, and runs without a golden are reported, not trained."""
+    from repro.golden import rerun
+
+    path = _tiny_params(tmp_path)
+    gold = tmp_path / "gold"
+    full = rerun("tiny", tmp_path / "full", gold, str(path), device="cpu", seeds=[0])
+    assert set(full) == {"tiny-dit-s0", "tiny-sit-s0"} and {r["status"] for r in full.values()} == {"new"}
+    prefix = rerun("tiny", tmp_path / "pre", gold, str(path), device="cpu", points=2)
+    assert {k: r["status"] for k, r in prefix.items()} == {
+        "tiny-dit-s0": "pass",
+        "tiny-sit-s0": "pass",
+        "tiny-dit-s1": "no golden",
+        "tiny-sit-s1": "no golden",
+    }
+    pre = json.loads((tmp_path / "pre" / "curves" / "dit-s0.json").read_text())
+    assert [p["step"] for p in pre["points"]] == [2, 4]  # trained 4 of the 6 steps
+    g = json.loads((gold / "dit-s0.json").read_text())
+    g["points"][1]["val_loss"] *= 1.5
+    (gold / "dit-s0.json").write_text(json.dumps(g))
+    again = rerun(
+        "tiny", tmp_path / "pre2", gold, str(path), device="cpu", points=2, seeds=[0], rel_tol=1e-3, abs_tol=0
+    )
+    assert again["tiny-dit-s0"]["status"] == "fail" and "step 4: val_loss" in again["tiny-dit-s0"]["problems"][0]
+    g["points"][1]["val_loss"] /= 1.5
+    g["points"][2]["val_loss"] *= 1.5  # outside the prefix: not compared
+    (gold / "dit-s0.json").write_text(json.dumps(g))
+    assert (
+        rerun("tiny", tmp_path / "pre3", gold, str(path), device="cpu", points=2, seeds=[0])["tiny-dit-s0"]["status"]
+        == "pass"
+    )
+    with pytest.raises(ConfigError, match="--seeds: 5 is not a seed of scale tiny"):
+        rerun("tiny", tmp_path / "x", gold, str(path), device="cpu", seeds=[5])
+
+
+def test_stage_names_and_the_seed_major_order():
+    assert parse_stage_name("train@stochastic-depth-12") == ("stochastic-depth", 12)
+    assert parse_stage_name("train-extra@dit-3") == ("dit", 3)
+    with pytest.raises(ValueError, match="not a matrix stage name"):
+        parse_stage_name("speedup")
+    stages = [Stage(f"train@{m}-{s}", m, s, "") for m in ("sit", "dit", "tread") for s in (1, 0)]
+    order = [(s.method, s.seed) for s in seed_major(stages, ["dit", "tread", "sit"])]
+    assert order == [("dit", 0), ("tread", 0), ("sit", 0), ("dit", 1), ("tread", 1), ("sit", 1)]
+    assert plan_fits(100.0, 3000.0, 1.0) and not plan_fits(1000.0, 3000.0, 1.0) and plan_fits(1e9, 1e9, None)
+    assert plan_fits(3599.0, 0.0, 1.0) and not plan_fits(3600.0, 0.0, 1.0)  # no estimate yet: start if time is left
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git")
+def test_the_runner_runs_pending_stages_side_by_side_and_marks_them_done(tmp_path):
+    """In a scratch DVC project: the pending matrix stages run (two at a time), each is recorded in dvc.lock,
+    a second piece finds nothing to do, a changed parameter makes exactly the runs that read it pending, and
+    a piece too short for another run stops between runs."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    run = lambda *a: subprocess.run(a, cwd=root, check=True, capture_output=True, text=True)  # noqa: E731
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    (root / "params.yaml").write_text(yaml.safe_dump({"m": {"a": {"k": 1}, "b": {"k": 2}}, "seeds": [0, 1]}))
+    work = f"{sys.executable} -c \"import sys, time; time.sleep(1); open(sys.argv[1], 'w').write(sys.argv[2])\""
+    (root / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "train": {
+                        "matrix": {"method": ["a", "b"], "seed": "${seeds}"},
+                        "cmd": f"{work} out-${{item.method}}-${{item.seed}}.txt ${{item.method}}${{item.seed}}",
+                        "params": ["m.${item.method}"],
+                        "outs": [{"out-${item.method}-${item.seed}.txt": {"cache": False}}],
+                    }
+                }
+            }
+        )
+    )
+    logs: list[str] = []
+    result = run_campaign(root, ["a", "b"], jobs=2, hours=None, log=logs.append)
+    assert result == {f"train@{m}-{s}": "done" for m in "ab" for s in (0, 1)}
+    assert logs[1].startswith("start train@a-0") and logs[2].startswith("start train@b-0")  # seed-major, 2 at once
+    assert (root / "out-b-1.txt").read_text() == "b1"
+    assert run_campaign(root, ["a", "b"], jobs=2, hours=None, log=logs.append) == {}
+    fresh = tmp_path / "clone"  # what a clone gets: the committed files, no DVC cache
+    shutil.copytree(root, fresh, ignore=shutil.ignore_patterns("cache", "tmp"))
+    assert not (fresh / ".dvc" / "cache").exists() and pending(fresh) == []
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["m"]["b"]["k"] = 3
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append) == {
+        "train@b-0": "not started",
+        "train@b-1": "not started",
+    }
+    cut = run_campaign(root, ["a", "b"], jobs=1, hours=1.5 / 3600, log=logs.append)  # no time for a second run
+    assert cut == {"train@b-0": "done", "train@b-1": "not started"}
+    assert run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append) == {"train@b-1": "not started"}
+    assert len(run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append, everything=True)) == 4
