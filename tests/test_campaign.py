@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from repro.campaign import Stage, parse_stage_name, pending, plan_fits, run_campaign, seed_major
@@ -230,3 +231,15 @@ def test_the_runner_runs_pending_stages_side_by_side_and_marks_them_done(tmp_pat
     assert cut == {"train@b-0": "done", "train@b-1": "not started"}
     assert run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append) == {"train@b-1": "not started"}
     assert len(run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append, everything=True)) == 4
+
+
+def test_ladder_grids_put_one_class_in_each_column():
+    from repro.metrics.ladder import class_columns
+
+    labels = torch.tensor([3, 1, 0, 2, 1, 0, 3, 2, 2, 0, 1, 3])
+    images = torch.arange(len(labels)).float()  # an image is its index
+    picked = class_columns(images, labels, per_class=2, classes=4)
+    # row-major grid of 4 columns: column c holds class c
+    assert [int(labels[int(i)]) for i in picked] == [0, 1, 2, 3, 0, 1, 2, 3]
+    with pytest.raises(ValueError, match="fewer than 4 images"):
+        class_columns(images, labels, per_class=4, classes=4)
