@@ -377,7 +377,8 @@ def test_errors_exit_2_without_traceback_and_debug_shows_it(tmp_path):
     plain = subprocess.run(argv + args, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert plain.stderr.strip() == (
-        "repro train: error: scales.smoke.trian: unknown section; allowed: methods, seeds, model, data, train, eval"
+        "repro train: error: scales.smoke.trian: unknown section; "
+        "allowed: methods, seeds, extra_seeds, model, data, train, eval"
     )
     from repro.config import ConfigError
 
