@@ -542,6 +542,8 @@ def run_campaign(
         bad = [p["part"] for p in camp.record["parts"] if p["status"] != "done"]
         if camp.record["status"] == "done" and bad:
             camp.record["status"] = "cut" if fired else "incomplete"
+            if fired:  # the timer's exception was swallowed where it fired; the parts after it were skipped
+                print(f"\nthe campaign's budget of {budget_s} s ran out after {fired[0]:.1f} s; what exists is saved")
         camp.record["not_done"] = bad
         camp.save()
         print(f"campaign {camp.record['status']} in {camp.elapsed():.1f} s; outputs in {out}")
@@ -665,7 +667,7 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
         name = f"bench {model}"
         need = est[name]["estimate_s"] * 2 + 5
         if camp.left() < need:
-            camp.skip(name, f"{camp.left():.0f} s left, about {need:.0f} s needed")
+            camp.skip(name, f"{camp.left():.0f} s of the budget left, about {need:.0f} s needed")
             continue
         with camp.part(name) as entry:
             rep = bench_largest_batch(model, bench_batch, bench_steps, bench_warmup, str(dev), "bf16", overrides)

@@ -144,7 +144,12 @@ def test_a_cut_campaign_still_records_what_it_did(tmp_path, isolated_env):
     assert rc == 1 and record["status"] == "cut"
     done = [p["part"] for p in record["parts"] if p["status"] == "done"]
     assert len(done) < 2 + 3 + len(gpu.BENCH_MODELS)  # install, plan, three runs, the benches
-    assert all(p["status"] in ("done", "cut") for p in record["parts"])
+    # a part is done or cut, or (when the timer's exception was swallowed where it fired, a gc callback)
+    # skipped for lack of budget; never failed or left running
+    assert all(
+        p["status"] in ("done", "cut") or (p["status"] == "skipped" and "budget" in p["reason"])
+        for p in record["parts"]
+    ), record["parts"]
     assert "ran out" in (out / "log.txt").read_text()
 
 
