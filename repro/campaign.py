@@ -10,7 +10,8 @@ with an empty DVC cache sees the finished runs as up to date and a later piece s
 
 ``hours`` bounds a piece: a run is started only when the time used so far plus the longest run seen so far
 fits. Afterwards the stages that read the curves (speedups, ledger, summary) are re-run. Commit the piece to
-git (``dvc.lock``, ``goldens/``, ``reports/``) before the next one.
+git (``dvc.lock``, ``goldens/``, ``reports/``) before the next one. Do not edit the code a run depends on while
+a piece runs: ``dvc commit`` records the dependencies as they are when the run ends.
 """
 
 from __future__ import annotations
