@@ -179,10 +179,7 @@ def _cli(args: argparse.Namespace) -> int:
         raise ConfigError(f"--hours: {args.hours!r} is not allowed; must be a positive number of hours")
     params = load_params(args.params)
     runs = runs_of(params, args.scale)
-    threads = {resolve(params, args.scale, m, s).train.threads for m, s in runs}
-    jobs = side_by_side(args.jobs, max(threads) if None not in threads else None)
-    if jobs > 1 and None in threads:
-        raise ConfigError(f"--jobs: {jobs} needs scales.{args.scale}.train.threads set; allowed without it: 1")
+    jobs = side_by_side(args.jobs, [resolve(params, args.scale, m, s).train.threads for m, s in runs], args.scale)
     methods = list(dict.fromkeys(m for m, _ in runs))
     root = Path.cwd()
     print(f"{len(runs)} runs in scale {args.scale}; {jobs} side by side")

@@ -13,7 +13,7 @@ import copy
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,13 +149,23 @@ def jobs_arg(text: str) -> int | str:
     return value
 
 
-def side_by_side(jobs: int | str, threads: int | None) -> int:
-    """The number of runs to start side by side: ``jobs``, or for ``auto`` the usable CPUs over ``threads``
-    (1 when ``threads`` is unset: torch then takes every CPU)."""
-    if jobs != "auto":
-        return int(jobs)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cpus // threads) if threads else 1
+def side_by_side(jobs: int | str, threads: Sequence[int | None], scale: str, cpu: bool = True) -> int:
+    """The number of runs to train side by side, checked: ``jobs``, or for ``auto`` the usable CPUs over the
+    largest of the runs' ``train.threads`` (1 when a run leaves it unset: torch then takes every CPU). More
+    than one at a time on the CPU needs every run's ``train.threads`` set: it is part of what a run computes."""
+    from .validation import ValidationError
+
+    if jobs == "auto":
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        jobs = max(1, cpus // max(threads)) if threads and None not in threads else 1
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValidationError(f"--jobs: {jobs!r} is not allowed; must be a positive integer or auto")
+    if jobs > 1 and cpu and None in threads:
+        raise ValidationError(
+            f"--jobs: {jobs} needs scales.{scale}.train.threads set (the threads of each run side by side); "
+            "allowed without it: --jobs 1"
+        )
+    return jobs
 
 
 def add_run_args(parser: argparse.ArgumentParser, *, method: bool = True) -> None:

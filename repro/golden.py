@@ -132,18 +132,13 @@ def rerun(
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
+    from .cli import side_by_side
     from .config import ConfigError, load_params, resolve, runs_of
     from .io import atomic_write_json
 
     out_dir, golden_dir = Path(out_dir), Path(golden_dir)
     p = load_params(params)
     runs = [(m, seed, resolve(p, scale, m, seed)) for m, seed in runs_of(p, scale)]
-    if jobs == "auto":
-        from .cli import side_by_side
-
-        jobs = side_by_side(jobs, max((cfg.train.threads or 0 for *_, cfg in runs), default=0) or None)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError(f"--jobs: {jobs!r} is not allowed; must be a positive integer")
     if seeds is not None:
         known = sorted({seed for _, seed, _ in runs})
         for seed in seeds:
@@ -158,11 +153,8 @@ def rerun(
         for method, seed, cfg in runs:
             gpoints = json.loads((golden_dir / f"{method}-s{seed}.json").read_text())["points"]
             cfg.train.steps = gpoints[min(points, len(gpoints)) - 1]["step"]
-    if jobs > 1 and (device or "cpu").startswith("cpu") and any(cfg.train.threads is None for *_, cfg in runs):
-        raise ConfigError(
-            f"--jobs: {jobs} needs scales.{scale}.train.threads set (the threads of each run side by side); "
-            "allowed without it: --jobs 1"
-        )
+    cpu = (device or "cpu").startswith("cpu")
+    jobs = side_by_side(jobs, [cfg.train.threads for *_, cfg in runs], scale, cpu)
     args = [(cfg, str(out_dir / cfg.run_id), device) for *_, cfg in runs]  # a RunConfig pickles to a worker
     if jobs == 1:
         curves = [_train_one(*a) for a in args]

@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+import yaml
 from hypothesis import HealthCheck, settings
 
 # CI: derandomized, so a red run is reproducible; locally: random examples, a few more of them.
@@ -51,3 +52,35 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measured")
         for line in _MEASURED:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def tiny_params(tmp_path):
+    """``tiny_params(steps=..., seeds=..., dit_model=...) -> (params, path)``: a params file with DiT (learned
+    sigma, plus ``dit_model``'s model settings) and SiT on a synthetic-data scale ``tiny``, small enough to train
+    in seconds, one thread a run (so runs can go side by side), validation loss only."""
+
+    def make(steps: int = 4, seeds=(0,), dit_model: dict | None = None):
+        params = {
+            "methods": {
+                "dit": {"objective": {"name": "ddpm"}, "model": {"learn_sigma": True, **(dit_model or {})}},
+                "sit": {"objective": {"name": "interpolant"}, "model": {"learn_sigma": False}},
+            },
+            "scales": {
+                "tiny": {
+                    "methods": ["dit", "sit"],
+                    "seeds": list(seeds),
+                    "model": dict(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=2, num_heads=2),
+                    "data": {"name": "synthetic", "subset": 32},
+                    "train": dict(
+                        steps=steps, batch_size=4, lr=1e-3, ema_decay=0.9, eval_every=2, ckpt_every=2, threads=1
+                    ),
+                    "eval": {"metrics": [], "val_size": 4, "val_points": 2},
+                }
+            },
+        }
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(params))
+        return params, path
+
+    return make

@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -115,34 +114,12 @@ def test_sample_quality_on_its_own_schedule_and_a_grid_of_the_final_samples(tmp_
     assert png.read_bytes() == (out / "samples.png").read_bytes() and json.loads(cj.read_text())["complete"]
 
 
-def _tiny_params(tmp_path) -> Path:
-    params = {
-        "methods": {
-            "dit": {"objective": {"name": "ddpm"}, "model": {"learn_sigma": True}},
-            "sit": {"objective": {"name": "interpolant"}, "model": {"learn_sigma": False}},
-        },
-        "scales": {
-            "tiny": {
-                "methods": ["dit", "sit"],
-                "seeds": [0, 1],
-                "model": dict(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=2, num_heads=2),
-                "data": {"name": "synthetic", "subset": 32},
-                "train": dict(steps=6, batch_size=4, lr=1e-3, ema_decay=0.9, eval_every=2, ckpt_every=2, threads=1),
-                "eval": {"metrics": [], "val_size": 4, "val_points": 2},
-            }
-        },
-    }
-    path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
-
-
-def test_a_prefix_of_a_run_reproduces_the_golden_prefix(tmp_path):
+def test_a_prefix_of_a_run_reproduces_the_golden_prefix(tmp_path, tiny_params):
     """--points N trains to the golden's N-th evaluation and compares those points: equal when nothing
     changed, a failure when a golden value is off, and runs without a golden are reported, not trained."""
     from repro.golden import rerun
 
-    path = _tiny_params(tmp_path)
+    _, path = tiny_params(steps=6, seeds=(0, 1))
     gold = tmp_path / "gold"
     full = rerun("tiny", tmp_path / "full", gold, str(path), device="cpu", seeds=[0])
     assert set(full) == {"tiny-dit-s0", "tiny-sit-s0"} and {r["status"] for r in full.values()} == {"new"}
@@ -243,3 +220,21 @@ def test_ladder_grids_put_one_class_in_each_column():
     assert [int(labels[int(i)]) for i in picked] == [0, 1, 2, 3, 0, 1, 2, 3]
     with pytest.raises(ValueError, match="fewer than 4 images"):
         class_columns(images, labels, per_class=4, classes=4)
+
+
+def test_side_by_side_jobs_are_resolved_and_checked(monkeypatch):
+    import argparse
+
+    from repro.cli import jobs_arg, side_by_side
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert side_by_side("auto", [1, 1], "micro") == 4 and side_by_side("auto", [2, 1], "micro") == 2
+    assert side_by_side("auto", [1, None], "micro") == 1  # a run with torch's default threads takes every CPU
+    assert side_by_side(3, [1], "micro") == 3 and side_by_side(2, [None], "micro", cpu=False) == 2
+    with pytest.raises(ConfigError, match="--jobs: 2 needs scales.micro.train.threads set"):
+        side_by_side(2, [1, None], "micro")
+    with pytest.raises(ConfigError, match="--jobs: 0 is not allowed"):
+        side_by_side(0, [1], "micro")
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive integer or auto"):
+            jobs_arg(bad)

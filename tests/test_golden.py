@@ -66,7 +66,7 @@ def test_folders_and_command(tmp_path, capsys):
     assert refused.value.code == 2
 
 
-def test_rerun_side_by_side_gives_the_same_numbers(tmp_path):
+def test_rerun_side_by_side_gives_the_same_numbers(tmp_path, tiny_params):
     """Two runs trained side by side (two spawned processes, one thread each) have bitwise the curves of the
     same runs trained one after the other in this process; --jobs without train.threads is refused."""
     import yaml
@@ -74,24 +74,7 @@ def test_rerun_side_by_side_gives_the_same_numbers(tmp_path):
     from repro.config import ConfigError
     from repro.golden import rerun
 
-    params = {
-        "methods": {
-            "dit": {"objective": {"name": "ddpm"}, "model": {"learn_sigma": True, "routes": [[0, 0, 0.5]]}},
-            "sit": {"objective": {"name": "interpolant"}, "model": {"learn_sigma": False}},
-        },
-        "scales": {
-            "tiny": {
-                "methods": ["dit", "sit"],
-                "seeds": [0],
-                "model": dict(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=2, num_heads=2),
-                "data": {"name": "synthetic", "subset": 32},
-                "train": dict(steps=4, batch_size=4, lr=1e-3, ema_decay=0.9, eval_every=2, ckpt_every=2, threads=1),
-                "eval": {"metrics": [], "val_size": 4, "val_points": 2},
-            }
-        },
-    }
-    path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump(params))
+    params, path = tiny_params(steps=4, dit_model={"routes": [[0, 0, 0.5]]})
     one = rerun("tiny", tmp_path / "one", tmp_path / "gold", str(path), device="cpu", jobs=1)
     two = rerun("tiny", tmp_path / "two", tmp_path / "gold", str(path), device="cpu", jobs=2)
     assert {r["status"] for r in one.values()} == {"new"} and {r["status"] for r in two.values()} == {"pass"}
