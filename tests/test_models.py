@@ -195,6 +195,45 @@ def test_model_output_is_zero_at_init(seed, **variant):
     assert torch.count_nonzero(out) == 0
 
 
+def _zeroed_by_adaln_zero(name: str) -> bool:
+    """The tensors that DiT's initialization zeros after its xavier pass."""
+    return "adaLN_modulation" in name or name.startswith("final_layer.linear")
+
+
+@given(seed=st.integers(0, 2**16))
+def test_xavier_init_is_tread_release_init(seed):
+    # TREAD's release (CompVis/tread dit.py): the xavier pass of initialize_weights also covers the adaLN and output
+    # linears, and nothing zeros them afterwards. Everything else is drawn in the same order as DiT's init.
+    torch.manual_seed(seed)
+    dit = DiT(tiny())
+    torch.manual_seed(seed)
+    xav = DiT(tiny(init="xavier"))
+    dit_params, xav_params = dict(dit.named_parameters()), dict(xav.named_parameters())
+    assert dit_params.keys() == xav_params.keys()
+    zeroed = [n for n in dit_params if _zeroed_by_adaln_zero(n)]
+    assert len(zeroed) == 2 * (tiny().depth + 2)  # weight + bias of each block's adaLN, the final adaLN and linear
+    for name, p in dit_params.items():
+        q = xav_params[name]
+        if not _zeroed_by_adaln_zero(name):
+            assert torch.equal(p, q), name
+        elif name.endswith(".bias"):
+            assert torch.count_nonzero(p) == 0 and torch.count_nonzero(q) == 0, name
+        else:
+            fan_out, fan_in = q.shape
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            assert torch.count_nonzero(p) == 0 and q.abs().max() <= bound and q.std() > bound / 4, name
+    x, t, y = inputs(tiny(), seed=seed)
+    out = xav(x, t, y)
+    assert torch.count_nonzero(out) == out.numel()  # the output is no longer zero at init
+
+
+def test_xavier_init_is_checked():
+    with pytest.raises(ValueError, match="init.*'zeros'"):
+        tiny(init="zeros")
+    with pytest.raises(ValueError, match="init: 'xavier'.*adaln-single"):
+        tiny(init="xavier", conditioning="adaln-single")
+
+
 # ------------------------------------------------------------------------------------------
 # Pre-norm vs post-norm
 # ------------------------------------------------------------------------------------------

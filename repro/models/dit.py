@@ -18,6 +18,12 @@ Variants (fields of :class:`DiTConfig`, so every run records exactly what ran):
   ``qk_norm``, and any ``patch_size`` that divides ``input_size`` (1 included).
 - ``routes``: TREAD routes (see :mod:`repro.models.routing`), active only in training mode.
 - ``stochastic_depth``: per-sample block skipping in training, the reply's proposed ablation.
+- ``init``: ``"adaln-zero"`` (DiT: after the xavier pass, every adaLN projection and the output
+  linear are set to zero, so each block starts as the identity and the model outputs zero) or
+  ``"xavier"`` (what TREAD's released ``dit.py`` trains from: its blocks zero their adaLN layers in
+  their constructors, but the model's ``initialize_weights`` then applies xavier-uniform to every
+  ``nn.Linear``, those included, and does not zero them again, so the adaLN and output projections
+  start xavier-uniform with zero bias). Only with ``conditioning: adaln-zero``.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ _CHOICES = {
     "norm": ("layernorm", "rmsnorm"),
     "mlp": ("gelu", "swiglu"),
     "pos_embed": ("sincos", "rope"),
+    "init": ("adaln-zero", "xavier"),
 }
 
 
@@ -89,6 +96,7 @@ class DiTConfig:
     routes: Sequence[Route] = field(default_factory=tuple)
     stochastic_depth: StochasticDepth | None = None
     fp32_after_route: bool = True
+    init: str = "adaln-zero"
 
     def __post_init__(self):
         self.routes = tuple(as_route(r) for r in self.routes)
@@ -120,6 +128,10 @@ class DiTConfig:
             raise ValueError("discard_sigma: True needs learn_sigma=True (it drops the variance half of the output)")
         if self.routes and self.stochastic_depth is not None:
             raise ValueError("stochastic_depth: cannot be combined with routes in one model; pick one ablation")
+        if self.init == "xavier" and self.conditioning != "adaln-zero":
+            raise ValueError(
+                f"init: 'xavier' (TREAD's release) needs conditioning 'adaln-zero', not {self.conditioning!r}"
+            )
 
     @property
     def num_tokens(self) -> int:
@@ -254,7 +266,10 @@ class DiT(nn.Module):
 
     # ---------------------------------------------------------------------------------------
     def initialize_weights(self) -> None:
-        """DiT's initialization: xavier-uniform linears, N(0, 0.02) embedders, zero adaLN and output."""
+        """DiT's initialization: xavier-uniform linears, N(0, 0.02) embedders, zero adaLN and output.
+
+        With ``init: xavier`` the zeroing is skipped (TREAD's released initialisation; see the module docstring).
+        """
 
         def _basic_init(module):
             if isinstance(module, nn.Linear):
@@ -272,6 +287,8 @@ class DiT(nn.Module):
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.config.init == "xavier":
+            return  # TREAD's release: the adaLN and output projections keep the xavier pass above
         d = self.config.hidden_size
         for block in self.blocks:
             if block.adaLN_modulation is not None:
