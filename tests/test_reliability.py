@@ -560,13 +560,14 @@ def test_no_resume_starts_over_without_leftovers(tmp_path, capsys, tiny_params):
 # ---------------------------------------------------------------------------------------------------------------------
 # Readers: curves (compare, speedup), specs, sample files
 
-GOLDEN_RUNS = ROOT / "goldens" / "micro" / "runs"
+# Real curves (made by runs of the retired 240-step micro scale), so the readers meet what runs write
+CURVES = ROOT / "tests" / "data" / "curves"
 
 
 def copy_curves(folder: Path, names=("dit-s0", "dit-s1", "tread-s0", "tread-s1")) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        (folder / f"{name}.json").write_text((GOLDEN_RUNS / f"{name}.json").read_text())
+        (folder / f"{name}.json").write_text((CURVES / f"{name}.json").read_text())
     return folder
 
 
