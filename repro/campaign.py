@@ -30,7 +30,7 @@ TRAIN_STAGES = ("train", "train-extra")
 DOWNSTREAM = ("speedup", "speedup-val-loss", "speedup-vs-tread", "speedup-vs-tread-val-loss", "claims", "summary")
 """The stages that read a scale's curves, in dependency order (claims before summary)."""
 
-_NAME = re.compile(r"^(?P<base>[\w-]+?)@(?P<method>[a-z0-9][a-z0-9-]*)-(?P<seed>\d+)$")
+_NAME = re.compile(r"^(?P<base>[\w-]+?)@(?P<method>[a-z0-9][a-z0-9.-]*)-(?P<seed>\d+)$")
 
 
 @dataclass(frozen=True)

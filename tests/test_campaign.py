@@ -153,6 +153,7 @@ def test_a_prefix_of_a_run_reproduces_the_golden_prefix(tmp_path, tiny_params):
 def test_stage_names_and_the_seed_major_order():
     assert parse_stage_name("train@stochastic-depth-12") == ("stochastic-depth", 12)
     assert parse_stage_name("train-extra@dit-3") == ("dit", 3)
+    assert parse_stage_name("train@tread-rate-0.75-1") == ("tread-rate-0.75", 1)  # a rate in the name
     with pytest.raises(ValueError, match="not a matrix stage name"):
         parse_stage_name("speedup")
     stages = [Stage(f"train@{m}-{s}", m, s, "") for m in ("sit", "dit", "tread") for s in (1, 0)]
