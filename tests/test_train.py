@@ -270,15 +270,16 @@ def test_curve_records_the_training_set_size(tmp_path):
     assert curve["train_size"] == 96  # the synthetic subset: epochs = images / 96
 
 
-def test_clip_denoised_is_a_scale_setting_off_for_the_committed_scales_and_for_latents():
+def test_clip_denoised_is_a_scale_setting_on_for_the_micro_campaign_and_refused_for_latents():
     params = load_params()
-    for scale in ("smoke", "micro"):
-        for method, seed in runs_of(params, scale)[:4]:
-            assert "clip_denoised" not in resolve(params, scale, method, seed).objective
-    params["scales"]["micro"]["eval"]["clip_denoised"] = True
-    for method in params["scales"]["micro"]["methods"]:
-        cfg = resolve(params, "micro", method, 0)
+    for method, seed in runs_of(params, "smoke")[:4]:  # the smoke goldens were made unclipped
+        assert "clip_denoised" not in resolve(params, "smoke", method, seed).objective
+    for method, seed in runs_of(params, "micro"):  # pixels: every micro run clips, whatever its objective
+        cfg = resolve(params, "micro", method, seed)
         assert cfg.objective["clip_denoised"] is True and cfg.eval.clip_denoised is True
+    params["scales"]["smoke"]["eval"]["clip_denoised"] = True
+    for method in params["scales"]["smoke"]["methods"]:
+        assert resolve(params, "smoke", method, 0).objective["clip_denoised"] is True
     params["scales"]["paper"]["eval"]["clip_denoised"] = True
     with pytest.raises(ValueError, match="eval.clip_denoised: True is not allowed; false for latents"):
         resolve(params, "paper", "dit", 0)
