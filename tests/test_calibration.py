@@ -7,8 +7,9 @@ The simulated process: FID-like curves ``m(c) = 20 + 80 * (c * speed / c0) ** -0
 doubling cost grid (``c0 * 2**i``), each seed with its own speed (log-normal, sd 0.08) and independent noise of sd
 0.5 at every evaluation (about the 300-sample FID sd of the micro runs). A method with a true speedup ``s`` has its
 speed multiplied by ``s``; with ``s = 2`` its curve is the baseline's shifted by exactly one grid step, so its costs to
-a target are the baseline's halved in distribution. Both methods get the same budget (the same grid). One more case
-repeats the no-effect check on 4 evenly spaced evaluations at 3 seeds, the grid of the committed micro runs.
+a target are the baseline's halved in distribution. Both methods get the same budget (the same grid). More cases
+repeat the no-effect check on the micro campaign's evenly spaced grids (6 FID and 30 validation-loss evaluations) at
+3 and 5 seeds.
 
 Measured (printed in the terminal summary under "measured"): the rates of "confirmed" and "refuted" when method and
 baseline come from the same process (each must be <= 5 %), the power for a true 2x speedup, and the coverage of the
@@ -29,7 +30,9 @@ from repro.speedup import speedup_report
 
 N_EXPERIMENTS = 1000
 GRID = 2.0 ** np.arange(8)  # evaluation costs in units of c0; the budget is 128 c0
-MICRO_GRID = 32.0 * np.arange(1, 5)  # 4 evenly spaced evaluations to the same budget, as the committed micro runs
+# The micro campaign's grids, evenly spaced to the same budget: FID every 500 of 3,000 dense steps (6 evaluations),
+# validation loss every 100 (30)
+MICRO_GRIDS = {"FID": 128.0 / 6 * np.arange(1, 7), "validation-loss": 128.0 / 30 * np.arange(1, 31)}
 C0_MACS = 1e12
 
 
@@ -83,13 +86,16 @@ def experiments():
     return {(n, s): run_experiments(n, s, seed=100 * n + int(10 * s)) for n in (3, 5) for s in (1.0, 2.0)}
 
 
-def test_no_effect_on_the_micro_runs_grid_is_rarely_confirmed_or_refuted(report_measured):
-    # 3 seeds evaluated 4 times, evenly, as the committed micro runs: the ledger's own situation
-    res = run_experiments(3, 1.0, seed=7, grid=MICRO_GRID)
+@pytest.mark.parametrize("grid", sorted(MICRO_GRIDS))
+@pytest.mark.parametrize("n_seeds", [3, 5])
+def test_no_effect_on_the_micro_campaign_grids_is_rarely_confirmed_or_refuted(report_measured, n_seeds, grid):
+    # the ledger's own situation: the campaign's evaluation grids, at 3 seeds (SiT, stochastic depth) and 5 (DiT, TREAD)
+    points = MICRO_GRIDS[grid]
+    res = run_experiments(n_seeds, 1.0, seed=7 + n_seeds + points.size, grid=points)
     for target in ("final", "third"):
         confirmed, refuted = rate(res[target]["verdicts"], CONFIRMED), rate(res[target]["verdicts"], REFUTED)
         report_measured(
-            f"same process, 3 seeds, 4 even evaluations (the micro runs' grid), {target} target",
+            f"same process, {n_seeds} seeds, {points.size} even evaluations (the micro {grid} grid), {target} target",
             f"P(confirmed) = {confirmed:.1%}, P(refuted) = {refuted:.1%} over {N_EXPERIMENTS} experiments",
         )
         assert confirmed <= 0.05 and refuted <= 0.05
