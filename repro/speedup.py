@@ -625,7 +625,8 @@ def plot_curves(
     metric: str = "fid",
     targets: Mapping[str, float] | None = None,
 ) -> Path:
-    """PNG of ``metric`` against cost (log x axis), every run drawn, one color per method; written atomically."""
+    """PNG of ``metric`` against cost (log x axis; log y for the validation loss), every run drawn, one color per
+    method; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -666,7 +667,10 @@ def plot_curves(
         if hi / lo > 10:  # labels on minor ticks collide once the axis spans more than a decade
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{UNIT_LABELS[unit]} (log scale)")
-        ax.set_ylabel(metric.upper() if metric != "val_loss" else "validation loss")
+        if metric == "val_loss":  # it falls 20x from the first evaluation: on a linear axis the late curves merge
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylabel(metric.upper() if metric != "val_loss" else "validation loss (log scale)")
         scales = sorted({str(c.get("scale")) for c in curves})
         ax.set_title(f"{metric} vs {unit}" + (f" ({', '.join(scales)})" if scales != ["None"] else ""))
         ax.grid(True, which="both", alpha=0.3)
