@@ -710,12 +710,11 @@ def find_curve_files(specs: Iterable[str], warn=None) -> list[Path]:
     reported through ``warn`` (a campaign in progress: a method whose runs are not made yet) and skipped.
     """
     found: dict[Path, None] = {}
-    specs = list(specs)
-    empty = [spec for spec in specs if glob.has_magic(spec) and not glob.glob(spec)]
-    if empty and len(empty) == len(specs):
+    matched = [(spec, sorted(glob.glob(spec)) if glob.has_magic(spec) else [spec]) for spec in specs]
+    empty = [spec for spec, matches in matched if not matches]
+    if empty and len(empty) == len(matched):
         raise ValueError(f"--curves {empty[0]!r} matches no file")
-    for spec in specs:
-        matches = sorted(glob.glob(spec)) if glob.has_magic(spec) else [spec]
+    for spec, matches in matched:
         if not matches:
             if warn is not None:
                 warn(f"--curves {spec!r} matches no file yet; the report leaves its runs out")
