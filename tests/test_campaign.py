@@ -29,7 +29,7 @@ def test_extra_seeds_add_runs_of_some_methods_and_are_checked():
     assert runs == base + [("dit", 7), ("dit", 9), ("tread", 7), ("tread", 9)]
     bad = {
         "seeds": ({"methods": ["dit"], "seeds": [params["scales"]["micro"]["seeds"][0]]}, "already in"),
-        "methods": ({"methods": ["dit-edm"], "seeds": [7]}, "the scale's methods"),
+        "methods": ({"methods": ["sit-tread"], "seeds": [7]}, "the scale's methods"),
         "keys": ({"methods": ["dit"]}, "exactly the keys methods and seeds"),
         "negative": ({"methods": ["dit"], "seeds": [-1]}, "distinct non-negative"),
     }
