@@ -27,7 +27,16 @@ from pathlib import Path
 
 TRAIN_STAGES = ("train", "train-extra")
 """dvc.yaml's training stages (matrix stages: one per run; ``train-extra`` holds a scale's ``extra_seeds``)."""
-DOWNSTREAM = ("speedup", "speedup-val-loss", "speedup-vs-tread", "speedup-vs-tread-val-loss", "claims", "summary")
+DOWNSTREAM = (
+    "speedup",
+    "speedup-val-loss",
+    "speedup-vs-tread",
+    "speedup-vs-tread-val-loss",
+    "speedup-edm",
+    "speedup-edm-val-loss",
+    "claims",
+    "summary",
+)
 """The stages that read a scale's curves, in dependency order (claims before summary)."""
 
 _NAME = re.compile(r"^(?P<base>[\w-]+?)@(?P<method>[a-z0-9][a-z0-9.-]*)-(?P<seed>\d+)$")
@@ -99,11 +108,18 @@ def run_campaign(
     dry_run: bool = False,
     log=print,
     everything: bool = False,
+    only: list[str] | None = None,
 ) -> dict[str, str]:
-    """Run the pending training stages (``everything``: all), ``jobs`` at a time;
-    ``{stage: "done" | "failed (rc N)" | "not started"}``."""
+    """Run the pending training stages (``everything``: all; ``only``: of those methods only), ``jobs`` at a
+    time; ``{stage: "done" | "failed (rc N)" | "not started"}``."""
     todo = seed_major(pending(root, everything), methods)
     what = "to run" if everything else "not up to date"
+    if only is not None:
+        left = [s for s in todo if s.method not in only]
+        todo = [s for s in todo if s.method in only]
+        what += f" of {', '.join(only)}"
+        if left:
+            log(f"{len(left)} training stage(s) of other methods left for later (--methods)")
     log(f"{len(todo)} training stage(s) {what}: " + (", ".join(s.name for s in todo) or "none"))
     if dry_run or not todo:
         return {s.name: "not started" for s in todo}
@@ -167,6 +183,13 @@ def register_cli(subparsers) -> None:
     )
     p.add_argument("--hours", type=float, default=None, help="length of this piece: start no run that would not fit")
     p.add_argument("--all", action="store_true", help="every training stage afresh, up to date or not")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="METHOD",
+        help="run the stages of these methods only (for example the core methods before the ablations)",
+    )
     p.add_argument("--dry-run", action="store_true", help="list the pending stages in their order, run nothing")
     p.add_argument("--no-downstream", action="store_true", help="do not re-run the speedup, claims and summary stages")
 
@@ -181,9 +204,13 @@ def _cli(args: argparse.Namespace) -> int:
     runs = runs_of(params, args.scale)
     jobs = side_by_side(args.jobs, [resolve(params, args.scale, m, s).train.threads for m, s in runs], args.scale)
     methods = list(dict.fromkeys(m for m, _ in runs))
+    for method in args.methods or []:
+        if method not in methods:
+            allowed = ", ".join(methods)
+            raise ConfigError(f"--methods: {method!r} is not a method of scale {args.scale}; allowed: {allowed}")
     root = Path.cwd()
     print(f"{len(runs)} runs in scale {args.scale}; {jobs} side by side")
-    result = run_campaign(root, methods, jobs, args.hours, args.dry_run, everything=args.all)
+    result = run_campaign(root, methods, jobs, args.hours, args.dry_run, everything=args.all, only=args.methods)
     failed = [k for k, v in result.items() if v.startswith("failed")]
     if not args.dry_run and not args.no_downstream and any(v == "done" for v in result.values()):
         run_downstream(root)

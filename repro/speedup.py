@@ -798,11 +798,43 @@ def _check_output(option: str, path: str | os.PathLike | None) -> None:
 # Command line
 
 
+def no_runs_report(baseline: str, metric: str, units: Sequence[str], ks: Sequence[float], why: str) -> dict[str, Any]:
+    """The report of a comparison whose baseline has no run yet (a campaign in progress): the fields a reader
+    looks up, all empty, and ``status`` saying why. The ledger reads its claims as pending."""
+    _check_metric(metric)
+    return {
+        "scale": None,
+        "baseline": baseline,
+        "metric": metric,
+        "units": list(units),
+        "ks": [float(k) for k in ks],
+        "status": f"no runs yet: {why}",
+        "training": {},
+        "gate": None,
+        "targets": {},
+        "run_ids": [],
+        "runs": [],
+        "late_slope": {},
+        "unit_results": {},
+    }
+
+
 def _run_cli(args: argparse.Namespace) -> int:
     _check_output("--out", args.out)
     _check_output("--plot", args.plot)
-    files = find_curve_files(args.curves, warn=lambda msg: print(f"note: {msg}", file=sys.stderr))
+    warn = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
+    try:
+        files = find_curve_files(args.curves, warn=warn)
+    except ValueError as e:
+        if not args.allow_no_runs or "matches no file" not in str(e):
+            raise
+        files = []
     curves = load_curves(files, include_incomplete=args.include_incomplete)
+    if args.allow_no_runs and args.baseline not in {c["method"] for c in curves}:
+        why = f"the baseline {args.baseline!r} has no curve in --curves {' '.join(args.curves)}"
+        write_json(no_runs_report(args.baseline, args.metric, args.units, args.k, why), args.out)
+        warn(f"{why}; wrote {args.out} without results" + (f" and no {args.plot}" if args.plot else ""))
+        return 0
     report = speedup_report(
         curves,
         baseline=args.baseline,
@@ -870,6 +902,12 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
         "--gate",
         default=DEFAULT_GATE,
         help=f"corruption of the ladder a run's final FID must beat, kind:strength (default: {DEFAULT_GATE})",
+    )
+    p.add_argument(
+        "--allow-no-runs",
+        action="store_true",
+        help="a comparison of a campaign in progress: when the baseline has no curve yet, write a report without "
+        "results (its claims stay pending) instead of failing",
     )
     p.add_argument(
         "--include-incomplete",

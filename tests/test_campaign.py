@@ -29,7 +29,7 @@ def test_extra_seeds_add_runs_of_some_methods_and_are_checked():
     assert runs == base + [("dit", 7), ("dit", 9), ("tread", 7), ("tread", 9)]
     bad = {
         "seeds": ({"methods": ["dit"], "seeds": [params["scales"]["micro"]["seeds"][0]]}, "already in"),
-        "methods": ({"methods": ["dit-edm"], "seeds": [7]}, "the scale's methods"),
+        "methods": ({"methods": ["sit-tread"], "seeds": [7]}, "the scale's methods"),
         "keys": ({"methods": ["dit"]}, "exactly the keys methods and seeds"),
         "negative": ({"methods": ["dit"], "seeds": [-1]}, "distinct non-negative"),
     }
@@ -209,6 +209,17 @@ def test_the_runner_runs_pending_stages_side_by_side_and_marks_them_done(tmp_pat
     assert cut == {"train@b-0": "done", "train@b-1": "not started"}
     assert run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append) == {"train@b-1": "not started"}
     assert len(run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append, everything=True)) == 4
+    only_b = run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append, everything=True, only=["b"])
+    assert only_b == {"train@b-0": "not started", "train@b-1": "not started"}  # the other method's stages wait
+    assert logs[-2] == "2 training stage(s) of other methods left for later (--methods)"
+
+
+def test_campaign_methods_must_be_the_scales(capsys):
+    from repro.cli import main
+
+    assert main(["campaign", "--scale", "micro", "--methods", "dit", "ditt", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--methods: 'ditt' is not a method of scale micro; allowed: dit, tread" in err
 
 
 def test_ladder_grids_put_one_class_in_each_column():
@@ -239,3 +250,84 @@ def test_side_by_side_jobs_are_resolved_and_checked(monkeypatch):
     for bad in ("0", "two", "-1"):
         with pytest.raises(argparse.ArgumentTypeError, match="positive integer or auto"):
             jobs_arg(bad)
+
+
+# ------------------------------------------------------------------------------------------
+# The pipeline's comparisons (dvc.yaml against params.yaml)
+# ------------------------------------------------------------------------------------------
+
+
+def _stages() -> dict:
+    from pathlib import Path
+
+    return yaml.safe_load((Path(__file__).resolve().parent.parent / "dvc.yaml").read_text())["stages"]
+
+
+def _speedup_args(cmd: str) -> tuple[list[str], str, str]:
+    """(--curves patterns, --baseline, --metric) of a `repro speedup` command."""
+    import shlex
+
+    argv = shlex.split(cmd)
+    curves = []
+    for a in argv[argv.index("--curves") + 1 :]:
+        if a.startswith("--"):
+            break
+        curves.append(a)
+    baseline = argv[argv.index("--baseline") + 1] if "--baseline" in argv else "dit"
+    metric = argv[argv.index("--metric") + 1] if "--metric" in argv else "fid"
+    return curves, baseline, metric
+
+
+def test_each_validation_loss_comparison_reads_one_objective_and_misses_none_of_it():
+    """The validation loss is the objective's own loss: a comparison on it may only read runs trained with the
+    baseline's objective (the globs must not pick up dit-edm-* next to dit-*), and every method of the scale
+    that shares an objective with another is in the comparison of that objective."""
+    import fnmatch
+    import os
+
+    params = load_params()
+    methods = params["scales"]["micro"]["methods"]
+    objective = {m: params["methods"][m]["objective"]["name"] for m in methods}
+    covered: dict[str, set[str]] = {}
+    for name, stage in _stages().items():
+        if not str(stage.get("cmd", "")).startswith("repro speedup"):
+            continue
+        curves, baseline, metric = _speedup_args(stage["cmd"])
+        matched = {
+            m
+            for m in methods
+            for seed in (0, 1)
+            if any(fnmatch.fnmatchcase(f"{m}-s{seed}.json", os.path.basename(c)) for c in curves)
+        }
+        assert baseline in matched, name
+        if metric == "val_loss":
+            assert {objective[m] for m in matched} == {objective[baseline]}, (name, matched)
+            covered.setdefault(objective[baseline], set()).update(matched)
+    for obj in set(objective.values()):
+        same = {m for m in methods if objective[m] == obj}
+        if len(same) > 1:
+            assert covered.get(obj) == same, (obj, covered.get(obj), same)
+
+
+def test_the_campaign_reruns_every_stage_that_reads_the_curves_in_dependency_order():
+    from repro.campaign import DOWNSTREAM
+
+    stages = _stages()
+    outs = {
+        next(iter(o)) if isinstance(o, dict) else o: name
+        for name, s in stages.items()
+        for o in [*s.get("outs", []), *s.get("metrics", [])]
+    }
+    readers = {n for n, s in stages.items() if "goldens/micro/runs" in s.get("deps", []) and "matrix" not in s}
+    more = True
+    while more:  # and the stages that read what those write
+        more = False
+        for n, s in stages.items():
+            if n not in readers and any(outs.get(d) in readers for d in s.get("deps", [])):
+                readers.add(n)
+                more = True
+    assert set(DOWNSTREAM) == readers
+    for i, n in enumerate(DOWNSTREAM):
+        for d in stages[n].get("deps", []):
+            if outs.get(d) in readers:
+                assert DOWNSTREAM.index(outs[d]) < i, (n, d)

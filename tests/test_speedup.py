@@ -488,6 +488,26 @@ def test_a_glob_of_runs_not_made_yet_is_skipped_next_to_one_that_matches(tmp_pat
     assert not out.exists()
 
 
+def test_a_comparison_whose_baseline_has_no_run_yet_writes_an_empty_report_when_allowed(tmp_path, capsys):
+    # the EDM pair's stage in a campaign that has not reached it: no curve matches, or only the method's do
+    for c in micro_curves():
+        (tmp_path / f"{c['run_id']}.json").write_text(json.dumps(c))
+    out = tmp_path / "o.json"
+    for curves in ([str(tmp_path / "micro-dit-edm-*.json")], [str(tmp_path / "micro-tread-*.json")]):
+        argv = ["speedup", "--curves", *curves, "--baseline", "dit-edm", "--metric", "val_loss", "--out", str(out)]
+        assert cli.main(argv) == 2 and not out.exists()  # without the flag: an error, nothing written
+        capsys.readouterr()
+        assert cli.main([*argv, "--allow-no-runs", "--plot", str(tmp_path / "p.png")]) == 0
+        assert "'dit-edm' has no curve" in capsys.readouterr().err and not (tmp_path / "p.png").exists()
+        rep = json.loads(out.read_text())
+        assert rep["unit_results"] == {} and rep["runs"] == [] and rep["status"].startswith("no runs yet")
+        assert (rep["baseline"], rep["metric"]) == ("dit-edm", "val_loss")
+        out.unlink()
+    # a baseline that has curves: the flag changes nothing
+    argv = ["speedup", "--curves", str(tmp_path / "micro-*.json"), "--out", str(out), "--allow-no-runs"]
+    assert cli.main(argv) == 0 and "tread" in json.loads(out.read_text())["unit_results"]
+
+
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     rc = cli.main(["speedup", "--curves", str(tmp_path / "nothing" / "*.json"), "--out", str(tmp_path / "o.json")])
     assert rc == 2 and "matches no file" in capsys.readouterr().err

@@ -340,7 +340,8 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
     keys = keys_of(c["value"])
     value = lookup(report, keys)
     if value is MISSING:
-        return Result(spec, PENDING, [f"{path} has no {show(keys)} yet"], recheck, scale)
+        status = f" ({report['status']})" if isinstance(report, Mapping) and report.get("status") else ""
+        return Result(spec, PENDING, [f"{path} has no {show(keys)} yet{status}"], recheck, scale)
     methods = methods_of(keys, report)
     if "threshold_path" in c:
         tkeys = keys_of(c["threshold_path"])
