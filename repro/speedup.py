@@ -618,6 +618,16 @@ def speedup_report(
 # Plot and files
 
 
+def method_colors(methods: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """A distinct color per method, in the given order: matplotlib's ``tab10``, or ``tab20`` past 10 methods."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    if len(methods) > cmap.N:
+        raise ValueError(f"{len(methods)} methods in one plot; at most {cmap.N} have distinct colors")
+    return {m: cmap(i) for i, m in enumerate(methods)}
+
+
 def plot_curves(
     curves: Sequence[Mapping[str, Any]],
     unit: str,
@@ -636,10 +646,10 @@ def plot_curves(
     _check_unit(unit)
     _check_metric(metric)
     by_method = _group(curves)
-    colors = plt.get_cmap("tab10")
+    colors = method_colors(sorted(by_method))
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     try:
-        for i, method in enumerate(sorted(by_method)):
+        for method in sorted(by_method):
             for j, curve in enumerate(by_method[method]):
                 c, m = _series(_points(curve), unit, metric)
                 ax.plot(
@@ -649,7 +659,7 @@ def plot_curves(
                     markersize=3,
                     linewidth=1.2,
                     alpha=0.85,
-                    color=colors(i % 10),
+                    color=colors[method],
                     label=method if j == 0 else None,
                 )
         for name, value in (targets or {}).items():
@@ -674,7 +684,8 @@ def plot_curves(
         scales = sorted({str(c.get("scale")) for c in curves})
         ax.set_title(f"{metric} vs {unit}" + (f" ({', '.join(scales)})" if scales != ["None"] else ""))
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(title="method")
+        many = len(by_method) > 6  # the campaign with its ablations: two columns, smaller type
+        ax.legend(title="method", ncol=2 if many else 1, fontsize=7 if many else None)
         fig.tight_layout()
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")

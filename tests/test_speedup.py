@@ -423,6 +423,16 @@ def test_plot_is_a_png_written_atomically(tmp_path):
         plot_curves(micro_curves(), "hours", tmp_path / "x.png")
 
 
+def test_every_method_of_a_plot_gets_its_own_color():
+    from repro.speedup import method_colors
+
+    names = [f"m{i}" for i in range(11)]  # the micro campaign with its ablations: 11 methods
+    assert len(set(method_colors(names).values())) == 11
+    assert len(set(method_colors(names[:4]).values())) == 4
+    with pytest.raises(ValueError, match="21 methods in one plot; at most 20"):
+        method_colors([f"m{i}" for i in range(21)])
+
+
 def test_cli_with_glob_and_run_directories(tmp_path, capsys):
     assert cli.COMMANDS["speedup"] == "repro.speedup:register_cli"
     runs = tmp_path / "runs" / "micro"
