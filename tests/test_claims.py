@@ -418,6 +418,28 @@ def test_experiment_pending_until_goldens_exist(tmp_path):
     assert result.verdict == C.PENDING and result.evidence[0].endswith("(no runs yet: the baseline 'dit' has no curve)")
 
 
+def test_shares_give_each_parts_log_speedup_as_a_share_of_the_wholes(tmp_path):
+    write_golden(tmp_path, "micro", speedup_record(2.0, 1.5, 2.6, ge=True, lt=False))
+    shares = {
+        "whole": {"file": "speedup.json", "value": "unit_results.tread.final.macs", "label": "both"},
+        "parts": [
+            {"file": "part.json", "value": "unit_results.a.final.macs", "label": "routing"},
+            {"file": "speedup.json", "value": "unit_results.tread.final.macs", "label": "itself"},
+        ],
+    }
+    s = spec("experiment", {**EXPERIMENT, "shares": shares})
+    line = [e for e in C.evaluate_experiment(s, tmp_path).evidence if e.startswith("shares")]
+    assert line == [f"shares: waiting for routing ({tmp_path / 'micro' / 'part.json'}: unit_results.a.final.macs)"]
+    part = {"unit_results": {"a": {"final": {"macs": speedup_record(2**0.5, 1.1, 1.8, ge=True, lt=False)}}}}
+    (tmp_path / "micro" / "part.json").write_text(json.dumps(part))
+    result = C.evaluate_experiment(s, tmp_path)
+    line = [e for e in result.evidence if e.startswith("shares")]
+    assert len(line) == 1 and "routing 1.41x (50%), itself 2x (100%)" in line[0], line
+    assert result.verdict == C.CONFIRMED  # shown, never deciding
+    with pytest.raises(C.SpecError, match="shares.parts"):
+        spec("experiment", {**EXPERIMENT, "shares": {**shares, "parts": []}})
+
+
 def test_experiment_prefers_the_first_listed_scale(tmp_path):
     write_golden(tmp_path, "micro", speedup_record(0.6, 0.5, 0.8, ge=False, lt=True))
     write_golden(tmp_path, "small", speedup_record(2.0, 1.5, 2.6, ge=True, lt=False))

@@ -309,6 +309,36 @@ def _also(spec: Spec, goldens: Path, scale: str) -> list[str]:
     return lines
 
 
+def _shares(spec: Spec, goldens: Path, scale: str) -> list[str]:
+    """The evidence line of the spec's ``shares``: each part's log speedup as a share of the whole's."""
+    shares = spec.check.get("shares")
+    if not shares:
+        return []
+    ratios, missing = [], []
+    for item in [shares["whole"], *shares["parts"]]:
+        path = goldens / scale / item["file"]
+        try:
+            record = lookup(json.loads(path.read_text()), keys_of(item["value"]))
+        except (OSError, json.JSONDecodeError):
+            record = MISSING
+        ratio = record.get("ratio") if isinstance(record, Mapping) else None
+        if ratio is None or not ratio > 0:
+            missing.append(f"{item['label']} ({path}: {show(keys_of(item['value']))})")
+        else:
+            bound = record.get("ratio_is")
+            ratios.append((item["label"], float(ratio), f", {bound}" if bound and bound != "estimate" else ""))
+    if missing:
+        return [f"shares: waiting for {'; '.join(missing)}"]
+    (label, whole, wbound), parts = ratios[0], ratios[1:]
+    if abs(math.log(whole)) < 1e-9:
+        return [f"shares of {label} ({whole:.3g}x{wbound}): no speedup to share"]
+    text = ", ".join(f"{p} {r:.3g}x{b} ({100 * math.log(r) / math.log(whole):.0f}%)" for p, r, b in parts)
+    return [
+        f"shares of {label}'s log speedup ({whole:.3g}x{wbound}): {text} (point estimates of the ratios; each part "
+        "has its own target, so the shares need not add up to 100%; not deciding)"
+    ]
+
+
 def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
     c = spec.check
     name = c["file"]
@@ -379,6 +409,7 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
         first = f"{scale} scale, {path}{metric}: {show(keys)} {c['relation']} {against}? not checkable: {blocked[0]}"
         return Result(spec, NOT_CHECKABLE, [first, *blocked[1:], *evidence[1:]], recheck, scale, scope)
     evidence += _also(spec, goldens, scale)
+    evidence += _shares(spec, goldens, scale)
     if seeds < c["min_seeds"]:
         evidence.append(f"fewer than {c['min_seeds']} seeds: a data point, not a verdict")
     gate = report.get("gate")
