@@ -10,10 +10,17 @@ Definitions (all of them are what the JSON report means):
   crossing interpolated between it and the evaluation before it, metric linear in log-cost. If the first evaluation
   already meets the target, its own cost is returned (nothing earlier was measured). A curve that never gets there
   gives ``None``: "not reached" is a result.
-* **Targets** (:func:`targets_from_baseline`): ``final`` is the mean over baseline seeds of each seed's metric at its
-  last evaluation (TREAD's 37x target, DiT's FID at 7M iterations); ``third`` is the mean over baseline seeds of each
-  seed's metric at one third of that seed's final cost in the anchor unit, interpolated like the cost (TREAD's 14x
-  target, DiT's FID at 2,352K of 7M iterations).
+* **Targets** (:func:`targets_from_baseline`): ``final`` is the least demanding of the baseline seeds' metrics at their
+  last evaluation (the largest: TREAD's 37x target, DiT's FID at 7M iterations, is the end of the baseline's budget),
+  so that every baseline seed reaches it within its budget; ``third`` is the mean over baseline seeds of each seed's
+  metric at one third of that seed's final cost in the anchor unit, interpolated like the cost (TREAD's 14x target,
+  DiT's FID at 2,352K of 7M iterations). The mean of the final values, the earlier rule, left about half the
+  baseline seeds short of it by construction: censored, they blocked the test of a slowdown, and on simulated curves
+  a method truly 2x slower was called "refuted" in 0-44% of experiments (now 0-96% by grid and seed count;
+  ``tests/test_calibration.py``). A slower method's cost to the target is still only a bound within a shared budget.
+* **Final values** (``final_values``): each method's metric at the end of its budget, per seed: at equal budgets
+  (``equal_cost``) the direct comparison of where the methods end, by Welch's t-tests in the ledger; on simulated
+  curves it finds a 2x slowdown in 89% (3 seeds) and 99.9% (5 seeds) of experiments.
 * **Speedup** of a method over the baseline for one target and unit: the ratio of geometric means of the seeds'
   costs, ``exp(mean log cost_baseline - mean log cost_method)``. Costs to a target are positive and skewed, and a
   speedup is a ratio, so the statistics work on log cost, where "speedup >= k" is ``mean log cost_method <
@@ -240,8 +247,9 @@ def targets_from_baseline(
 ) -> dict[str, float]:
     """The two targets, from the baseline's seeds.
 
-    ``final``: mean over seeds of each seed's metric at its last evaluation. ``third``: mean over seeds of each seed's
-    metric at ``fraction`` (one third) of that seed's final cost in ``unit``, by :func:`metric_at_cost`.
+    ``final``: the largest of the seeds' metrics at their last evaluation, which every seed reaches within its budget.
+    ``third``: mean over seeds of each seed's metric at ``fraction`` (one third) of that seed's final cost in ``unit``,
+    by :func:`metric_at_cost`.
     """
     if not baseline_curves:
         raise ValueError("targets need at least one baseline curve")
@@ -256,7 +264,7 @@ def targets_from_baseline(
                 f"{fraction:.3g} of the budget ({anchor!r}); the 'third' target needs an earlier one"
             )
         thirds.append(metric_at_cost(_points(curve), anchor, unit, metric))
-    return {"final": float(np.mean(finals)), "third": float(np.mean(thirds))}
+    return {"final": float(np.max(finals)), "third": float(np.mean(thirds))}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -558,6 +566,15 @@ def speedup_report(
                 f"{MIN_LATE_POINTS}"
             )
 
+    final_values: dict[str, Any] = {}
+    for method in sorted(by_method):
+        per_seed = [costs[c["run_id"]]["final_metric"] for c in by_method[method]]
+        final_values[method] = {
+            "mean": float(np.mean(per_seed)),
+            "std": float(np.std(per_seed, ddof=1)) if len(per_seed) >= 2 else None,
+            "per_seed": per_seed,
+        }
+
     training: dict[str, Any] = {}
     for method in sorted(by_method):
         images, epochs = [], []
@@ -610,6 +627,7 @@ def speedup_report(
         "run_ids": [r["run_id"] for r in runs],
         "runs": runs,
         "late_slope": slopes,
+        "final_values": final_values,
         "unit_results": unit_results,
     }
 
@@ -826,6 +844,7 @@ def no_runs_report(baseline: str, metric: str, units: Sequence[str], ks: Sequenc
         "run_ids": [],
         "runs": [],
         "late_slope": {},
+        "final_values": {},
         "unit_results": {},
     }
 

@@ -53,8 +53,9 @@ def show(keys: Sequence[str]) -> str:
 
 
 def methods_of(keys: Sequence[str], report: Mapping[str, Any]) -> set[str]:
-    """Methods a query path speaks about: ``unit_results.<m>...`` or ``late_slope.<m>``, plus the baseline."""
-    out = {str(keys[1])} if len(keys) > 1 and keys[0] in ("unit_results", "late_slope") else set()
+    """Methods a query path speaks about: ``unit_results.<m>...``, ``late_slope.<m>`` or ``final_values.<m>``, plus
+    the baseline."""
+    out = {str(keys[1])} if len(keys) > 1 and keys[0] in ("unit_results", "late_slope", "final_values") else set()
     if out and report.get("baseline"):
         out.add(str(report["baseline"]))
     return out

@@ -301,11 +301,20 @@ def _also(spec: Spec, goldens: Path, scale: str) -> list[str]:
             lines.append(f"also {path}: no {show(keys)} yet")
             continue
         threshold = spec.check.get("threshold")
-        if "threshold_path" in spec.check:
+        if "threshold" in extra:
+            threshold = extra["threshold"]
+        elif "threshold_path" in spec.check:
             threshold = lookup(report, keys_of(spec.check["threshold_path"]))
-        verdict, text = experiment_verdict(value, spec.check["relation"], threshold, spec.check["min_seeds"])
+        relation = extra.get("relation", spec.check["relation"])
+        verdict, text = experiment_verdict(value, relation, threshold, spec.check["min_seeds"])
         metric = report.get("metric", "?")
-        lines.append(f"also, on {metric} ({path}, not deciding): {show(keys)} would be {verdict}: {text}")
+        if isinstance(threshold, (int, float)):
+            against = fmt_value(threshold)
+        else:
+            against = show(keys_of(spec.check["threshold_path"]))
+        lines.append(
+            f"also, on {metric} ({path}, not deciding): {show(keys)} {relation} {against}? would be {verdict}: {text}"
+        )
     return lines
 
 

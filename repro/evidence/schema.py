@@ -36,10 +36,10 @@ A spec (read with the safe YAML loader, which refuses duplicate keys; validated 
         ``threshold_path`` (a second path in the same file). ``min_seeds`` (default 3) and ``if_hold``
         (default ``confirmed``) are optional. The first listed scale whose file exists is used. ``also``: optional
         ``{file, value}`` queries into the same scale's goldens (a second metric, e.g. FID next to the validation
-        loss), evaluated the same way and shown in the evidence, never deciding. ``shares``: optional ``{whole,
-        parts}``, each a ``{file, value, label}`` speedup record: the evidence shows what share of the whole's log
-        speedup each part's is (for example the routing's and the objective's shares of TREAD's speedup over DiT),
-        never deciding.
+        loss), evaluated the same way (or with their own ``relation`` and number ``threshold``) and shown in the
+        evidence, never deciding. ``shares``: optional, a ``whole`` and its ``parts``, each a ``{file, value,
+        label}`` speedup record: the evidence shows what share of the whole's log speedup each part's is (for
+        example the routing's and the objective's shares of TREAD's speedup over DiT), never deciding.
 
 :func:`parse_spec` walks :data:`SPEC` and stops at the first field that does not fit, with one line naming the
 file, the dotted field, the value and what is allowed; it fills the defaults above. A schema node is a
@@ -354,9 +354,12 @@ EXPERIMENT = Record(
                     {
                         "file": (Pattern(JSON_NAME, IN_SCALE), REQUIRED),
                         "value": (Query(), REQUIRED),
+                        "relation": (Choice(EXPERIMENT_RELATIONS), _ABSENT),
+                        "threshold": (Number(), _ABSENT),
                     }
                 ),
-                "a list of {file, value} queries shown next to the verdict",
+                "a list of {file, value} queries (optionally with their own relation and threshold) shown next to "
+                "the verdict",
                 non_empty=False,
             ),
             [],
