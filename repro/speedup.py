@@ -732,16 +732,17 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_text(path, json.dumps(round_floats(obj), indent=2, allow_nan=False) + "\n")
 
 
-def find_curve_files(specs: Iterable[str], warn=None) -> list[Path]:
+def find_curve_files(specs: Iterable[str], warn=None, allow_none: bool = False) -> list[Path]:
     """Curve files from globs, files or run directories (``<dir>/curve.json``), sorted, without duplicates.
 
-    A glob that matches no file is an error when no other one matches either. Next to globs that do match it is
-    reported through ``warn`` (a campaign in progress: a method whose runs are not made yet) and skipped.
+    A glob that matches no file is an error when no other one matches either (unless ``allow_none``: a comparison
+    whose runs are not made yet). Next to globs that do match it is reported through ``warn`` (a campaign in
+    progress: a method whose runs are not made yet) and skipped.
     """
     found: dict[Path, None] = {}
     matched = [(spec, sorted(glob.glob(spec)) if glob.has_magic(spec) else [spec]) for spec in specs]
     empty = [spec for spec, matches in matched if not matches]
-    if empty and len(empty) == len(matched):
+    if empty and len(empty) == len(matched) and not allow_none:
         raise ValueError(f"--curves {empty[0]!r} matches no file")
     for spec, matches in matched:
         if not matches:
@@ -853,12 +854,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     _check_output("--out", args.out)
     _check_output("--plot", args.plot)
     warn = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
-    try:
-        files = find_curve_files(args.curves, warn=warn)
-    except ValueError as e:
-        if not args.allow_no_runs or "matches no file" not in str(e):
-            raise
-        files = []
+    files = find_curve_files(args.curves, warn=warn, allow_none=args.allow_no_runs)
     curves = load_curves(files, include_incomplete=args.include_incomplete)
     if args.allow_no_runs and args.baseline not in {c["method"] for c in curves}:
         why = f"the baseline {args.baseline!r} has no curve in --curves {' '.join(args.curves)}"
