@@ -84,3 +84,47 @@ def tiny_params(tmp_path):
         return params, path
 
     return make
+
+
+def _released_shapes(depth: int, d: int, patch: int, in_ch: int = 4, classes: int = 1000, size: int = 32) -> dict:
+    """Keys and shapes of the released DiT checkpoints (facebookresearch/DiT ``models.py``), written out from the
+    paper's architecture. SiT's release (willisma/SiT ``models.py``) keeps the same module tree and names:
+    ``out_channels = 2 * in_channels`` (learn_sigma), LayerNorms without affine parameters, the frozen sin-cos
+    ``pos_embed`` stored."""
+    out, tokens = 2 * in_ch, (size // patch) ** 2
+    shapes = {
+        "pos_embed": (1, tokens, d),
+        "x_embedder.proj.weight": (d, in_ch, patch, patch),
+        "x_embedder.proj.bias": (d,),
+        "t_embedder.mlp.0.weight": (d, 256),
+        "t_embedder.mlp.0.bias": (d,),
+        "t_embedder.mlp.2.weight": (d, d),
+        "t_embedder.mlp.2.bias": (d,),
+        "y_embedder.embedding_table.weight": (classes + 1, d),
+        "final_layer.adaLN_modulation.1.weight": (2 * d, d),
+        "final_layer.adaLN_modulation.1.bias": (2 * d,),
+        "final_layer.linear.weight": (patch * patch * out, d),
+        "final_layer.linear.bias": (patch * patch * out,),
+    }
+    for i in range(depth):
+        for name, shape in {
+            "attn.qkv.weight": (3 * d, d),
+            "attn.qkv.bias": (3 * d,),
+            "attn.proj.weight": (d, d),
+            "attn.proj.bias": (d,),
+            "mlp.fc1.weight": (4 * d, d),
+            "mlp.fc1.bias": (4 * d,),
+            "mlp.fc2.weight": (d, 4 * d),
+            "mlp.fc2.bias": (d,),
+            "adaLN_modulation.1.weight": (6 * d, d),
+            "adaLN_modulation.1.bias": (6 * d,),
+        }.items():
+            shapes[f"blocks.{i}.{name}"] = shape
+    return shapes
+
+
+@pytest.fixture(scope="session")
+def released_shapes():
+    """``released_shapes(depth, d, patch, in_ch=4, classes=1000, size=32)``: the released DiT / SiT state-dict
+    shapes (see :func:`_released_shapes`)."""
+    return _released_shapes

@@ -15,55 +15,20 @@ from repro.objectives import Interpolant
 SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 
 
-def sit_official_shapes(depth: int, d: int, patch: int, in_ch: int = 4, classes: int = 1000, size: int = 32) -> dict:
-    """Keys and shapes of ``SiT(...).state_dict()`` in willisma/SiT ``models.py`` (learn_sigma=True by default:
-    ``out_channels = 2 * in_channels``; LayerNorms without affine parameters; the frozen ``pos_embed`` stored)."""
-    out, tokens = 2 * in_ch, (size // patch) ** 2
-    shapes = {
-        "pos_embed": (1, tokens, d),
-        "x_embedder.proj.weight": (d, in_ch, patch, patch),
-        "x_embedder.proj.bias": (d,),
-        "t_embedder.mlp.0.weight": (d, 256),
-        "t_embedder.mlp.0.bias": (d,),
-        "t_embedder.mlp.2.weight": (d, d),
-        "t_embedder.mlp.2.bias": (d,),
-        "y_embedder.embedding_table.weight": (classes + 1, d),
-        "final_layer.adaLN_modulation.1.weight": (2 * d, d),
-        "final_layer.adaLN_modulation.1.bias": (2 * d,),
-        "final_layer.linear.weight": (patch * patch * out, d),
-        "final_layer.linear.bias": (patch * patch * out,),
-    }
-    for i in range(depth):
-        for name, shape in {
-            "attn.qkv.weight": (3 * d, d),
-            "attn.qkv.bias": (3 * d,),
-            "attn.proj.weight": (d, d),
-            "attn.proj.bias": (d,),
-            "mlp.fc1.weight": (4 * d, d),
-            "mlp.fc1.bias": (4 * d,),
-            "mlp.fc2.weight": (d, 4 * d),
-            "mlp.fc2.bias": (d,),
-            "adaLN_modulation.1.weight": (6 * d, d),
-            "adaLN_modulation.1.bias": (6 * d,),
-        }.items():
-            shapes[f"blocks.{i}.{name}"] = shape
-    return shapes
-
-
 @pytest.mark.parametrize("size", sorted(SIZES))
 @pytest.mark.parametrize("patch", [2, 4, 8])
-def test_sit_names_have_the_official_state_dict(size, patch):
+def test_sit_names_have_the_official_state_dict(size, patch, released_shapes):
     depth, d, _ = SIZES[size]
     with torch.device("meta"):
         model = create(f"SiT-{size}/{patch}")
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert got == sit_official_shapes(depth, d, patch)
+    assert got == released_shapes(depth, d, patch)
     assert model.config.learn_sigma and model.config.discard_sigma
 
 
-def test_an_official_sit_state_dict_loads_strictly_and_the_variance_half_is_discarded():
+def test_an_official_sit_state_dict_loads_strictly_and_the_variance_half_is_discarded(released_shapes):
     torch.manual_seed(0)
-    official = {k: 0.05 * torch.randn(s) for k, s in sit_official_shapes(12, 384, 8).items()}
+    official = {k: 0.05 * torch.randn(s) for k, s in released_shapes(12, 384, 8).items()}
     model = create("SiT-S/8").eval()
     model.load_state_dict(official, strict=True)
     full = DiT(model.config.replace(discard_sigma=False)).eval()
