@@ -228,6 +228,30 @@ def test_train_vs_test_is_small_and_corruption_grows_monotonically(train_images,
     assert clean < 1.0
 
 
+@needs_data
+@pytest.mark.slow
+def test_the_sanity_gate_is_not_laxer_than_the_runs_own_fid_protocol(report_measured, cache):
+    """The gate's rung (goldens/micro/reference.json: 10,000 blurred training images against the same images clean)
+    under the protocol of a micro run's FID instead: ``eval.num_samples`` images against the whole test split. Fewer
+    images and another reference both raise the FID, so the committed rung should not be above the matched one."""
+    from pathlib import Path
+
+    from repro.config import load_params, resolve
+
+    root = Path(__file__).resolve().parents[1]
+    rung = json.loads((root / "goldens" / "micro" / "reference.json").read_text())["blur"]["1.0"]
+    n = resolve(load_params(root / "params.yaml"), "micro", "dit", 0).eval.num_samples
+    train = fm.load("train").images
+    blocks = [fid_of(fid.corrupt(train[b * n : (b + 1) * n], "blur", 1.0), "test", cache) for b in range(4)]
+    mean, sem = float(np.mean(blocks)), float(np.std(blocks, ddof=1) / np.sqrt(len(blocks)))
+    report_measured(
+        "sanity gate (blur 1.0)",
+        f"committed rung {rung:.2f}; matched protocol ({n} blurred training images vs the test "
+        f"split, 4 disjoint blocks) {mean:.2f} +/- {sem:.2f} (sem)",
+    )
+    assert rung <= mean + 2 * sem, (rung, blocks)
+
+
 def test_corruptions_are_seeded_and_checked():
     x = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)
     assert torch.equal(fid.corrupt(x, "noise", 0.0), x) and torch.equal(
