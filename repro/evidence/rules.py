@@ -285,15 +285,25 @@ def experiment_verdict(
     return (if_hold if holds else (REFUTED if if_hold == CONFIRMED else CONFIRMED)), text
 
 
-def _also(spec: Spec, goldens: Path, scale: str) -> list[str]:
+def _read_report(path: Path, read: dict[Path, Any]) -> Any:
+    """The JSON at ``path`` (None if it is missing or unreadable), read once per ``read`` memo: the ``also`` and
+    ``shares`` entries of a spec name the same few reports many times."""
+    if path not in read:
+        try:
+            read[path] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            read[path] = None
+    return read[path]
+
+
+def _also(spec: Spec, goldens: Path, scale: str, reports: dict[Path, Any]) -> list[str]:
     """Evidence lines for the spec's ``also`` queries (secondary metrics: shown, never deciding)."""
     lines = []
     for extra in spec.check["also"]:
         path = goldens / scale / extra["file"]
         keys = keys_of(extra["value"])
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        report = _read_report(path, reports)
+        if report is None:
             lines.append(f"also {path}: not there yet")
             continue
         value = lookup(report, keys)
@@ -318,7 +328,7 @@ def _also(spec: Spec, goldens: Path, scale: str) -> list[str]:
     return lines
 
 
-def _shares(spec: Spec, goldens: Path, scale: str) -> list[str]:
+def _shares(spec: Spec, goldens: Path, scale: str, reports: dict[Path, Any]) -> list[str]:
     """The evidence line of the spec's ``shares``: each part's log speedup as a share of the whole's."""
     shares = spec.check.get("shares")
     if not shares:
@@ -326,10 +336,8 @@ def _shares(spec: Spec, goldens: Path, scale: str) -> list[str]:
     ratios, missing = [], []
     for item in [shares["whole"], *shares["parts"]]:
         path = goldens / scale / item["file"]
-        try:
-            record = lookup(json.loads(path.read_text()), keys_of(item["value"]))
-        except (OSError, json.JSONDecodeError):
-            record = MISSING
+        report = _read_report(path, reports)
+        record = MISSING if report is None else lookup(report, keys_of(item["value"]))
         ratio = record.get("ratio") if isinstance(record, Mapping) else None
         if ratio is None or not ratio > 0:
             missing.append(f"{item['label']} ({path}: {show(keys_of(item['value']))})")
@@ -417,8 +425,9 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
     if blocked:
         first = f"{scale} scale, {path}{metric}: {show(keys)} {c['relation']} {against}? not checkable: {blocked[0]}"
         return Result(spec, NOT_CHECKABLE, [first, *blocked[1:], *evidence[1:]], recheck, scale, scope)
-    evidence += _also(spec, goldens, scale)
-    evidence += _shares(spec, goldens, scale)
+    reports = {path: report}  # each report read once for the spec's also and shares entries
+    evidence += _also(spec, goldens, scale, reports)
+    evidence += _shares(spec, goldens, scale, reports)
     if seeds < c["min_seeds"]:
         evidence.append(f"fewer than {c['min_seeds']} seeds: a data point, not a verdict")
     gate = report.get("gate")
