@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from ideal import Exact
 from torch import nn
 
 from repro.objectives import DDPM, EDM, Interpolant, make_objective
@@ -22,18 +23,6 @@ from repro.objectives.interpolant import clean_estimate, clip_prediction, path_c
 SHAPE = (1, 4, 4)
 IN_RANGE = (torch.linspace(-0.6, 0.6, 16).reshape(SHAPE), 0.03)
 OUTSIDE = (torch.linspace(-3.0, 3.0, 16).reshape(SHAPE), 0.05)
-
-
-class Exact(nn.Module):
-    """The ideal network for per-pixel Gaussian data, ``fn(x, t)`` (labels ignored)."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-        self.config = SimpleNamespace(num_classes=10, class_dropout_prob=0.1)
-
-    def forward(self, x, t, y, generator=None):
-        return self.fn(x.double(), t[0].double()).to(x.dtype)
 
 
 def exact_ddpm(mu, std):

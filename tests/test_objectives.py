@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from ideal import Exact
 from torch import nn
 
 from repro.models import create
@@ -442,19 +443,6 @@ N_SAMPLES = 4096
 MU = torch.linspace(-1.0, 1.5, 16).reshape(1, 4, 4)
 STD = torch.linspace(0.3, 1.2, 16).flip(0).reshape(1, 4, 4)
 TOL_SIGMAS = 5.0
-
-
-class Exact(nn.Module):
-    """An ideal network for per-pixel Gaussian data N(MU, STD^2): ``fn(x, t)``; labels ignored."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-        self.config = SimpleNamespace(num_classes=10, class_dropout_prob=0.1)
-
-    def forward(self, x, t, y, generator=None):
-        assert (t == t[0]).all()
-        return self.fn(x, t[0])
 
 
 def exact_ddpm(steps):
