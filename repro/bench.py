@@ -259,7 +259,12 @@ def register_cli(subparsers) -> None:
         help="a scale of params.yaml: time its model, batch, objectives (with --eval: its evaluation; default micro)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the step, as `repro train --compile`")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: torch's; with --eval: the scale's train.threads)",
+    )
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     e = p.add_argument_group("evaluation (--eval)")
     e.add_argument("--eval", action="store_true", help="time one evaluation of --scale instead (repro/evalbench.py)")

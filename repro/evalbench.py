@@ -108,16 +108,23 @@ def _one_evaluation(model, objective, cfg, val, fast: bool) -> tuple[dict[str, f
 
 
 def run_eval_bench(
-    scale: str = "micro", method: str = "dit", reps: int = 3, run: str | None = None, params: str = "params.yaml"
+    scale: str = "micro",
+    method: str = "dit",
+    reps: int = 3,
+    run: str | None = None,
+    params: str = "params.yaml",
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Time ``reps`` evaluations of each path, alternated; see the module docstring."""
+    """Time ``reps`` evaluations of each path, alternated; see the module docstring. ``threads``: the CPU threads
+    (default: the scale's ``train.threads``, what its runs evaluate with); the fast path's workers are one per
+    thread, so at one thread the two paths do the same work."""
     from .config import load_params, resolve
     from .metrics import fid
     from .runtime import cpu_setup, device_name
     from .train import TrainData, validation_batch
 
     cfg = resolve(load_params(params), scale, method, 0)
-    cpu_setup("cpu", cfg.train.threads)
+    cpu_setup("cpu", threads if threads is not None else cfg.train.threads)
     if cfg.data.name != "fashion-mnist" or not cfg.eval.metrics:
         raise ValueError(f"--scale: {scale!r} evaluates no metrics; allowed: a Fashion-MNIST scale with eval.metrics")
     model, objective, weights = _model(cfg, run)
@@ -191,7 +198,11 @@ def cli(args) -> int:
     if args.reps < 1:
         print(f"error: --reps: {args.reps} is not allowed; must be an integer >= 1", file=sys.stderr)
         return 2
-    rep = run_eval_bench(args.scale, args.method, args.reps, args.run, args.params)
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        print(f"error: --threads: {threads} is not allowed; must be an integer >= 1", file=sys.stderr)
+        return 2
+    rep = run_eval_bench(args.scale, args.method, args.reps, args.run, args.params, threads)
     print(format_eval_report(rep))
     if args.json:
         atomic_write_json(Path(args.json), rep)

@@ -12,6 +12,7 @@ No test here looks at a timing.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -148,11 +149,13 @@ def test_eval_bench_times_both_paths_and_finds_them_equal(tmp_path, capsys):
     if fm._missing(fm.DEBIAN_DIR):
         pytest.skip("Fashion-MNIST is not installed")
     out = tmp_path / "eval.json"
-    assert cli.main(["bench", "--eval", "--scale", "smoke", "--reps", "1", "--json", str(out)]) == 0
+    assert cli.main(["bench", "--eval", "--scale", "smoke", "--reps", "1", "--threads", "1", "--json", str(out)]) == 0
     rep = json.loads(out.read_text())
+    assert re.search(r"\b1 threads?\b", rep["device"]), rep["device"]  # --threads, not torch's default
     assert rep["differences"] == {"samples_max_abs": 0.0, "metrics_max_abs": 0.0}
     for path in ("reference", "fast"):
         assert all(rep[path][k] > 0 for k in ("sampling_s", "metrics_s", "val_loss_s", "ms_per_sample"))
     assert set(rep["numbers"]) == {"val_loss", "fid"}
     assert "ms/sample" in capsys.readouterr().out
     assert cli.main(["bench", "--eval", "--scale", "smoke", "--reps", "0"]) == 2
+    assert cli.main(["bench", "--eval", "--scale", "smoke", "--threads", "0"]) == 2
