@@ -276,6 +276,9 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:  # both benches: the step's and the evaluation's
+        print(f"error: --threads: {args.threads} is not allowed; must be an integer >= 1", file=sys.stderr)
+        return 2
     if args.eval:
         from .evalbench import cli
 

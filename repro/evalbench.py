@@ -198,11 +198,7 @@ def cli(args) -> int:
     if args.reps < 1:
         print(f"error: --reps: {args.reps} is not allowed; must be an integer >= 1", file=sys.stderr)
         return 2
-    threads = getattr(args, "threads", None)
-    if threads is not None and threads < 1:
-        print(f"error: --threads: {threads} is not allowed; must be an integer >= 1", file=sys.stderr)
-        return 2
-    rep = run_eval_bench(args.scale, args.method, args.reps, args.run, args.params, threads)
+    rep = run_eval_bench(args.scale, args.method, args.reps, args.run, args.params, args.threads)
     print(format_eval_report(rep))
     if args.json:
         atomic_write_json(Path(args.json), rep)

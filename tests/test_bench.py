@@ -66,6 +66,7 @@ def test_bench_command_writes_json(tmp_path, capsys):
     assert "ms/step" in text and "MAC ratio" in text
     assert set(json.loads(out.read_text())["methods"]) == {"dit", "tread"}
     assert main(["bench", "--batch", "0"]) == 2
+    assert main(["bench", "--threads", "0"]) == 2  # refused, not silently torch's default
 
 
 def test_method_configs_follow_the_paper_rule():
