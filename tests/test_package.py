@@ -74,8 +74,11 @@ def test_installed_wheel_evaluates_samples_and_lists_claims_outside_the_repo(tmp
     # a plain path line: this environment's packages become importable, its .pth files (the editable
     # install of the source tree among them) are not run
     (Path(purelib) / "deps-from-project.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # without PYTHONPATH: a source tree on it (with its repro.egg-info) would make pip call the wheel installed
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "REPRO_FEATURENET")}
     r = subprocess.run(
         [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel],
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -83,7 +86,6 @@ def test_installed_wheel_evaluates_samples_and_lists_claims_outside_the_repo(tmp
     assert r.returncode == 0, r.stderr
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "REPRO_FEATURENET")}
     where = subprocess.run(
         [python, "-c", "import repro; print(repro.__file__)"], cwd=work, env=env, capture_output=True, text=True
     )
