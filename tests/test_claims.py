@@ -512,6 +512,24 @@ def test_also_queries_are_shown_but_do_not_decide(tmp_path):
     assert any(e.startswith("also, on val_loss") and "would be refuted" in e for e in r.evidence)
 
 
+def test_an_also_query_on_a_late_slope_without_enough_points_says_why(tmp_path):
+    """A secondary metric evaluated too rarely for a late-slope fit says so, not "fewer than two seeds"."""
+    ok = {"dit": {"per_seed": [-1.1, -0.9, -1.0]}, "tread": {"per_seed": [-4.2, -3.8, -4.1]}}
+    write_golden(tmp_path, "micro", speedup_record(2.0, 1.5, 2.6), late_slope=ok)
+    few = {m: {"per_seed": [None] * 3, "not_checkable": f"2 evaluation(s) in {m}'s last third"} for m in ok}
+    other = tmp_path / "micro" / "speedup-fid.json"
+    other.write_text(json.dumps({"metric": "fid", "late_slope": few}))
+    check = {
+        "scales": ["micro"], "value": "late_slope.dit", "relation": ">", "threshold_path": "late_slope.tread",
+        "also": [{"file": "speedup-fid.json", "value": "late_slope.dit"}],
+    }  # fmt: skip
+    r = C.evaluate_experiment(spec("experiment", check), tmp_path)
+    assert r.verdict == C.CONFIRMED  # the deciding query is unaffected
+    (line,) = [e for e in r.evidence if e.startswith("also, on fid")]
+    assert "would be not checkable at this scale: 2 evaluation(s) in dit's last third" in line, line
+    assert "fewer than two seeds" not in line
+
+
 def test_structure_verdicts_come_from_pytest(tmp_path):
     tests = tmp_path / "tests"
     tests.mkdir()

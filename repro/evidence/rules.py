@@ -285,6 +285,11 @@ def experiment_verdict(
     return (if_hold if holds else (REFUTED if if_hold == CONFIRMED else CONFIRMED)), text
 
 
+def _not_checkable(*records: Any) -> list[str]:
+    """The ``not_checkable`` reasons the records carry (a late slope fitted through too few evaluations)."""
+    return [str(r["not_checkable"]) for r in records if isinstance(r, Mapping) and r.get("not_checkable")]
+
+
 def _read_report(path: Path, read: dict[Path, Any]) -> Any:
     """The JSON at ``path`` (None if it is missing or unreadable), read once per ``read`` memo: the ``also`` and
     ``shares`` entries of a spec name the same few reports many times."""
@@ -316,7 +321,11 @@ def _also(spec: Spec, goldens: Path, scale: str, reports: dict[Path, Any]) -> li
         elif "threshold_path" in spec.check:
             threshold = lookup(report, keys_of(spec.check["threshold_path"]))
         relation = extra.get("relation", spec.check["relation"])
-        verdict, text = experiment_verdict(value, relation, threshold, spec.check["min_seeds"])
+        blocked = _not_checkable(value, threshold)
+        if blocked:  # as for the deciding query: the record's own reason, not the empty seed list it leaves
+            verdict, text = NOT_CHECKABLE, "; ".join(blocked)
+        else:
+            verdict, text = experiment_verdict(value, relation, threshold, spec.check["min_seeds"])
         metric = report.get("metric", "?")
         if isinstance(threshold, (int, float)):
             against = fmt_value(threshold)
@@ -421,7 +430,7 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
                 if isinstance(t, Mapping) and (not methods or m in methods)
             )
         )
-    blocked = [str(r["not_checkable"]) for r in (value, threshold) if isinstance(r, Mapping) and r.get("not_checkable")]
+    blocked = _not_checkable(value, threshold)
     if blocked:
         first = f"{scale} scale, {path}{metric}: {show(keys)} {c['relation']} {against}? not checkable: {blocked[0]}"
         return Result(spec, NOT_CHECKABLE, [first, *blocked[1:], *evidence[1:]], recheck, scale, scope)
