@@ -1,7 +1,8 @@
 """The evaluation's faster paths give the reference path's numbers.
 
 - :class:`~repro.objectives.base.SplitForward` (the forward on slices of the batch in parallel one-thread
-  workers) against one forward of the whole batch: bitwise, for every sampler and the validation loss;
+  workers) against one forward of the whole batch: the same random draws and, for every sampler, the same samples
+  to float rounding (bitwise on CPUs whose kernels do not depend on the batch size); the validation loss bitwise;
 - the compiled sampling forward (``compile=True``) against the eager one: the same random draws, outputs
   within float rounding;
 - ``generate`` / ``evaluate`` of the training loop against the plain sampler call.
@@ -79,7 +80,10 @@ def test_split_forward_samples_are_bitwise_the_whole_batchs(name, workers, two_t
     for scale in (1.0, 2.5):  # guidance doubles the batch the workers split
         ref, ref_state = draw(objective, model, guidance_scale=scale)
         out, state = draw(objective, model, workers=workers, guidance_scale=scale)
-        assert torch.equal(out, ref)
+        # bitwise where the CPU's kernels do not depend on the batch size (AMD EPYC); an Intel Xeon's pick their
+        # path by batch size and differ by float rounding (at most 2e-7 of the output's scale measured). A wrong
+        # split (rows swapped, noise or labels misaligned) differs by the output's own scale.
+        assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
         assert torch.equal(state, ref_state)  # the same random numbers were drawn
     assert model.training  # the training flag came back
     assert torch.get_num_threads() == 2  # the caller's thread count is kept
