@@ -89,7 +89,7 @@ def _state(model) -> RunState:
 @pytest.mark.slow
 def test_compiled_step_matches_eager_step_to_float_rounding():
     """Three steps of TREAD on DDPM, eager against torch.compile: the same draws, losses and weights equal
-    to float rounding (relative 1e-4 on the loss, absolute 1e-5 on the weights after three AdamW steps)."""
+    to float rounding (relative 1e-4 on the loss, absolute 1e-4 on the weights after three AdamW steps)."""
     obj = make_objective("ddpm")
     eager, compiled = _state(tiny(routes=[(1, 2, 0.5)])), _state(tiny(routes=[(1, 2, 0.5)]))
     net = torch.compile(compiled.model)
@@ -100,6 +100,8 @@ def test_compiled_step_matches_eager_step_to_float_rounding():
             b = draw_micro_batch(obj, st.model, x, y, torch.Generator().manual_seed(step))
             losses.append(train_step(st, module, obj, [b], _TC))
         assert torch.allclose(losses[0], losses[1], rtol=1e-4, atol=0)
+    # 1e-4: Adam's normalised update amplifies rounding where gradients are tiny (1.8e-5 measured on an Intel Xeon,
+    # under 1e-5 on an AMD EPYC); a missing or extra step would move weights by the learning rate
     for a, b in zip(eager.model.parameters(), compiled.model.parameters()):
-        assert torch.allclose(a, b, rtol=0, atol=1e-5)
+        assert torch.allclose(a, b, rtol=0, atol=1e-4)
     assert any(not torch.equal(a, b) for a, b in zip(eager.model.parameters(), tiny().parameters()))
