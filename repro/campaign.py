@@ -12,6 +12,12 @@ with an empty DVC cache sees the finished runs as up to date and a later piece s
 fits. Afterwards the stages that read the curves (speedups, ledger, summary) are re-run. Commit the piece to
 git (``dvc.lock``, ``goldens/``, ``reports/``) before the next one. Do not edit the code a run depends on while
 a piece runs: ``dvc commit`` records the dependencies as they are when the run ends.
+
+A run that diverges (``repro train`` exits 3 when its loss turns NaN/Inf) writes no curve, so DVC would see it
+as pending in every later piece and re-run it, to diverge again at the same step (a run is seeded). The runner
+records it instead, as ``goldens/diverged/<stage>.json`` (command, exit status, minutes, the log's last lines),
+committed with the piece; later pieces skip a recorded stage and say so. Delete the record to retry the run (after
+a fix), or pass ``everything`` (``--all``), which runs every stage afresh.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .io import atomic_write_json
 
 TRAIN_STAGES = ("train", "train-extra")
 """dvc.yaml's training stages (matrix stages: one per run; ``train-extra`` holds a scale's ``extra_seeds``)."""
@@ -38,6 +46,23 @@ DOWNSTREAM = (
     "summary",
 )
 """The stages that read a scale's curves, in dependency order (claims before summary)."""
+DIVERGED_RC = 3
+"""``repro train``'s exit status for a run whose loss turned NaN/Inf."""
+DIVERGED = Path("goldens") / "diverged"
+"""Where the runner records diverged runs (relative to the project root; committed with the piece)."""
+
+
+def diverged_record(root: Path, stage: Stage) -> Path:
+    """The record of ``stage`` having diverged in an earlier piece (it may not exist)."""
+    return root / DIVERGED / f"{stage.name}.json"
+
+
+def _log_tail(path: Path, lines: int = 20) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
 
 _NAME = re.compile(r"^(?P<base>[\w-]+?)@(?P<method>[a-z0-9][a-z0-9.-]*)-(?P<seed>\d+)$")
 
@@ -121,11 +146,21 @@ def run_campaign(
         if left:
             log(f"{len(left)} training stage(s) of other methods left for later (--methods)")
     log(f"{len(todo)} training stage(s) {what}: " + (", ".join(s.name for s in todo) or "none"))
+    result: dict[str, str] = {}
+    if not everything:
+        skipped = [s for s in todo if diverged_record(root, s).exists()]
+        if skipped:
+            log(
+                f"{len(skipped)} of them diverged in an earlier piece and are skipped: "
+                + ", ".join(s.name for s in skipped)
+                + f" (records in {DIVERGED}/; delete one to retry its run)"
+            )
+            result.update({s.name: "diverged earlier (skipped)" for s in skipped})
+            todo = [s for s in todo if s not in skipped]
     if dry_run or not todo:
-        return {s.name: "not started" for s in todo}
+        return result | {s.name: "not started" for s in todo}
     logs = root / "runs" / "campaign-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    result: dict[str, str] = {}
     running: list[tuple[Stage, subprocess.Popen, float]] = []
     start, longest = time.monotonic(), 0.0
     queue = list(todo)
@@ -133,7 +168,7 @@ def run_campaign(
         while queue and len(running) < jobs and plan_fits(time.monotonic() - start, longest, hours):
             stage = queue.pop(0)
             log(f"start {stage.name}: {stage.cmd}")
-            with (logs / f"{stage.method}-s{stage.seed}.log").open("w") as logfile:  # the child keeps its copy
+            with _stage_log(logs, stage).open("w") as logfile:  # the child keeps its copy
                 proc = subprocess.Popen(shlex.split(stage.cmd), cwd=root, stdout=logfile, stderr=subprocess.STDOUT)
             running.append((stage, proc, time.monotonic()))
         if not running:  # the next run would not fit the piece
@@ -151,6 +186,22 @@ def run_campaign(
                 _dvc(root, "commit", "--force", stage.name)  # dvc.lock now marks the run done
                 result[stage.name] = "done"
                 log(f"done  {stage.name} in {took / 60:.1f} min (dvc commit {stage.name})")
+            elif rc == DIVERGED_RC:
+                record = diverged_record(root, stage)
+                record.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(
+                    record,
+                    {
+                        "stage": stage.name,
+                        "command": stage.cmd,
+                        "exit_status": rc,
+                        "minutes": round(took / 60, 2),
+                        "ended_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "log_tail": _log_tail(_stage_log(logs, stage)),
+                    },
+                )
+                result[stage.name] = f"failed (rc {rc}: diverged, recorded in {record.relative_to(root)})"
+                log(f"DIVERGED {stage.name} after {took / 60:.1f} min: recorded in {record.relative_to(root)}")
             else:
                 result[stage.name] = f"failed (rc {rc})"
                 log(f"FAILED {stage.name} (rc {rc}) after {took / 60:.1f} min: see runs/campaign-logs/")
@@ -159,6 +210,10 @@ def run_campaign(
     if queue:
         log(f"{len(queue)} stage(s) left for the next piece (the next would not fit in {hours} h)")
     return result
+
+
+def _stage_log(logs: Path, stage: Stage) -> Path:
+    return logs / f"{stage.method}-s{stage.seed}.log"
 
 
 def run_downstream(root: Path, log=print) -> None:
@@ -214,6 +269,6 @@ def _cli(args: argparse.Namespace) -> int:
     failed = [k for k, v in result.items() if v.startswith("failed")]
     if not args.dry_run and not args.no_downstream and any(v == "done" for v in result.values()):
         run_downstream(root)
-    if any(v == "done" for v in result.values()):
+    if any(v == "done" or "diverged, recorded" in v for v in result.values()):
         print("record the piece: git add dvc.lock goldens reports && git commit -m '<what this piece ran>'")
     return 1 if failed else 0

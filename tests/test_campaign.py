@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from repro.campaign import Stage, parse_stage_name, pending, plan_fits, run_campaign, seed_major
+from repro.campaign import DIVERGED, Stage, parse_stage_name, pending, plan_fits, run_campaign, seed_major
 from repro.config import ConfigError, RunConfig, check_params, load_params, runs_of
 
 
@@ -212,6 +212,54 @@ def test_the_runner_runs_pending_stages_side_by_side_and_marks_them_done(tmp_pat
     only_b = run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append, everything=True, only=["b"])
     assert only_b == {"train@b-0": "not started", "train@b-1": "not started"}  # the other method's stages wait
     assert logs[-2] == "2 training stage(s) of other methods left for later (--methods)"
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git")
+def test_a_diverged_run_is_recorded_and_not_rerun_by_the_next_piece(tmp_path):
+    """A run that exits 3 (diverged) leaves a committed record with its log's tail; the next piece skips it
+    (and says so) while a run that failed otherwise is retried; deleting the record, or ``everything``, retries."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    run = lambda *a: subprocess.run(a, cwd=root, check=True, capture_output=True, text=True)  # noqa: E731
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    (root / "params.yaml").write_text(yaml.safe_dump({"m": {"a": {}, "b": {}, "c": {}}, "seeds": [0]}))
+    # a: writes its output; b: "diverges" (prints, exits 3); c: crashes (exit 1)
+    work = (
+        f"{sys.executable} -c \"import sys; m = sys.argv[1]; print('step 7: loss nan', m); "
+        "sys.exit(3 if m == 'b' else 1 if m == 'c' else open('out-' + m + '.txt', 'w').write(m) * 0)\""
+    )
+    (root / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "train": {
+                        "matrix": {"method": ["a", "b", "c"], "seed": "${seeds}"},
+                        "cmd": f"{work} ${{item.method}}",
+                        "params": ["m.${item.method}"],
+                        "outs": [{"out-${item.method}.txt": {"cache": False}}],
+                    }
+                }
+            }
+        )
+    )
+    logs: list[str] = []
+    first = run_campaign(root, ["a", "b", "c"], jobs=2, hours=None, log=logs.append)
+    assert first["train@a-0"] == "done" and first["train@c-0"] == "failed (rc 1)"
+    assert first["train@b-0"].startswith("failed (rc 3: diverged")
+    record = root / DIVERGED / "train@b-0.json"
+    saved = json.loads(record.read_text())
+    assert saved["stage"] == "train@b-0" and saved["exit_status"] == 3 and saved["command"].endswith(" b")
+    assert saved["log_tail"] == ["step 7: loss nan b"]
+    assert any(line.startswith("DIVERGED train@b-0") for line in logs)
+    second = run_campaign(root, ["a", "b", "c"], jobs=2, hours=None, log=logs.append, dry_run=True)
+    assert second == {"train@b-0": "diverged earlier (skipped)", "train@c-0": "not started"}
+    assert "diverged in an earlier piece and are skipped: train@b-0" in logs[-1]
+    assert run_campaign(root, ["a", "b", "c"], 1, None, dry_run=True, log=logs.append, everything=True) == {
+        f"train@{m}-0": "not started" for m in "abc"
+    }
+    record.unlink()
+    assert run_campaign(root, ["a", "b", "c"], 1, None, dry_run=True, log=logs.append)["train@b-0"] == "not started"
 
 
 def test_campaign_methods_must_be_the_scales(capsys):
