@@ -184,6 +184,7 @@ def run_campaign(
             longest = max(longest, took)
             if rc == 0:
                 _dvc(root, "commit", "--force", stage.name)  # dvc.lock now marks the run done
+                diverged_record(root, stage).unlink(missing_ok=True)  # a rerun (--all, after a fix) ended well
                 result[stage.name] = "done"
                 log(f"done  {stage.name} in {took / 60:.1f} min (dvc commit {stage.name})")
             elif rc == DIVERGED_RC:

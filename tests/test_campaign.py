@@ -217,17 +217,19 @@ def test_the_runner_runs_pending_stages_side_by_side_and_marks_them_done(tmp_pat
 @pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git")
 def test_a_diverged_run_is_recorded_and_not_rerun_by_the_next_piece(tmp_path):
     """A run that exits 3 (diverged) leaves a committed record with its log's tail; the next piece skips it
-    (and says so) while a run that failed otherwise is retried; deleting the record, or ``everything``, retries."""
+    (and says so) while a run that failed otherwise is retried; deleting the record, or ``everything``, retries,
+    and a retried run that ends well drops the record."""
     root = tmp_path / "proj"
     root.mkdir()
     run = lambda *a: subprocess.run(a, cwd=root, check=True, capture_output=True, text=True)  # noqa: E731
     run("git", "init", "-q")
     run("dvc", "init", "-q")
     (root / "params.yaml").write_text(yaml.safe_dump({"m": {"a": {}, "b": {}, "c": {}}, "seeds": [0]}))
-    # a: writes its output; b: "diverges" (prints, exits 3); c: crashes (exit 1)
+    # a: writes its output; b: "diverges" (prints, exits 3) until a file "fixed" exists; c: crashes (exit 1)
     work = (
         f"{sys.executable} -c \"import sys; m = sys.argv[1]; print('step 7: loss nan', m); "
-        "sys.exit(3 if m == 'b' else 1 if m == 'c' else open('out-' + m + '.txt', 'w').write(m) * 0)\""
+        "import os; fixed = os.path.exists('fixed'); "
+        "sys.exit(3 if m == 'b' and not fixed else 1 if m == 'c' else open('out-' + m + '.txt', 'w').write(m) * 0)\""
     )
     (root / "dvc.yaml").write_text(
         yaml.safe_dump(
@@ -260,6 +262,10 @@ def test_a_diverged_run_is_recorded_and_not_rerun_by_the_next_piece(tmp_path):
     }
     record.unlink()
     assert run_campaign(root, ["a", "b", "c"], 1, None, dry_run=True, log=logs.append)["train@b-0"] == "not started"
+    record.write_text(json.dumps(saved))
+    (root / "fixed").write_text("")  # after a fix, --all reruns it; a run that ends well drops its record
+    assert run_campaign(root, ["b"], 1, None, log=logs.append, everything=True, only=["b"]) == {"train@b-0": "done"}
+    assert not record.exists() and (root / "out-b.txt").read_text() == "b"
 
 
 def test_campaign_methods_must_be_the_scales(capsys):
