@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,31 +164,35 @@ def test_stage_names_and_the_seed_major_order():
     assert plan_fits(3599.0, 0.0, 1.0) and not plan_fits(3600.0, 0.0, 1.0)  # no estimate yet: start if time is left
 
 
+def _scratch_dvc_project(tmp_path, params: dict, cmd: str, out: str) -> Path:
+    """A git + DVC project under ``tmp_path`` with ``params`` and one matrix stage ``train`` over
+    ``params["m"]``'s methods and ``params["seeds"]``, running ``cmd`` with the uncached output ``out``."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    for command in (("git", "init", "-q"), ("dvc", "init", "-q")):
+        subprocess.run(command, cwd=root, check=True, capture_output=True, text=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    stage = {
+        "matrix": {"method": list(params["m"]), "seed": "${seeds}"},
+        "cmd": cmd,
+        "params": ["m.${item.method}"],
+        "outs": [{out: {"cache": False}}],
+    }
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": stage}}))
+    return root
+
+
 @pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git")
 def test_the_runner_runs_pending_stages_side_by_side_and_marks_them_done(tmp_path):
     """In a scratch DVC project: the pending matrix stages run (two at a time), each is recorded in dvc.lock,
     a second piece finds nothing to do, a changed parameter makes exactly the runs that read it pending, and
     a piece too short for another run stops between runs."""
-    root = tmp_path / "proj"
-    root.mkdir()
-    run = lambda *a: subprocess.run(a, cwd=root, check=True, capture_output=True, text=True)  # noqa: E731
-    run("git", "init", "-q")
-    run("dvc", "init", "-q")
-    (root / "params.yaml").write_text(yaml.safe_dump({"m": {"a": {"k": 1}, "b": {"k": 2}}, "seeds": [0, 1]}))
     work = f"{sys.executable} -c \"import sys, time; time.sleep(1); open(sys.argv[1], 'w').write(sys.argv[2])\""
-    (root / "dvc.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "stages": {
-                    "train": {
-                        "matrix": {"method": ["a", "b"], "seed": "${seeds}"},
-                        "cmd": f"{work} out-${{item.method}}-${{item.seed}}.txt ${{item.method}}${{item.seed}}",
-                        "params": ["m.${item.method}"],
-                        "outs": [{"out-${item.method}-${item.seed}.txt": {"cache": False}}],
-                    }
-                }
-            }
-        )
+    root = _scratch_dvc_project(
+        tmp_path,
+        {"m": {"a": {"k": 1}, "b": {"k": 2}}, "seeds": [0, 1]},
+        f"{work} out-${{item.method}}-${{item.seed}}.txt ${{item.method}}${{item.seed}}",
+        "out-${item.method}-${item.seed}.txt",
     )
     logs: list[str] = []
     result = run_campaign(root, ["a", "b"], jobs=2, hours=None, log=logs.append)
@@ -219,31 +224,14 @@ def test_a_diverged_run_is_recorded_and_not_rerun_by_the_next_piece(tmp_path):
     """A run that exits 3 (diverged) leaves a committed record with its log's tail; the next piece skips it
     (and says so) while a run that failed otherwise is retried; deleting the record, or ``everything``, retries,
     and a retried run that ends well drops the record."""
-    root = tmp_path / "proj"
-    root.mkdir()
-    run = lambda *a: subprocess.run(a, cwd=root, check=True, capture_output=True, text=True)  # noqa: E731
-    run("git", "init", "-q")
-    run("dvc", "init", "-q")
-    (root / "params.yaml").write_text(yaml.safe_dump({"m": {"a": {}, "b": {}, "c": {}}, "seeds": [0]}))
     # a: writes its output; b: "diverges" (prints, exits 3) until a file "fixed" exists; c: crashes (exit 1)
     work = (
         f"{sys.executable} -c \"import sys; m = sys.argv[1]; print('step 7: loss nan', m); "
         "import os; fixed = os.path.exists('fixed'); "
         "sys.exit(3 if m == 'b' and not fixed else 1 if m == 'c' else open('out-' + m + '.txt', 'w').write(m) * 0)\""
     )
-    (root / "dvc.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "stages": {
-                    "train": {
-                        "matrix": {"method": ["a", "b", "c"], "seed": "${seeds}"},
-                        "cmd": f"{work} ${{item.method}}",
-                        "params": ["m.${item.method}"],
-                        "outs": [{"out-${item.method}.txt": {"cache": False}}],
-                    }
-                }
-            }
-        )
+    root = _scratch_dvc_project(
+        tmp_path, {"m": {"a": {}, "b": {}, "c": {}}, "seeds": [0]}, f"{work} ${{item.method}}", "out-${item.method}.txt"
     )
     logs: list[str] = []
     first = run_campaign(root, ["a", "b", "c"], jobs=2, hours=None, log=logs.append)
