@@ -405,6 +405,39 @@ def test_experiment_speedup_verdicts(tmp_path, record, verdict):
     assert "tread-s0" in " ".join(result.evidence)
 
 
+def _diverged(root, stage, scale="micro"):
+    path = root / "diverged" / f"{stage}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    method, seed = stage.split("@")[1].rsplit("-", 1)
+    command = f"repro train --scale {scale} --method {method} --seed {seed}"
+    path.write_text(json.dumps({"stage": stage, "command": command}))
+    return path
+
+
+def test_a_diverged_run_of_a_named_method_leaves_no_decided_verdict(tmp_path):
+    write_golden(tmp_path, "micro", speedup_record(2.0, 1.5, 2.6, ge=True, lt=False))
+    s = spec("experiment", EXPERIMENT)
+    assert C.evaluate_experiment(s, tmp_path).verdict == C.CONFIRMED
+    _diverged(tmp_path, "train@post-norm-2")  # a method the query does not name
+    _diverged(tmp_path, "train@tread-1", scale="small")  # another scale's run
+    result = C.evaluate_experiment(s, tmp_path)
+    assert result.verdict == C.CONFIRMED and not any(e.startswith("diverged") for e in result.evidence), result.evidence
+    for stage, named in (("train@tread-3", "tread-s3"), ("train@dit-4", "dit-s4")):  # the method, then the baseline
+        record = _diverged(tmp_path, stage)
+        result = C.evaluate_experiment(s, tmp_path)
+        assert result.verdict == C.INCONCLUSIVE, result.evidence
+        line = [e for e in result.evidence if e.startswith("diverged")]
+        assert len(line) == 1 and named in line[0] and "post-norm" not in line[0], line
+        record.unlink()
+    write_golden(tmp_path, "micro", speedup_record(2.0, None, None, seeds=1, status="one seed"))
+    _diverged(tmp_path, "train@tread-3")
+    result = C.evaluate_experiment(s, tmp_path)  # undecided anyway: the line names the run, nothing more
+    assert result.verdict == C.INCONCLUSIVE and any(e.startswith("diverged") for e in result.evidence)
+    (tmp_path / "diverged" / "train@tread-3.json").write_text("{not json")
+    result = C.evaluate_experiment(s, tmp_path)  # a broken record never hides the failure
+    assert any("train@tread-3.json (unreadable record)" in e for e in result.evidence), result.evidence
+
+
 def test_experiment_pending_until_goldens_exist(tmp_path):
     s = spec("experiment", EXPERIMENT)
     assert C.evaluate_experiment(s, tmp_path).verdict == C.PENDING

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,28 @@ def scope_of(scale: str, report: Mapping[str, Any]) -> str:
     if isinstance(base, Mapping) and base.get("images") is not None:
         return f"{scale}, {float(base['images']):,.0f} images"
     return scale
+
+
+DIVERGED = "diverged"
+"""``goldens/diverged/<stage>.json``: the campaign's record of a run whose loss turned NaN/Inf (no curve)."""
+_STAGE = re.compile(r"@(?P<method>[a-z0-9][a-z0-9.-]*)-(?P<seed>\d+)$")
+_SCALE = re.compile(r"--scale[= ](?P<scale>\S+)")
+
+
+def diverged_runs(goldens: Path, scale: str, methods: set[str]) -> list[str]:
+    """The runs ``<method>-s<seed>`` of ``scale`` that diverged (``goldens/diverged/``), of ``methods`` only (all if
+    empty). A record that cannot be read counts as diverged, named by its file: it never hides a failure."""
+    out = []
+    for path in sorted((goldens / DIVERGED).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            stage, command = str(record["stage"]), str(record["command"])
+        except (OSError, ValueError, KeyError, TypeError):
+            out.append(f"{path.name} (unreadable record)")
+            continue
+        name, at = _STAGE.search(stage), _SCALE.search(command)
+        if name is None or at is None or at["scale"] != scale:
+            continue
+        if not methods or name["method"] in methods:
+            out.append(f"{name['method']}-s{name['seed']}")
+    return out

@@ -17,7 +17,9 @@ How an experiment query is decided (:func:`experiment_verdict`). The value at th
 Neither test significant: ``not supported`` (the tests ran; the printed detectable effect says what they could
 have seen); no test possible (fewer than ``min_seeds`` seeds, no ratio): ``inconclusive``. A report with a sanity
 gate (``repro speedup --gate-reference``) in which a run of a method the query names fails the gate gives
-``does not yet generate``: such runs carry no verdict. Every experiment verdict states its scope, the scale and the
+``does not yet generate``: such runs carry no verdict. A run of a named method that diverged (its record in
+``goldens/diverged/``, written by ``repro campaign``) has no curve, so the test never saw that seed: the evidence
+names it, and a decided verdict becomes ``inconclusive``. Every experiment verdict states its scope, the scale and the
 baseline's training length, in the verdict itself: ``not supported at micro, 0.26 epochs``.
 
 A verdict is ``pending`` while the golden file (or the path in it) does not exist yet, ``not checkable at
@@ -35,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .goldens import MISSING, RECHECK, first_scale, keys_of, lookup, methods_of, scope_of, show
+from .goldens import MISSING, RECHECK, diverged_runs, first_scale, keys_of, lookup, methods_of, scope_of, show
 from .schema import Spec
 from .verdicts import (
     CHECK_FAILED,
@@ -50,6 +52,8 @@ from .verdicts import (
 )
 
 ALPHA = 0.05
+DECIDED = (CONFIRMED, REFUTED, NOT_SUPPORTED)
+"""Verdicts a test decided: a diverged run of a method the query names turns them into ``inconclusive``."""
 
 
 def fmt_value(value: Any, fmt: str = ".4g") -> str:
@@ -439,6 +443,14 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
     evidence += _shares(spec, goldens, scale, reports)
     if seeds < c["min_seeds"]:
         evidence.append(f"fewer than {c['min_seeds']} seeds: a data point, not a verdict")
+    diverged = diverged_runs(goldens, scale, methods)
+    if diverged:
+        evidence.append(
+            f"diverged (loss NaN/Inf, no curve; {goldens / 'diverged'}): {', '.join(diverged)}"
+            + ("; a seed the test could not include, so no decided verdict" if verdict in DECIDED else "")
+        )
+        if verdict in DECIDED:
+            verdict = INCONCLUSIVE
     gate = report.get("gate")
     if isinstance(gate, Mapping):
         by_method = gate.get("failed_by_method") or {}
