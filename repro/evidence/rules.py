@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .goldens import MISSING, RECHECK, diverged_runs, first_scale, keys_of, lookup, methods_of, scope_of, show
+from .goldens import DIVERGED, MISSING, RECHECK, diverged_runs, first_scale, keys_of, lookup, methods_of, scope_of, show
 from .schema import Spec
 from .verdicts import (
     CHECK_FAILED,
@@ -445,12 +445,11 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
         evidence.append(f"fewer than {c['min_seeds']} seeds: a data point, not a verdict")
     diverged = diverged_runs(goldens, scale, methods)
     if diverged:
-        evidence.append(
-            f"diverged (loss NaN/Inf, no curve; {goldens / 'diverged'}): {', '.join(diverged)}"
-            + ("; a seed the test could not include, so no decided verdict" if verdict in DECIDED else "")
-        )
+        line = f"diverged (loss NaN/Inf, no curve; {goldens / DIVERGED}): {', '.join(diverged)}"
         if verdict in DECIDED:
+            line += "; a seed the test could not include, so no decided verdict"
             verdict = INCONCLUSIVE
+        evidence.append(line)
     gate = report.get("gate")
     if isinstance(gate, Mapping):
         by_method = gate.get("failed_by_method") or {}
