@@ -268,8 +268,9 @@ def _cli(args: argparse.Namespace) -> int:
     print(f"{len(runs)} runs in scale {args.scale}; {jobs} side by side")
     result = run_campaign(root, methods, jobs, args.hours, args.dry_run, everything=args.all, only=args.methods)
     failed = [k for k, v in result.items() if v.startswith("failed")]
-    if not args.dry_run and not args.no_downstream and any(v == "done" for v in result.values()):
-        run_downstream(root)
-    if any(v == "done" or "diverged, recorded" in v for v in result.values()):
+    changed = any(v == "done" or "diverged, recorded" in v for v in result.values())
+    if not args.dry_run and not args.no_downstream and changed:
+        run_downstream(root)  # a new diverged record changes the ledger too (the claims stage reads goldens/diverged)
+    if changed:
         print("record the piece: git add dvc.lock goldens reports && git commit -m '<what this piece ran>'")
     return 1 if failed else 0

@@ -373,3 +373,22 @@ def test_the_campaign_reruns_every_stage_that_reads_the_curves_in_dependency_ord
         for d in stages[n].get("deps", []):
             if outs.get(d) in readers:
                 assert DOWNSTREAM.index(outs[d]) < i, (n, d)
+
+
+def test_a_piece_whose_only_news_is_a_diverged_run_still_remakes_the_ledger(monkeypatch, capsys):
+    """The claims stage reads the diverged records, so a piece that records one re-runs the downstream stages."""
+    import repro.campaign as campaign
+    from repro.cli import main
+
+    assert str(DIVERGED) in _stages()["claims"]["deps"]
+    calls = []
+    monkeypatch.setattr(campaign, "run_downstream", lambda root: calls.append(root))
+    for result, remade in (
+        ({"train@dit-0": "failed (rc 3: diverged, recorded in goldens/diverged/train@dit-0.json)"}, 1),
+        ({"train@dit-0": "diverged earlier (skipped)", "train@tread-0": "not started"}, 0),
+    ):
+        monkeypatch.setattr(campaign, "run_campaign", lambda *a, result=result, **k: result)
+        main(["campaign", "--scale", "micro"])
+        assert len(calls) == remade, (result, calls)
+        calls.clear()
+    assert "record the piece" in capsys.readouterr().out
