@@ -14,10 +14,18 @@ Definitions (all of them are what the JSON report means):
   last evaluation (the largest: TREAD's 37x target, DiT's FID at 7M iterations, is the end of the baseline's budget),
   so that every baseline seed reaches it within its budget; ``third`` is the mean over baseline seeds of each seed's
   metric at one third of that seed's final cost in the anchor unit, interpolated like the cost (TREAD's 14x target,
-  DiT's FID at 2,352K of 7M iterations). The mean of the final values, the earlier rule, left about half the
-  baseline seeds short of it by construction: censored, they blocked the test of a slowdown, and on simulated curves
-  a method truly 2x slower was called "refuted" in 0-44% of experiments (now 0-96% by grid and seed count;
-  ``tests/test_calibration.py``). A slower method's cost to the target is still only a bound within a shared budget.
+  DiT's FID at 2,352K of 7M iterations); ``final-mean`` is the mean of the baseline seeds' final values, the rule of
+  ``final`` until it was changed (it leaves about half the baseline seeds short of it by construction: censored, they
+  block the test of a slowdown). Specs registered under the earlier rule are evaluated on it beside their amended test.
+* **Ladder** (:func:`ladder_from_baseline`, ``unit_results.<method>.ladder.<rung>.<unit>``): one target per evaluation
+  point of the baseline, its seeds' mean value there; the rung is named by the point's cost in the anchor unit (the
+  step, ``"3000"``). TREAD's 14x and 37x are two rungs of such a ladder (DiT's 2,352K and 7M points); the ladder shows
+  how a speedup changes with the baseline's training length and where curves cross. The last rung equals
+  ``final-mean``. Computed for ``ladder_units`` (MACs by default) to keep the report small.
+* **Common target** (``unit_results.<method>.common.<unit>``): per method, the worst final value over every seed of
+  both arms, which every seed of both reaches within its own budget: at a shared budget the only target at which
+  neither side is censored, so its interval and both tests are those of an uncensored comparison. Its record
+  carries the ``target``. A claim at a shared budget that a slower method could not reach is decided here.
 * **Final values** (``final_values``): each method's metric at the end of its budget, per seed: at equal budgets
   (``equal_cost``) the direct comparison of where the methods end, by Welch's t-tests in the ledger; on simulated
   curves it finds a 2x slowdown in 89% (3 seeds) and 99.9% (5 seeds) of experiments.
@@ -29,8 +37,12 @@ Definitions (all of them are what the JSON report means):
   budget): its true cost is larger. Both sides are handled alike and it is never evidence by itself. A censored method
   seed makes its cost a lower bound, so it can only speak *against* a speedup: the test *for* the speedup is not run.
   A censored baseline seed can only speak *for* one: the test *against* it is not run. The ratio is then a bound
-  (``ratio_is``: ``estimate``, ``upper bound``, ``lower bound`` or ``censored on both sides``). If no baseline seed
-  reaches the target, everything is null.
+  (``ratio_is``: ``estimate``, ``upper bound``, ``lower bound`` or ``censored on both sides``) and no interval is given
+  (``ci_low`` and ``ci_high`` null): a two-sided interval around a bound covers nothing in particular (on simulated
+  curves such intervals covered the true ratio in 0-21% of experiments). The one test that can run is the test on
+  the bound: a censored cost enters at its budget, which understates it, so that test can only be conservative
+  (its false-verdict rate is measured with the others in ``tests/test_calibration.py``). If no baseline seed reaches
+  the target, everything is null. Every record carries the per-seed costs it was computed from (``costs``).
 * **Interval**: Welch t-interval on log cost (95 %), exponentiated. On simulated curves (``tests/test_calibration.py``)
   it covered the true ratio in 96 % of 1,000 experiments at 3 seeds and at 5, where scipy's BCa bootstrap covered
   80 % (3 seeds) and 86-87 % (5 seeds), and a percentile bootstrap of the ratio of means about the same; hence the
@@ -39,12 +51,24 @@ Definitions (all of them are what the JSON report means):
   "speedup < k" (``p_value_lt_k``, ``lt_k``), each at ``alpha / 2`` (0.025), so that a test decides exactly when the
   95 % interval excludes ``k``. When both groups have zero spread the answer is exact (p = 0 or 1). Interval and tests
   need at least 2 seeds on each side; with fewer, the ratio is a data point, not a verdict.
+* **Growth** (``growth.<method>.<from>:<to>.<unit>``, ``--growth FROM:TO``): how much a speedup grows between two
+  targets (named or rungs of the ladder), ``speedup(to) / speedup(from)``: TREAD's 3.8x at DiT's 400K point growing
+  to 14x at its 2,352K point is a growth of 3.7. Per seed, the log cost from one target to the other, ``log c(to) -
+  log c(from)``; the growth is the ratio of geometric means of those cost ratios, baseline over method, with the same
+  Welch interval, tests and censoring rules as a speedup (:func:`compare` on them): a seed that does not reach
+  ``to`` is censored at its budget, one that does not reach ``from`` leaves the comparison.
 * **Minimum detectable effect** (``mde.factor``): with the observed spread and these seed counts, a true speedup of
   ``k * factor`` (or ``k / factor``) is detected with 80 % power by the one-sided test at 0.025.
 * **Late slope** (:func:`late_slope`): least-squares slope of the metric against log10(cost) over the evaluations in
   the last third of the cost range; near zero means the curve has flattened. A slope fitted through fewer than 5
   evaluations in that window is not a fit (``None``, and the report says the plateau is not checkable). Scaling the
-  cost leaves it unchanged.
+  cost leaves it unchanged. Compared between methods at one budget it favours the slower one: a faster method is
+  further along the same curve, where it is flatter.
+* **Slope at matched metric** (:func:`matched_slope`, ``matched_slope.<method>``): per method, the window of metric
+  values from the baseline's mean value at the start of the last third of its budget (anchor unit) down to the
+  common target; each seed's slope against log10(cost) over its evaluations from its first crossing of the top of
+  the window to its first crossing of the bottom. If the method's curve were the baseline's shifted in log cost (a
+  constant speedup), both slopes would be equal: a difference is a difference of shape, not of progress.
 * **Training length**: ``epochs`` per method, images seen at the end of the budget over the training-set size
   (``train_size`` in the curve, or ``--train-size``).
 * **Sanity gate** (optional, ``--gate-reference``): a run carries a verdict only if its final FID is below the FID of
@@ -76,7 +100,8 @@ UNITS: dict[str, str] = {"iterations": "step", "images": "images", "macs": "macs
 METRICS: tuple[str, ...] = ("fid", "kid", "val_loss")
 """Metrics a speedup can be measured on; all are lower-is-better."""
 
-TARGETS: tuple[str, ...] = ("final", "third")
+TARGETS: tuple[str, ...] = ("final", "third", "final-mean")
+"""The named targets every run's cost is computed for; each method also gets ``common`` and the ``ladder``."""
 THIRD = 1.0 / 3.0
 ALPHA = 0.05
 """Two-sided level: the interval is ``1 - ALPHA``, each one-sided test runs at ``ALPHA / 2``."""
@@ -245,11 +270,11 @@ def late_window_points(points: Sequence[Mapping[str, Any]], unit: str, metric: s
 def targets_from_baseline(
     baseline_curves: Sequence[Mapping[str, Any]], metric: str = "fid", unit: str = "iterations", fraction: float = THIRD
 ) -> dict[str, float]:
-    """The two targets, from the baseline's seeds.
+    """The named targets (:data:`TARGETS`), from the baseline's seeds.
 
     ``final``: the largest of the seeds' metrics at their last evaluation, which every seed reaches within its budget.
     ``third``: mean over seeds of each seed's metric at ``fraction`` (one third) of that seed's final cost in ``unit``,
-    by :func:`metric_at_cost`.
+    by :func:`metric_at_cost`. ``final-mean``: the mean of the seeds' final values.
     """
     if not baseline_curves:
         raise ValueError("targets need at least one baseline curve")
@@ -264,14 +289,92 @@ def targets_from_baseline(
                 f"{fraction:.3g} of the budget ({anchor!r}); the 'third' target needs an earlier one"
             )
         thirds.append(metric_at_cost(_points(curve), anchor, unit, metric))
-    return {"final": float(np.max(finals)), "third": float(np.mean(thirds))}
+    return {"final": float(np.max(finals)), "third": float(np.mean(thirds)), "final-mean": float(np.mean(finals))}
+
+
+def rung_name(cost: float) -> str:
+    """A ladder rung's key: its cost in the anchor unit, as an integer where it is one (a step: ``"3000"``)."""
+    return str(int(cost)) if float(cost).is_integer() else repr(float(cost))
+
+
+def ladder_from_baseline(
+    baseline_curves: Sequence[Mapping[str, Any]], metric: str = "fid", unit: str = "iterations"
+) -> dict[str, float]:
+    """``{rung: target}``: the baseline seeds' mean ``metric`` at each evaluation point they all have (in ``unit``),
+    in increasing cost; the rung is named by :func:`rung_name`. The last rung is ``final-mean``'s target."""
+    if not baseline_curves:
+        raise ValueError("a ladder needs at least one baseline curve")
+    series = [_series(_points(c), unit, metric) for c in baseline_curves]
+    shared = set(series[0][0].tolist())
+    for costs, _ in series[1:]:
+        shared &= set(costs.tolist())
+    ladder = {}
+    for cost in sorted(shared):
+        ladder[rung_name(cost)] = float(np.mean([values[costs == cost][0] for costs, values in series]))
+    return ladder
+
+
+def _crossing_window(costs: np.ndarray, values: np.ndarray, top: float, bottom: float) -> np.ndarray:
+    """Indices of the evaluations from the first at or below ``top`` to the first at or below ``bottom``."""
+    below_top, below_bottom = np.flatnonzero(values <= top), np.flatnonzero(values <= bottom)
+    if below_top.size == 0 or below_bottom.size == 0:
+        return np.arange(0)
+    return np.arange(int(below_top[0]), int(below_bottom[0]) + 1)
+
+
+def _slope(costs: np.ndarray, values: np.ndarray) -> float:
+    x = np.log10(costs) - np.log10(costs).mean()
+    return float(np.dot(x, values - values.mean()) / np.dot(x, x))
+
+
+def matched_slope(
+    baseline_curves: Sequence[Mapping[str, Any]],
+    method_curves: Sequence[Mapping[str, Any]],
+    unit: str = "iterations",
+    metric: str = "fid",
+    fraction: float = THIRD,
+    min_points: int = MIN_LATE_POINTS,
+) -> dict[str, Any]:
+    """Slopes of ``metric`` against log10(cost) of both arms over one window of metric values (see the module's
+    docstring): ``{"window": [bottom, top], "baseline": sample, "method": sample}``, each sample with ``mean``,
+    ``std``, ``per_seed`` and ``window_points``; ``not_checkable`` on a sample whose seeds have fewer than
+    ``min_points`` evaluations in the window (or where the window is empty)."""
+    base = [_series(_points(c), unit, metric) for c in baseline_curves]
+    meth = [_series(_points(c), unit, metric) for c in method_curves]
+    # the top: the baseline's mean value where late_slope's window starts (the last third of the cost range)
+    top = float(np.mean([np.interp(math.log(c[-1] - fraction * (c[-1] - c[0])), np.log(c), v) for c, v in base]))
+    bottom = float(max(v[-1] for _, v in base + meth))
+    out: dict[str, Any] = {"window": [bottom, top]}
+    for arm, series in (("baseline", base), ("method", meth)):
+        windows = [_crossing_window(c, v, top, bottom) if bottom < top else np.arange(0) for c, v in series]
+        counts = [int(w.size) for w in windows]
+        per_seed = [_slope(c[w], v[w]) if w.size >= min_points else None for (c, v), w in zip(series, windows)]
+        vals = np.asarray([x for x in per_seed if x is not None], dtype=float)
+        sample: dict[str, Any] = {
+            "mean": float(vals.mean()) if vals.size else None,
+            "std": float(vals.std(ddof=1)) if vals.size >= 2 else None,
+            "per_seed": per_seed,
+            "window_points": counts,
+        }
+        if bottom >= top:
+            sample["not_checkable"] = (
+                f"no window: the worst final value of both arms ({bottom:.4g}) is not below the baseline's mean value "
+                f"at the start of its last third ({top:.4g})"
+            )
+        elif min(counts) < min_points:
+            sample["not_checkable"] = (
+                f"{min(counts)} evaluation(s) of a seed inside the matched window [{bottom:.4g}, {top:.4g}]; a slope "
+                f"fit needs {min_points}"
+            )
+        out[arm] = sample
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Statistics over seeds
 
 
-def _welch(lb: np.ndarray, lm: np.ndarray) -> tuple[float, float, float]:
+def welch(lb: np.ndarray, lm: np.ndarray) -> tuple[float, float, float]:
     """Difference of means ``mean(lb) - mean(lm)``, its standard error and Welch's degrees of freedom."""
     vb, vm = lb.var(ddof=1) / lb.size, lm.var(ddof=1) / lm.size
     se2 = vb + vm
@@ -293,7 +396,7 @@ def log_ratio_interval(
     lb, lm = np.log(np.asarray(cost_baseline, dtype=float)), np.log(np.asarray(cost_method, dtype=float))
     if lb.size < 2 or lm.size < 2:
         raise ValueError("an interval needs at least 2 seeds per group")
-    diff, se, df = _welch(lb, lm)
+    diff, se, df = welch(lb, lm)
     half = float(stats.t.ppf(0.5 + level / 2.0, df)) * se
     return float(math.exp(diff - half)), float(math.exp(diff + half))
 
@@ -312,7 +415,7 @@ def p_value_speedup(cost_baseline: Sequence[float], cost_method: Sequence[float]
     lm = np.log(np.asarray(cost_method, dtype=float))
     if lb.size < 2 or lm.size < 2:
         raise ValueError("the t-test needs at least 2 seeds per group")
-    diff, se, df = _welch(lb, lm)  # diff > 0: the method is cheaper than baseline / k
+    diff, se, df = welch(lb, lm)  # diff > 0: the method is cheaper than baseline / k
     if se == 0.0:
         holds = diff > 0 if side == "ge" else diff < 0
         return 0.0 if holds else 1.0
@@ -372,6 +475,7 @@ def compare(
         "mde": None,
         "status": "ok",
     }
+    out["costs"] = {"baseline": list(cost_baseline), "method": list(cost_method)}
     if reached_b == 0:
         out["status"] = f"baseline reached the target in 0 of {n_b} seeds"
         return out
@@ -402,8 +506,9 @@ def compare(
     if n_m < 2 or n_b < 2:
         out["status"] = "; ".join([ONE_SEED_NOTE, *notes])
         return out
-    out["ci_low"], out["ci_high"] = log_ratio_interval(b, m, level=1.0 - alpha)
-    _, se, df = _welch(np.log(b), np.log(m))
+    if not (cens_b or cens_m):  # a bound gets no interval: only the test on the bound (below)
+        out["ci_low"], out["ci_high"] = log_ratio_interval(b, m, level=1.0 - alpha)
+    _, se, df = welch(np.log(b), np.log(m))
     shift = detectable_shift(se, df, alpha)
     out["mde"] = {"factor": float(math.exp(shift)), "power": POWER, "alpha_one_sided": alpha / 2.0}
     for k in ks:
@@ -492,6 +597,56 @@ def _group(curves: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, A
     return by_method
 
 
+def _versus(base_points, base_runs, m_points, m_runs, target: float, unit: str, metric: str, ks, alpha: float):
+    """:func:`compare` of two arms' curves (``*_points``; ``*_runs`` hold their budgets) at one ``target``."""
+    return compare(
+        [cost_to_target(p, target, unit, metric) for p in base_points],
+        [r["budget"][unit] for r in base_runs],
+        [cost_to_target(p, target, unit, metric) for p in m_points],
+        ks,
+        alpha,
+        [r["budget"][unit] for r in m_runs],
+    )
+
+
+def growth(
+    base_points: Sequence[Sequence[Mapping[str, Any]]],
+    base_runs: Sequence[Mapping[str, Any]],
+    m_points: Sequence[Sequence[Mapping[str, Any]]],
+    m_runs: Sequence[Mapping[str, Any]],
+    start: float,
+    end: float,
+    unit: str,
+    metric: str,
+    ks: Sequence[float],
+    alpha: float,
+) -> dict[str, Any]:
+    """The growth of the speedup from target ``start`` to target ``end`` (see the module's docstring)."""
+
+    def arm(points, runs):
+        ratios, budgets, dropped = [], [], 0
+        for pts, run in zip(points, runs):
+            c0, c1 = cost_to_target(pts, start, unit, metric), cost_to_target(pts, end, unit, metric)
+            if c0 is None:
+                dropped += 1
+                continue
+            ratios.append(None if c1 is None else c1 / c0)
+            budgets.append(run["budget"][unit] / c0)
+        return ratios, budgets, dropped
+
+    rb, bb, db = arm(base_points, base_runs)
+    rm, bm, dm = arm(m_points, m_runs)
+    if not rb or not rm:
+        return {
+            "ratio": None,
+            "status": f"the start target is reached by {len(rb)} baseline and {len(rm)} method seeds",
+        }
+    record = compare(rb, bb, rm, ks, alpha, bm)
+    if db or dm:
+        record["status"] += f"; left out, not reaching the start target: {db} baseline and {dm} method seed(s)"
+    return {"start": start, "end": end, **record}
+
+
 def speedup_report(
     curves: Sequence[Mapping[str, Any]],
     baseline: str = "dit",
@@ -502,12 +657,17 @@ def speedup_report(
     alpha: float = ALPHA,
     train_size: int | None = None,
     gate: Mapping[str, Any] | None = None,
+    ladder_units: Sequence[str] | None = None,
+    growth_pairs: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Targets, per-run costs, late slopes and per-method speedups over ``baseline``, as a JSON-ready dict.
 
-    ``anchor_unit`` places the ``third`` target and measures the late slopes. ``train_size`` (images in the training
-    set) gives the training length in epochs for curves that do not record their own ``train_size``. ``gate``, from
-    :func:`gate_from_reference`, adds each run's sanity gate. See the module docstring for the rules.
+    ``anchor_unit`` places the ``third`` target and the ladder's rungs and measures the slopes. ``train_size``
+    (images in the training set) gives the training length in epochs for curves that do not record their own
+    ``train_size``. ``gate``, from :func:`gate_from_reference`, adds each run's sanity gate. ``ladder_units``: the
+    units of the ladder (a subset of ``units``; empty for none; by default MACs, or the first unit without them).
+    ``growth_pairs``: ``(from, to)`` targets, each a named target or a rung of the ladder, whose speedup growth is
+    reported per unit. See the module docstring.
     """
     if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
         raise ValueError(f"train_size={train_size!r} must be a positive integer")
@@ -517,6 +677,12 @@ def speedup_report(
         _check_unit(unit)
     if not units:
         raise ValueError("units must name at least one cost unit")
+    if ladder_units is None:
+        ladder_units = ["macs"] if "macs" in units else units[:1]
+    ladder_units = list(ladder_units)
+    for unit in ladder_units:
+        if unit not in units:
+            raise ValueError(f"ladder unit={unit!r} is not one of the report's units ({', '.join(units)})")
     if not ks or any(not math.isfinite(float(k)) or float(k) <= 0 for k in ks):
         raise ValueError(f"ks={list(ks)!r} must be a non-empty list of positive finite numbers")
     if not (0 < alpha < 1):
@@ -528,6 +694,14 @@ def speedup_report(
     if len(scales) > 1:
         raise ValueError(f"curves come from different scales: {', '.join(scales)}")
     targets = targets_from_baseline(by_method[baseline], metric, anchor_unit)
+    ladder = ladder_from_baseline(by_method[baseline], metric, anchor_unit) if ladder_units or growth_pairs else {}
+    named = {**ladder, **targets}
+    for pair in growth_pairs:
+        for t in pair:
+            if t not in named:
+                raise ValueError(
+                    f"growth target {t!r} is neither a named target nor a rung; allowed: {', '.join(named)}"
+                )
 
     runs, costs = [], {}
     for method in sorted(by_method):
@@ -589,9 +763,14 @@ def speedup_report(
         }
 
     base_runs = [costs[c["run_id"]] for c in by_method[baseline]]
+    base_points = [_points(c) for c in by_method[baseline]]
     unit_results: dict[str, Any] = {}
+    common: dict[str, float] = {}
+    matched: dict[str, Any] = {}
+    growths: dict[str, Any] = {}
     for method in sorted(m for m in by_method if m != baseline):
         m_runs = [costs[c["run_id"]] for c in by_method[method]]
+        m_points = [_points(c) for c in by_method[method]]
         unit_results[method] = {
             t: {
                 unit: compare(
@@ -606,6 +785,31 @@ def speedup_report(
             }
             for t in TARGETS
         }
+        # every seed of both arms reaches the worst final value of both: the uncensored target at a shared budget
+        common[method] = max(r["final_metric"] for r in base_runs + m_runs)
+        unit_results[method]["common"] = {
+            unit: {
+                "target": common[method],
+                **_versus(base_points, base_runs, m_points, m_runs, common[method], unit, metric, ks, alpha),
+            }
+            for unit in units
+        }
+        unit_results[method]["ladder"] = {
+            rung: {
+                unit: _versus(base_points, base_runs, m_points, m_runs, target, unit, metric, ks, alpha)
+                for unit in ladder_units
+            }
+            for rung, target in ladder.items()
+        }
+        matched[method] = matched_slope(by_method[baseline], by_method[method], anchor_unit, metric)
+        if growth_pairs:
+            unit_growth = {}
+            for a, b in growth_pairs:
+                unit_growth[f"{a}:{b}"] = {
+                    unit: growth(base_points, base_runs, m_points, m_runs, named[a], named[b], unit, metric, ks, alpha)
+                    for unit in units
+                }
+            growths[method] = unit_growth
 
     return {
         "scale": None if scales == ["None"] else scales[0],
@@ -623,12 +827,15 @@ def speedup_report(
         },
         "training": training,
         "gate": None if gate is None else gate_summary(runs, gate),
-        "targets": targets,
+        "targets": {**targets, "common": common, "ladder": ladder},
+        "ladder_units": ladder_units,
         "run_ids": [r["run_id"] for r in runs],
         "runs": runs,
         "late_slope": slopes,
+        "matched_slope": matched,
         "final_values": final_values,
         "unit_results": unit_results,
+        **({"growth": growths} if growth_pairs else {}),
     }
 
 
@@ -842,12 +1049,21 @@ def no_runs_report(baseline: str, metric: str, units: Sequence[str], ks: Sequenc
         "training": {},
         "gate": None,
         "targets": {},
+        "ladder_units": [],
         "run_ids": [],
         "runs": [],
         "late_slope": {},
+        "matched_slope": {},
         "final_values": {},
         "unit_results": {},
     }
+
+
+def _growth_pair(text: str) -> tuple[str, str]:
+    start, sep, end = text.partition(":")
+    if not sep or not start or not end:
+        raise ValueError(f"--growth {text!r} is not allowed; must be FROM:TO, e.g. 3000:final")
+    return start, end
 
 
 def _run_cli(args: argparse.Namespace) -> int:
@@ -870,13 +1086,18 @@ def _run_cli(args: argparse.Namespace) -> int:
         anchor_unit=args.anchor_unit,
         train_size=args.train_size,
         gate=gate_from_reference(args.gate_reference, args.gate) if args.gate_reference else None,
+        ladder_units=[u for u in args.ladder_units if u in args.units],
+        growth_pairs=[_growth_pair(g) for g in args.growth],
     )
     report["inputs"] = [{"path": os.path.relpath(f), "run_id": c["run_id"]} for f, c in zip(files, curves)]
     write_json(report, args.out)
     if args.plot:
-        plot_curves(curves, args.plot_unit, args.plot, metric=args.metric, targets=report["targets"])
+        named = {t: report["targets"][t] for t in ("final", "third")}
+        plot_curves(curves, args.plot_unit, args.plot, metric=args.metric, targets=named)
     for method, per_target in report["unit_results"].items():
         for target, per_unit in per_target.items():
+            if target == "ladder":  # a line per rung would drown the rest; the report holds them
+                continue
             for unit, r in per_unit.items():
                 ratio = "null" if r["ratio"] is None else f"{r['ratio']:.3g}x"
                 ci = "" if r["ci_low"] is None else f" [{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
@@ -907,6 +1128,20 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--metric", default="fid", choices=list(METRICS))
     p.add_argument("--units", nargs="+", default=list(UNITS), choices=list(UNITS))
     p.add_argument("--k", nargs="+", type=float, default=[1.0], help="test 'speedup >= k' for each k (default: 1)")
+    p.add_argument(
+        "--growth",
+        nargs="*",
+        default=[],
+        metavar="FROM:TO",
+        help="report how the speedup grows from one target to another (named or a ladder rung), e.g. 3000:final",
+    )
+    p.add_argument(
+        "--ladder-units",
+        nargs="*",
+        default=["macs"],
+        choices=list(UNITS),
+        help="units of the ladder of targets, one rung per baseline evaluation (default: macs; none: no ladder)",
+    )
     p.add_argument(
         "--anchor-unit",
         default="iterations",

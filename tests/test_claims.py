@@ -33,6 +33,7 @@ CLAIM_IDS = {
     # TREAD
     "tread-speedup-14x",
     "tread-speedup-37x",
+    "tread-speedup-grows",
     "tread-no-extra-params",
     "tread-routing-preserves-tokens",
     "tread-inference-dense",
@@ -124,10 +125,15 @@ def test_experiment_queries_name_known_targets_and_units(specs):
         if s.kind != "experiment":
             continue
         keys = C.keys_of(s.check["value"])
-        if keys[0] == "unit_results":
+        units = ("iterations", "images", "macs", "seconds")
+        if keys[0] == "unit_results" and keys[2] == "ladder":  # a rung of the ladder: the baseline's step
+            assert len(keys) == 5 and keys[3].isdigit() and keys[4] in units, s.id
+        elif keys[0] == "unit_results":
             assert len(keys) == 4, f"{s.id}: a key with a dot needs the list form of the path"
             _, method, target, unit = keys
-            assert target in ("final", "third") and unit in ("iterations", "images", "macs", "seconds"), s.id
+            assert target in ("final", "third", "final-mean", "common") and unit in units, s.id
+        elif keys[0] == "growth":  # growth.<method>.<from>:<to>.<unit>
+            assert len(keys) == 4 and ":" in keys[2] and keys[3] in units, s.id
         if s.check["scales"] != ["paper"]:
             assert "paper" not in s.check["scales"], s.id
 
@@ -229,7 +235,7 @@ EXPERIMENT = {"scales": ["micro"], "value": "unit_results.tread.final.macs", "re
 @pytest.mark.parametrize(
     "change,field,allowed",
     [
-        ({"scales": ["huge"]}, "'check.scales[0]'", "'smoke', 'micro', 'small', 'paper'"),
+        ({"scales": ["huge"]}, "'check.scales[0]'", "'smoke', 'micro', 'micro-long', 'small', 'paper'"),
         ({"relation": "~="}, "'check.relation'", "'<', '<=', '>', '>='"),
         ({"threshold_path": "late_slope.tread"}, "'check.threshold'", "exactly one of threshold or threshold_path"),
         ({"file": "../x.json"}, "'check.file'", "a JSON file name"),
@@ -383,7 +389,7 @@ OLD_RECORD = {"ratio": 2.0, "ci_low": 1.2, "ci_high": 2.6, "seeds": 5, "p_value_
     "record,verdict",
     [
         (speedup_record(2.0, 1.5, 2.6, ge=True, lt=False), C.CONFIRMED),
-        (OLD_RECORD, C.CONFIRMED),  # a record without the tests: the interval decides
+        (OLD_RECORD, C.INCONCLUSIVE),  # a record without the tests' p-values: no test ran
         (speedup_record(0.6, 0.5, 0.8, ge=False, lt=True), C.REFUTED),
         (speedup_record(1.1, 0.8, 1.5, ge=False, lt=False), C.NOT_SUPPORTED),
         (speedup_record(2.0, None, None, seeds=1, status="one seed"), C.INCONCLUSIVE),
@@ -668,3 +674,113 @@ def test_bad_spec_stops_the_command(tmp_path, capsys):
     (tmp_path / "specs" / "x-claim.yaml").write_text(yaml.safe_dump({**VALID, "kind": "guess"}))
     assert run_claims(tmp_path) == 1
     assert "x-claim.yaml: field 'kind': unknown value 'guess'; allowed: 'structure'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# Non-inferiority margins, bounds, broken records, and the family-wise adjustment
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_margin_makes_a_comparison_of_final_values_a_non_inferiority_test(tmp_path):
+    finals = {
+        "dit": {"mean": 1.0, "per_seed": [0.99, 1.0, 1.01, 1.0, 1.0]},
+        "post-norm": {"mean": 1.02, "per_seed": [1.02, 1.021, 1.019]},  # 2% worse, tightly
+    }
+    write_golden(tmp_path, "micro", speedup_record(2.0, 1.5, 2.6), final_values=finals)
+    check = {"scales": ["micro"], "value": "final_values.post-norm", "relation": "<="}
+    check["threshold_path"] = "final_values.dit"
+    assert C.evaluate_experiment(spec("experiment", check), tmp_path).verdict == C.REFUTED  # worse, significantly
+    within = C.evaluate_experiment(spec("experiment", {**check, "margin": 0.05}), tmp_path)
+    assert within.verdict == C.CONFIRMED and "x 1.05 (non-inferiority margin 0.05)" in within.evidence[0]
+    beyond = C.evaluate_experiment(spec("experiment", {**check, "margin": 0.01}), tmp_path)
+    assert beyond.verdict == C.REFUTED  # 2% is beyond a 1% margin
+
+
+def test_a_bound_is_printed_as_one_without_an_interval(tmp_path):
+    record = speedup_record(0.9, None, None, ge=None, lt=False, ratio_is="upper bound", status="not reached by 3 of 3")
+    write_golden(tmp_path, "micro", record)
+    r = C.evaluate_experiment(spec("experiment", EXPERIMENT), tmp_path)
+    assert "ratio at most 0.9x (upper bound: no interval)" in r.evidence[0]
+    assert "p(speedup < 1) = 0.4 (one-sided Welch t on the bound" in r.evidence[0]
+    assert r.verdict == C.NOT_SUPPORTED
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"p_value_ge_k": {"1.0": "0.01"}}, "p_value_ge_k.1.0"),  # a string is not a p-value
+        ({"p_value_lt_k": {"1.0": float("nan")}}, "p_value_lt_k.1.0"),
+        ({"p_value_ge_k": {"1.0": 1.5}}, "p_value_ge_k.1.0"),
+        ({"p_value_ge_k": "low"}, "p_value_ge_k"),
+        ({"ratio": float("nan")}, "ratio"),
+        ({"ratio": -2.0}, "ratio"),
+        ({"ci_low": float("inf")}, "ci_low"),
+    ],
+)
+def test_a_broken_record_fails_the_check_naming_the_file_and_field_never_a_verdict(tmp_path, change, field):
+    record = {**speedup_record(2.0, 1.5, 2.6, ge=True, lt=False), **change}
+    path = tmp_path / "micro" / "speedup.json"
+    path.parent.mkdir(parents=True)
+    report = {"scale": "micro", "baseline": "dit", "unit_results": {"tread": {"final": {"macs": record}}}}
+    path.write_text(json.dumps(report, allow_nan=True))
+    r = C.evaluate_experiment(spec("experiment", EXPERIMENT), tmp_path)
+    assert r.verdict == C.CHECK_FAILED, r.evidence
+    assert str(path) in r.evidence[0] and f"{field}=" in r.evidence[0]
+
+
+def test_holm_adjusts_a_textbook_example():
+    # sorted 0.005, 0.01, 0.03, 0.04 with m = 4: 4 x 0.005, 3 x 0.01, 2 x 0.03, then max(0.06, 1 x 0.04)
+    assert C.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert C.holm([0.5]) == [0.5] and C.holm([0.6, 0.9]) == [1.0, 1.0]
+
+
+def _family_result(sid, p_for, p_against, scale="micro", value="unit_results.tread.final.macs", file="speedup.json"):
+    check = {**EXPERIMENT, "value": value, "file": file}
+    s = spec("experiment", check, sid=sid)
+    test = C.Test(p_for, p_against, "text")
+    verdict = C.CONFIRMED if test.holds else C.REFUTED if test.holds is False else C.NOT_SUPPORTED  # unadjusted
+    key = C.rules._test_key(scale, s.check)
+    return C.Result(
+        s, verdict, ["first", "second"], "", scale, family={"key": key, "test": test, "if_hold": C.CONFIRMED}
+    )
+
+
+def test_the_family_is_decided_on_holm_adjusted_p_with_a_shared_test_counted_once():
+    strong = _family_result("a-claim", 0.001, 0.999)  # two-sided 0.002
+    weak = _family_result("b-claim", 0.02, 0.98, value="unit_results.sit.final.macs")  # 0.04: raw, confirmed
+    against = _family_result("c-claim", 0.999, 0.0001, value="unit_results.sd.final.macs")  # 0.0002
+    # the same comparison read in another cost unit: one test, counted once (with the larger p)
+    twin = _family_result("d-claim", 0.0011, 0.9989, value="unit_results.tread.final.iterations")
+    other_scale = _family_result("e-claim", 0.02, 0.98, scale="small")  # its own family of one
+    results = [strong, weak, against, twin, other_scale]
+    C.apply_holm(results)
+    # micro: three distinct tests (p = 0.0002, 0.0022, 0.04): adjusted 0.0006, 0.0044, 0.04
+    assert against.verdict == C.REFUTED and "adjusted 0.0006" in against.evidence[1]
+    assert strong.verdict == twin.verdict == C.CONFIRMED and "shared with 1 other claim" in strong.evidence[1]
+    assert "two-sided p = 0.0022" in strong.evidence[1] and "adjusted 0.0044" in twin.evidence[1]
+    assert weak.verdict == C.CONFIRMED and "adjusted 0.04" in weak.evidence[1]
+    assert other_scale.verdict == C.CONFIRMED and "Holm over the 1 distinct tests at small" in other_scale.evidence[1]
+    # a fourth, null test makes the weak one's adjusted p 2 x 0.04: it is no longer decided
+    results = [_family_result(i, *p, value=v) for i, p, v in [
+        ("a-claim", (0.001, 0.999), "unit_results.tread.final.macs"),
+        ("b-claim", (0.02, 0.98), "unit_results.sit.final.macs"),
+        ("c-claim", (0.999, 0.0001), "unit_results.sd.final.macs"),
+        ("f-claim", (0.4, 0.6), "unit_results.other.final.macs"),
+    ]]  # fmt: skip
+    C.apply_holm(results)
+    weak = results[1]
+    assert weak.verdict == C.NOT_SUPPORTED and "adjusted 0.08" in weak.evidence[1]
+    assert "unadjusted, the test reads confirmed" in weak.evidence[1]
+
+
+def test_the_committed_ledger_decides_every_experiment_claim_on_one_family():
+    ledger = json.loads((ROOT / "reports" / "claims.json").read_text())
+    lines = [
+        line
+        for c in ledger["claims"]
+        if c["kind"] == "experiment"
+        for line in c["evidence"]
+        if line.startswith("family-wise:")
+    ]
+    sizes = {re.search(r"Holm over the (\d+) distinct tests at ([\w-]+)", line).groups() for line in lines}
+    assert len(sizes) == 1 and lines, sizes  # one family at micro, the same size in every claim's line

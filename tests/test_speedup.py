@@ -309,6 +309,16 @@ def test_method_that_never_reaches_is_refuted_only_by_a_test_against_a_cheap_bas
     assert near["lt_k"]["1.0"] is False  # the baseline needed nearly its whole budget: censoring decides nothing
 
 
+def test_a_bound_gets_no_interval_only_the_test_on_the_bound():
+    # a two-sided interval around a censored cost would cover nothing in particular: it is left out
+    r = compare([3000.0, 3100.0, 2900.0], [4000.0] * 3, [1000.0, 1010.0, None], method_final=[4000.0] * 3)
+    assert r["ratio_is"] == "upper bound" and r["ci_low"] is None and r["ci_high"] is None
+    assert r["p_value_lt_k"]["1.0"] is not None and r["p_value_ge_k"]["1.0"] is None
+    assert r["costs"] == {"baseline": [3000.0, 3100.0, 2900.0], "method": [1000.0, 1010.0, None]}
+    uncensored = compare([3000.0, 3100.0, 2900.0], [4000.0] * 3, [1000.0, 1010.0, 990.0])
+    assert uncensored["ci_low"] is not None and uncensored["ratio_is"] == "estimate"
+
+
 def test_unreached_baseline_seed_blocks_only_the_test_against_the_speedup():
     r = compare([3000.0, None], [3500.0, 4000.0], [900.0, 1100.0], method_final=[4000.0, 4000.0])
     assert r["ratio"] == pytest.approx(math.sqrt(3000.0 * 4000.0) / math.sqrt(900.0 * 1100.0))
@@ -356,13 +366,13 @@ def test_report_shape_and_dotted_paths():
     rep = speedup_report(micro_curves(), ks=(1.0, 2.0))
     json.dumps(round_floats(rep), allow_nan=False)
     assert rep["scale"] == "micro" and rep["baseline"] == "dit" and rep["metric"] == "fid"
-    assert set(rep["targets"]) == {"final", "third"}
+    assert set(rep["targets"]) == {"final", "third", "final-mean", "common", "ladder"}
     assert rep["run_ids"] == [r["run_id"] for r in rep["runs"]]
     assert {r["run_id"] for r in rep["runs"]} == {c["run_id"] for c in micro_curves()}
     run = next(r for r in rep["runs"] if r["run_id"] == "micro-tread-s1")
     assert set(run) >= {"run_id", "method", "seed", "final_metric", "cost"}
     assert set(run["cost"]) == {"iterations", "images", "macs", "seconds"}
-    assert set(run["cost"]["macs"]) == {"final", "third"}
+    assert set(run["cost"]["macs"]) == {"final", "third", "final-mean"}
     assert set(rep["late_slope"]) == {"dit", "tread", "sit"}
     # geometric evaluations put one point into the last third: no fit, and the report says so
     assert rep["late_slope"]["tread"]["mean"] is None and rep["late_slope"]["tread"]["window_points"] == [1, 1]
@@ -548,3 +558,91 @@ def test_round_floats_keeps_six_significant_digits_and_rejects_non_finite():
     assert round_floats({"a": [1.23456789e13, 0.000123456789, 3]}) == {"a": [1.23457e13, 0.000123457, 3]}
     with pytest.raises(ValueError, match="non-finite"):
         round_floats(float("inf"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The ladder, the common target, slopes at matched metric, growth
+
+
+def two_arms(slower=1.0, seeds=3):
+    """DiT-like seeds (fid = 80 - 20 log10 step + seed offset) and a method ``slower`` times slower in every unit."""
+    base = [log_linear_curve(f"b{s}", "dit", s, DENSE, 80.0 + 0.3 * s, 20.0) for s in range(seeds)]
+    meth = [scaled(log_linear_curve(f"m{s}", "tread", s, DENSE, 80.0 + 0.3 * s, 20.0), slower) for s in range(seeds)]
+    # the same budget for both: cut the slower method's curve at the baseline's last cost
+    meth = [{**c, "points": [p for p in c["points"] if p["step"] <= DENSE[-1]]} for c in meth]
+    return base, meth
+
+
+def test_the_ladder_is_the_baseline_mean_at_each_of_its_evaluations_and_ends_at_final_mean():
+    base, meth = two_arms()
+    rep = speedup_report(base + meth, units=("iterations", "macs"), ladder_units=("macs",))
+    ladder = rep["targets"]["ladder"]
+    assert list(ladder) == [str(s) for s in DENSE]
+    for step in (100, 3200, 6400):  # the mean over seeds of 80.3 s - 20 log10(step)
+        assert ladder[str(step)] == pytest.approx(80.3 - 20.0 * math.log10(step))
+    assert ladder[str(DENSE[-1])] == pytest.approx(rep["targets"]["final-mean"])
+    # the same curves: every rung's speedup is 1 with its interval around it, in the ladder's unit only
+    rung = rep["unit_results"]["tread"]["ladder"]["3200"]
+    assert set(rung) == {"macs"} and rung["macs"]["ratio"] == pytest.approx(1.0)
+    assert rung["macs"]["ci_low"] <= 1.0 <= rung["macs"]["ci_high"]
+
+
+def test_the_common_target_is_reached_by_every_seed_so_a_slower_method_is_not_censored():
+    base, meth = two_arms(slower=1.25)
+    rep = speedup_report(base + meth, units=("macs",))
+    final, common = rep["unit_results"]["tread"]["final"]["macs"], rep["unit_results"]["tread"]["common"]["macs"]
+    # to the baseline's final value the slower method is censored: a bound, no interval, no test for the speedup
+    assert final["ratio_is"] == "upper bound" and final["ci_low"] is None and final["p_value_ge_k"]["1.0"] is None
+    # the common target is the worst final value of both arms' seeds, which every seed reaches within its budget
+    finals = [r["final_metric"] for r in rep["runs"]]
+    assert common["target"] == pytest.approx(max(finals)) == rep["targets"]["common"]["tread"]
+    assert common["reached"] == "3/3" and common["baseline_reached"] == "3/3" and common["ratio_is"] == "estimate"
+    # a shift of exactly 1.25x in cost on log-linear curves: the speedup is 1 / 1.25 exactly, inside its interval
+    assert common["ratio"] == pytest.approx(0.8) and common["ci_low"] < 0.8 < common["ci_high"]
+
+
+def test_slopes_at_matched_metric_are_equal_for_a_curve_shifted_in_cost_where_late_slopes_are_not():
+    # the baseline flattens (fid = 20 + 600 / sqrt(step)); the method is the same curve 1.5x cheaper
+    def flattening(rid, method, seed, factor):
+        pts = [
+            {"step": s, "images": 64 * s, "macs": 1e9 * s, "seconds": 0.5 * s, "fid": 20 + 600 / math.sqrt(s * factor)}
+            for s in DENSE
+        ]
+        return {"run_id": rid, "method": method, "seed": seed, "scale": "micro", "points": pts}
+
+    base = [flattening(f"b{s}", "dit", s, 1.0 + 0.01 * s) for s in range(3)]
+    meth = [flattening(f"m{s}", "tread", s, 1.5 * (1.0 + 0.01 * s)) for s in range(3)]
+    rep = speedup_report(base + meth, units=("iterations",), ladder_units=())
+    late = rep["late_slope"]
+    assert late["tread"]["mean"] > late["dit"]["mean"] + 0.5  # at one budget the faster method looks flatter
+    matched = rep["matched_slope"]["tread"]
+    assert "not_checkable" not in matched["baseline"] and "not_checkable" not in matched["method"]
+    assert min(matched["method"]["window_points"]) >= 5
+    bottom, top = matched["window"]
+    assert bottom == pytest.approx(max(r["final_metric"] for r in rep["runs"])) and bottom < top
+    # over one stretch of FID, both curves are one curve: the same slope (up to the evaluation grid's discreteness)
+    assert matched["method"]["mean"] == pytest.approx(matched["baseline"]["mean"], rel=0.1)
+
+
+def test_matched_slope_says_why_when_the_window_is_empty():
+    base, meth = two_arms(slower=4.0)  # the method ends above the baseline's value at the start of its last third
+    matched = speedup_report(base + meth, units=("iterations",), ladder_units=())["matched_slope"]["tread"]
+    assert "no window" in matched["baseline"]["not_checkable"] and matched["method"]["mean"] is None
+
+
+def test_growth_of_a_speedup_between_two_targets():
+    # baseline fid = 80 - 20 log10(c); method fid = 80 - 25 log10(c): its speedup to a value v is
+    # 10 ** ((80 - v) (1/20 - 1/25)), so from v1 to v2 it grows by 10 ** ((v1 - v2) (1/20 - 1/25))
+    base = [log_linear_curve(f"b{s}", "dit", s, DENSE, 80.0 + 0.2 * s, 20.0) for s in range(3)]
+    meth = [log_linear_curve(f"m{s}", "tread", s, DENSE, 80.0 + 0.2 * s, 25.0) for s in range(3)]
+    rep = speedup_report(base + meth, units=("iterations",), growth_pairs=[("400", "final")], ks=(1.0, 1.5))
+    g = rep["growth"]["tread"]["400:final"]["iterations"]
+    v1, v2 = rep["targets"]["ladder"]["400"], rep["targets"]["final"]
+    assert g["start"] == v1 and g["end"] == v2
+    assert g["ratio"] == pytest.approx(10 ** ((v1 - v2) * (1 / 20 - 1 / 25)), rel=1e-6)
+    s_from = rep["unit_results"]["tread"]["ladder"]["400"]["iterations"]["ratio"]
+    s_to = rep["unit_results"]["tread"]["final"]["iterations"]["ratio"]
+    assert g["ratio"] == pytest.approx(s_to / s_from, rel=1e-6)
+    assert g["p_value_ge_k"]["1.0"] < 0.025  # it grows, significantly (all seeds agree)
+    with pytest.raises(ValueError, match="growth target 'nope'"):
+        speedup_report(base + meth, units=("iterations",), growth_pairs=[("nope", "final")])

@@ -12,7 +12,16 @@ One concept per module, in the order data flows through them:
 
 from .goldens import MISSING, keys_of, lookup
 from .report import drift, evaluate_all, ledger, render_markdown, render_table, write_reports
-from .rules import ALPHA, evaluate_audit, evaluate_experiment, experiment_verdict
+from .rules import (
+    ALPHA,
+    Test,
+    apply_holm,
+    evaluate_audit,
+    evaluate_experiment,
+    experiment_test,
+    experiment_verdict,
+    holm,
+)
 from .schema import KINDS, SCALES, SPEC, Spec, SpecError, load_spec, load_specs, parse_spec
 from .structure import collected_nodes, evaluate_structure, node_exists, run_pytest
 from .verdicts import (
@@ -47,14 +56,18 @@ __all__ = [
     "VERDICTS",
     "Result",
     "Spec",
+    "Test",
     "SpecError",
+    "apply_holm",
     "collected_nodes",
     "drift",
     "evaluate_all",
     "evaluate_audit",
     "evaluate_experiment",
     "evaluate_structure",
+    "experiment_test",
     "experiment_verdict",
+    "holm",
     "keys_of",
     "ledger",
     "load_spec",

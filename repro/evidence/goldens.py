@@ -12,6 +12,7 @@ DEFAULT_GOLDENS = Path("goldens")
 RECHECK = {
     "audit": "repro audit && repro claims --only {id}",
     "micro": "dvc repro && repro claims --only {id}",
+    "micro-long": "repro campaign --scale micro-long (in pieces) && repro claims --only {id}",
     "small": "nox -s gpu_repro && repro claims --only {id}",
     "smoke": "dvc repro && repro claims --only {id}",
     "paper": "paper-scale golden runs (torchrun, ImageNet-256 latents), then repro claims --only {id}",
@@ -54,9 +55,10 @@ def show(keys: Sequence[str]) -> str:
 
 
 def methods_of(keys: Sequence[str], report: Mapping[str, Any]) -> set[str]:
-    """Methods a query path speaks about: ``unit_results.<m>...``, ``late_slope.<m>`` or ``final_values.<m>``, plus
-    the baseline."""
-    out = {str(keys[1])} if len(keys) > 1 and keys[0] in ("unit_results", "late_slope", "final_values") else set()
+    """Methods a query path speaks about: ``unit_results.<m>...``, ``late_slope.<m>``, ``final_values.<m>``,
+    ``matched_slope.<m>...`` or ``growth.<m>...``, plus the baseline."""
+    sections = ("unit_results", "late_slope", "final_values", "matched_slope", "growth")
+    out = {str(keys[1])} if len(keys) > 1 and keys[0] in sections else set()
     if out and report.get("baseline"):
         out.add(str(report["baseline"]))
     return out

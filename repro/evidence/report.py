@@ -11,7 +11,7 @@ from typing import Any
 
 from ..io import atomic_write_text
 from .goldens import DEFAULT_GOLDENS, read_audit
-from .rules import evaluate_audit, evaluate_experiment
+from .rules import apply_holm, evaluate_audit, evaluate_experiment
 from .schema import DEFAULT_SPECS, Spec, SpecError, load_specs
 from .structure import evaluate_structure
 from .verdicts import CHECK_FAILED, OUT_OF_SCOPE, VERDICTS, Result
@@ -20,22 +20,32 @@ DEFAULT_REPORTS = Path("reports")
 
 
 def evaluate_all(
-    specs: Sequence[Spec], goldens: Path = DEFAULT_GOLDENS, root: Path = Path("."), run_tests: bool = True
+    specs: Sequence[Spec],
+    goldens: Path = DEFAULT_GOLDENS,
+    root: Path = Path("."),
+    run_tests: bool = True,
+    only: set[str] | None = None,
 ) -> list[Result]:
-    """A result per spec, in the order of ``specs``; structure checks run only with ``run_tests``."""
+    """A result per spec of ``specs`` (of ``only``, where given), in their order; structure checks run only with
+    ``run_tests``. The experiment verdicts are decided together, on Holm-adjusted p-values per scale
+    (:func:`~.rules.apply_holm`) over every experiment spec of ``specs``, so that a verdict does not depend on which
+    claims were asked for."""
     audit_path, audit = read_audit(goldens)
     by_id: dict[str, Result] = {}
-    structure = [s for s in specs if s.kind == "structure"]
+    structure = [s for s in specs if s.kind == "structure" and (only is None or s.id in only)]
     if run_tests:
         by_id.update({r.spec.id: r for r in evaluate_structure(structure, root)})
     for spec in specs:
+        if spec.kind != "experiment" and only is not None and spec.id not in only:
+            continue
         if spec.kind == "out-of-scope":
             by_id[spec.id] = Result(spec, OUT_OF_SCOPE, [spec.reason], "", None)
         elif spec.kind == "audit":
             by_id[spec.id] = evaluate_audit(spec, audit, audit_path)
         elif spec.kind == "experiment":
             by_id[spec.id] = evaluate_experiment(spec, goldens)
-    return [by_id[s.id] for s in specs if s.id in by_id]
+    apply_holm(list(by_id.values()))
+    return [by_id[s.id] for s in specs if s.id in by_id and (only is None or s.id in only)]
 
 
 def ledger(results: Sequence[Result]) -> dict[str, Any]:
@@ -134,8 +144,8 @@ def _run_cli(args: argparse.Namespace) -> int:
                 f"claims: --only: unknown id(s) {unknown}; allowed: {', '.join(s.id for s in specs)}", file=sys.stderr
             )
             return 1
-        specs = [s for s in specs if s.id in only]
-    results = evaluate_all(specs, goldens, Path(args.root), run_tests=not args.skip_pytest)
+    results = evaluate_all(specs, goldens, Path(args.root), run_tests=not args.skip_pytest, only=only)
+    specs = [s for s in specs if only is None or s.id in only]
     print(render_table(results))
     if args.skip_pytest:
         skipped = [s.id for s in specs if s.kind == "structure"]

@@ -2,17 +2,34 @@
 
 How an experiment query is decided (:func:`experiment_verdict`). The value at the path is one of:
 
-- a speedup record as ``repro speedup`` writes under ``unit_results.<method>.<target>.<cost unit>`` (see
+- a speedup record as ``repro speedup`` writes under ``unit_results.<method>.<target>.<cost unit>`` (targets:
+  ``final``, ``third``, ``final-mean``, ``common``, or a rung of the ladder, ``ladder.<rung>``; see
   ``repro/speedup.py``). With a number threshold ``k`` and ``>=``/``>``: holds when the one-sided test of
-  "speedup >= k" is significant at 0.025 (``ge_k``), fails only when the test of the opposite effect,
-  "speedup < k", is (``lt_k``): both decide exactly when the 95% interval excludes ``k``. A seed that did not
-  reach the target is censored: it leaves the test it cannot inform unrun and never decides by itself.
-  ``<``/``<=`` mirror this. The evidence prints the minimum detectable effect of the test at its seed count.
-- a sample ``{"mean", "per_seed": [...]}`` (for example ``late_slope.<method>``): compared with another sample
-  (``threshold_path``) by Welch's one-sided t-tests at 0.025 in either direction, or with a number by a one-sample
-  t-test. A record carrying ``not_checkable`` (a late slope fitted through fewer than 5 evaluations) makes the
-  verdict ``not checkable at this scale``.
+  "speedup >= k" is significant at 0.025 (``p_value_ge_k``), fails only when the test of the opposite effect,
+  "speedup < k", is (``p_value_lt_k``): both decide exactly when the 95% interval excludes ``k``. A seed that did
+  not reach the target is censored: the ratio is then a bound, printed as one without an interval, and only the
+  test on the bound can run (it is conservative). ``<``/``<=`` mirror this. The evidence prints the minimum
+  detectable effect of the test at its seed count.
+- a sample ``{"mean", "per_seed": [...]}`` (for example ``final_values.<method>`` or
+  ``matched_slope.<method>.baseline``): compared with another sample (``threshold_path``) by Welch's one-sided
+  t-tests at 0.025 in either direction, or with a number by a one-sample t-test. With a ``margin`` (relative,
+  non-inferiority), the other sample is first scaled by ``1 + margin`` for ``<``/``<=`` (by ``1 - margin`` for
+  ``>``/``>=``): "post-norm ends at most 2% above DiT". A record carrying ``not_checkable`` (a slope fitted through
+  fewer than 5 evaluations) makes the verdict ``not checkable at this scale``.
 - a plain number: compared exactly (a single value is a data point: inconclusive unless ``min_seeds`` is 1).
+
+A record whose fields are broken (a p-value that is not a number in [0, 1], a ratio that is not a positive finite
+number) makes the verdict ``check failed``, naming the file and the field: never a verdict.
+
+Family-wise control (:func:`apply_holm`, run by the ledger over every experiment claim): the claims of one scale
+whose tests ran form a family; each claim's two one-sided p-values become one two-sided ``p = 2 min(p_for,
+p_against)``, Holm's step-down adjustment runs over the distinct tests (a comparison read by two claims, for example
+in two proportional cost units, counts once, with the larger p), and the verdict is decided on the adjusted p at
+0.05: the raw and adjusted p are both printed.
+
+Pre-registration (:mod:`.preregistration`): a spec whose deciding fields changed after the data of every method it
+names was committed lists the changes under ``amended``; its verdict says "amended after the data", and the test it
+first registered (``registered``) is evaluated on the same goldens and printed beside it, not deciding.
 
 Neither test significant: ``not supported`` (the tests ran; the printed detectable effect says what they could
 have seen); no test possible (fewer than ``min_seeds`` seeds, no ratio): ``inconclusive``. A report with a sanity
@@ -34,6 +51,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,29 +160,85 @@ def _k_key(k: float) -> str:
     return repr(float(k))
 
 
+class BrokenRecord(ValueError):
+    """A golden record whose field cannot be what the report writer writes: the claim's check fails on it."""
+
+    def __init__(self, field: str, value: Any, allowed: str):
+        super().__init__(f"{field}={json.dumps(value)[:80]} is not allowed; must be {allowed}")
+
+
+def _p(record: Mapping[str, Any], field: str, key: str) -> float | None:
+    """A one-sided p-value of a record (None: the test did not run), checked to be a number in [0, 1]."""
+    table = record.get(field)
+    if table is None:
+        return None
+    if not isinstance(table, Mapping):
+        raise BrokenRecord(field, table, "a mapping of k to a p-value or null")
+    p = table.get(key)
+    if p is None:
+        return None
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0.0 <= p <= 1.0):
+        raise BrokenRecord(f"{field}.{key}", p, "a number in [0, 1] or null")
+    return float(p)
+
+
+@dataclass(frozen=True)
+class Test:
+    """A claim's test as it ran: its one-sided p-values for and against the claim (None: that test did not run)."""
+
+    p_for: float | None
+    p_against: float | None
+    text: str
+    exact: bool = False
+    """A plain number compared exactly (a single value): no sampling error, so no family-wise adjustment."""
+
+    @property
+    def ran(self) -> bool:
+        return self.p_for is not None or self.p_against is not None
+
+    @property
+    def holds(self) -> bool | None:
+        """True / False / None (undecided) at ALPHA / 2 each side, before any family-wise adjustment."""
+        if self.p_for is not None and self.p_for < ALPHA / 2:
+            return True
+        if self.p_against is not None and self.p_against < ALPHA / 2:
+            return False
+        return None
+
+    @property
+    def p_two_sided(self) -> float | None:
+        """``2 min(p_for, p_against)``, capped at 1 (a test that did not run counts as p = 1); None if none ran."""
+        if not self.ran:
+            return None
+        ps = [p for p in (self.p_for, self.p_against) if p is not None]
+        return min(1.0, 2.0 * min(ps))
+
+    @property
+    def direction(self) -> bool | None:
+        """Which way the smaller p points: True for the claim, False against it."""
+        if not self.ran:
+            return None
+        pf = 1.0 if self.p_for is None else self.p_for
+        pa = 1.0 if self.p_against is None else self.p_against
+        return pf <= pa
+
+
 def _welch_mde(a: Sequence[float], b: Sequence[float] | float) -> float | None:
     """Shift (in the samples' units) the one-sided test at ALPHA / 2 detects with 80 % power at these seed counts."""
     import numpy as np
 
-    from ..speedup import detectable_shift
+    from ..speedup import detectable_shift, welch
 
     a = np.asarray(a, dtype=float)
     if isinstance(b, (int, float)):
         se, df = float(a.std(ddof=1) / math.sqrt(a.size)), float(a.size - 1)
     else:
-        b = np.asarray(b, dtype=float)
-        va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-        se = float(math.sqrt(va + vb))
-        df = (
-            (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-            if va + vb > 0
-            else float(a.size + b.size - 2)
-        )
+        _, se, df = welch(np.asarray(b, dtype=float), a)
     return detectable_shift(se, df, ALPHA) if se > 0 else None
 
 
-def _compare_samples(a: Sequence[float], b: Sequence[float] | float, relation: str) -> tuple[bool | None, str]:
-    """One-sided t-tests (Welch for two samples) at ALPHA / 2 in both directions; (holds, text), None if undecided."""
+def _compare_samples(a: Sequence[float], b: Sequence[float] | float, relation: str) -> Test:
+    """One-sided t-tests (Welch for two samples) of ``a relation b``, both directions."""
     from scipy import stats
 
     greater = relation in (">", ">=")
@@ -178,44 +252,63 @@ def _compare_samples(a: Sequence[float], b: Sequence[float] | float, relation: s
     text = f"one-sided Welch t-tests at {ALPHA / 2:g}: p = {p_hold:.3g} for the claim, {p_fail:.3g} against it; " + (
         f"minimum detectable difference (80% power): {mde:.3g}" if mde is not None else "no spread"
     )
-    if p_hold < ALPHA / 2:
-        return True, text
-    if p_fail < ALPHA / 2:
-        return False, text
-    return None, text
+    return Test(float(p_hold), float(p_fail), text)
 
 
-def _interval(record: Any) -> tuple[float, float] | None:
-    if isinstance(record, Mapping) and record.get("ci_low") is not None and record.get("ci_high") is not None:
-        return float(record["ci_low"]), float(record["ci_high"])
-    return None
+def _ratio(record: Mapping[str, Any]) -> float | None:
+    ratio = record.get("ratio")
+    if ratio is None:
+        return None
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0 < ratio < math.inf):
+        raise BrokenRecord("ratio", ratio, "a positive finite number or null")
+    return float(ratio)
 
 
-def _decide_speedup(record: Mapping[str, Any], relation: str, k: float) -> tuple[bool | None, str]:
-    """Holds / fails / undecided for "speedup >= k" (or ``<``), from the record's tests at ALPHA / 2 each side.
+def _interval(record: Mapping[str, Any]) -> tuple[float, float] | None:
+    lo, hi = record.get("ci_low"), record.get("ci_high")
+    if lo is None or hi is None:
+        return None
+    for field, v in (("ci_low", lo), ("ci_high", hi)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < math.inf):
+            raise BrokenRecord(field, v, "a positive finite number or null")
+    return float(lo), float(hi)
 
-    The claim holds when the test for it is significant and fails only when the test of the opposite effect is;
-    a seed that did not reach the target blocks one of the tests (``repro speedup`` leaves it null) and never decides
-    by itself. Without the tests' p-values (older records) the 95% interval decides.
+
+BOUNDS = {"upper bound": "at most", "lower bound": "at least"}
+
+
+def _decide_speedup(record: Mapping[str, Any], relation: str, k: float) -> Test:
+    """The tests of "speedup >= k" (or ``<``) in the record, at ALPHA / 2 each side.
+
+    The claim holds when the test for it is significant and fails only when the test of the opposite effect is; a
+    seed that did not reach the target blocks one of the tests (``repro speedup`` leaves it null), makes the ratio a
+    bound (printed as one, with no interval) and never decides by itself.
     """
-    ratio, ci = record.get("ratio"), _interval(record)
+    ratio, ci = _ratio(record), _interval(record)
     bound = record.get("ratio_is")
-    head = f"ratio {fmt_value(ratio, '.3g')}" + (f" ({bound})" if bound and bound != "estimate" else "")
-    parts = [head + (f" [{ci[0]:.3g}, {ci[1]:.3g}] (95% Welch t on log cost)" if ci else "")]
+    if ratio is None:
+        head = "no ratio"
+    elif bound in BOUNDS:
+        head = f"ratio {BOUNDS[bound]} {ratio:.3g}x ({bound}: no interval)"
+    elif bound == "censored on both sides":
+        head = f"ratio {ratio:.3g}x (censored on both sides: no interval)"
+    else:
+        head = f"ratio {ratio:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}] (95% Welch t on log cost)" if ci else "")
+    if isinstance(record.get("target"), (int, float)):
+        head += f"; target {record['target']:.4g}"
+    parts = [head]
     if record.get("status"):
         parts.append(str(record["status"]))
     key = _k_key(k)
-    p_ge = (record.get("p_value_ge_k") or {}).get(key)
-    p_lt = (record.get("p_value_lt_k") or {}).get(key)
-    ge = (record.get("ge_k") or {}).get(key)
-    lt = (record.get("lt_k") or {}).get(key)
+    p_ge, p_lt = _p(record, "p_value_ge_k", key), _p(record, "p_value_lt_k", key)
     tests = []
     if p_ge is not None:
         tests.append(f"p(speedup >= {k:g}) = {p_ge:.3g}")
     if p_lt is not None:
         tests.append(f"p(speedup < {k:g}) = {p_lt:.3g}")
     if tests:
-        parts.append(", ".join(tests) + f" (one-sided Welch t at {ALPHA / 2:g})")
+        on = " on the bound" if bound in BOUNDS else ""
+        parts.append(", ".join(tests) + f" (one-sided Welch t{on} at {ALPHA / 2:g})")
     mde = record.get("mde")
     if isinstance(mde, Mapping) and mde.get("factor"):
         f = float(mde["factor"])
@@ -223,15 +316,12 @@ def _decide_speedup(record: Mapping[str, Any], relation: str, k: float) -> tuple
             f"minimum detectable effect at {record.get('seeds')} vs {record.get('baseline_seeds')} seeds "
             f"(80% power): speedup >= {k * f:.3g} or <= {k / f:.3g}"
         )
-    if "p_value_lt_k" not in record and ratio is not None and ge is None and lt is None and ci:
-        ge, lt = ci[0] > k, ci[1] < k  # a record without tests: the interval decides
+    text = "; ".join(parts)
     if ratio is None:
-        return None, "; ".join(parts)
+        return Test(None, None, text)
     if relation in (">", ">="):
-        holds = True if ge else False if lt else None
-    else:
-        holds = True if lt else False if ge else None
-    return holds, "; ".join(parts)
+        return Test(p_ge, p_lt, text)
+    return Test(p_lt, p_ge, text)
 
 
 def _seeds(record: Any) -> int:
@@ -243,50 +333,79 @@ def _seeds(record: Any) -> int:
     return 1
 
 
-def _samples(record: Any) -> list[float] | None:
+def _samples(record: Any, field: str = "per_seed") -> list[float] | None:
     if isinstance(record, Mapping) and isinstance(record.get("per_seed"), list):
-        return [float(v) for v in record["per_seed"] if v is not None]
+        out = []
+        for i, v in enumerate(record["per_seed"]):
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise BrokenRecord(f"{field}[{i}]", v, "a finite number or null")
+            out.append(float(v))
+        return out
     return None
 
 
-def _decide(value: Any, relation: str, threshold: Any) -> tuple[bool | None, str]:
+def _margined(b: Sequence[float] | float, relation: str, margin: float) -> Sequence[float] | float:
+    """The comparison sample (or number) moved by a non-inferiority ``margin`` towards the claim's side."""
+    if not margin:
+        return b
+    factor = 1.0 + margin if relation in ("<", "<=") else 1.0 - margin
+    return factor * b if isinstance(b, (int, float)) else [factor * x for x in b]
+
+
+def _decide(value: Any, relation: str, threshold: Any, margin: float = 0.0) -> Test:
     if isinstance(value, Mapping) and "ratio" in value:
         if not isinstance(threshold, (int, float)):
-            return None, "a speedup record is compared with a number threshold only"
+            return Test(None, None, "a speedup record is compared with a number threshold only")
         return _decide_speedup(value, relation, float(threshold))
     a = _samples(value)
     if a is not None:
-        b = _samples(threshold) if isinstance(threshold, Mapping) else threshold
+        b = _samples(threshold, "threshold.per_seed") if isinstance(threshold, Mapping) else threshold
         if b is None or len(a) < 2 or (not isinstance(b, (int, float)) and len(b) < 2):
-            return None, "fewer than two seeds on a side"
+            return Test(None, None, "fewer than two seeds on a side")
         mean_b = b if isinstance(b, (int, float)) else sum(b) / len(b)
-        holds, text = _compare_samples(a, b, relation)
-        return holds, f"mean {sum(a) / len(a):.4g} vs {mean_b:.4g}; {text}"
+        test = _compare_samples(a, _margined(b, relation, margin), relation)
+        against = f"{mean_b:.4g}"
+        if margin:
+            against += f" x {_margined(1.0, relation, margin):g} (non-inferiority margin {margin:g})"
+        return Test(test.p_for, test.p_against, f"mean {sum(a) / len(a):.4g} vs {against}; {test.text}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(threshold, (int, float)):
         ok = _holds(value, relation, threshold, None, None)
-        return ok, f"value {fmt_value(value)}"
-    return None, f"cannot compare {json.dumps(value)[:80]} with {json.dumps(threshold)[:80]}"
+        return Test(0.0 if ok else None, None if ok else 0.0, f"value {fmt_value(value)}", exact=True)
+    return Test(None, None, f"cannot compare {json.dumps(value)[:80]} with {json.dumps(threshold)[:80]}")
+
+
+def _verdict(test: Test, seeds: int, min_seeds: int, if_hold: str, value: Any) -> str:
+    if seeds < min_seeds:
+        return INCONCLUSIVE
+    holds = test.holds
+    if holds is None:
+        return NOT_SUPPORTED if test.ran else INCONCLUSIVE
+    return if_hold if holds else (REFUTED if if_hold == CONFIRMED else CONFIRMED)
+
+
+def experiment_test(
+    value: Any, relation: str, threshold: Any, min_seeds: int = 3, if_hold: str = CONFIRMED, margin: float = 0.0
+) -> tuple[str, Test]:
+    """The verdict an experiment query gets from its record before the scope, the sanity gate and the family-wise
+    adjustment, with its :class:`Test`. Raises :class:`BrokenRecord` on a record no report writer writes."""
+    test = _decide(value, relation, threshold, margin)
+    return _verdict(test, _seeds(value), min_seeds, if_hold, value), test
 
 
 def experiment_verdict(
-    value: Any, relation: str, threshold: Any, min_seeds: int = 3, if_hold: str = CONFIRMED
+    value: Any, relation: str, threshold: Any, min_seeds: int = 3, if_hold: str = CONFIRMED, margin: float = 0.0
 ) -> tuple[str, str]:
-    """The verdict an experiment query gets from its record (before the scope and the sanity gate), and why.
+    """The verdict an experiment query gets from its record (before the scope, the sanity gate and the family-wise
+    adjustment), and why.
 
     ``if_hold`` when the claim's test holds, the other one of confirmed/refuted only when the test of the opposite
     effect holds, ``not supported`` when the tests ran and neither did, ``inconclusive`` when the evidence cannot be
     tested (fewer than ``min_seeds`` seeds, no ratio). ``tests/test_calibration.py`` runs this same function.
     """
-    holds, text = _decide(value, relation, threshold)
-    if _seeds(value) < min_seeds:
-        return INCONCLUSIVE, text
-    if holds is None:
-        ran = True
-        if isinstance(value, Mapping) and "ratio" in value:  # a speedup record: did any test run?
-            tests = [*(value.get("p_value_ge_k") or {}).values(), *(value.get("p_value_lt_k") or {}).values()]
-            ran = value.get("ratio") is not None and (any(p is not None for p in tests) or "p_value_lt_k" not in value)
-        return (NOT_SUPPORTED if ran else INCONCLUSIVE), text
-    return (if_hold if holds else (REFUTED if if_hold == CONFIRMED else CONFIRMED)), text
+    verdict, test = experiment_test(value, relation, threshold, min_seeds, if_hold, margin)
+    return verdict, test.text
 
 
 def _not_checkable(*records: Any) -> list[str]:
@@ -320,21 +439,28 @@ def _also(spec: Spec, goldens: Path, scale: str, reports: dict[Path, Any]) -> li
             lines.append(f"also {path}: no {show(keys)} yet")
             continue
         threshold = spec.check.get("threshold")
+        threshold_path = extra.get("threshold_path", spec.check.get("threshold_path"))
         if "threshold" in extra:
             threshold = extra["threshold"]
-        elif "threshold_path" in spec.check:
-            threshold = lookup(report, keys_of(spec.check["threshold_path"]))
+        elif threshold_path is not None:
+            threshold = lookup(report, keys_of(threshold_path))
+            if threshold is MISSING:
+                lines.append(f"also {path}: no {threshold_path} yet")
+                continue
         relation = extra.get("relation", spec.check["relation"])
         blocked = _not_checkable(value, threshold)
         if blocked:  # as for the deciding query: the record's own reason, not the empty seed list it leaves
             verdict, text = NOT_CHECKABLE, "; ".join(blocked)
         else:
-            verdict, text = experiment_verdict(value, relation, threshold, spec.check["min_seeds"])
+            try:
+                verdict, text = experiment_verdict(value, relation, threshold, spec.check["min_seeds"])
+            except BrokenRecord as e:
+                verdict, text = CHECK_FAILED, f"{path}: {show(keys)}: {e}"
         metric = report.get("metric", "?")
         if isinstance(threshold, (int, float)):
             against = fmt_value(threshold)
         else:
-            against = show(keys_of(spec.check["threshold_path"]))
+            against = show(keys_of(threshold_path))
         lines.append(
             f"also, on {metric} ({path}, not deciding): {show(keys)} {relation} {against}? would be {verdict}: {text}"
         )
@@ -415,14 +541,15 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
         against = fmt_value(threshold)
     scope = scope_of(scale, report)
     seeds = _seeds(value)
-    verdict, text = experiment_verdict(value, c["relation"], threshold, c["min_seeds"], c["if_hold"])
-    runs = report.get("run_ids") or []
+    try:
+        verdict, test = experiment_test(value, c["relation"], threshold, c["min_seeds"], c["if_hold"], c["margin"])
+    except BrokenRecord as e:
+        return Result(spec, CHECK_FAILED, [f"{path}: {show(keys)}: {e}"], recheck, scale, scope)
+    runs = _runs_of(report, methods)
     metric = f" ({report['metric']})" if report.get("metric") else ""
     evidence = [
-        f"{scale} scale, {path}{metric}: {show(keys)} {c['relation']} {against}? {text}",
-        f"{seeds} seed(s); runs: {', '.join(map(str, runs[:8]))}{' ...' if len(runs) > 8 else ''}"
-        if runs
-        else f"{seeds} seed(s)",
+        f"{scale} scale, {path}{metric}: {show(keys)} {c['relation']} {against}? {test.text}",
+        f"{seeds} seed(s); runs: {', '.join(map(str, runs))}" if runs else f"{seeds} seed(s)",
     ]
     training = report.get("training")
     if isinstance(training, Mapping) and training:
@@ -434,21 +561,27 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
                 if isinstance(t, Mapping) and (not methods or m in methods)
             )
         )
+    amended = bool(spec.amended)
     blocked = _not_checkable(value, threshold)
     if blocked:
         first = f"{scale} scale, {path}{metric}: {show(keys)} {c['relation']} {against}? not checkable: {blocked[0]}"
-        return Result(spec, NOT_CHECKABLE, [first, *blocked[1:], *evidence[1:]], recheck, scale, scope)
-    reports = {path: report}  # each report read once for the spec's also and shares entries
+        evidence = [first, *blocked[1:], *evidence[1:], *_amendments(spec, goldens, scale, {path: report})]
+        return Result(spec, NOT_CHECKABLE, evidence, recheck, scale, scope, amended=amended)
+    reports = {path: report}  # each report read once for the spec's also, shares and registered entries
     evidence += _also(spec, goldens, scale, reports)
     evidence += _shares(spec, goldens, scale, reports)
     if seeds < c["min_seeds"]:
         evidence.append(f"fewer than {c['min_seeds']} seeds: a data point, not a verdict")
+    evidence += _amendments(spec, goldens, scale, reports)
+    family = None
+    if verdict in DECIDED and test.ran and not test.exact:
+        family = {"key": _test_key(scale, c), "test": test, "if_hold": c["if_hold"]}
     diverged = diverged_runs(goldens, scale, methods)
     if diverged:
         line = f"diverged (loss NaN/Inf, no curve; {goldens / DIVERGED}): {', '.join(diverged)}"
         if verdict in DECIDED:
             line += "; a seed the test could not include, so no decided verdict"
-            verdict = INCONCLUSIVE
+            verdict, family = INCONCLUSIVE, None
         evidence.append(line)
     gate = report.get("gate")
     if isinstance(gate, Mapping):
@@ -460,5 +593,109 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
             + (f"failed by {len(runs_failed)} run(s): {', '.join(runs_failed)}" if failed else "every run passes")
         )
         if failed:
-            return Result(spec, DOES_NOT_GENERATE, evidence, recheck, scale, scope)
-    return Result(spec, verdict, evidence, recheck, scale, scope)
+            return Result(spec, DOES_NOT_GENERATE, evidence, recheck, scale, scope, amended=amended)
+    return Result(spec, verdict, evidence, recheck, scale, scope, amended=amended, family=family)
+
+
+def _runs_of(report: Mapping[str, Any], methods: set[str]) -> list[str]:
+    """The report's run ids of ``methods`` (all of them when the report does not say which run is which method)."""
+    run_ids = [str(r) for r in report.get("run_ids") or []]
+    method_of = {str(r.get("run_id")): r.get("method") for r in report.get("runs") or [] if isinstance(r, Mapping)}
+    if not methods or not method_of:
+        return run_ids
+    return [r for r in run_ids if method_of.get(r) in methods]
+
+
+UNIT_KEYS = ("iterations", "images", "macs", "seconds")
+
+
+def _test_key(scale: str, check: Mapping[str, Any]) -> str:
+    """What makes two claims' tests one test for the family-wise adjustment: the same report, comparison, target,
+    relation and threshold. The cost unit is left out: on one pair of runs, costs in two units proportional to each
+    other (iterations and MACs of one backbone) give the same test."""
+    keys = keys_of(check["value"])
+    if keys and keys[0] == "unit_results" and keys[-1] in UNIT_KEYS:
+        keys = keys[:-1]
+    threshold = check.get("threshold_path", check.get("threshold"))
+    return json.dumps([scale, check["file"], keys, check["relation"], threshold, check.get("margin", 0.0)])
+
+
+def _amendments(spec: Spec, goldens: Path, scale: str, reports: dict[Path, Any]) -> list[str]:
+    """Evidence lines of a spec amended after its data: each amendment, and the first registered test's verdict."""
+    if not spec.amended:
+        return []
+    lines = [
+        "amended after the data: " + "; ".join(f"{a.get('commit') or a['date']}: {a['why']}" for a in spec.amended)
+    ]
+    reg = spec.registered
+    if reg is None:
+        return lines
+    path = goldens / scale / reg["file"]
+    report = _read_report(path, reports)
+    keys = keys_of(reg["value"])
+    threshold_text = show(keys_of(reg["threshold_path"])) if "threshold_path" in reg else fmt_value(reg["threshold"])
+    query = f"{path}: {show(keys)} {reg['relation']} {threshold_text}"
+    head = f"as first registered ({reg['commit']}; not deciding): {query}?"
+    value = MISSING if report is None else lookup(report, keys)
+    if value is MISSING:
+        return [*lines, f"{head} no such value in the goldens"]
+    threshold = lookup(report, keys_of(reg["threshold_path"])) if "threshold_path" in reg else reg["threshold"]
+    blocked = _not_checkable(value, threshold)
+    if blocked:
+        return [*lines, f"{head} would be {NOT_CHECKABLE}: {'; '.join(blocked)}"]
+    try:
+        verdict, test = experiment_test(
+            value, reg["relation"], threshold, spec.check["min_seeds"], spec.check["if_hold"], reg.get("margin", 0.0)
+        )
+    except BrokenRecord as e:
+        return [*lines, f"{head} {CHECK_FAILED}: {e}"]
+    return [*lines, f"{head} would be {verdict} (before any family-wise adjustment): {test.text}"]
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: ``max_{j <= i} min(1, (m - j) p_(j))`` over the
+    sorted p-values (0-based ``j``). Rejecting where the adjusted p is below ``alpha`` keeps the family-wise error
+    rate at ``alpha`` under any dependence between the tests."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def apply_holm(results: Sequence[Result], alpha: float = ALPHA) -> None:
+    """Decide every experiment verdict that has a test (``Result.family``) on Holm-adjusted p-values, per scale.
+
+    Each distinct test (:func:`_test_key`) enters once, with the largest two-sided p of the claims that read it. A
+    claim is ``if_hold`` (or the opposite) where its adjusted p is below ``alpha``, in the direction of its smaller
+    one-sided p, and ``not supported`` otherwise; its evidence gets the raw and adjusted p after its first line.
+    """
+    scales = sorted({r.scale for r in results if r.family is not None})
+    for scale in scales:
+        members = [r for r in results if r.family is not None and r.scale == scale]
+        p_of: dict[str, float] = {}
+        for r in members:
+            key, p2 = r.family["key"], r.family["test"].p_two_sided
+            p_of[key] = max(p_of.get(key, 0.0), p2)
+        keys = sorted(p_of)
+        adjusted = dict(zip(keys, holm([p_of[k] for k in keys])))
+        for r in members:
+            test, key, if_hold = r.family["test"], r.family["key"], r.family["if_hold"]
+            adj = adjusted[key]
+            if adj < alpha:
+                holds = test.direction
+                verdict = if_hold if holds else (REFUTED if if_hold == CONFIRMED else CONFIRMED)
+            else:
+                verdict = NOT_SUPPORTED
+            shared = sum(1 for o in members if o.family["key"] == key) - 1
+            line = (
+                f"family-wise: Holm over the {len(keys)} distinct tests at {scale}"
+                + (f" (this one shared with {shared} other claim(s))" if shared else "")
+                + f": two-sided p = {p_of[key]:.3g}, adjusted {adj:.3g} (decides at {alpha:g})"
+            )
+            if verdict != r.verdict:
+                line += f"; unadjusted, the test reads {r.verdict}"
+            r.evidence.insert(1, line)
+            r.verdict = verdict

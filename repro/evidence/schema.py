@@ -16,6 +16,16 @@ A spec (read with the safe YAML loader, which refuses duplicate keys; validated 
     Required for ``out-of-scope``: why it cannot be checked honestly here.
 ``note``
     Optional: caveats a reader needs next to the verdict.
+``amended``
+    Experiment specs only, optional: each change of the deciding fields (``file``, ``value``, ``relation``,
+    ``threshold``/``threshold_path``, ``margin``, ``min_seeds``, ``if_hold``, and what a named target means) made
+    after the data of every method the spec names was committed: ``date`` (YYYY-MM-DD), ``commit`` (where known) and
+    ``why``. ``tests/test_preregistration.py`` checks the list against the history. The verdict then says "amended
+    after the data".
+``registered``
+    With ``amended``: the deciding query as first registered (``commit``, ``file``, ``value``, ``relation``,
+    ``threshold`` or ``threshold_path``, optional ``margin``), evaluated on the same goldens and shown beside the
+    verdict, never deciding.
 ``check``
     How the claim is checked; its fields depend on the kind:
 
@@ -30,16 +40,17 @@ A spec (read with the safe YAML loader, which refuses duplicate keys; validated 
         (``quantity``, ``label``, ``unit``, ``format``). ``if_hold``: the verdict when every expectation
         holds (default ``confirmed``); if any fails the verdict is the other one of confirmed/refuted.
     experiment
-        A query into the golden runs' JSON: ``scales`` (preferred first, from ``smoke micro small paper``),
-        ``file`` (under ``goldens/<scale>/``, default ``speedup.json``), ``value`` (a dotted path, or a list of
-        keys when a key holds a dot), ``relation`` (``> >= < <=``), and either ``threshold`` (a number) or
-        ``threshold_path`` (a second path in the same file). ``min_seeds`` (default 3) and ``if_hold``
-        (default ``confirmed``) are optional. The first listed scale whose file exists is used. ``also``: optional
-        ``{file, value}`` queries into the same scale's goldens (a second metric, e.g. FID next to the validation
-        loss), evaluated the same way (or with their own ``relation`` and number ``threshold``) and shown in the
-        evidence, never deciding. ``shares``: optional, a ``whole`` and its ``parts``, each a ``{file, value,
-        label}`` speedup record: the evidence shows what share of the whole's log speedup each part's is (for
-        example the routing's and the objective's shares of TREAD's speedup over DiT), never deciding.
+        A query into the golden runs' JSON: ``scales`` (preferred first, from ``smoke micro micro-long small paper``),
+        ``file`` (under ``goldens/<scale>/``, default ``speedup.json``), ``value`` (a dotted path, or a list of keys
+        when a key holds a dot), ``relation`` (``> >= < <=``), and either ``threshold`` (a number) or ``threshold_path``
+        (a second path in the same file). ``min_seeds`` (default 3), ``if_hold`` (default ``confirmed``) and ``margin``
+        (default 0: a relative non-inferiority margin for a comparison of seed samples, see :mod:`repro.evidence.rules`)
+        are optional. The first listed scale whose file exists is used. ``also``: optional ``{file, value}`` queries
+        into the same scale's goldens (a second metric, e.g. FID next to the validation loss), evaluated the same way
+        (or with their own ``relation`` and number ``threshold``) and shown in the evidence, never deciding. ``shares``:
+        optional, a ``whole`` and its ``parts``, each a ``{file, value, label}`` speedup record: the evidence shows what
+        share of the whole's log speedup each part's is (for example the routing's and the objective's shares of TREAD's
+        speedup over DiT), never deciding.
 
 :func:`parse_spec` walks :data:`SPEC` and stops at the first field that does not fit, with one line naming the
 file, the dotted field, the value and what is allowed; it fills the defaults above. A schema node is a
@@ -50,6 +61,7 @@ and cross-field rules) or :class:`ByKind` (the ``check`` record, whose fields de
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -62,7 +74,7 @@ from ..validation import ValidationError, check_choice, check_int, check_real, i
 from .verdicts import CONFIRMED, REFUTED
 
 KINDS = ("structure", "audit", "experiment", "out-of-scope")
-SCALES = ("smoke", "micro", "small", "paper")
+SCALES = ("smoke", "micro", "micro-long", "small", "paper")
 AUDIT_RELATIONS = ("==", "~=", "<", "<=", ">", ">=")
 EXPERIMENT_RELATIONS = ("<", "<=", ">", ">=")
 DEFAULT_SPECS = Path("specs")
@@ -82,6 +94,11 @@ class Spec:
     reason: str | None
     note: str | None
     path: Path
+    amended: tuple[Mapping[str, Any], ...] = ()
+    """Changes of the deciding fields after the data (``date``, ``commit``, ``why``), oldest first."""
+    registered: Mapping[str, Any] | None = None
+    """The deciding fields first registered (``commit``, ``file``, ``value``, ``relation``, threshold), evaluated
+    beside the amended test."""
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -156,6 +173,17 @@ class Number(Node):
         if isinstance(value, bool) and self.bool_when is not None and self.bool_when(at.record or {}):
             return value
         return at.run(check_real, value, ge=self.minimum)
+
+
+@dataclass(frozen=True)
+class Fraction(Node):
+    """A real number in [0, 1): a relative margin."""
+
+    def check(self, value: Any, at: At) -> float:
+        at.run(check_real, value, ge=0.0)
+        if value >= 1:
+            raise at.fail(value, "a number in [0, 1)")
+        return float(value)
 
 
 @dataclass(frozen=True)
@@ -348,6 +376,7 @@ EXPERIMENT = Record(
         "threshold_path": (Query(), _ABSENT),
         "min_seeds": (Integer(minimum=1), 3),
         "if_hold": (VERDICT, CONFIRMED),
+        "margin": (Fraction(), 0.0),
         "also": (
             ListOf(
                 Record(
@@ -356,6 +385,7 @@ EXPERIMENT = Record(
                         "value": (Query(), REQUIRED),
                         "relation": (Choice(EXPERIMENT_RELATIONS), _ABSENT),
                         "threshold": (Number(), _ABSENT),
+                        "threshold_path": (Query(), _ABSENT),
                     }
                 ),
                 "a list of {file, value} queries (optionally with their own relation and threshold) shown next to "
@@ -376,6 +406,50 @@ EXPERIMENT = Record(
     },
     rules=(_one_threshold,),
 )
+
+
+COMMIT = Pattern(r"^[0-9a-f]{7,40}$", "a git commit (7 to 40 hex digits)")
+
+
+@dataclass(frozen=True)
+class Date(Node):
+    """A calendar date, YYYY-MM-DD (YAML reads an unquoted one as a date), kept as its ISO string."""
+
+    def check(self, value: Any, at: At) -> str:
+        if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+            return value.isoformat()
+        if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}\Z", value):
+            try:
+                return datetime.date.fromisoformat(value).isoformat()
+            except ValueError:
+                pass
+        raise at.fail(value, "a date YYYY-MM-DD")
+
+
+DATE = Date()
+
+AMENDMENT = Record({"date": (DATE, REQUIRED), "commit": (COMMIT, _ABSENT), "why": (Text(one_line=True), REQUIRED)})
+
+REGISTERED = Record(
+    {
+        "commit": (COMMIT, REQUIRED),
+        "file": (Pattern(JSON_NAME, IN_SCALE), REQUIRED),
+        "value": (Query(), REQUIRED),
+        "relation": (Choice(EXPERIMENT_RELATIONS), REQUIRED),
+        "threshold": (Number(), _ABSENT),
+        "threshold_path": (Query(), _ABSENT),
+        "margin": (Fraction(), _ABSENT),
+    },
+    rules=(_one_threshold,),
+)
+
+
+def _amended_with_registration(spec: dict[str, Any], at: At) -> None:
+    if ("amended" in spec or "registered" in spec) and spec["kind"] != "experiment":
+        field = "amended" if "amended" in spec else "registered"
+        raise at.child(field).fail(spec[field], "amendments only for kind 'experiment'")
+    if "registered" in spec and "amended" not in spec:
+        raise at.missing("amended", "a spec with a 'registered' test lists the amendments that replaced it")
 
 
 def _id_is_the_file_name(spec: dict[str, Any], at: At) -> None:
@@ -411,8 +485,10 @@ SPEC = Record(
         "note": (Text(), _ABSENT),
         "reason": (Text(), _ABSENT),
         "check": (ByKind({"structure": STRUCTURE, "audit": AUDIT, "experiment": EXPERIMENT}), _ABSENT),
+        "amended": (ListOf(AMENDMENT, "a non-empty list of {date, commit, why} amendments"), _ABSENT),
+        "registered": (REGISTERED, _ABSENT),
     },
-    rules=(_id_is_the_file_name, _check_fits_the_kind),
+    rules=(_id_is_the_file_name, _check_fits_the_kind, _amended_with_registration),
 )
 """The schema of a claim spec (see the module's docstring and ``specs/`` for examples)."""
 
@@ -430,6 +506,8 @@ def parse_spec(data: Any, path: str | os.PathLike) -> Spec:
         reason=s.get("reason"),
         note=s.get("note"),
         path=path,
+        amended=tuple(s.get("amended", ())),
+        registered=s.get("registered"),
     )
 
 

@@ -33,15 +33,23 @@ class Result:
     scale: str | None = None
     scope: str | None = None
     """Scale and training length of an experiment verdict (``micro, 0.26 epochs``): part of the verdict's text."""
+    amended: bool = False
+    """The spec's deciding fields changed after its data was committed: the verdict says so."""
+    family: dict[str, Any] | None = None
+    """An experiment test that takes part in the family-wise adjustment: ``key`` (one per distinct test), ``test``
+    (its p-values) and ``if_hold``; set by the rules, consumed by :func:`repro.evidence.rules.apply_holm`."""
 
     @property
     def text(self) -> str:
-        """The verdict as the ledger states it: with its scope for experiments (``not supported at micro, ...``)."""
+        """The verdict as the ledger states it: with its scope for experiments (``not supported at micro, ...``) and
+        ``(amended after the data)`` where the spec's deciding fields changed after its data."""
         if not self.scope:
-            return self.verdict
-        if self.verdict == NOT_CHECKABLE:
-            return f"{self.verdict} ({self.scope})"
-        return f"{self.verdict} at {self.scope}"
+            text = self.verdict
+        elif self.verdict == NOT_CHECKABLE:
+            text = f"{self.verdict} ({self.scope})"
+        else:
+            text = f"{self.verdict} at {self.scope}"
+        return f"{text} (amended after the data)" if self.amended else text
 
     def to_json(self) -> dict[str, Any]:
         s = self.spec
