@@ -8,8 +8,9 @@ prints one narrow row per quantity (the path names it) and ``dvc metrics diff`` 
   over the method's ``n`` seeds, each seed at its last finite evaluation;
 * ``speedup-vs-<baseline>/<metric>/<method>.json`` for each speedup report: the speedup to the report's
   ``final`` target in the chosen cost unit (``--unit``, MACs in the pipeline) with its 95% interval
-  (``value``, ``ci_lower``, ``ci_upper``; null where the report has none, e.g. a target not reached) and the
-  method's ``n`` seeds;
+  (``value``, ``ci_lower``, ``ci_upper``) and the method's ``n`` seeds; a speedup that is only a bound (a seed
+  did not reach the target) goes under ``at_most`` or ``at_least`` (``censored`` when both sides are), without
+  an interval, so that it never reads as an estimate;
 * ``verdicts/<verdict>.json``: ``n``, the number of claims with that verdict in the ledger.
 
 and ``--plot-data`` (DVC ``plots``): ``{"provenance": ..., "points": [...]}``, one record per evaluation of
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 PLOTTED = ("step", "images", "macs", "fid", "val_loss")
+BOUND_KEYS = {"upper bound": "at_most", "lower bound": "at_least", "censored on both sides": "censored"}
+"""The column a speedup that is only a bound goes under (``ratio_is`` of the report), instead of ``value``."""
 FINAL = ("fid", "val_loss")
 
 
@@ -71,6 +74,10 @@ def speedups(report: dict, target: str = "final", unit: str = "macs") -> dict[st
         if unit not in per_unit:
             raise ValueError(f"speedup report: unit {unit!r} not in {sorted(per_unit)} of method {method!r}")
         cell = per_unit[unit]
+        bound = BOUND_KEYS.get(cell.get("ratio_is"))
+        if bound:  # a censored ratio: shown under its own column, never as a value with an interval
+            out[method] = {bound: cell.get("ratio"), "n": cell.get("seeds")}
+            continue
         out[method] = {"value": cell.get("ratio"), "ci_lower": cell.get("ci_low"), "ci_upper": cell.get("ci_high")}
         out[method]["n"] = cell.get("seeds")
     return out

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from repro.evidence import VERDICTS
 from repro.summary import plot_points, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,17 +139,22 @@ def test_dvc_metrics_show_is_one_small_table_and_plots_show_draws_every_run(tmp_
     assert sorted(data) == sorted(str(p.relative_to(ROOT)) for p in (SCALE / "summary").rglob("*.json"))
     # DVC leaves out null cells (an sd or interval of one seed), so the columns it shows are a subset of the files'
     columns = {k for d in data.values() for k, v in _flat(d["data"]).items()}
-    assert {"value", "n"} <= columns <= {"value", "sd", "ci_lower", "ci_upper", "n"}, sorted(columns)
+    bounds = {"at_most", "at_least", "censored"}
+    assert {"value", "n"} <= columns <= {"value", "sd", "ci_lower", "ci_upper", "n", *bounds}, sorted(columns)
     for path in (SCALE / "summary").rglob("*.json"):
         keys = set(json.loads(path.read_text()))
-        assert keys in ({"value", "sd", "n"}, {"value", "ci_lower", "ci_upper", "n"}, {"n"}), (path, keys)
+        shapes = [{"value", "sd", "n"}, {"value", "ci_lower", "ci_upper", "n"}, {"n"}, *({b, "n"} for b in bounds)]
+        assert keys in shapes, (path, keys)
     table = _dvc(repo, "metrics", "show").stdout.splitlines()
     # a header and a row per quantity, with a bounded number of rows per method of the scale (its FID, its val loss,
     # its speedups against at most one baseline on two metrics) plus the verdict counts; the fixed 40 rows of the core
     # four no longer hold with the ablations' 11 methods (50 rows)
     methods = {p.stem for p in (SCALE / "summary" / "fid").glob("*.json")}
-    assert len(table) == 1 + len(data) <= 1 + 4 * len(methods) + 6
-    assert max(len(line) for line in table) <= 120, table[0]
+    # at most one verdict-count row per verdict that can occur (check failed included)
+    assert len(table) == 1 + len(data) <= 1 + 4 * len(methods) + len(VERDICTS) + 1
+    # narrow: the path and at most seven short columns (value, sd, interval, n, and a speedup that is only a bound
+    # under at_most / at_least instead of value), about 130 characters with the longest paths
+    assert max(len(line) for line in table) <= 135, table[0]
     assert "value" in table[0].split() and any("speedup-vs-dit/fid/tread.json" in line for line in table)
     r = _dvc(repo, "plots", "show", "--json", "-o", str(tmp_path / "plots"))
     assert r.returncode == 0, r.stderr
