@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from repro.config import load_params, resolve
 from repro.models import DiT, DiTConfig
 from repro.models.layers import swiglu_width
 from repro.models.lightningdit import (
@@ -260,3 +261,11 @@ def test_official_options_train_with_routes_and_post_norm():
         out.square().mean().backward()
         assert out.shape == (2, 4, 8, 8)  # learn_sigma: noise and variance halves
         assert model.blocks[0].norm1.weight.grad is not None
+
+
+def test_the_lightningdit_method_is_the_released_block():
+    """params.yaml's ``lightningdit`` method runs the released configs' options at the micro scale."""
+    cfg = resolve(load_params(Path(__file__).parents[1] / "params.yaml"), "micro", "lightningdit", 0).model
+    for key, value in lightningdit_options(**RELEASED_OPTIONS).items():
+        assert getattr(cfg, key) == value, key
+    assert cfg.conditioning == "adaln-zero" and cfg.norm_placement == "pre" and cfg.init == "adaln-zero"
