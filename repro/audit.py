@@ -41,6 +41,7 @@ from torch import nn
 from .io import atomic_write_json
 from .models import SIZES, DiT, dit_forward_macs, meta_dit, num_params, tread_routes
 from .models.cost import ElementCounter, attention_macs, dit_train_step_macs, macs_by_op
+from .models.lightningdit import RELEASED_MODEL, lightningdit_config
 from .provenance import provenance
 from .published import PUBLISHED
 from .runtime import cpu_setup
@@ -417,18 +418,11 @@ def audit_speedups(tread: Mapping[str, Any], lightning_gmacs: float, dit_gmacs: 
 
 
 def lightningdit_xl1() -> DiT:
-    """A LightningDiT-XL/1-like model: DiT-XL width and depth, SwiGLU, RMSNorm, RoPE, qk-norm, patch 1 on 16x16x32."""
-    return meta_dit(
-        "SiT-XL/2",
-        learn_sigma=False,  # LightningDiT predicts the velocity alone
-        input_size=16,
-        patch_size=1,
-        in_channels=32,
-        mlp="swiglu",
-        norm="rmsnorm",
-        pos_embed="rope",
-        qk_norm=True,
-    )
+    """The released LightningDiT-XL/1 (its configs' model options: RMSNorm with weights, SwiGLU, sin-cos + RoPE, no
+    qk-norm, adaLN with shift), patch 1 on 16x16x32 VA-VAE latents, predicting the velocity alone; on the meta
+    device."""
+    with torch.device("meta"):
+        return DiT(lightningdit_config(**RELEASED_MODEL))
 
 
 # ------------------------------------------------------------------------------------------------------------

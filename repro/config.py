@@ -367,8 +367,8 @@ def _check_extra_seeds(prefix: str, s: dict[str, Any], methods: dict[str, Any]) 
 # Model, objective and data checks
 # ------------------------------------------------------------------------------------------
 
-_MODEL_BOOLS = ("learn_sigma", "qk_norm", "fp32_after_route")
-_MODEL_NUMBERS = ("mlp_ratio", "class_dropout_prob")
+_MODEL_BOOLS = ("learn_sigma", "qk_norm", "adaln_shift", "fp32_after_route")
+_MODEL_NUMBERS = ("mlp_ratio", "class_dropout_prob", "qk_norm_eps")
 _NAMED = "tread"  # routes: tread / stochastic_depth: tread
 
 

@@ -13,9 +13,23 @@ Variants (fields of :class:`DiTConfig`, so every run records exactly what ran):
   per-block (6, d) table added to it). Unlike PixArt, the shared projection and the gate rows of
   each table start at zero, so both conditionings start as the identity and only the sharing
   differs from DiT.
-- LightningDiT options: ``norm`` (``layernorm`` | ``rmsnorm``), ``mlp`` (``gelu`` | ``swiglu``),
-  ``pos_embed`` (``sincos`` additive | ``rope``: 2-D axial rotary on q and k, no additive table),
-  ``qk_norm``, and any ``patch_size`` that divides ``input_size`` (1 included).
+- LightningDiT options (``norm``, ``mlp``, ``pos_embed``, ``qk_norm``, ``qk_norm_eps``, ``adaln_shift``) and any
+  ``patch_size`` that divides ``input_size`` (1 included). Two sets of values:
+
+  - LightningDiT-style, as the first ablation ran them (kept, so its recorded configs still build the model that
+    ran): ``norm: rmsnorm`` (RMSNorm with no weight in the blocks and the final layer), ``mlp: swiglu`` (hidden
+    width 2/3 of the GELU MLP's, rounded up to a multiple of 8), ``pos_embed: rope`` (2-D axial rotary on q and
+    k, no additive table), ``qk_norm: true`` (per-head RMSNorm of q and k with a weight).
+  - The official LightningDiT (hustvl/LightningDiT ``models/lightningdit.py``; its state_dicts load through
+    :mod:`repro.models.lightningdit` and give its outputs): ``norm: rmsnorm-affine`` (RMSNorm with a learnable
+    weight, ones at init, as ``norm1``, ``norm2`` and the final layer's ``norm_final``; eps 1e-6; the qk-norm,
+    when on, is the same RMSNorm), ``mlp: swiglu-lightningdit`` (SwiGLU of hidden width
+    ``int(2/3 * int(hidden_size * mlp_ratio))``), ``pos_embed: sincos+rope`` (the official forward always adds
+    the sin-cos table; ``use_rope`` adds 2-D RoPE on q and k in every block), ``qk_norm`` as its ``use_qknorm``
+    (off in its released configs), ``qk_norm_eps`` (default 1e-6, as its RMSNorm; its LayerNorm qk-norm, used
+    without ``use_rmsnorm``, has torch's default 1e-5), and ``adaln_shift: false`` for its ``wo_shift`` (each
+    block's adaLN projects to 4d, the scale and gate of each branch in that order, and the branches are scaled
+    but not shifted; the final layer keeps its shift; only with ``conditioning: adaln-zero``).
 - ``routes``: TREAD routes (see :mod:`repro.models.routing`), active only in training mode.
 - ``stochastic_depth``: per-sample block skipping in training, the reply's proposed ablation.
 - ``init``: ``"adaln-zero"`` (DiT: after the xavier pass, every adaLN projection and the output
@@ -65,9 +79,9 @@ from .routing import (
 _CHOICES = {
     "norm_placement": ("pre", "post"),
     "conditioning": ("adaln-zero", "adaln-single"),
-    "norm": ("layernorm", "rmsnorm"),
-    "mlp": ("gelu", "swiglu"),
-    "pos_embed": ("sincos", "rope"),
+    "norm": ("layernorm", "rmsnorm", "rmsnorm-affine"),
+    "mlp": ("gelu", "swiglu", "swiglu-lightningdit"),
+    "pos_embed": ("sincos", "rope", "sincos+rope"),
     "init": ("adaln-zero", "xavier"),
 }
 
@@ -93,6 +107,8 @@ class DiTConfig:
     mlp: str = "gelu"
     pos_embed: str = "sincos"
     qk_norm: bool = False
+    qk_norm_eps: float = 1e-6
+    adaln_shift: bool = True
     routes: Sequence[Route] = field(default_factory=tuple)
     stochastic_depth: StochasticDepth | None = None
     fp32_after_route: bool = True
@@ -112,18 +128,24 @@ class DiTConfig:
             raise ValueError(f"input_size: {self.input_size} is not divisible by patch_size {self.patch_size}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size: {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if self.pos_embed == "sincos" and self.hidden_size % 4:
+        if self.uses_sincos and self.hidden_size % 4:
             raise ValueError(f"hidden_size: {self.hidden_size} must be divisible by 4 for sincos pos_embed")
-        if self.pos_embed == "rope" and (self.hidden_size // self.num_heads) % 4:
+        if self.uses_rope and (self.hidden_size // self.num_heads) % 4:
             raise ValueError(
                 f"num_heads: head dimension {self.hidden_size // self.num_heads} must be divisible by 4 for rope"
             )
         check_real("class_dropout_prob", self.class_dropout_prob, ge=0.0, lt=1.0)
         check_real("mlp_ratio", self.mlp_ratio, gt=0)
+        check_real("qk_norm_eps", self.qk_norm_eps, gt=0)
         validate_routes(self.routes, self.depth)
         validate_stochastic_depth(self.stochastic_depth, self.depth)
-        for name in ("learn_sigma", "discard_sigma", "qk_norm", "fp32_after_route"):
+        for name in ("learn_sigma", "discard_sigma", "qk_norm", "adaln_shift", "fp32_after_route"):
             check_bool(name, getattr(self, name))
+        if not self.adaln_shift and self.conditioning != "adaln-zero":
+            raise ValueError(
+                f"adaln_shift: False (LightningDiT's wo_shift) needs conditioning 'adaln-zero', "
+                f"not {self.conditioning!r}"
+            )
         if self.discard_sigma and not self.learn_sigma:
             raise ValueError("discard_sigma: True needs learn_sigma=True (it drops the variance half of the output)")
         if self.routes and self.stochastic_depth is not None:
@@ -132,6 +154,16 @@ class DiTConfig:
             raise ValueError(
                 f"init: 'xavier' (TREAD's release) needs conditioning 'adaln-zero', not {self.conditioning!r}"
             )
+
+    @property
+    def uses_sincos(self) -> bool:
+        """Whether the fixed sin-cos table is added to the tokens (``sincos`` and ``sincos+rope``)."""
+        return self.pos_embed in ("sincos", "sincos+rope")
+
+    @property
+    def uses_rope(self) -> bool:
+        """Whether attention rotates q and k by 2-D RoPE (``rope`` and ``sincos+rope``)."""
+        return self.pos_embed in ("rope", "sincos+rope")
 
     @property
     def num_tokens(self) -> int:
@@ -170,29 +202,48 @@ class TrainingDraws:
     depth_draws: tuple[torch.Tensor, ...]
 
 
+def block_norm(cfg: DiTConfig) -> nn.Module:
+    """The norm of a block's branches and of the final layer: no parameters, except ``rmsnorm-affine``'s weight."""
+    if cfg.norm == "rmsnorm-affine":
+        return make_norm("rmsnorm", cfg.hidden_size, affine=True)
+    return make_norm(cfg.norm, cfg.hidden_size)
+
+
 class DiTBlock(nn.Module):
     """One transformer block conditioned by adaLN(-zero) modulation."""
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         d = cfg.hidden_size
-        self.norm1 = make_norm(cfg.norm, d)
-        self.attn = Attention(d, cfg.num_heads, qkv_bias=True, qk_norm=cfg.qk_norm, norm=cfg.norm)
-        self.norm2 = make_norm(cfg.norm, d)
+        self.norm1 = block_norm(cfg)
+        qk_kind = "rmsnorm" if cfg.norm == "rmsnorm-affine" else cfg.norm  # the qk-norm has a weight either way
+        self.attn = Attention(
+            d, cfg.num_heads, qkv_bias=True, qk_norm=cfg.qk_norm, norm=qk_kind, qk_norm_eps=cfg.qk_norm_eps
+        )
+        self.norm2 = block_norm(cfg)
         hidden = int(d * cfg.mlp_ratio)
-        self.mlp = SwiGLU(d, hidden) if cfg.mlp == "swiglu" else Mlp(d, hidden)
-        # adaLN-zero: the block's own SiLU + Linear(d, 6d); adaLN-single: the model holds the shared projection
-        # and the block a learned (6, d) table. The other is None (no parameters, no state_dict entry).
+        if cfg.mlp == "gelu":
+            self.mlp = Mlp(d, hidden)
+        else:
+            self.mlp = SwiGLU(d, hidden, width="floor" if cfg.mlp == "swiglu-lightningdit" else "ceil8")
+        # adaLN-zero: the block's own SiLU + Linear(d, 6d) (4d without the shifts); adaLN-single: the model holds
+        # the shared projection and the block a learned (6, d) table. The other is None (no state_dict entry).
         self.adaLN_modulation = self.scale_shift_table = None
+        self.shift = cfg.adaln_shift
         if cfg.conditioning == "adaln-zero":
-            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d, bias=True))
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, (6 if self.shift else 4) * d, bias=True))
         else:
             self.scale_shift_table = nn.Parameter(torch.zeros(6, d))
 
-    def modulation(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """c is the condition (B, d) for adaLN-zero, or the shared projection (B, 6d) for adaLN-single."""
+    def modulation(self, c: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """c is the condition (B, d) for adaLN-zero, or the shared projection (B, 6d) for adaLN-single.
+
+        (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp); the shifts are None without them."""
         if self.scale_shift_table is not None:
             return (self.scale_shift_table[None] + c.view(c.shape[0], 6, -1)).unbind(1)
+        if not self.shift:  # LightningDiT's wo_shift: its 4d projection is (scale, gate) of each branch
+            scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(4, dim=1)
+            return None, scale_msa, gate_msa, None, scale_mlp, gate_mlp
         return self.adaLN_modulation(c).chunk(6, dim=1)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope=None) -> torch.Tensor:
@@ -217,7 +268,7 @@ class FinalLayer(nn.Module):
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         d = cfg.hidden_size
-        self.norm_final = make_norm(cfg.norm, d)
+        self.norm_final = block_norm(cfg)
         self.linear = nn.Linear(d, cfg.patch_size * cfg.patch_size * cfg.out_channels, bias=True)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d, bias=True))
 
@@ -250,10 +301,10 @@ class DiT(nn.Module):
         self.pos_embed = self.t_block = None
         self.register_buffer("rope_cos", None, persistent=False)
         self.register_buffer("rope_sin", None, persistent=False)
-        if cfg.pos_embed == "sincos":
+        if cfg.uses_sincos:
             # fixed sin-cos table, stored as a frozen parameter as in the official checkpoints
             self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, cfg.hidden_size), requires_grad=False)
-        else:
+        if cfg.uses_rope:
             cos, sin = rope_2d_tables(cfg.hidden_size // cfg.num_heads, self.x_embedder.grid_size)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)

@@ -15,13 +15,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation of token features ``x`` (B, N, D) by per-sample ``shift``/``scale`` (B, D)."""
+def modulate(x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation of token features ``x`` (B, N, D) by per-sample ``shift``/``scale`` (B, D).
+
+    ``shift=None`` scales only (LightningDiT's ``wo_shift`` blocks).
+    """
+    if shift is None:
+        return x * (1 + scale.unsqueeze(1))
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
 def make_norm(kind: str, dim: int, eps: float = 1e-6, affine: bool = False) -> nn.Module:
-    """LayerNorm (DiT) or RMSNorm (LightningDiT); DiT's block norms carry no affine parameters."""
+    """LayerNorm (DiT) or RMSNorm (LightningDiT); DiT's block norms carry no affine parameters.
+
+    With ``affine`` LayerNorm has a weight (ones) and a bias (zeros), RMSNorm a weight (ones): LightningDiT's
+    ``RMSNorm`` (``x * rsqrt(mean(x^2) + eps) * weight``, eps 1e-6) is ``make_norm("rmsnorm", d, affine=True)``.
+    """
     if kind == "layernorm":
         return nn.LayerNorm(dim, elementwise_affine=affine, eps=eps)
     if kind == "rmsnorm":
@@ -192,15 +201,23 @@ class Attention(nn.Module):
     """Multi-head self-attention with a fused ``qkv`` projection (timm's layout) and optional
     per-head q/k normalization and rotary embeddings."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False, norm: str = "layernorm"):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        norm: str = "layernorm",
+        qk_norm_eps: float = 1e-6,
+    ):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"num_heads: hidden_size {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.q_norm = make_norm(norm, self.head_dim, affine=True) if qk_norm else nn.Identity()
-        self.k_norm = make_norm(norm, self.head_dim, affine=True) if qk_norm else nn.Identity()
+        self.q_norm = make_norm(norm, self.head_dim, qk_norm_eps, affine=True) if qk_norm else nn.Identity()
+        self.k_norm = make_norm(norm, self.head_dim, qk_norm_eps, affine=True) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -227,16 +244,28 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+SWIGLU_WIDTHS = ("ceil8", "floor")
+
+
+def swiglu_width(hidden: int, rule: str = "ceil8") -> int:
+    """The SwiGLU hidden width that replaces a GELU MLP of width ``hidden``: about 2/3 of it, so the parameter
+    count stays close to DiT's. ``"ceil8"`` rounds 2/3 of it up to a multiple of 8; ``"floor"`` is LightningDiT's
+    ``int(2/3 * hidden)``. They agree where 2/3 of the width is a multiple of 8 (DiT-S/B/XL, 1536, width 96) and
+    differ elsewhere (L's 1024: 2736 against 2730; 1792: 4784 against 4778)."""
+    if rule == "ceil8":
+        return 8 * math.ceil(2 * hidden / 3 / 8)
+    if rule == "floor":
+        return int(2 / 3 * hidden)
+    raise ValueError(f"width: unknown SwiGLU width rule {rule!r}; allowed: {', '.join(map(repr, SWIGLU_WIDTHS))}")
+
+
 class SwiGLU(nn.Module):
-    """fc2(silu(a) * b) with [a, b] = fc1(x), LightningDiT's feed-forward.
+    """fc2(silu(a) * b) with [a, b] = fc1(x), LightningDiT's feed-forward (its ``SwiGLUFFN``: ``w12`` is
+    ``fc1``, ``w3`` is ``fc2``). ``hidden`` is the GELU MLP's width; see :func:`swiglu_width` for ``width``."""
 
-    The hidden width is 2/3 of the GELU MLP's (rounded up to a multiple of 8), so the parameter
-    count stays close to DiT's.
-    """
-
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, width: str = "ceil8"):
         super().__init__()
-        hidden = 8 * math.ceil(2 * hidden / 3 / 8)
+        hidden = swiglu_width(hidden, width)
         self.fc1 = nn.Linear(dim, 2 * hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
