@@ -444,13 +444,16 @@ def run_audit() -> dict[str, Any]:
     }
 
 
-def audit_provenance(command: str) -> dict[str, Any]:
+def audit_provenance(command: str, out: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The audit's provenance; ``out``, the file being written, does not count as an uncommitted change (DVC
+    removes a stage's outputs before it runs, so the audit's own file is always missing from the tree then)."""
     import diffusers
 
+    paths = (".",) if out is None else (".", f":(exclude){os.path.relpath(Path(out).resolve(), _repo_root())}")
     prov = provenance(
         command,
         device="meta (shapes only, no weights); counter torch.utils.flop_counter.FlopCounterMode",
-        commit_paths=(".",),  # dirty: uncommitted changes to any tracked file
+        commit_paths=paths,  # dirty: uncommitted changes to any tracked file but the audit's own
         diffusers=diffusers.__version__,
         host=platform.machine(),
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -463,7 +466,11 @@ def audit_provenance(command: str) -> dict[str, Any]:
 
 def write_audit(audit: Mapping[str, Any], path: str | os.PathLike, command: str) -> Path:
     """Write the audit with its provenance, atomically (temp file + rename)."""
-    return atomic_write_json(path, {"provenance": audit_provenance(command), **audit})
+    return atomic_write_json(path, {"provenance": audit_provenance(command, path), **audit})
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
 
 
 def load_audit(path: str | os.PathLike = DEFAULT_OUT) -> dict[str, Any]:
