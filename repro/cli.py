@@ -35,7 +35,7 @@ COMMANDS: dict[str, str] = {
 HELP: dict[str, str] = {
     "train": "train one run of params.yaml (scale x method x seed)",
     "sample": "draw samples of a trained run or checkpoint into an .npz and a PNG grid",
-    "evaluate": "FID/KID/precision-recall of samples against a Fashion-MNIST split",
+    "evaluate": "sample quality against a Fashion-MNIST split or an ADM reference batch",
     "rerun": "re-train every run of a scale and compare with its goldens",
     "compare": "compare re-run curves with golden curves (pass/fail per run)",
     "campaign": "run a scale's training stages that are not up to date, side by side, in pieces",
