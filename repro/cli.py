@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "claims": "repro.evidence.report:register_cli",
     "bench": "repro.bench:register_cli",
     "land": "repro.land:register_cli",
+    "slurm": "repro.cluster:register_cli",
 }
 
 # One-line help of each command, shown by ``repro --help`` without importing the command's module
@@ -46,6 +47,7 @@ HELP: dict[str, str] = {
     "claims": "evaluate every claim spec and write the verdict table",
     "bench": "step time, images/s, memory, MFU: DiT vs TREAD vs stochastic depth",
     "land": "land finished paper-scale run directories in goldens/paper/, with provenance",
+    "slurm": "an sbatch script for a paper-scale run: torchrun, c10d, requeue on preemption",
 }
 
 DESCRIPTION = (
