@@ -426,6 +426,7 @@ def sample_set(
     import torch.distributed as dist
 
     parts = out.with_name(out.name + ".parts")
+    problem = [None]
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
         plan_path = parts / PLAN
@@ -433,7 +434,7 @@ def sample_set(
             old = json.loads(plan_path.read_text())
             if old != json.loads(json.dumps(plan)):
                 differ = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-                raise ValueError(
+                problem[0] = (
                     f"{parts}: holds the batches of another sampling (differs in {differ}); remove it or give "
                     "another --out"
                 )
@@ -442,7 +443,9 @@ def sample_set(
 
             atomic_write_json(plan_path, plan)
     if world > 1:
-        dist.barrier()
+        dist.broadcast_object_list(problem, src=0)  # every rank stops, not only rank 0
+    if problem[0] is not None:
+        raise ValueError(problem[0])
     batches = math.ceil(num / batch_size)
     mine = range(rank, batches, world)
     done = 0

@@ -169,3 +169,37 @@ def test_evaluate_scores_the_samples(tmp_path):
     assert main(["evaluate", str(out), "--metrics", "fid", "--reference-size", "200", "--json", str(report)]) == 0
     fid = json.loads(report.read_text())["fid"]
     assert np.isfinite(fid) and fid > 0
+
+
+def test_an_interrupted_sampling_keeps_its_finished_batches_and_refuses_another_plan(tmp_path, monkeypatch, capsys):
+    from repro import sample
+
+    run, _, _ = _fake_run(tmp_path)
+    out = tmp_path / "s.npz"
+    argv = ["sample", str(run), "--num-samples", "5", "--batch-size", "2", "--steps", "1", "--out", str(out)]
+    real_assemble, real_draw = sample.assemble, sample.draw_batch
+
+    def killed(*args, **kwargs):  # every batch is drawn, then the job is preempted before the .npz is written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sample, "assemble", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    parts = tmp_path / "s.npz.parts"
+    assert sorted(p.name for p in parts.iterdir()) == ["batch-000000.npz", "batch-000001.npz", "batch-000002.npz",
+                                                       "plan.json"]  # fmt: skip
+    drawn = []
+    monkeypatch.setattr(sample, "assemble", real_assemble)
+    monkeypatch.setattr(sample, "draw_batch", lambda *a, **k: drawn.append(a) or real_draw(*a, **k))
+    (parts / "batch-000001.npz").write_bytes(b"torn")  # a batch damaged by the kill is drawn again
+    assert main(argv) == 0 and len(drawn) == 1 and not parts.exists()
+    fresh = tmp_path / "fresh.npz"
+    assert main([*argv[:-1], str(fresh)]) == 0
+    with np.load(out) as a, np.load(fresh) as b:
+        assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["arr_1"], b["arr_1"])
+    # the parts of another sampling (another seed) under the same --out are refused, not mixed in
+    parts.mkdir()
+    (parts / "plan.json").write_text(json.dumps({"seed": 7}))
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "holds the batches of another sampling" in capsys.readouterr().err
