@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,3 +159,94 @@ def test_the_slurm_script_is_valid_bash_and_carries_the_recipe(tmp_path, capsys)
     capsys.readouterr()
     assert main(["slurm", "--method", "dit", "--grace", "60", "--shutdown-timeout", "120"]) == 2
     assert "must be shorter than --grace" in capsys.readouterr().err
+
+
+def _fake_slurm(bin_dir, state):
+    """srun, scontrol and scancel as shell scripts: one node (this machine), the step's pid kept in ``state``."""
+    bin_dir.mkdir()
+    scripts = {
+        "srun": f'while [[ "$1" == --* ]]; do shift; done\necho $$ > {state}/step.pid\nexec "$@"\n',
+        "scontrol": f'case "$1" in show) echo 127.0.0.1 ;; requeue) echo "$2" >> {state}/requeued ;; esac\n',
+        "scancel": f'[[ "$1" == --signal=TERM ]] && echo "$2" >> {state}/cancelled\n'
+        f"kill -TERM $(cat {state}/step.pid)\n",
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body)
+        (bin_dir / name).chmod(0o755)
+
+
+@pytest.mark.slow
+def test_the_slurm_script_checkpoints_and_requeues_before_the_time_limit(tmp_path):
+    """The generated script under a stand-in SLURM (one node, 2 CPU ranks): USR1 before the time limit makes every
+    rank checkpoint at a step boundary and the job requeue itself; the requeued job resumes and finishes."""
+    import sys
+    import time
+
+    import yaml
+
+    from repro.cluster import render
+
+    params = {
+        "methods": {"dit": {"objective": {"name": "ddpm"}, "model": {"learn_sigma": True}}},
+        "scales": {
+            "paper": {
+                "model": dict(
+                    input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=2, num_heads=2, num_classes=4
+                ),  # fmt: skip
+                "data": {"name": "synthetic", "subset": 64},
+                "train": dict(
+                    steps=400,
+                    batch_size=8,
+                    lr=1e-3,
+                    ema_decay=0.9,
+                    eval_every=200,
+                    ckpt_every=400,
+                    log_every=5,
+                    threads=1,
+                ),  # fmt: skip
+                "eval": {"metrics": [], "val_size": 8, "val_points": 2},
+            }
+        },
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    state = tmp_path / "slurm"
+    state.mkdir()
+    _fake_slurm(tmp_path / "bin", state)
+    script = tmp_path / "job.sbatch"
+    script.write_text(
+        render(
+            method="dit",
+            params=str(tmp_path / "params.yaml"),
+            run_dir=str(tmp_path / "run"),
+            nodes=1,
+            gpus_per_node=2,
+            port=_free_port(),
+            workdir=str(tmp_path),
+            python=f"{sys.executable} ",
+            grace=60,
+            shutdown_timeout=30,
+        )  # fmt: skip
+    )
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+           "SLURM_JOB_NODELIST": "node1", "SLURM_NNODES": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
+    job = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while job.poll() is None and time.monotonic() < deadline:
+        if log.exists() and any(json.loads(line)["step"] >= 20 for line in log.read_text().splitlines() if line):
+            break
+        time.sleep(0.05)
+    assert job.poll() is None, job.stdout.read()
+    job.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@GRACE sends to the batch script
+    out, _ = job.communicate(timeout=120)
+    assert job.returncode == 0, out
+    assert (state / "cancelled").read_text().split() == ["4242.0"] and (state / "requeued").read_text().split() == [
+        "4242"
+    ]
+    step = _state(tmp_path / "run")["step"]
+    assert 20 <= step < 400 and "stopped by SIGTERM" in out
+    # the requeued job runs the same script: it resumes and finishes
+    again = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads((tmp_path / "run" / "curve.json").read_text())["complete"]
