@@ -201,7 +201,8 @@ def test_paper_scale_end_to_end_on_two_ranks(tmp_path, capsys, monkeypatch):
     with capsys.disabled():
         print("\n".join(line for line in text.splitlines() if line.startswith(("dit-xl2-curve", "  dit-xl2-curve"))))
 
-    # 7. a hand-typed golden and a validation-loss report decide nothing
+    # 7. a hand-typed golden and a validation-loss report decide nothing (the ledger's own requirements again)
+    monkeypatch.undo()
     typed = work / "typed"
     (typed / "paper").mkdir(parents=True)
     (typed / "paper" / "final.json").write_text(
