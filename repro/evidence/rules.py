@@ -523,6 +523,13 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
         report = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         return Result(spec, CHECK_FAILED, [f"{path}: cannot read: {e}"], recheck, scale)
+    proof: list[str] = []
+    if scale == "paper":  # provenance and the claim's own metric, or no verdict (repro/evidence/paper.py)
+        from .paper import admit
+
+        refused, proof = admit(spec, path, report)
+        if refused:
+            return Result(spec, CHECK_FAILED, refused, recheck, scale)
     keys = keys_of(c["value"])
     value = lookup(report, keys)
     if value is MISSING:
@@ -569,7 +576,7 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
         return Result(spec, NOT_CHECKABLE, evidence, recheck, scale, scope, amended=amended)
     reports = {path: report}  # each report read once for the spec's also, shares and registered entries
     evidence += _also(spec, goldens, scale, reports)
-    evidence += _shares(spec, goldens, scale, reports)
+    evidence += _shares(spec, goldens, scale, reports) + proof
     if seeds < c["min_seeds"]:
         evidence.append(f"fewer than {c['min_seeds']} seeds: a data point, not a verdict")
     evidence += _amendments(spec, goldens, scale, reports)
