@@ -47,7 +47,7 @@ import torch.distributed as dist
 
 from .config import ConfigError, RunConfig, check_data_files, load_params, resolve
 from .data.loader import SEED_STRIDE, TrainData, validation_batch
-from .evaluation import evaluate
+from .evaluation import evaluate, extra_fid
 from .io import (
     CheckpointError,
     atomic_torch_save,
@@ -317,7 +317,8 @@ class BudgetHook(Hook):
 
 
 class EvalHook(Hook):
-    """A point of the curve (cost, then the EMA weights' quality) at ``train.eval_every`` and the last step."""
+    """A point of the curve (cost, then the EMA weights' quality) at ``train.eval_every`` and the last step; with
+    ``train.to_target``, the point that makes the targets reached ``target_patience`` times in a row is the last."""
 
     GRID = 100  # final samples in samples.png: 10 rows x 10 columns, a column per class
 
@@ -326,32 +327,83 @@ class EvalHook(Hook):
         self.on_eval = on_eval
         self.val = validation_batch(run.cfg, run.data)
 
+    def with_samples(self, run: Run, step: int) -> bool:
+        tc, ec = run.cfg.train, run.cfg.eval
+        if ec.sample_at is not None:
+            return tc.at_dense(step, ec.sample_at)
+        return ec.sample_every is None or tc.on_schedule(step, ec.sample_every)
+
     def __call__(self, run: Run) -> None:
+        stop = False
         if run.rank == 0:
-            s, every = run.state, run.cfg.eval.sample_every
+            s = run.state
             last = s.step >= run.cfg.train.steps
             keep: dict[str, Any] = {}
-            with_samples = every is None or run.cfg.train.on_schedule(s.step, every)
+            with_samples = self.with_samples(run, s.step)
             ev = evaluate(s.ema, run.objective, run.cfg, run.device, self.val, with_samples, keep)
-            if last and "samples" in keep and run.cfg.model.in_channels in (1, 3):
+            point = {
+                "step": s.step,
+                "images": s.step * run.cfg.train.batch_size,
+                "macs": s.step * run.step_macs,
+                "seconds": round(s.seconds, 3),
+                "device": run.prov["device"],
+                **ev,
+            }
+            stop = not last and run.targets is not None and targets_reached(run, [*s.points, point])
+            extra = run.cfg.eval.extra_fid
+            if extra and with_samples and run.cfg.seed in extra["seeds"]:
+                steps = extra["sample_steps"].get(run.cfg.objective["name"])
+                if steps and (last or stop or run.cfg.train.at_dense(s.step, extra["at"])):
+                    point.update(extra_fid(s.ema, run.objective, run.cfg, run.device, steps))
+            if (last or stop) and "samples" in keep and run.cfg.model.in_channels in (1, 3):
                 from .metrics.grid import save_grid
 
                 save_grid(keep["samples"][: self.GRID], run.dir / "samples.png", nrow=run.cfg.model.num_classes)
-            s.points.append(
-                {
-                    "step": s.step,
-                    "images": s.step * run.cfg.train.batch_size,
-                    "macs": s.step * run.step_macs,
-                    "seconds": round(s.seconds, 3),
-                    "device": run.prov["device"],
-                    **ev,
-                }
-            )
-            run.say(f"eval @ {s.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in ev.items() if k != "fid_blocks"))
-            if self.on_eval is not None:
-                self.on_eval(run.curve())
+            s.points.append(point)
+            shown = {k: v for k, v in point.items() if k not in ("step", "images", "macs", "seconds", "device")}
+            run.say(f"eval @ {s.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items() if k != "fid_blocks"))
+        if run.world > 1:
+            flag = torch.tensor(float(stop), device=run.device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:  # every rank ends here: this step is now the run's last, so the checkpoint hook saves it
+            run.cfg.train.steps = run.state.step
+            run.say(f"{run.cfg.run_id}: targets reached at {run.cfg.train.target_patience} evaluations in a row")
+        if run.rank == 0 and self.on_eval is not None:
+            self.on_eval(run.curve())
         if run.world > 1:
             dist.barrier()
+
+
+def load_targets(path: str | os.PathLike) -> dict[str, Any]:
+    """The targets of ``train.to_target``: ``fid`` (a number >= 0) and optionally ``val_loss`` (> 0) with the
+    ``objective`` it was measured on, as ``repro targets`` writes them. Errors name the file and the field."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"train.to_target: {path}: cannot be read as JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"train.to_target: {path}: must hold a JSON object")
+    fid = doc.get("fid")
+    if isinstance(fid, bool) or not isinstance(fid, (int, float)) or not math.isfinite(fid) or fid < 0:
+        raise ConfigError(f"train.to_target: {path}: fid={fid!r} is not allowed; must be a finite number >= 0")
+    val = doc.get("val_loss")
+    if val is not None and (isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 < val < math.inf):
+        raise ConfigError(f"train.to_target: {path}: val_loss={val!r} is not allowed; must be a finite number > 0")
+    if val is not None and not isinstance(doc.get("objective"), str):
+        raise ConfigError(f"train.to_target: {path}: a val_loss target needs the 'objective' it was measured on")
+    return {"fid": float(fid), "val_loss": None if val is None else float(val), "objective": doc.get("objective")}
+
+
+def targets_reached(run: Run, points: Sequence[dict[str, Any]]) -> bool:
+    """Whether the last ``train.target_patience`` sample-quality points of ``points`` all reach the targets that
+    apply to this run (FID; the validation loss only on the targets' objective)."""
+    t, need = run.targets, run.cfg.train.target_patience
+    same = t["val_loss"] is not None and t["objective"] == run.cfg.objective["name"]
+    sampled = [p for p in points if p.get("fid") is not None]
+    if len(sampled) < need:
+        return False
+    return all(p["fid"] <= t["fid"] and (not same or p["val_loss"] <= t["val_loss"]) for p in sampled[-need:])
 
 
 class CheckpointHook(Hook):
@@ -520,6 +572,7 @@ class Run:
     prov: dict[str, Any]
     loss: LossMeter
     quiet: bool = False
+    targets: dict[str, Any] | None = None  # train.to_target's, read once at the start
 
     def say(self, text: str) -> None:
         if self.rank == 0 and not self.quiet:
@@ -538,6 +591,7 @@ class Run:
             "train_size": len(self.data),  # images in the training set: epochs = images / train_size
             "provenance": self.prov,
             "points": list(self.state.points),
+            **({"targets": {**self.targets, "file": self.cfg.train.to_target}} if self.targets is not None else {}),
         }
 
 
@@ -701,6 +755,10 @@ def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, co
         prov["latents"] = {"path": cfg.data.path, "manifest_sha256": manifest_sha256(cfg.data.path)}
     run = Run(cfg, run_dir, dev, rank, world, state, objective, data, step_fn, step_macs, prov, LossMeter(dev, world))
     run.quiet = quiet
+    if tc.to_target is not None:
+        run.targets = load_targets(tc.to_target)
+        if targets_reached(run, state.points):  # stopped there before a kill left curve.json unwritten
+            tc.steps = state.step
     log = LogHook(run, quiet, live)
     hooks = [log]
     if tc.max_seconds is not None:
@@ -752,6 +810,12 @@ def register_cli(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--steps", type=int, default=None, help="override train.steps (e.g. a dry run)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument(
+        "--to-target",
+        default=None,
+        metavar="FILE",
+        help="train to target: stop once the targets in FILE (written by repro targets) are reached (train.to_target)",
+    )
     p.add_argument("--curve", default=None, help="also write the finished run's curve.json to this path")
     p.add_argument(
         "--grid", default=None, help="also copy the finished run's samples.png (final samples, a column per class) here"
@@ -771,6 +835,10 @@ def _cli(args: argparse.Namespace) -> int:
             raise ConfigError(f"--steps: {args.steps!r} is not allowed; must be a positive integer")
         cfg.train.steps = args.steps
         cfg.validate()
+    if args.to_target is not None:
+        cfg.train.to_target = args.to_target
+        cfg.validate()
+        load_targets(args.to_target)  # a missing or broken file fails here, before anything is written
     out = Path(args.out or Path("runs") / args.scale / f"{args.method}-s{args.seed}")
     try:
         curve = train(
