@@ -33,6 +33,18 @@ def _deterministic_torch():
     torch.set_flush_denormal(False)
 
 
+@pytest.fixture
+def fashion_mnist_data():
+    """Skip the test unless Fashion-MNIST can be read without a download (``$REPRO_DATA_DIR``, Debian's
+    ``dataset-fashion-mnist`` or the cache): a test that reads it must not download it on a machine without it."""
+    from repro.data import fashion_mnist
+
+    try:
+        return fashion_mnist.find_data_dir(download=False)
+    except fashion_mnist.DataNotFoundError as e:
+        pytest.skip(str(e).splitlines()[0])
+
+
 # Measured numbers a test wants in the CI log (false-verdict rates, power, coverage): shown in the terminal summary
 _MEASURED: list[str] = []
 

@@ -18,6 +18,7 @@ from repro.train import train
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_data")
 def test_smoke_scale_end_to_end(tmp_path):
     params = load_params()
     curves = tmp_path / "curves"

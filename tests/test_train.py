@@ -342,6 +342,7 @@ def test_clip_denoised_is_a_scale_setting_on_for_the_micro_campaign_and_refused_
         RunConfig.from_dict(d)
 
 
+@pytest.mark.usefixtures("fashion_mnist_data")
 def test_evaluation_stores_the_fid_sd_from_disjoint_blocks(monkeypatch):
     from repro.data.loader import TrainData, validation_batch
     from repro.evaluation import evaluate
