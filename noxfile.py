@@ -1,5 +1,5 @@
 """Sessions: ``tests`` (default), ``lint``, ``property`` (the property tests on a few hundred random examples each),
-``repro`` (the CPU micro scale through
+``mutation`` (the declared breaks of tests/mutants.yaml, each must be caught), ``repro`` (the CPU micro scale through
 DVC) and ``gpu_repro``.
 
 All sessions share one environment (``.venv`` beside this file, or ``$REPRO_ENV``): torch alone is
@@ -86,6 +86,14 @@ def property_tests(session: nox.Session) -> None:
     bin_dir = _env(session)
     session.env["HYPOTHESIS_PROFILE"] = "thorough"
     session.run(str(bin_dir / "python"), "-m", "pytest", "-m", "hypothesis", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def mutation(session: nox.Session) -> None:
+    """Break the code in each declared way (tests/mutants.yaml) in a scratch copy and check that the tests listed
+    for the break fail; fails if a break is not caught. Arguments go to tests/mutation.py (``-- --only ID``)."""
+    bin_dir = _env(session)
+    session.run(str(bin_dir / "python"), str(ROOT / "tests" / "mutation.py"), *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none")
