@@ -125,6 +125,7 @@ def repro(session: nox.Session) -> None:
     import tempfile
 
     bin_dir = _env(session)
+    session.env["HYPOTHESIS_PROFILE"] = "ci"  # the ledger's structure checks run pytest: the CI examples, reproducibly
     repro_cli, dvc = str(bin_dir / "repro"), str(bin_dir / "dvc")
     args = list(session.posargs)
     golden = ROOT / "goldens" / "micro" / "runs"
