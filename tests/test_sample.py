@@ -161,6 +161,7 @@ def test_sample_refuses_bad_sources_in_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_data")
 def test_evaluate_scores_the_samples(tmp_path):
     run, _, _ = _fake_run(tmp_path)
     out = tmp_path / "s.npz"
