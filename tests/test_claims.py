@@ -786,3 +786,13 @@ def test_the_committed_ledger_decides_every_experiment_claim_on_one_family():
     ]
     sizes = {re.search(r"Holm over the (\d+) distinct tests at ([\w-]+)", line).groups() for line in lines}
     assert len(sizes) == 1 and lines, sizes  # one family at micro, the same size in every claim's line
+
+
+def test_a_one_sided_p_between_the_levels_decides_nothing(tmp_path):
+    # each one-sided test runs at 0.025 (the 95% interval's two sides): p = 0.03 for the claim is not enough
+    record = {**speedup_record(1.3, 0.98, 1.7), "p_value_ge_k": {"1.0": 0.03}, "p_value_lt_k": {"1.0": 0.97}}
+    write_golden(tmp_path, "micro", record)
+    assert C.evaluate_experiment(spec("experiment", EXPERIMENT), tmp_path).verdict == C.NOT_SUPPORTED
+    record["p_value_ge_k"]["1.0"] = 0.02
+    write_golden(tmp_path, "micro", record)
+    assert C.evaluate_experiment(spec("experiment", EXPERIMENT), tmp_path).verdict == C.CONFIRMED
