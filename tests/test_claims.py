@@ -485,6 +485,17 @@ def test_experiment_prefers_the_first_listed_scale(tmp_path):
     s = spec("experiment", {**EXPERIMENT, "scales": ["small", "micro"]})
     result = C.evaluate_experiment(s, tmp_path)
     assert (result.verdict, result.scale) == (C.CONFIRMED, "small")
+    # a preferred scale whose report does not hold the compared method yet (its runs are still being made) leaves
+    # the decision to the next scale that does; with none holding it the claim is pending at the first
+    path = tmp_path / "small" / "speedup.json"
+    path.write_text(json.dumps({"scale": "small", "baseline": "dit", "unit_results": {}}))
+    result = C.evaluate_experiment(s, tmp_path)
+    assert (result.verdict, result.scale) == (C.REFUTED, "micro")
+    (tmp_path / "micro" / "speedup.json").write_text(json.dumps({"scale": "micro", "unit_results": {}}))
+    assert (C.evaluate_experiment(s, tmp_path).verdict, C.evaluate_experiment(s, tmp_path).scale) == (
+        C.PENDING,
+        "small",
+    )
 
 
 def test_paper_scale_only_is_not_checkable(tmp_path):

@@ -495,11 +495,25 @@ def _shares(spec: Spec, goldens: Path, scale: str, reports: dict[Path, Any]) -> 
     ]
 
 
+def _decisive_scale(goldens: Path, scales: Sequence[str], name: str, keys: Sequence[str]) -> tuple[str, Path] | None:
+    """The first of ``scales`` whose report holds the claim's value (a scale whose runs are still being made, its
+    report not yet holding the compared method, leaves the decision to the next scale that does); else the first
+    whose report exists (the claim then reads as pending there)."""
+    for scale in scales:
+        path = goldens / scale / name
+        try:
+            if path.exists() and lookup(json.loads(path.read_text()), keys) is not MISSING:
+                return scale, path
+        except (OSError, ValueError):
+            return scale, path  # unreadable: the caller reports it
+    return first_scale(goldens, scales, name)
+
+
 def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
     c = spec.check
     name = c["file"]
     scales = list(c["scales"])
-    found = first_scale(goldens, scales, name)
+    found = _decisive_scale(goldens, scales, name, keys_of(c["value"]))
     if found is None:
         if scales == ["paper"]:
             return Result(
