@@ -1,4 +1,6 @@
-"""Sessions: ``tests`` (default), ``lint``, ``repro`` (the CPU micro scale through DVC) and ``gpu_repro``.
+"""Sessions: ``tests`` (default), ``lint``, ``property`` (the property tests on a few hundred random examples each),
+``mutation`` (the declared breaks of tests/mutants.yaml, each must be caught), ``repro`` (the CPU micro scale through
+DVC) and ``gpu_repro``.
 
 All sessions share one environment (``.venv`` beside this file, or ``$REPRO_ENV``): torch alone is
 several GB, so building it once per session would waste minutes and disk. The environment is
@@ -69,10 +71,29 @@ def _env(session: nox.Session) -> Path:
 
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    """Lint, then the whole test suite (derandomized hypothesis profile ``ci``)."""
+    """Lint, then the whole test suite with the derandomized hypothesis profile ``ci`` (the same examples on every
+    run, so a red run is reproducible; plain ``pytest`` draws fresh random examples instead)."""
     bin_dir = _env(session)
+    session.env["HYPOTHESIS_PROFILE"] = "ci"
     session.run(str(bin_dir / "ruff"), "check", "repro", "tests", "noxfile.py", external=True)
     session.run(str(bin_dir / "python"), "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session(name="property", venv_backend="none")
+def property_tests(session: nox.Session) -> None:
+    """The property tests (those with ``@given``: hypothesis marks them ``hypothesis``) on fresh random examples,
+    300 each (hypothesis profile ``thorough``, tests/conftest.py). Arguments go to pytest (``-- -k routing``)."""
+    bin_dir = _env(session)
+    session.env["HYPOTHESIS_PROFILE"] = "thorough"
+    session.run(str(bin_dir / "python"), "-m", "pytest", "-m", "hypothesis", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def mutation(session: nox.Session) -> None:
+    """Break the code in each declared way (tests/mutants.yaml) in a scratch copy and check that the tests listed
+    for the break fail; fails if a break is not caught. Arguments go to tests/mutation.py (``-- --only ID``)."""
+    bin_dir = _env(session)
+    session.run(str(bin_dir / "python"), str(ROOT / "tests" / "mutation.py"), *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none")
@@ -104,6 +125,7 @@ def repro(session: nox.Session) -> None:
     import tempfile
 
     bin_dir = _env(session)
+    session.env["HYPOTHESIS_PROFILE"] = "ci"  # the ledger's structure checks run pytest: the CI examples, reproducibly
     repro_cli, dvc = str(bin_dir / "repro"), str(bin_dir / "dvc")
     args = list(session.posargs)
     golden = ROOT / "goldens" / "micro" / "runs"

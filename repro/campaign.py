@@ -9,7 +9,12 @@ so a cut-short campaign is balanced across methods), and records each finished r
 with an empty DVC cache sees the finished runs as up to date and a later piece starts where this one stopped.
 
 ``hours`` bounds a piece: a run is started only when the time used so far plus the longest run seen so far
-fits. Afterwards the stages that read the curves (speedups, ledger, summary) are re-run. Commit the piece to
+fits. A run longer than a piece (a stage whose command resumes, without ``--no-resume``: the long-horizon scale)
+is started whatever its length and, when the piece's time is up, sent SIGTERM: it checkpoints at the next step
+and exits with status 75, and the next piece resumes it from that checkpoint (on the same machine; on a fresh one
+it starts over and, being seeded, repeats the same curve). A stage whose dependencies include a file that does not
+exist yet (the targets a run trained to target stops at, written once the baseline's runs are done) waits.
+Afterwards the stages that read the curves (speedups, ledger, summary) are re-run. Commit the piece to
 git (``dvc.lock``, ``goldens/``, ``reports/``) before the next one. Do not edit the code a run depends on while
 a piece runs: ``dvc commit`` records the dependencies as they are when the run ends.
 
@@ -26,6 +31,7 @@ import argparse
 import json
 import re
 import shlex
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -33,21 +39,36 @@ from pathlib import Path
 
 from .io import atomic_write_json
 
-TRAIN_STAGES = ("train", "train-extra")
-"""dvc.yaml's training stages (matrix stages: one per run; ``train-extra`` holds a scale's ``extra_seeds``)."""
-DOWNSTREAM = (
-    "speedup",
-    "speedup-val-loss",
-    "speedup-vs-tread",
-    "speedup-vs-tread-val-loss",
-    "speedup-edm",
-    "speedup-edm-val-loss",
-    "claims",
-    "summary",
-)
+TRAIN_PREFIX = "train"
+"""dvc.yaml's training stages are the matrix stages named ``train...`` (one stage per run): ``train``,
+``train-extra`` (a scale's ``extra_seeds``), ``train-long`` and ``train-long-to-target``; a scale's are those whose
+command says ``--scale <scale>``."""
+DOWNSTREAM_BY_SCALE = {
+    "micro": (
+        "speedup",
+        "speedup-val-loss",
+        "speedup-vs-tread",
+        "speedup-vs-tread-val-loss",
+        "speedup-edm",
+        "speedup-edm-val-loss",
+        "claims",
+        "summary",
+    ),
+    "micro-long": (
+        "targets-long",
+        "speedup-long",
+        "speedup-long-val-loss",
+        "speedup-long-edm-val-loss",
+        "claims",
+    ),
+}
 """The stages that read a scale's curves, in dependency order (claims before summary)."""
+DOWNSTREAM = DOWNSTREAM_BY_SCALE["micro"]
 DIVERGED_RC = 3
 """``repro train``'s exit status for a run whose loss turned NaN/Inf."""
+PREEMPTED_RC = 75
+"""``repro train``'s exit status after SIGTERM/SIGUSR1: it wrote its checkpoint; the same command resumes."""
+_SCALE_ARG = re.compile(r"--scale[= ](?P<scale>\S+)")
 DIVERGED = Path("goldens") / "diverged"
 """Where the runner records diverged runs (relative to the project root; committed with the piece)."""
 
@@ -73,6 +94,12 @@ class Stage:
     method: str
     seed: int
     cmd: str
+    waits_for: tuple[str, ...] = ()  # dependencies that do not exist yet
+
+    @property
+    def resumable(self) -> bool:
+        """A run that resumes across pieces: its command does not start over."""
+        return "--no-resume" not in shlex.split(self.cmd)
 
 
 def parse_stage_name(name: str) -> tuple[str, int]:
@@ -98,25 +125,46 @@ def _dvc(root: Path, *args: str) -> str:
     return out.stdout
 
 
-def pending(root: Path, everything: bool = False) -> list[Stage]:
-    """The training stages DVC does not see as up to date (a dependency or output changed or is missing);
-    ``everything``: all of them."""
+def pending(root: Path, everything: bool = False, scale: str | None = None) -> list[Stage]:
+    """The training stages (of ``scale``, when given) DVC does not see as up to date (a dependency or output
+    changed or is missing); ``everything``: all of them."""
     import yaml
     from dvc.repo import Repo
 
     defined = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})
-    names = [name for name in TRAIN_STAGES if name in defined]
+    names = [name for name in defined if name.startswith(TRAIN_PREFIX) and "matrix" in defined[name]]
     if not names:
-        raise ValueError(f"{root / 'dvc.yaml'}: no training stage ({', '.join(TRAIN_STAGES)}) to run")
-    stale = set(json.loads(_dvc(root, "status", "--json", *names) or "{}"))
+        raise ValueError(f"{root / 'dvc.yaml'}: no training stage ({TRAIN_PREFIX}...) to run")
     stages = []
     with Repo(str(root)) as repo:
-        for group in names:
-            for stage in repo.stage.collect(f"{root / 'dvc.yaml'}:{group}"):  # a bare name resolves against the cwd
-                if everything or stage.name in stale:
-                    method, seed = parse_stage_name(stage.name)
-                    stages.append(Stage(stage.name, method, seed, stage.cmd))
+        collected = [
+            stage
+            for group in names
+            for stage in repo.stage.collect(f"{root / 'dvc.yaml'}:{group}")  # a bare name resolves against the cwd
+            if scale is None or _stage_scale(stage.cmd) == scale
+        ]
+        if not collected:
+            return []
+        stale = set(json.loads(_dvc(root, "status", "--json", *(s.name for s in collected)) or "{}"))
+        for stage in collected:
+            if everything or stage.name in stale:
+                method, seed = parse_stage_name(stage.name)
+                missing = tuple(str(d.def_path) for d in stage.deps if not (root / str(d.def_path)).exists())
+                stages.append(Stage(stage.name, method, seed, stage.cmd, missing))
     return stages
+
+
+def _stage_scale(cmd: str) -> str | None:
+    m = _SCALE_ARG.search(cmd)
+    return m["scale"] if m else None
+
+
+def may_start(stage: Stage, elapsed: float, longest: float, hours: float | None) -> bool:
+    """Whether ``stage`` may start ``elapsed`` seconds into a piece of ``hours``: a run that resumes across pieces
+    whenever time is left (it is stopped at the end and resumed in the next), any other only when it fits."""
+    if hours is not None and stage.resumable:
+        return elapsed < hours * 3600.0
+    return plan_fits(elapsed, longest, hours)
 
 
 def plan_fits(elapsed: float, longest: float, hours: float | None) -> bool:
@@ -134,10 +182,11 @@ def run_campaign(
     log=print,
     everything: bool = False,
     only: list[str] | None = None,
+    scale: str | None = None,
 ) -> dict[str, str]:
-    """Run the pending training stages (``everything``: all; ``only``: of those methods only), ``jobs`` at a
-    time; ``{stage: "done" | "failed (rc N)" | "not started"}``."""
-    todo = seed_major(pending(root, everything), methods)
+    """Run the pending training stages (of ``scale`` when given; ``everything``: all; ``only``: of those methods
+    only), ``jobs`` at a time; ``{stage: "done" | "paused (...)" | "failed (rc N)" | "not started" | ...}``."""
+    todo = seed_major(pending(root, everything, scale), methods)
     what = "to run" if everything else "not up to date"
     if only is not None:
         left = [s for s in todo if s.method not in only]
@@ -157,6 +206,14 @@ def run_campaign(
             )
             result.update({s.name: "diverged earlier (skipped)" for s in skipped})
             todo = [s for s in todo if s not in skipped]
+    waiting = [s for s in todo if s.waits_for]
+    if waiting:
+        log(
+            f"{len(waiting)} of them wait for a dependency not made yet and are not started: "
+            + ", ".join(f"{s.name} ({', '.join(s.waits_for)})" for s in waiting)
+        )
+        result.update({s.name: f"waiting for {', '.join(s.waits_for)}" for s in waiting})
+        todo = [s for s in todo if not s.waits_for]
     if dry_run or not todo:
         return result | {s.name: "not started" for s in todo}
     logs = root / "runs" / "campaign-logs"
@@ -164,8 +221,18 @@ def run_campaign(
     running: list[tuple[Stage, subprocess.Popen, float]] = []
     start, longest = time.monotonic(), 0.0
     queue = list(todo)
+    stopping = False
     while queue or running:
-        while queue and len(running) < jobs and plan_fits(time.monotonic() - start, longest, hours):
+        elapsed = time.monotonic() - start
+        if hours is not None and elapsed >= hours * 3600.0 and not stopping:
+            resumable = [(st, pr) for st, pr, _ in running if st.resumable]
+            if resumable:
+                names = ", ".join(st.name for st, _ in resumable)
+                log(f"the piece's {hours} h are up: SIGTERM to {names} (they resume in the next piece)")
+            for _, proc in resumable:
+                proc.send_signal(signal.SIGTERM)
+            stopping = True
+        while queue and not stopping and len(running) < jobs and may_start(queue[0], elapsed, longest, hours):
             stage = queue.pop(0)
             log(f"start {stage.name}: {stage.cmd}")
             with _stage_log(logs, stage).open("w") as logfile:  # the child keeps its copy
@@ -182,7 +249,10 @@ def run_campaign(
             running.remove(item)
             took = time.monotonic() - t0
             longest = max(longest, took)
-            if rc == 0:
+            if rc == PREEMPTED_RC and stage.resumable:
+                result[stage.name] = f"paused after {took / 60:.1f} min (checkpointed; the next piece resumes it)"
+                log(f"paused {stage.name} after {took / 60:.1f} min: its checkpoint is in runs/ for the next piece")
+            elif rc == 0:
                 _dvc(root, "commit", "--force", stage.name)  # dvc.lock now marks the run done
                 diverged_record(root, stage).unlink(missing_ok=True)  # a rerun (--all, after a fix) ended well
                 result[stage.name] = "done"
@@ -217,9 +287,19 @@ def _stage_log(logs: Path, stage: Stage) -> Path:
     return logs / f"{stage.method}-s{stage.seed}.log"
 
 
-def run_downstream(root: Path, log=print) -> None:
-    """Re-run the stages that read the curves, each alone (``--single-item``: never the training upstream)."""
-    for name in DOWNSTREAM:
+def run_downstream(root: Path, stages=DOWNSTREAM, log=print) -> None:
+    """Re-run the stages that read the curves, each alone (``--single-item``: never the training upstream); a
+    stage whose inputs are not made yet (the long horizon's targets before the baseline's runs) is skipped."""
+    import yaml
+
+    defined = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})
+    for name in stages:
+        if name not in defined:
+            continue
+        missing = [d for d in defined[name].get("deps", []) if isinstance(d, str) and not (root / d).exists()]
+        if missing:
+            log(f"skip {name}: its inputs are not made yet ({', '.join(missing)})")
+            continue
         log(f"dvc repro --single-item {name}")
         out = subprocess.run(["dvc", "repro", "--single-item", name], cwd=root)
         if out.returncode != 0:
@@ -266,11 +346,14 @@ def _cli(args: argparse.Namespace) -> int:
             raise ConfigError(f"--methods: {method!r} is not a method of scale {args.scale}; allowed: {allowed}")
     root = Path.cwd()
     print(f"{len(runs)} runs in scale {args.scale}; {jobs} side by side")
-    result = run_campaign(root, methods, jobs, args.hours, args.dry_run, everything=args.all, only=args.methods)
+    result = run_campaign(
+        root, methods, jobs, args.hours, args.dry_run, everything=args.all, only=args.methods, scale=args.scale
+    )
     failed = [k for k, v in result.items() if v.startswith("failed")]
     changed = any(v == "done" or "diverged, recorded" in v for v in result.values())
     if not args.dry_run and not args.no_downstream and changed:
-        run_downstream(root)  # a new diverged record changes the ledger too (the claims stage reads goldens/diverged)
+        # a new diverged record changes the ledger too (the claims stage reads goldens/diverged)
+        run_downstream(root, DOWNSTREAM_BY_SCALE.get(args.scale, ()))
     if changed:
         print("record the piece: git add dvc.lock goldens reports && git commit -m '<what this piece ran>'")
     return 1 if failed else 0

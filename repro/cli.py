@@ -25,25 +25,31 @@ COMMANDS: dict[str, str] = {
     "compare": "repro.golden:register_compare",
     "campaign": "repro.campaign:register_cli",
     "speedup": "repro.speedup:register_cli",
+    "targets": "repro.speedup:register_targets_cli",
     "summary": "repro.summary:register_cli",
     "audit": "repro.audit:register_cli",
     "claims": "repro.evidence.report:register_cli",
     "bench": "repro.bench:register_cli",
+    "land": "repro.land:register_cli",
+    "slurm": "repro.cluster:register_cli",
 }
 
 # One-line help of each command, shown by ``repro --help`` without importing the command's module
 HELP: dict[str, str] = {
     "train": "train one run of params.yaml (scale x method x seed)",
-    "sample": "draw samples of a trained run or checkpoint into an .npz and a PNG grid",
-    "evaluate": "FID/KID/precision-recall of samples against a Fashion-MNIST split",
+    "sample": "draw samples of a run or checkpoint (torchrun: distributed) into an ADM .npz",
+    "evaluate": "sample quality against a Fashion-MNIST split or an ADM reference batch",
     "rerun": "re-train every run of a scale and compare with its goldens",
     "compare": "compare re-run curves with golden curves (pass/fail per run)",
     "campaign": "run a scale's training stages that are not up to date, side by side, in pieces",
     "speedup": "speedup to a target FID from training curves, with intervals and tests",
+    "targets": "the targets runs trained to target stop at, from a baseline's runs",
     "summary": "flat metrics and plot files of a scale's goldens, for DVC",
     "audit": "count parameters and MACs (meta device) and rebuild the published speedups",
     "claims": "evaluate every claim spec and write the verdict table",
     "bench": "step time, images/s, memory, MFU: DiT vs TREAD vs stochastic depth",
+    "land": "land finished paper-scale run directories in goldens/paper/, with provenance",
+    "slurm": "an sbatch script for a paper-scale run: torchrun, c10d, requeue on preemption",
 }
 
 DESCRIPTION = (
@@ -52,7 +58,7 @@ DESCRIPTION = (
 )
 EPILOG = """examples:
   repro train --scale micro --method tread --seed 0
-  repro sample runs/micro/tread-s0 --num 64 --out samples.npz
+  repro sample runs/micro/tread-s0 --num-samples 64 --out samples.npz
   repro evaluate samples.npz
   repro claims
 

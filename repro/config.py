@@ -79,6 +79,16 @@ class TrainConfig:
     # Set by equal_cost (not meant for params.yaml): the step count was scaled by this factor, and
     # evaluations and checkpoints fall on round(k * every * step_scale), the dense run's MAC points.
     step_scale: float = 1.0
+    # Train to target (MLPerf's rule): a JSON file of targets (written by `repro targets` from the baseline's
+    # finished runs: "fid", and "val_loss" with the "objective" it was measured on); the run stops at the first
+    # sample-quality evaluation that makes target_patience of them in a row reach every target that applies (the
+    # validation loss only on the same objective), or at train.steps, whichever comes first.
+    to_target: str | None = None
+    target_patience: int = 2
+
+    def at_dense(self, step: int, dense_steps) -> bool:
+        """Whether ``step`` is one of ``dense_steps`` (dense-model steps) on the MAC-scaled schedule, or the last."""
+        return step == self.steps or any(round(a * self.step_scale) == step for a in dense_steps)
 
     def on_schedule(self, step: int, every: int) -> bool:
         """Whether ``step`` is a multiple of ``every`` dense steps on the MAC-scaled schedule, or the last step."""
@@ -121,6 +131,9 @@ class TrainConfig:
         if self.max_seconds is not None:
             check_real(f"{prefix}.max_seconds", self.max_seconds, gt=0)
         check_real(f"{prefix}.step_scale", self.step_scale, gt=0)
+        if self.to_target is not None and (not isinstance(self.to_target, str) or not self.to_target.endswith(".json")):
+            raise invalid(f"{prefix}.to_target", self.to_target, "must be the path of a targets JSON file")
+        check_int(f"{prefix}.target_patience", self.target_patience)
         if self.batch_size % self.grad_accum:
             raise invalid(f"{prefix}.batch_size", self.batch_size, f"must be divisible by grad_accum={self.grad_accum}")
 
@@ -145,6 +158,13 @@ class EvalConfig:
     # same MAC-scaled schedule) and at the last step; the validation loss stays at every evaluation. None: at
     # every evaluation.
     sample_every: int | None = None
+    # ... or only at these dense-model steps (each a multiple of train.eval_every; a log-spaced grid for a long
+    # horizon) and at the last step. At most one of sample_every and sample_at.
+    sample_at: tuple[int, ...] | None = None
+    # A second FID from another number of sampling steps, stored as "fid@<steps>" in the curve point: the
+    # sampler's share of a late FID. {"sample_steps": {objective name: steps}, "at": [dense steps], "seeds":
+    # [seeds]}: at those sample-quality evaluations and at the last one, for those seeds.
+    extra_fid: dict | None = None
 
     def validate(self, prefix: str = "eval") -> None:
         for name in ("num_samples", "sample_steps", "val_size", "val_points", "batch_size", "fid_blocks"):
@@ -152,6 +172,19 @@ class EvalConfig:
         check_bool(f"{prefix}.clip_denoised", self.clip_denoised)
         if self.sample_every is not None:
             check_int(f"{prefix}.sample_every", self.sample_every)
+        if self.sample_at is not None:
+            at = self.sample_at
+            if (
+                not isinstance(at, (list, tuple))
+                or not at
+                or any(isinstance(a, bool) or not isinstance(a, int) or a < 1 for a in at)
+                or list(at) != sorted(set(at))
+            ):
+                raise invalid(f"{prefix}.sample_at", at, "a non-empty, increasing list of positive step counts")
+            if self.sample_every is not None:
+                raise invalid(f"{prefix}.sample_at", at, "at most one of sample_every and sample_at")
+        if self.extra_fid is not None:
+            self._check_extra_fid(prefix)
         if self.fid_blocks > 1 and self.num_samples // self.fid_blocks < 2:
             raise invalid(
                 f"{prefix}.fid_blocks", self.fid_blocks, f"needs >= 2 samples a block (num_samples={self.num_samples})"
@@ -170,6 +203,20 @@ class EvalConfig:
         check_int(f"{prefix}.seed", self.seed, low=0)
         if metrics and self.num_samples < 4:  # a covariance and 3 nearest neighbours need a few samples
             raise invalid(f"{prefix}.num_samples", self.num_samples, "must be >= 4 when metrics are computed")
+
+    def _check_extra_fid(self, prefix: str) -> None:
+        e, where = self.extra_fid, f"{prefix}.extra_fid"
+        if not isinstance(e, dict) or set(e) != {"sample_steps", "at", "seeds"}:
+            raise invalid(where, e, "a mapping with exactly sample_steps, at and seeds")
+        steps = e["sample_steps"]
+        if not isinstance(steps, dict) or not steps:
+            raise invalid(f"{where}.sample_steps", steps, "a mapping of objective name to a number of sampling steps")
+        for name, n in steps.items():
+            check_int(f"{where}.sample_steps.{name}", n)
+        for key in ("at", "seeds"):
+            values = e[key]
+            if not isinstance(values, (list, tuple)) or not all(type(v) is int for v in values):
+                raise invalid(f"{where}.{key}", values, "a list of integers")
 
 
 @dataclass
@@ -215,6 +262,9 @@ class RunConfig:
         every = self.eval.sample_every
         if every is not None and every % self.train.eval_every:
             raise invalid("eval.sample_every", every, f"must be a multiple of train.eval_every={self.train.eval_every}")
+        for a in self.eval.sample_at or ():
+            if a % self.train.eval_every:
+                raise invalid("eval.sample_at", a, f"must be a multiple of train.eval_every={self.train.eval_every}")
         if self.eval.clip_denoised and self.data.name == "latents":
             raise invalid("eval.clip_denoised", True, "false for latents: they have no bounded range to clip to")
 
@@ -257,7 +307,7 @@ def _build(cls, values: Any, prefix: str):
     values = as_mapping(prefix, values)
     check_keys(prefix, values, _fields(cls))
     values = dict(values)
-    for k in ("betas", "metrics"):
+    for k in ("betas", "metrics", "sample_at"):
         if k in values and isinstance(values[k], list):
             values[k] = tuple(values[k])
     return cls(**values)

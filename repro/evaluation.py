@@ -11,8 +11,11 @@ from .config import RunConfig
 
 
 @torch.no_grad()
-def generate(model, objective, cfg: RunConfig, device: torch.device, num: int | None = None) -> torch.Tensor:
-    """``num`` class-balanced samples from fixed noise (the same at every evaluation), in [-1, 1]."""
+def generate(
+    model, objective, cfg: RunConfig, device: torch.device, num: int | None = None, steps: int | None = None
+) -> torch.Tensor:
+    """``num`` class-balanced samples from fixed noise (the same at every evaluation), in [-1, 1], in ``steps``
+    sampling steps (default: the scale's ``eval.sample_steps``)."""
     num = num or cfg.eval.num_samples
     m = cfg.model
     g = torch.Generator(device="cpu").manual_seed(cfg.eval.seed)
@@ -27,7 +30,7 @@ def generate(model, objective, cfg: RunConfig, device: torch.device, num: int | 
                 model,
                 noise[i : i + cfg.eval.batch_size].to(device),
                 labels[i : i + cfg.eval.batch_size].to(device),
-                steps=cfg.eval.sample_steps,
+                steps=steps or cfg.eval.sample_steps,
                 guidance_scale=cfg.eval.guidance_scale,
                 generator=sg,
                 workers=workers,
@@ -84,3 +87,18 @@ def evaluate(
             out["fid_sd"] = fid_sd_from_blocks(blocks)
             out["fid_blocks"] = [float(b) for b in blocks]
     return out
+
+
+def extra_fid(model, objective, cfg: RunConfig, device: torch.device, steps: int) -> dict[str, float]:
+    """``{"fid@<steps>": FID}`` of the same fixed noise sampled in ``steps`` steps (``eval.extra_fid``)."""
+    from .metrics.fid import compute_metrics
+
+    samples = generate(model, objective, cfg, device, steps=steps)
+    res = compute_metrics(
+        samples.clamp(-1, 1),
+        reference=cfg.eval.reference,
+        metrics=("fid",),
+        reference_size=cfg.eval.reference_size,
+        device=device,
+    )
+    return {f"fid@{steps}": float(res["fid"])}

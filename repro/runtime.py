@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -26,11 +27,27 @@ def cpu_setup(device: torch.device | str | None = None, threads: int | None = No
         torch.set_num_threads(threads)
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name as the kernel reports it (``/proc/cpuinfo``), or None where it does not say. Seconds
+    are comparable only on one CPU model: records name it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 def device_name(device: torch.device) -> str:
-    """The device as records name it: the GPU's model, or the CPU with its thread count."""
+    """The device as records name it: the GPU's model, or the CPU with its model (where the kernel says) and
+    thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    model = cpu_model()
+    arch = platform.processor() or platform.machine()
+    return f"cpu ({model + ', ' if model else ''}{arch}, {torch.get_num_threads()} threads)"
 
 
 def dist_info() -> tuple[int, int, int]:

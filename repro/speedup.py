@@ -34,19 +34,19 @@ Definitions (all of them are what the JSON report means):
   speedup is a ratio, so the statistics work on log cost, where "speedup >= k" is ``mean log cost_method <
   mean log cost_baseline - log k``.
 * **Censoring**: a seed that does not reach the target within its budget is right-censored at its final cost (its
-  budget): its true cost is larger. Both sides are handled alike and it is never evidence by itself. A censored method
-  seed makes its cost a lower bound, so it can only speak *against* a speedup: the test *for* the speedup is not run.
-  A censored baseline seed can only speak *for* one: the test *against* it is not run. The ratio is then a bound
-  (``ratio_is``: ``estimate``, ``upper bound``, ``lower bound`` or ``censored on both sides``) and no interval is given
-  (``ci_low`` and ``ci_high`` null): a two-sided interval around a bound covers nothing in particular (on simulated
-  curves such intervals covered the true ratio in 0-21% of experiments). The one test that can run is the test on
-  the bound: a censored cost enters at its budget, which understates it, so that test can only be conservative
-  (its false-verdict rate is measured with the others in ``tests/test_calibration.py``). If no baseline seed reaches
-  the target, everything is null. Every record carries the per-seed costs it was computed from (``costs``).
-* **Interval**: Welch t-interval on log cost (95 %), exponentiated. On simulated curves (``tests/test_calibration.py``)
-  it covered the true ratio in 96 % of 1,000 experiments at 3 seeds and at 5, where scipy's BCa bootstrap covered
-  80 % (3 seeds) and 86-87 % (5 seeds), and a percentile bootstrap of the ratio of means about the same; hence the
-  t-interval.
+  budget): its true cost is larger; one that meets it at its first evaluation is censored from below (its true cost is
+  at most that one's, which the ladder's early rungs meet). Both sides are handled alike and it is never evidence by
+  itself. A censored method seed makes its cost a lower bound, so it can only speak *against* a speedup: the test *for*
+  the speedup is not run. A censored baseline seed can only speak *for* one: the test *against* it is not run. The ratio
+  is then a bound (``ratio_is``: ``estimate``, ``upper bound``, ``lower bound`` or ``censored on both sides``) and no
+  interval is given (``ci_low`` and ``ci_high`` null): a two-sided interval around a bound covers nothing in particular
+  (on simulated curves such intervals covered the true ratio in 0-21% of experiments). The one test that can run is the
+  test on the bound: a censored cost enters at its budget, which understates it, so that test can only be conservative
+  (its false-verdict rate is measured with the others in ``tests/test_calibration.py``). If no baseline seed reaches the
+  target, everything is null. Every record carries the per-seed costs it was computed from (``costs``).
+* **Interval**: Welch t-interval on log cost (95 %), exponentiated. On curves simulated from the committed DiT runs'
+  process (``tests/test_calibration.py``) it covered the true ratio in 93.9-96.4 % of 1,000 experiments at 3 to 5
+  seeds, where scipy's BCa bootstrap covered 82 % at 3 seeds; hence the t-interval.
 * **Tests**: Welch's one-sided t-tests on log cost of "speedup >= k" (``p_value_ge_k``, ``ge_k``) and of
   "speedup < k" (``p_value_lt_k``, ``lt_k``), each at ``alpha / 2`` (0.025), so that a test decides exactly when the
   95 % interval excludes ``k``. When both groups have zero spread the answer is exact (p = 0 or 1). Interval and tests
@@ -56,7 +56,8 @@ Definitions (all of them are what the JSON report means):
   to 14x at its 2,352K point is a growth of 3.7. Per seed, the log cost from one target to the other, ``log c(to) -
   log c(from)``; the growth is the ratio of geometric means of those cost ratios, baseline over method, with the same
   Welch interval, tests and censoring rules as a speedup (:func:`compare` on them): a seed that does not reach
-  ``to`` is censored at its budget, one that does not reach ``from`` leaves the comparison.
+  ``to`` is censored at its budget; one that does not reach ``from``, or meets it at its first evaluation (its cost
+  there unmeasured), leaves the comparison.
 * **Minimum detectable effect** (``mde.factor``): with the observed spread and these seed counts, a true speedup of
   ``k * factor`` (or ``k / factor``) is detected with 80 % power by the one-sided test at 0.025.
 * **Late slope** (:func:`late_slope`): least-squares slope of the metric against log10(cost) over the evaluations in
@@ -443,11 +444,16 @@ def compare(
     ks: Iterable[float] = (1.0,),
     alpha: float = ALPHA,
     method_final: Sequence[float] | None = None,
+    baseline_first: Sequence[float] | None = None,
+    method_first: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Speedup of one method over the baseline for one target and unit, from per-seed costs (``None``: not reached).
 
     ``baseline_final`` and ``method_final`` hold each seed's final cost (its budget): a seed that did not reach the
-    target is censored there, its true cost is larger. See the module docstring for the rules.
+    target is censored there, its true cost is larger. ``baseline_first`` and ``method_first``, where given, hold
+    each seed's first evaluation's cost: a seed whose cost is that one met the target before anything was measured,
+    so its true cost is at most that (censored from below: a method seed can then only speak for the speedup, a
+    baseline seed only against it). See the module docstring for the rules.
     """
     if len(cost_baseline) != len(baseline_final):
         raise ValueError("cost_baseline and baseline_final must have one entry per baseline seed")
@@ -483,7 +489,13 @@ def compare(
     b = np.asarray([c if c is not None else f for c, f in zip(cost_baseline, baseline_final)], dtype=float)
     m = np.asarray([c if c is not None else f for c, f in zip(cost_method, m_budget)], dtype=float)
     cens_b, cens_m = n_b - reached_b, n_m - reached_m
+    early_b = sum(c is not None and c == f for c, f in zip(cost_baseline, baseline_first or [None] * n_b))
+    early_m = sum(c is not None and c == f for c, f in zip(cost_method, method_first or [None] * n_m))
     notes = []
+    if early_m:
+        notes.append(f"met at the first evaluation by {early_m} of {n_m} seeds (cost at most that: no test against)")
+    if early_b:
+        notes.append(f"baseline met it at its first evaluation in {early_b} of {n_b} seeds (no test for the speedup)")
     if cens_m:
         notes.append(f"not reached by {cens_m} of {n_m} seeds (censored at their budget: no test for the speedup)")
     if cens_b:
@@ -494,29 +506,27 @@ def compare(
         out["status"] = "; ".join(notes)
         return out
     out["ratio"] = float(math.exp(np.log(b).mean() - np.log(m).mean()))
-    out["ratio_is"] = (
-        "estimate"
-        if not (cens_b or cens_m)
-        else "upper bound"
-        if not cens_b
-        else "lower bound"
-        if not cens_m
-        else "censored on both sides"
-    )
+    upper, lower = bool(cens_m or early_b), bool(cens_b or early_m)  # what each kind of censoring makes the ratio
+    out["ratio_is"] = {
+        (False, False): "estimate",
+        (True, False): "upper bound",
+        (False, True): "lower bound",
+        (True, True): "censored on both sides",
+    }[(upper, lower)]
     if n_m < 2 or n_b < 2:
         out["status"] = "; ".join([ONE_SEED_NOTE, *notes])
         return out
-    if not (cens_b or cens_m):  # a bound gets no interval: only the test on the bound (below)
+    if not (upper or lower):  # a bound gets no interval: only the test on the bound (below)
         out["ci_low"], out["ci_high"] = log_ratio_interval(b, m, level=1.0 - alpha)
     _, se, df = welch(np.log(b), np.log(m))
     shift = detectable_shift(se, df, alpha)
     out["mde"] = {"factor": float(math.exp(shift)), "power": POWER, "alpha_one_sided": alpha / 2.0}
     for k in ks:
         key = _k_key(k)
-        if not cens_m:  # a censored method seed's true cost is higher: it can only speak against the speedup
+        if not upper:  # a censored method seed's true cost is higher: it can only speak against the speedup
             p = p_value_speedup(b, m, k, "ge")
             out["p_value_ge_k"][key], out["ge_k"][key] = p, bool(p < alpha / 2.0)
-        if not cens_b:  # a censored baseline seed's true cost is higher: it can only speak for the speedup
+        if not lower:  # a censored baseline seed's true cost is higher: it can only speak for the speedup
             p = p_value_speedup(b, m, k, "lt")
             out["p_value_lt_k"][key], out["lt_k"][key] = p, bool(p < alpha / 2.0)
     if notes:
@@ -598,7 +608,9 @@ def _group(curves: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, A
 
 
 def _versus(base_points, base_runs, m_points, m_runs, target: float, unit: str, metric: str, ks, alpha: float):
-    """:func:`compare` of two arms' curves (``*_points``; ``*_runs`` hold their budgets) at one ``target``."""
+    """:func:`compare` of two arms' curves (``*_points``; ``*_runs`` hold their budgets) at one ``target``, with
+    each seed's first evaluation (a target met there is censored from below: the ladder's early rungs)."""
+
     return compare(
         [cost_to_target(p, target, unit, metric) for p in base_points],
         [r["budget"][unit] for r in base_runs],
@@ -606,6 +618,8 @@ def _versus(base_points, base_runs, m_points, m_runs, target: float, unit: str, 
         ks,
         alpha,
         [r["budget"][unit] for r in m_runs],
+        [r["first"][unit] for r in base_runs],
+        [r["first"][unit] for r in m_runs],
     )
 
 
@@ -627,7 +641,7 @@ def growth(
         ratios, budgets, dropped = [], [], 0
         for pts, run in zip(points, runs):
             c0, c1 = cost_to_target(pts, start, unit, metric), cost_to_target(pts, end, unit, metric)
-            if c0 is None:
+            if c0 is None or c0 == run["first"][unit]:  # not reached, or met before anything was measured
                 dropped += 1
                 continue
             ratios.append(None if c1 is None else c1 / c0)
@@ -643,7 +657,10 @@ def growth(
         }
     record = compare(rb, bb, rm, ks, alpha, bm)
     if db or dm:
-        record["status"] += f"; left out, not reaching the start target: {db} baseline and {dm} method seed(s)"
+        record["status"] += (
+            f"; left out, not reaching the start target or meeting it at their first evaluation: {db} baseline and "
+            f"{dm} method seed(s)"
+        )
     return {"start": start, "end": end, **record}
 
 
@@ -714,11 +731,14 @@ def speedup_report(
                 "final_metric": float(_series(pts, anchor_unit, metric)[1][-1]),
                 "cost": {},
                 "budget": {},
+                "first": {},
             }
             if gate is not None:
                 entry["gate"] = run_gate(curve, gate)
             for unit in units:
-                entry["budget"][unit] = float(_series(pts, unit, metric)[0][-1])
+                costs_u = _series(pts, unit, metric)[0]
+                entry["budget"][unit] = float(costs_u[-1])
+                entry["first"][unit] = float(costs_u[0])
                 entry["cost"][unit] = {t: cost_to_target(pts, targets[t], unit, metric) for t in TARGETS}
             costs[curve["run_id"]] = entry
             runs.append(entry)
@@ -780,6 +800,8 @@ def speedup_report(
                     ks,
                     alpha,
                     [r["budget"][unit] for r in m_runs],
+                    [r["first"][unit] for r in base_runs],
+                    [r["first"][unit] for r in m_runs],
                 )
                 for unit in units
             }
@@ -911,6 +933,79 @@ def plot_curves(
         ax.grid(True, which="both", alpha=0.3)
         many = len(by_method) > 6  # the campaign with its ablations: two columns, smaller type
         ax.legend(title="method", ncol=2 if many else 1, fontsize=7 if many else None)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def published_tread_ladder() -> list[tuple[float, float]]:
+    """TREAD's Figure 1 as a ladder: ``(DiT's training length / its 400K point, hours ratio)`` at each of DiT-XL/2's
+    published points (about 3.8x at 1x, 13.5x at 5.9x, 36.6x at 17.5x), each crossing found as the golden runs' are."""
+    from .published import PUBLISHED
+
+    fig = PUBLISHED["tread_figure1"]
+    hours, fids = zip(*sorted((h, f) for h, f in fig["tread_xl2"]))
+    first_kiters = fig["dit_xl2"][0][0]
+    out = []
+    for kiters, dit_hours, fid in fig["dit_xl2"]:
+        tread_hours = first_crossing(hours, fids, fid)
+        if tread_hours is not None:
+            out.append((kiters / first_kiters, dit_hours / tread_hours))
+    return out
+
+
+def plot_ladder(
+    report: Mapping[str, Any], path: str | os.PathLike, unit: str = "macs", start: str | None = None
+) -> Path:
+    """PNG of each method's speedup at every rung of the ladder against the baseline's training length (the rung's
+    step over ``start``'s, the first growth pair's start by default), log-log, with its 95% interval where one is
+    printed (a bound: a hollow marker), and TREAD's published ladder for reference; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ladder = report["targets"].get("ladder") or {}
+    if start is None:
+        pairs = [k.split(":")[0] for g in (report.get("growth") or {}).values() for k in g]
+        start = pairs[0] if pairs else next(iter(ladder), None)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    try:
+        methods = sorted(report["unit_results"])
+        colors = method_colors(methods)
+        base = float(start) if start is not None and start.replace(".", "", 1).isdigit() else 1.0
+        for method in methods:
+            xs, ys, lo, hi, bound = [], [], [], [], []
+            for rung in ladder:
+                r = report["unit_results"][method]["ladder"][rung].get(unit)
+                if not r or r.get("ratio") is None:
+                    continue
+                xs.append(float(rung) / base)
+                ys.append(r["ratio"])
+                lo.append(r["ci_low"] if r.get("ci_low") is not None else r["ratio"])
+                hi.append(r["ci_high"] if r.get("ci_high") is not None else r["ratio"])
+                bound.append(r.get("ratio_is") != "estimate")
+            if not xs:
+                continue
+            ys_a, lo_a, hi_a = np.asarray(ys), np.asarray(lo), np.asarray(hi)
+            ax.errorbar(xs, ys, yerr=[ys_a - lo_a, hi_a - ys_a], color=colors[method], linewidth=1.2, capsize=2,
+                        label=method)  # fmt: skip
+            ax.scatter([x for x, b in zip(xs, bound) if b], [y for y, b in zip(ys, bound) if b], facecolors="white",
+                       edgecolors=[colors[method]], zorder=3, s=18)  # fmt: skip
+        pub = published_tread_ladder()
+        ax.plot(*zip(*pub), "k--", marker="x", label="TREAD's Figure 1 (A100-hours, ImageNet-256)")
+        ax.axhline(1.0, color="0.5", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"baseline's training length (its step / {start})" if start else "baseline's step")
+        ax.set_ylabel(f"speedup to the baseline's value there ({UNIT_LABELS[unit]})")
+        scale = report.get("scale") or ""
+        ax.set_title(f"speedup ladder over {report['baseline']} ({report['metric']}{', ' + scale if scale else ''})")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
         fig.tight_layout()
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")
@@ -1059,6 +1154,54 @@ def no_runs_report(baseline: str, metric: str, units: Sequence[str], ks: Sequenc
     }
 
 
+def train_targets(curves: Sequence[Mapping[str, Any]], objective: str) -> dict[str, Any]:
+    """The targets other methods train to (``train.to_target``): the baseline's ``final`` target on FID and on the
+    validation loss (the least good seed's final value, which every baseline seed reached), with the objective
+    the loss was measured on. ``curves`` are the baseline's finished runs, one method."""
+    methods = sorted({str(c["method"]) for c in curves})
+    if len(methods) != 1:
+        raise ValueError(f"targets come from one baseline method's runs; the curves hold {methods or 'none'}")
+    out: dict[str, Any] = {"baseline": methods[0], "objective": objective, "runs": [c["run_id"] for c in curves]}
+    for metric in ("fid", "val_loss"):
+        out[metric] = targets_from_baseline(curves, metric, "iterations")["final"]
+    out["rule"] = (
+        "the least good baseline seed's final value on each metric; a run trained to target stops once it reaches "
+        "every target that applies (the validation loss only on the same objective) at train.target_patience "
+        "sample-quality evaluations in a row"
+    )
+    return out
+
+
+def _run_targets(args: argparse.Namespace) -> int:
+    from .io import atomic_write_json
+    from .provenance import provenance
+
+    _check_output("--out", args.out)
+    curves = load_curves(find_curve_files(args.curves))
+    doc = train_targets(curves, args.objective)
+    doc["provenance"] = provenance(None, device="none (arithmetic on committed curves)")
+    atomic_write_json(args.out, round_floats(doc))
+    print(
+        f"wrote {args.out}: FID {doc['fid']:.4g}, validation loss {doc['val_loss']:.4g} ({args.objective}), "
+        f"from {len(curves)} runs"
+    )
+    return 0
+
+
+def register_targets_cli(subparsers: Any) -> argparse.ArgumentParser:
+    from .cli import add_command
+
+    p = add_command(
+        subparsers, "targets", _run_targets, "the targets runs trained to target stop at, from a baseline's runs"
+    )
+    p.add_argument("--curves", nargs="+", required=True, help="the baseline's finished curves (files, folders, globs)")
+    p.add_argument(
+        "--objective", required=True, choices=["ddpm", "interpolant", "edm"], help="the baseline's objective"
+    )
+    p.add_argument("--out", required=True, help="targets JSON path (train.to_target reads it)")
+    return p
+
+
 def _growth_pair(text: str) -> tuple[str, str]:
     start, sep, end = text.partition(":")
     if not sep or not start or not end:
@@ -1069,6 +1212,7 @@ def _growth_pair(text: str) -> tuple[str, str]:
 def _run_cli(args: argparse.Namespace) -> int:
     _check_output("--out", args.out)
     _check_output("--plot", args.plot)
+    _check_output("--ladder-plot", args.ladder_plot)
     warn = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
     files = find_curve_files(args.curves, warn=warn, allow_none=args.allow_no_runs)
     curves = load_curves(files, include_incomplete=args.include_incomplete)
@@ -1091,6 +1235,8 @@ def _run_cli(args: argparse.Namespace) -> int:
     )
     report["inputs"] = [{"path": os.path.relpath(f), "run_id": c["run_id"]} for f, c in zip(files, curves)]
     write_json(report, args.out)
+    if args.ladder_plot:
+        plot_ladder(report, args.ladder_plot, unit=report["ladder_units"][0] if report["ladder_units"] else "macs")
     if args.plot:
         named = {t: report["targets"][t] for t in ("final", "third")}
         plot_curves(curves, args.plot_unit, args.plot, metric=args.metric, targets=named)
@@ -1124,6 +1270,10 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="dit", help="method the others are compared with (default: dit)")
     p.add_argument("--out", required=True, help="report JSON path")
     p.add_argument("--plot", default=None, help="PNG path for metric vs cost (optional)")
+    p.add_argument(
+        "--ladder-plot", default=None, help="PNG path for the speedup at each rung of the ladder against the "
+        "baseline's training length, with TREAD's published ladder (optional)"
+    )  # fmt: skip
     p.add_argument("--plot-unit", default="macs", choices=list(UNITS), help="x axis of the plot (default: macs)")
     p.add_argument("--metric", default="fid", choices=list(METRICS))
     p.add_argument("--units", nargs="+", default=list(UNITS), choices=list(UNITS))

@@ -32,7 +32,9 @@ import functools
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -45,7 +47,7 @@ import torch.distributed as dist
 
 from .config import ConfigError, RunConfig, check_data_files, load_params, resolve
 from .data.loader import SEED_STRIDE, TrainData, validation_batch
-from .evaluation import evaluate
+from .evaluation import evaluate, extra_fid
 from .io import (
     CheckpointError,
     atomic_torch_save,
@@ -315,7 +317,8 @@ class BudgetHook(Hook):
 
 
 class EvalHook(Hook):
-    """A point of the curve (cost, then the EMA weights' quality) at ``train.eval_every`` and the last step."""
+    """A point of the curve (cost, then the EMA weights' quality) at ``train.eval_every`` and the last step; with
+    ``train.to_target``, the point that makes the targets reached ``target_patience`` times in a row is the last."""
 
     GRID = 100  # final samples in samples.png: 10 rows x 10 columns, a column per class
 
@@ -324,32 +327,83 @@ class EvalHook(Hook):
         self.on_eval = on_eval
         self.val = validation_batch(run.cfg, run.data)
 
+    def with_samples(self, run: Run, step: int) -> bool:
+        tc, ec = run.cfg.train, run.cfg.eval
+        if ec.sample_at is not None:
+            return tc.at_dense(step, ec.sample_at)
+        return ec.sample_every is None or tc.on_schedule(step, ec.sample_every)
+
     def __call__(self, run: Run) -> None:
+        stop = False
         if run.rank == 0:
-            s, every = run.state, run.cfg.eval.sample_every
+            s = run.state
             last = s.step >= run.cfg.train.steps
             keep: dict[str, Any] = {}
-            with_samples = every is None or run.cfg.train.on_schedule(s.step, every)
+            with_samples = self.with_samples(run, s.step)
             ev = evaluate(s.ema, run.objective, run.cfg, run.device, self.val, with_samples, keep)
-            if last and "samples" in keep and run.cfg.model.in_channels in (1, 3):
+            point = {
+                "step": s.step,
+                "images": s.step * run.cfg.train.batch_size,
+                "macs": s.step * run.step_macs,
+                "seconds": round(s.seconds, 3),
+                "device": run.prov["device"],
+                **ev,
+            }
+            stop = not last and run.targets is not None and targets_reached(run, [*s.points, point])
+            extra = run.cfg.eval.extra_fid
+            if extra and with_samples and run.cfg.seed in extra["seeds"]:
+                steps = extra["sample_steps"].get(run.cfg.objective["name"])
+                if steps and (last or stop or run.cfg.train.at_dense(s.step, extra["at"])):
+                    point.update(extra_fid(s.ema, run.objective, run.cfg, run.device, steps))
+            if (last or stop) and "samples" in keep and run.cfg.model.in_channels in (1, 3):
                 from .metrics.grid import save_grid
 
                 save_grid(keep["samples"][: self.GRID], run.dir / "samples.png", nrow=run.cfg.model.num_classes)
-            s.points.append(
-                {
-                    "step": s.step,
-                    "images": s.step * run.cfg.train.batch_size,
-                    "macs": s.step * run.step_macs,
-                    "seconds": round(s.seconds, 3),
-                    "device": run.prov["device"],
-                    **ev,
-                }
-            )
-            run.say(f"eval @ {s.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in ev.items() if k != "fid_blocks"))
-            if self.on_eval is not None:
-                self.on_eval(run.curve())
+            s.points.append(point)
+            shown = {k: v for k, v in point.items() if k not in ("step", "images", "macs", "seconds", "device")}
+            run.say(f"eval @ {s.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items() if k != "fid_blocks"))
+        if run.world > 1:
+            flag = torch.tensor(float(stop), device=run.device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:  # every rank ends here: this step is now the run's last, so the checkpoint hook saves it
+            run.cfg.train.steps = run.state.step
+            run.say(f"{run.cfg.run_id}: targets reached at {run.cfg.train.target_patience} evaluations in a row")
+        if run.rank == 0 and self.on_eval is not None:
+            self.on_eval(run.curve())
         if run.world > 1:
             dist.barrier()
+
+
+def load_targets(path: str | os.PathLike) -> dict[str, Any]:
+    """The targets of ``train.to_target``: ``fid`` (a number >= 0) and optionally ``val_loss`` (> 0) with the
+    ``objective`` it was measured on, as ``repro targets`` writes them. Errors name the file and the field."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"train.to_target: {path}: cannot be read as JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"train.to_target: {path}: must hold a JSON object")
+    fid = doc.get("fid")
+    if isinstance(fid, bool) or not isinstance(fid, (int, float)) or not math.isfinite(fid) or fid < 0:
+        raise ConfigError(f"train.to_target: {path}: fid={fid!r} is not allowed; must be a finite number >= 0")
+    val = doc.get("val_loss")
+    if val is not None and (isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 < val < math.inf):
+        raise ConfigError(f"train.to_target: {path}: val_loss={val!r} is not allowed; must be a finite number > 0")
+    if val is not None and not isinstance(doc.get("objective"), str):
+        raise ConfigError(f"train.to_target: {path}: a val_loss target needs the 'objective' it was measured on")
+    return {"fid": float(fid), "val_loss": None if val is None else float(val), "objective": doc.get("objective")}
+
+
+def targets_reached(run: Run, points: Sequence[dict[str, Any]]) -> bool:
+    """Whether the last ``train.target_patience`` sample-quality points of ``points`` all reach the targets that
+    apply to this run (FID; the validation loss only on the targets' objective)."""
+    t, need = run.targets, run.cfg.train.target_patience
+    same = t["val_loss"] is not None and t["objective"] == run.cfg.objective["name"]
+    sampled = [p for p in points if p.get("fid") is not None]
+    if len(sampled) < need:
+        return False
+    return all(p["fid"] <= t["fid"] and (not same or p["val_loss"] <= t["val_loss"]) for p in sampled[-need:])
 
 
 class CheckpointHook(Hook):
@@ -367,6 +421,133 @@ class CheckpointHook(Hook):
                 run.state.save(run.dir / "checkpoints" / f"step{run.state.step:07d}.pt")
         if run.world > 1:
             dist.barrier()
+
+
+# ------------------------------------------------------------------------------------------
+# Preemption: SLURM's SIGTERM / SIGUSR1 end the run at a step boundary, with a checkpoint
+# ------------------------------------------------------------------------------------------
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after writing its checkpoint; the same command resumes
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preemption:
+    """SIGTERM and SIGUSR1 (what SLURM sends before it preempts a job or its time runs out, and what torchrun
+    forwards to its workers) set a flag; the handler does nothing else (it never raises, so it cannot land in the
+    middle of a collective or a file write). After each step :meth:`stop_now` says whether to stop: on one process,
+    the flag itself; on several, every rank's flag reduced with MAX, so all ranks stop after the same step even when
+    the signal reaches them at different times. The reduction is launched after step ``s`` on a gloo group (no GPU
+    synchronisation) and read after step ``s + 1``, overlapping a step, so ranks stop one step after the first of
+    them saw the signal."""
+
+    def __init__(self, world: int, device: torch.device):
+        self.world, self.flag, self.signal = world, False, None
+        self.group = None
+        if world > 1:
+            self.group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+        self._pending: tuple[Any, torch.Tensor] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        self.flag = True
+        self.signal = self.signal or signum
+
+    def install(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def stop_now(self) -> bool:
+        if self.world == 1:
+            return self.flag
+        decided = False
+        if self._pending is not None:
+            work, flag = self._pending
+            work.wait()
+            decided = bool(flag.item())
+            if decided and self.signal is None:
+                self.signal = int(flag.item())
+        flag = torch.tensor([(self.signal or 1) if self.flag else 0], dtype=torch.int64)
+        self._pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True), flag)
+        return decided
+
+    def finish(self) -> None:
+        """Wait for the reduction in flight (every rank launched one after its last step)."""
+        if self._pending is not None:
+            self._pending[0].wait()
+            self._pending = None
+
+
+def check_shared_directory(run_dir: Path, rank: int, world: int) -> int:
+    """Every rank reads and writes one shared run directory: rank 0 writes a fresh token into ``run_dir/.ranks``
+    and every rank reads it back. A rank that does not see it (its node has another directory under that path: no
+    shared file system) is named in an error raised on every rank, before anything is read or trained. Returns the
+    number of distinct hosts."""
+    import secrets
+    import socket
+
+    from .rundir import RunDirectoryError
+
+    if world == 1:
+        return 1
+    host = socket.gethostname()
+    box = [secrets.token_hex(16) if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    if rank == 0:
+        atomic_write_json(run_dir / RANKS_FILE, {"token": box[0], "world_size": world, "host": host})
+    dist.barrier()
+    try:
+        seen = json.loads((run_dir / RANKS_FILE).read_text()).get("token") == box[0]
+    except (OSError, ValueError):
+        seen = False
+    reports: list[Any] = [None] * world
+    dist.all_gather_object(reports, {"rank": rank, "host": host, "sees_rank0": seen})
+    blind = [r for r in reports if not r["sees_rank0"]]
+    if blind:
+        who = ", ".join(f"rank {r['rank']} on {r['host']}" for r in blind[:8])
+        raise RunDirectoryError(
+            f"{run_dir}: {len(blind)} of {world} ranks do not see rank 0's run directory ({who}); every node must "
+            "read and write one shared directory (a shared file system), or their checkpoints diverge"
+        )
+    return len({r["host"] for r in reports})
+
+
+def agree_on_step(run_dir: Path, step: int, rank: int, world: int) -> None:
+    """Every rank resumes from the same step: the steps the ranks read from their checkpoint are gathered, and a
+    disagreement is an error on every rank, before any step (before: node 0 resumed at step 40, node 1 started at
+    0, and the run crashed later but still wrote ``complete: true``)."""
+    from .rundir import RunDirectoryError
+
+    if world == 1:
+        return
+    steps: list[Any] = [None] * world
+    dist.all_gather_object(steps, step)
+    if len(set(steps)) > 1:
+        by_step = {st: [r for r in range(world) if steps[r] == st] for st in sorted(set(steps))}
+        shown = "; ".join(f"step {st}: ranks {_ranges(ranks)}" for st, ranks in by_step.items())
+        raise RunDirectoryError(
+            f"{run_dir}: the ranks read different checkpoints ({shown}); every rank must resume from the same "
+            "checkpoint of one shared run directory"
+        )
+
+
+def _ranges(ranks: Sequence[int]) -> str:
+    out, start = [], None
+    for i, r in enumerate(ranks):
+        start = r if start is None else start
+        if i + 1 == len(ranks) or ranks[i + 1] != r + 1:
+            out.append(str(start) if start == r else f"{start}-{r}")
+            start = None
+    return ", ".join(out)
+
+
+RANKS_FILE = ".ranks"
 
 
 # ------------------------------------------------------------------------------------------
@@ -391,6 +572,7 @@ class Run:
     prov: dict[str, Any]
     loss: LossMeter
     quiet: bool = False
+    targets: dict[str, Any] | None = None  # train.to_target's, read once at the start
 
     def say(self, text: str) -> None:
         if self.rank == 0 and not self.quiet:
@@ -409,13 +591,19 @@ class Run:
             "train_size": len(self.data),  # images in the training set: epochs = images / train_size
             "provenance": self.prov,
             "points": list(self.state.points),
+            **({"targets": {**self.targets, "file": self.cfg.train.to_target}} if self.targets is not None else {}),
         }
 
 
-def fit(run: Run, hooks: Sequence[Hook], stop_after: int | None = None) -> None:
+def fit(
+    run: Run, hooks: Sequence[Hook], stop_after: int | None = None, preemption: Preemption | None = None
+) -> int | None:
     """Step until ``train.steps`` (or ``stop_after`` more steps); after each step run the hooks that are due.
     The clock counts the steps only: it is read (with a device synchronisation) where a hook is due,
-    and restarted after the hooks, so evaluation and checkpoints never count as training time."""
+    and restarted after the hooks, so evaluation and checkpoints never count as training time.
+
+    With ``preemption``, a stop signal ends the loop at a step boundary that every rank agrees on (see
+    :class:`Preemption`); the signal's number is returned (None when the loop ran to its end)."""
     s, sync = run.state, torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
     started, t0 = s.step, time.perf_counter()
     while s.step < run.cfg.train.steps:
@@ -428,8 +616,13 @@ def fit(run: Run, hooks: Sequence[Hook], stop_after: int | None = None) -> None:
                 if hook.due(s.step):
                     hook(run)
             t0 = time.perf_counter()
+        if preemption is not None and s.step < run.cfg.train.steps and preemption.stop_now():
+            sync()
+            s.seconds += time.perf_counter() - t0
+            return preemption.signal
         if stop_after is not None and s.step - started >= stop_after:
             break
+    return None
 
 
 def make_step_fn(
@@ -498,6 +691,10 @@ def train(
     run_dir = Path(run_dir)
     pick_device(device)  # a bad --device fails before anything is written
     check_data_files(cfg)
+    if cfg.data.name == "latents":  # a held-out validation set large enough, before anything is written
+        from .data.latents import LatentShards
+
+        LatentShards(cfg.data.path).validation(cfg.eval.val_size)
     with RunLock(run_dir) if dist_info()[0] == 0 else nullcontext():
         return _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, compile, live)
 
@@ -515,6 +712,7 @@ def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, co
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = tc.tf32
         torch.backends.cudnn.allow_tf32 = tc.tf32
+    hosts = check_shared_directory(run_dir, rank, world)
 
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     if resume:
@@ -541,24 +739,53 @@ def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, co
         run_dir.mkdir(parents=True, exist_ok=True)
         start_over(run_dir)
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
+    agree_on_step(run_dir, state.step, rank, world)
 
     step_fn = make_step_fn(cfg, state, objective, data, dev, rank, world, compile)
     step_macs, prov = train_step_macs(cfg.model, tc.batch_size), run_provenance(cfg, dev, world, command)
     if compile:
         prov["compiled"] = True
+    if dev.type == "cuda":
+        prov.update(cuda=torch.version.cuda, gpu_count=world)
+    if world > 1:
+        prov["nodes"] = hosts
+    if cfg.data.name == "latents":
+        from .data.latents import manifest_sha256
+
+        prov["latents"] = {"path": cfg.data.path, "manifest_sha256": manifest_sha256(cfg.data.path)}
     run = Run(cfg, run_dir, dev, rank, world, state, objective, data, step_fn, step_macs, prov, LossMeter(dev, world))
     run.quiet = quiet
+    if tc.to_target is not None:
+        run.targets = load_targets(tc.to_target)
+        if targets_reached(run, state.points):  # stopped there before a kill left curve.json unwritten
+            tc.steps = state.step
     log = LogHook(run, quiet, live)
     hooks = [log]
     if tc.max_seconds is not None:
         hooks.append(BudgetHook(run))
     hooks += [EvalHook(run, on_eval), CheckpointHook(run)]
     state.model.train()
+    preemption = Preemption(world, dev).install()
     try:
-        fit(run, hooks, stop_after)
+        stopped = fit(run, hooks, stop_after, preemption)
+        preemption.finish()
+        if stopped is not None:  # a step boundary every rank agreed on: checkpoint it, then end cleanly
+            run.loss.check()
+            if rank == 0:
+                state.save(ckpt_path)
+            if world > 1:
+                dist.barrier()
     finally:
+        preemption.restore()
         log.close()
     curve = run.curve()
+    if stopped is not None:
+        curve["stopped_by"] = signal.Signals(stopped).name if stopped in set(STOP_SIGNALS) else str(stopped)
+        curve["stopped_at"] = state.step
+        run.say(f"{cfg.run_id}: {curve['stopped_by']} at step {state.step}: checkpoint written to {ckpt_path}")
+        return curve
+    if world > 1:
+        dist.barrier()  # every rank reached the end before the curve says the run is complete
     if rank == 0 and curve["complete"]:
         atomic_write_json(run_dir / "curve.json", curve)
     return curve
@@ -583,6 +810,12 @@ def register_cli(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--steps", type=int, default=None, help="override train.steps (e.g. a dry run)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument(
+        "--to-target",
+        default=None,
+        metavar="FILE",
+        help="train to target: stop once the targets in FILE (written by repro targets) are reached (train.to_target)",
+    )
     p.add_argument("--curve", default=None, help="also write the finished run's curve.json to this path")
     p.add_argument(
         "--grid", default=None, help="also copy the finished run's samples.png (final samples, a column per class) here"
@@ -602,6 +835,10 @@ def _cli(args: argparse.Namespace) -> int:
             raise ConfigError(f"--steps: {args.steps!r} is not allowed; must be a positive integer")
         cfg.train.steps = args.steps
         cfg.validate()
+    if args.to_target is not None:
+        cfg.train.to_target = args.to_target
+        cfg.validate()
+        load_targets(args.to_target)  # a missing or broken file fails here, before anything is written
     out = Path(args.out or Path("runs") / args.scale / f"{args.method}-s{args.seed}")
     try:
         curve = train(
@@ -618,6 +855,14 @@ def _cli(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 3
     else:
+        if curve.get("stopped_by"):
+            if dist_info()[0] == 0:
+                print(
+                    f"{cfg.run_id}: stopped by {curve['stopped_by']} after step {curve['stopped_at']} with its "
+                    f"checkpoint written to {out / 'checkpoints' / 'last.pt'}; run the same command to resume",
+                    file=sys.stderr,
+                )
+            return EXIT_PREEMPTED
         if curve["complete"] and dist_info()[0] == 0:
             if args.grid:
                 grid = out / "samples.png"

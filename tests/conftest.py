@@ -3,21 +3,22 @@ import os
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
-# CI: derandomized, so a red run is reproducible; locally: random examples, a few more of them.
+# Hypothesis profiles, picked by HYPOTHESIS_PROFILE:
+# - "dev" (the default, for local runs): random examples, a fresh draw on every run, so repeated runs explore
+#   new inputs; a failure prints how to reproduce it, and hypothesis replays it first on the next run;
+# - "ci" (set by `nox -s tests`): derandomized, so a red CI run is reproducible and a green one stays green;
+# - "thorough" (set by `nox -s property`): a few hundred random examples per property test.
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", derandomize=True, max_examples=12, print_blob=True, **_COMMON)
+settings.register_profile("dev", max_examples=25, print_blob=True, **_COMMON)
+settings.register_profile("thorough", max_examples=300, print_blob=True, **_COMMON)
+# tests/mutation.py: the CI examples, without shrinking a failure (a caught break needs no minimal example)
 settings.register_profile(
-    "ci",
-    derandomize=True,
-    deadline=None,
-    max_examples=12,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    "mutation", derandomize=True, max_examples=12, phases=[Phase.explicit, Phase.generate], **_COMMON
 )
-settings.register_profile(
-    "dev", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # No torch.set_flush_denormal(True) here: hypothesis refuses to draw floats while subnormals are
 # flushed. Training and benchmark entry points set it; tests are too short for denormals to matter.
@@ -30,6 +31,18 @@ def _deterministic_torch():
     # training and benchmark entry points flush denormals (a process-wide switch); switch it back so
     # hypothesis can draw floats in the tests that follow
     torch.set_flush_denormal(False)
+
+
+@pytest.fixture
+def fashion_mnist_data():
+    """Skip the test unless Fashion-MNIST can be read without a download (``$REPRO_DATA_DIR``, Debian's
+    ``dataset-fashion-mnist`` or the cache): a test that reads it must not download it on a machine without it."""
+    from repro.data import fashion_mnist
+
+    try:
+        return fashion_mnist.find_data_dir(download=False)
+    except fashion_mnist.DataNotFoundError as e:
+        pytest.skip(str(e).splitlines()[0])
 
 
 # Measured numbers a test wants in the CI log (false-verdict rates, power, coverage): shown in the terminal summary

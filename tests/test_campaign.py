@@ -4,6 +4,7 @@ the final sample grid, prefix re-checks of golden runs, and the DVC runner that 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,7 @@ def test_sample_every_must_be_a_multiple_of_eval_every(tmp_path):
         _fashion_run(tmp_path, sample_every=0)
 
 
+@pytest.mark.usefixtures("fashion_mnist_data")
 def test_sample_quality_on_its_own_schedule_and_a_grid_of_the_final_samples(tmp_path, monkeypatch):
     """Validation loss at every evaluation, FID only every sample_every steps and at the last one; the last
     evaluation's samples are written as a grid with a column per class, and --grid copies it."""
@@ -164,6 +166,18 @@ def test_stage_names_and_the_seed_major_order():
     assert plan_fits(3599.0, 0.0, 1.0) and not plan_fits(3600.0, 0.0, 1.0)  # no estimate yet: start if time is left
 
 
+@pytest.fixture
+def dvc_and_git(monkeypatch):
+    """``dvc`` and ``git`` on PATH for the runner's subprocesses. ``dvc`` is found on PATH or beside the running
+    interpreter (the environment's bin folder, which is not on PATH when pytest is started by its full path); the
+    test skips only when neither has it."""
+    bin_dir = Path(sys.executable).parent  # not resolved: a virtual environment's python is a link to the base one
+    if shutil.which("dvc") is None and shutil.which("dvc", path=str(bin_dir)) is not None:
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    if shutil.which("dvc") is None or shutil.which("git") is None:
+        pytest.skip(f"needs dvc (on PATH or in {bin_dir}) and git")
+
+
 def _scratch_dvc_project(tmp_path, params: dict, cmd: str, out: str) -> Path:
     """A git + DVC project under ``tmp_path`` with ``params`` and one matrix stage ``train`` over
     ``params["m"]``'s methods and ``params["seeds"]``, running ``cmd`` with the uncached output ``out``."""
@@ -182,7 +196,7 @@ def _scratch_dvc_project(tmp_path, params: dict, cmd: str, out: str) -> Path:
     return root
 
 
-@pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git")
+@pytest.mark.usefixtures("dvc_and_git")
 def test_the_runner_runs_pending_stages_side_by_side_and_marks_them_done(tmp_path):
     """In a scratch DVC project: the pending matrix stages run (two at a time), each is recorded in dvc.lock,
     a second piece finds nothing to do, a changed parameter makes exactly the runs that read it pending, and
@@ -219,7 +233,7 @@ def test_the_runner_runs_pending_stages_side_by_side_and_marks_them_done(tmp_pat
     assert logs[-2] == "2 training stage(s) of other methods left for later (--methods)"
 
 
-@pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git")
+@pytest.mark.usefixtures("dvc_and_git")
 def test_a_diverged_run_is_recorded_and_not_rerun_by_the_next_piece(tmp_path):
     """A run that exits 3 (diverged) leaves a committed record with its log's tail; the next piece skips it
     (and says so) while a run that failed otherwise is retried; deleting the record, or ``everything``, retries,
@@ -351,28 +365,37 @@ def test_each_validation_loss_comparison_reads_one_objective_and_misses_none_of_
             assert covered.get(obj) == same, (obj, covered.get(obj), same)
 
 
-def test_the_campaign_reruns_every_stage_that_reads_the_curves_in_dependency_order():
-    from repro.campaign import DOWNSTREAM
+@pytest.mark.parametrize("scale", ["micro", "micro-long"])
+def test_the_campaign_reruns_every_stage_that_reads_the_curves_in_dependency_order(scale):
+    from repro.campaign import DOWNSTREAM_BY_SCALE
 
+    downstream = DOWNSTREAM_BY_SCALE[scale]
     stages = _stages()
     outs = {
         next(iter(o)) if isinstance(o, dict) else o: name
         for name, s in stages.items()
         for o in [*s.get("outs", []), *s.get("metrics", [])]
     }
-    readers = {n for n, s in stages.items() if "goldens/micro/runs" in s.get("deps", []) and "matrix" not in s}
+    runs = f"goldens/{scale}/runs"
+    readers = {
+        n
+        for n, s in stages.items()
+        if "matrix" not in s and any(d == runs or d.startswith(runs + "/") for d in s.get("deps", []))
+    }
     more = True
-    while more:  # and the stages that read what those write
+    while more:  # and the stages that read what those write (not the training stages: they run in the campaign)
         more = False
         for n, s in stages.items():
-            if n not in readers and any(outs.get(d) in readers for d in s.get("deps", [])):
+            if n not in readers and "matrix" not in s and any(outs.get(d) in readers for d in s.get("deps", [])):
                 readers.add(n)
                 more = True
-    assert set(DOWNSTREAM) == readers
-    for i, n in enumerate(DOWNSTREAM):
+    if scale == "micro-long":  # the ledger reads the whole folder: it comes after the scale's reports
+        readers.add("claims")
+    assert set(downstream) == readers
+    for i, n in enumerate(downstream):
         for d in stages[n].get("deps", []):
             if outs.get(d) in readers:
-                assert DOWNSTREAM.index(outs[d]) < i, (n, d)
+                assert downstream.index(outs[d]) < i, (n, d)
 
 
 def test_a_piece_whose_only_news_is_a_diverged_run_still_remakes_the_ledger(monkeypatch, capsys):
@@ -382,7 +405,7 @@ def test_a_piece_whose_only_news_is_a_diverged_run_still_remakes_the_ledger(monk
 
     assert str(DIVERGED) in _stages()["claims"]["deps"]
     calls = []
-    monkeypatch.setattr(campaign, "run_downstream", lambda root: calls.append(root))
+    monkeypatch.setattr(campaign, "run_downstream", lambda root, stages=(): calls.append(root))
     for result, remade in (
         ({"train@dit-0": "failed (rc 3: diverged, recorded in goldens/diverged/train@dit-0.json)"}, 1),
         ({"train@dit-0": "diverged earlier (skipped)", "train@tread-0": "not started"}, 0),

@@ -485,13 +485,26 @@ def test_experiment_prefers_the_first_listed_scale(tmp_path):
     s = spec("experiment", {**EXPERIMENT, "scales": ["small", "micro"]})
     result = C.evaluate_experiment(s, tmp_path)
     assert (result.verdict, result.scale) == (C.CONFIRMED, "small")
+    # a preferred scale whose report does not hold the compared method yet (its runs are still being made) leaves
+    # the decision to the next scale that does; with none holding it the claim is pending at the first
+    path = tmp_path / "small" / "speedup.json"
+    path.write_text(json.dumps({"scale": "small", "baseline": "dit", "unit_results": {}}))
+    result = C.evaluate_experiment(s, tmp_path)
+    assert (result.verdict, result.scale) == (C.REFUTED, "micro")
+    (tmp_path / "micro" / "speedup.json").write_text(json.dumps({"scale": "micro", "unit_results": {}}))
+    assert (C.evaluate_experiment(s, tmp_path).verdict, C.evaluate_experiment(s, tmp_path).scale) == (
+        C.PENDING,
+        "small",
+    )
 
 
 def test_paper_scale_only_is_not_checkable(tmp_path):
     s = spec("experiment", {**EXPERIMENT, "scales": ["paper"]})
     assert C.evaluate_experiment(s, tmp_path).verdict == C.NOT_CHECKABLE
     write_golden(tmp_path, "paper", speedup_record(2.0, 1.5, 2.6, ge=True, lt=False))
-    assert C.evaluate_experiment(s, tmp_path).verdict == C.CONFIRMED
+    # a paper golden that `repro land` did not write (no provenance, no FID records) decides nothing
+    hand_typed = C.evaluate_experiment(s, tmp_path)
+    assert hand_typed.verdict == C.CHECK_FAILED, hand_typed.evidence
 
 
 def test_experiment_compares_seed_samples(tmp_path):
@@ -784,3 +797,13 @@ def test_the_committed_ledger_decides_every_experiment_claim_on_one_family():
     ]
     sizes = {re.search(r"Holm over the (\d+) distinct tests at ([\w-]+)", line).groups() for line in lines}
     assert len(sizes) == 1 and lines, sizes  # one family at micro, the same size in every claim's line
+
+
+def test_a_one_sided_p_between_the_levels_decides_nothing(tmp_path):
+    # each one-sided test runs at 0.025 (the 95% interval's two sides): p = 0.03 for the claim is not enough
+    record = {**speedup_record(1.3, 0.98, 1.7), "p_value_ge_k": {"1.0": 0.03}, "p_value_lt_k": {"1.0": 0.97}}
+    write_golden(tmp_path, "micro", record)
+    assert C.evaluate_experiment(spec("experiment", EXPERIMENT), tmp_path).verdict == C.NOT_SUPPORTED
+    record["p_value_ge_k"]["1.0"] = 0.02
+    write_golden(tmp_path, "micro", record)
+    assert C.evaluate_experiment(spec("experiment", EXPERIMENT), tmp_path).verdict == C.CONFIRMED

@@ -71,6 +71,7 @@ def isolated_env(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_data")
 def test_dry_run_installs_from_the_wheel_folder_and_writes_every_output(tmp_path, isolated_env):
     wheels = tmp_path / "wheels"
     write_manifest(wheels, [(make_wheel(wheels, PROBE, "0.1"), PROBE)], gpu.copy_data(wheels / gpu.DATA_SUBDIR))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -32,6 +33,27 @@ VARIANTS = dict(
     qk_norm=st.booleans(),
     conditioning=st.sampled_from(["adaln-zero", "adaln-single"]),
 )
+
+
+def bypass_rates(num_tokens: int = 16):
+    """Route rates at which a route bypasses between 1 and ``num_tokens - 1`` tokens: ``(k + u) / N`` with ``k``
+    bypassed tokens and ``u`` away from 0 and 1, so ``floor(N * rate) = k`` for sure and ``ceil(N * rate) = k + 1``
+    (a kept count rounded the wrong way shows)."""
+    return st.builds(lambda k, u: (k + u) / num_tokens, st.integers(1, num_tokens - 1), st.floats(0.05, 0.95))
+
+
+@st.composite
+def valid_routes(draw, depth: int, n_routes: int, num_tokens: int = 16) -> list[Route]:
+    """``n_routes`` ordered, non-overlapping routes over ``depth`` blocks, each bypassing tokens: every route leaves
+    at least one block for each route after it, so every draw is a valid configuration."""
+    routes, first = [], 0
+    for i in range(n_routes):
+        last = depth - 1 - (n_routes - 1 - i)  # the last block this route may use
+        start = draw(st.integers(first, last))
+        end = draw(st.integers(start, last))
+        routes.append(Route(start, end, draw(bypass_rates(num_tokens))))
+        first = end + 1
+    return routes
 
 
 def tiny(**kw) -> DiTConfig:
@@ -222,23 +244,32 @@ def only_branch(block, branch: str):
 def test_dit_block_is_pre_norm(seed, a, shift, branch):
     """Each residual branch sees the stream only through LN(x): affine changes of a token cancel out.
 
-    ``x + gate * f(modulate(LN(x)))`` gives ``f``'s input the same value for ``x`` and ``a*x + b``
-    (a > 0, b constant per token), so the increment is unchanged. The property holds per branch;
-    the second branch of a block sees ``x + attention increment``, which is not an affine map of x.
+    ``x + gate * f(modulate(LN(x)))`` gives ``f``'s input the same value for ``x`` and ``a*x + b`` (a > 0, b constant
+    per token), so the increment is unchanged, up to LayerNorm's eps: with ``m``, ``v`` a token's mean and variance,
+    ``LN_eps(a x + b) = (x - m) / sqrt(v + eps / a^2) = LN_{eps / a^2}(x)`` exactly. Against ``LN_eps(x)`` that is a
+    relative change of up to ``eps |1 / a^2 - 1| / (2 v)`` (3e-5 at a = 0.25, v = 0.25, eps = 1e-6), which the
+    branch's Jacobian amplifies (2.5e-4 on the increment measured in float64), so the block at ``x`` is compared with
+    the same block whose norms use ``eps / a^2``: then the two agree exactly in real arithmetic, and in float64 up to
+    rounding: ``a x + b`` is off by about ``u (|b| + a |x|)`` (u = 1.1e-16), relative to LN's scale ``a sqrt(v)``
+    at most 4e-14 here (|b| < 25, |x| < 5, a >= 0.25, v > 0.1), and the branch adds its own float64 rounding of the
+    same order; atol 1e-9 of the increment's size leaves a factor 10^4 for the branch's gain. A post-norm block, or
+    a branch that saw ``x`` itself, misses by order 1. The property holds per branch: the second branch of a block
+    sees ``x + attention increment``, which is not an affine map of x.
     """
     cfg = tiny()
-    block = only_branch(randomize(DiT(cfg), seed).blocks[1], branch)
+    block = only_branch(randomize(DiT(cfg), seed).blocks[1], branch).double()
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, cfg.num_tokens, cfg.hidden_size, generator=g)
-    c = torch.randn(2, cfg.hidden_size, generator=g)
-    b = shift * torch.randn(2, cfg.num_tokens, 1, generator=g)  # one constant per token
+    x = torch.randn(2, cfg.num_tokens, cfg.hidden_size, generator=g, dtype=torch.float64)
+    c = torch.randn(2, cfg.hidden_size, generator=g, dtype=torch.float64)
+    b = shift * torch.randn(2, cfg.num_tokens, 1, generator=g, dtype=torch.float64)  # one constant per token
+    assert (x.var(-1, unbiased=False) > 0.1).all()
     x2 = a * x + b
-    inc1 = block(x, c) - x
     inc2 = block(x2, c) - x2
+    scaled_eps = copy.deepcopy(block)
+    scaled_eps.norm1.eps = scaled_eps.norm2.eps = block.norm1.eps / a**2
+    inc1 = scaled_eps(x, c) - x
     assert inc1.abs().max() > 1e-2  # the branch is not trivially zero
-    # LN(a x + b) differs from LN(x) only through eps (1e-6) against a^2 * var(x) ~ a^2, plus the
-    # float rounding of a*x + b, which grows with |b|
-    torch.testing.assert_close(inc2, inc1, atol=1e-4 * (1.0 + abs(shift)), rtol=1e-4)
+    torch.testing.assert_close(inc2, inc1, atol=1e-9 * inc1.abs().max().item(), rtol=0)
 
 
 def test_rmsnorm_block_is_scale_invariant():
@@ -295,7 +326,7 @@ def manual_routed_blocks(model: DiT, x, c, routes, keep_ids):
     return x
 
 
-@given(seed=st.integers(0, 2**16), rate=st.floats(0.0, 0.95), start=st.integers(0, 3), length=st.integers(0, 3))
+@given(seed=st.integers(0, 2**16), rate=bypass_rates(), start=st.integers(0, 3), length=st.integers(0, 3))
 def test_routing_identity_blocks_equal_dense(seed, rate, start, length):
     cfg = tiny(routes=[(start, min(start + length, 3), rate)])
     torch.manual_seed(seed)
@@ -311,7 +342,7 @@ def test_routing_identity_blocks_equal_dense(seed, rate, start, length):
     assert torch.equal(routed, dense)
 
 
-@given(seed=st.integers(0, 2**16), rate=st.floats(0.05, 0.95))
+@given(seed=st.integers(0, 2**16), rate=bypass_rates())
 def test_bypassed_tokens_unchanged(seed, rate):
     cfg = tiny(routes=[(0, 3, rate)])
     model = randomize(DiT(cfg), seed).train()
@@ -327,7 +358,7 @@ def test_bypassed_tokens_unchanged(seed, rate):
     assert not torch.equal(out[~bypass], x[~bypass])
 
 
-@given(seed=st.integers(0, 2**16), r1=st.floats(0.0, 0.9), r2=st.floats(0.0, 0.9))
+@given(seed=st.integers(0, 2**16), r1=bypass_rates(), r2=bypass_rates())
 def test_two_routes_compose_and_keep_token_order(seed, r1, r2):
     routes = [Route(0, 1, r1), Route(2, 3, r2)]
     cfg = tiny(routes=routes)
@@ -341,7 +372,7 @@ def test_two_routes_compose_and_keep_token_order(seed, r1, r2):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-@given(seed=st.integers(0, 2**16), rate=st.floats(0.0, 0.95))
+@given(seed=st.integers(0, 2**16), rate=bypass_rates())
 def test_routed_blocks_see_kept_tokens(seed, rate):
     cfg = tiny(routes=[(1, 2, rate)])
     model = DiT(cfg).train()
@@ -382,16 +413,15 @@ def test_routed_training_step_reaches_every_parameter():
     assert missing == []
 
 
-@given(routes=st.lists(st.tuples(st.integers(0, 11), st.integers(0, 11), st.floats(0.0, 0.9)), max_size=3))
-def test_tread_adds_no_parameters(routes):
-    routes = sorted((min(a, b), max(a, b), r) for a, b, r in routes)
-    try:
-        cfg = DiTConfig(input_size=8, hidden_size=32, num_heads=2, depth=12, num_classes=10, routes=routes)
-    except ValueError:
-        return  # overlapping routes are rejected (tested below)
+@pytest.mark.parametrize("n_routes", [1, 2, 3])
+@given(data=st.data())
+def test_tread_adds_no_parameters(n_routes, data):
+    routes = data.draw(valid_routes(12, n_routes))
+    cfg = DiTConfig(input_size=8, hidden_size=32, num_heads=2, depth=12, num_classes=10, routes=routes)
+    assert cfg.routes == tuple(routes) and cfg.num_tokens == 16
     a = {k: v.shape for k, v in DiT(cfg).state_dict().items()}
     b = {k: v.shape for k, v in DiT(cfg.replace(routes=())).state_dict().items()}
-    assert a == b
+    assert a == b  # the same names and shapes: routing is not a module, and holds no parameter or buffer
 
 
 def test_tread_official_routes():

@@ -62,6 +62,7 @@ def test_the_wheel_holds_the_feature_network_weights_and_their_record(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_data")
 def test_installed_wheel_evaluates_samples_and_lists_claims_outside_the_repo(tmp_path):
     """A fresh venv outside the repo; its dependencies come from this environment through a .pth file."""
     wheel = _build_wheel(tmp_path)

@@ -18,6 +18,7 @@ from repro.train import train
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_data")
 def test_smoke_scale_end_to_end(tmp_path):
     params = load_params()
     curves = tmp_path / "curves"
@@ -41,5 +42,17 @@ def test_smoke_scale_end_to_end(tmp_path):
     assert tread["step"] > dit["step"]
     assert tread["macs"] == pytest.approx(dit["macs"], rel=0.1)
 
-    # the same runs compare as identical with themselves
-    assert all(r["status"] == "pass" for r in compare_folders(curves, curves).values())
+    # DiT trained again from its config reproduces its curve (what `repro rerun` checks against a golden), and the
+    # check tells curves apart: SiT's curve (the same evaluation steps, other values) under DiT's run id fails it
+    dit_cfg = resolve(params, "smoke", "dit", 0)
+    again = tmp_path / "again"
+    atomic_write_json(again / "dit-s0.json", train(dit_cfg, tmp_path / "dit-again", quiet=True, resume=False))
+    report = compare_folders(again, curves)
+    assert report[dit_cfg.run_id] == {"status": "pass", "problems": []}
+    assert {r["status"] for run_id, r in report.items() if run_id != dit_cfg.run_id} == {"missing"}
+    impostor = tmp_path / "impostor"
+    sit = json.loads((curves / "sit-s0.json").read_text())
+    dit_points = json.loads((curves / "dit-s0.json").read_text())["points"]
+    assert [p["step"] for p in sit["points"]] == [p["step"] for p in dit_points]
+    atomic_write_json(impostor / "dit-s0.json", {**sit, "run_id": dit_cfg.run_id, "method": "dit"})
+    assert compare_folders(impostor, curves)[dit_cfg.run_id]["status"] == "fail"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +14,8 @@ import torch.multiprocessing as mp
 
 from repro.config import RunConfig, load_params, resolve, runs_of
 from repro.models import DiT, train_step_macs
-from repro.train import TrainingDiverged, train
+from repro.objectives import make_objective
+from repro.train import MicroBatch, RunState, TrainingDiverged, draw_micro_batch, train, train_step
 
 
 def tiny_run(tmp_path=None, **train_overrides) -> RunConfig:
@@ -106,11 +109,61 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, 
     assert not (tmp_path / "run" / "curve.json").exists()
 
 
-def test_grad_accum_matches_one_big_batch_in_expectation_of_layout(tmp_path):
-    """grad_accum splits the global batch; the data seen per step is the same global batch."""
+def test_grad_accum_counts_the_global_batch(tmp_path):
+    """grad_accum splits the global batch; the images counted per step are the whole global batch."""
     cfg = tiny_run(grad_accum=2)
     curve = train(cfg, tmp_path / "acc", quiet=True)
     assert curve["complete"] and curve["points"][-1]["images"] == 6 * 8
+
+
+def _split(b: MicroBatch, rows: slice) -> MicroBatch:
+    """The rows of a micro-batch, with their own draws (label dropout, kept tokens), as a smaller micro-batch."""
+    d = b.draws
+    draws = type(d)(
+        None if d.drop_ids is None else d.drop_ids[rows],
+        tuple(ids[rows] for ids in d.keep_ids),
+        tuple(u[rows] for u in d.depth_draws),
+    )
+    return MicroBatch(b.x[rows], b.y[rows], b.t[rows], b.noise[rows], draws)
+
+
+def test_grad_accum_equals_one_step_on_the_whole_batch():
+    """A step over micro-batches is a step on their union: the loss is the mean over the global batch, so the
+    gradient of 2 accumulated halves is that of the whole batch. In float64 the two differ only by the order of the
+    sums (a relative 1e-15 each; 1e-10 of the gradient's size leaves a wide margin), while the first half alone, or
+    the halves summed instead of averaged, miss by order 1. SGD, so the weights move by exactly -lr * gradient (Adam's
+    first step would hide a gradient's scale)."""
+    cfg = tiny_run().model  # TREAD routes and label dropout: per-sample draws that must follow their rows
+    objective = make_objective("interpolant")
+    torch.manual_seed(0)
+    model = DiT(cfg).double().train()
+    with torch.no_grad():  # leave adaLN-zero's identity start, so every parameter gets a gradient
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g, dtype=torch.float64)
+    y = torch.randint(0, cfg.num_classes, (8,), generator=g)
+    whole = draw_micro_batch(objective, model, x, y, g)
+    halves = [_split(whole, slice(0, 4)), _split(whole, slice(4, 8))]
+
+    def step(batches):
+        net = copy.deepcopy(model)
+        state = RunState(net, copy.deepcopy(net).requires_grad_(False), torch.optim.SGD(net.parameters(), lr=0.1))
+        loss = train_step(
+            state, net, objective, batches, SimpleNamespace(precision="fp32", grad_clip=None, ema_decay=0.9)
+        )
+        grads = torch.cat([p.grad.flatten() for p in net.parameters() if p.requires_grad])
+        weights = torch.cat([p.detach().flatten() for p in net.parameters()])
+        return loss, grads, weights
+
+    loss_1, grad_1, w_1 = step([whole])
+    loss_2, grad_2, w_2 = step(halves)
+    _, grad_half, _ = step(halves[:1])
+    scale = grad_1.abs().max().item()
+    assert torch.allclose(loss_2, loss_1, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad_2, grad_1, atol=1e-10 * scale, rtol=0)
+    torch.testing.assert_close(w_2, w_1, atol=1e-10 * scale, rtol=0)
+    assert (grad_half - grad_1).abs().max() > 0.05 * scale  # a step on the first half alone is another step
 
 
 def _ddp_worker(rank: int, world: int, port: int, out_dir: str):
@@ -289,6 +342,7 @@ def test_clip_denoised_is_a_scale_setting_on_for_the_micro_campaign_and_refused_
         RunConfig.from_dict(d)
 
 
+@pytest.mark.usefixtures("fashion_mnist_data")
 def test_evaluation_stores_the_fid_sd_from_disjoint_blocks(monkeypatch):
     from repro.data.loader import TrainData, validation_batch
     from repro.evaluation import evaluate

@@ -5,17 +5,21 @@ The pipeline, as in DiT's and TREAD's setups:
 1. images are read as RGB by ``torchvision.datasets.ImageFolder`` (class index = position of the folder
    name in sorted order);
 2. each image is center-cropped to ``image_size`` (256) the ADM way (:func:`center_crop`), scaled to
-   ``[-1, 1]`` and, optionally, also encoded mirrored (``hflip``: doubles the data, the flip then
-   needs no augmentation at training time);
+   ``[-1, 1]`` and, optionally, also encoded mirrored (``hflip``: doubles the data, so the random flips DiT
+   trains with need no augmentation at training time);
 3. ``diffusers.AutoencoderKL`` (the SD-VAE, ``stabilityai/sd-vae-ft-ema`` or ``-mse``), loaded from a
    local directory, or from the hub when the machine is online, encodes it; the latent is a sample of
-   the posterior drawn from a seeded generator (``posterior="sample"``, DiT's choice) or its mean
+   the posterior drawn from a generator seeded per shard (``posterior="sample"``, DiT's choice) or its mean
    (``"mean"``), times ``scale`` (0.18215): 256x256x3 -> 4x32x32;
-4. latents go to ``shard-00000.pt``, ... (``{"latents": (n, 4, h, w), "labels": int64 (n,)}``, read with
-   ``torch.load(weights_only=True)``), and ``manifest.json`` (written last) lists the shards with their
-   sha256, the classes and every setting above.
+4. ``val_per_class`` images of every class are held out of training: ``val.pt``, in round-robin class order,
+   is what the validation loss is measured on;
+5. latents go to ``shard-00000.pt``, ... (``{"latents": (n, 4, h, w), "labels": int64 (n,)}``, read with
+   ``torch.load(weights_only=True)``), and ``manifest.json`` (written last) lists the shards and the
+   validation file with their sha256, the classes and every setting above. The manifest's own sha256
+   (:func:`manifest_sha256`) identifies the latent set in a run's provenance.
 
-Every file is written to a temporary name and renamed into place.
+Every file is written to a temporary name and renamed into place, and an interrupted encoding resumes at its
+first unfinished shard (``progress.json``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -74,13 +79,69 @@ def load_vae(source: str | os.PathLike, *, device: str | torch.device = "cpu", d
             vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True)
         else:
             vae = AutoencoderKL.from_pretrained(str(source))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the config
         raise FileNotFoundError(
             f"cannot load the VAE from {source!r}: {exc}\nGive a local directory holding config.json and the "
             "weights (AutoencoderKL.save_pretrained layout), or a hub id such as stabilityai/sd-vae-ft-ema "
             "on a machine that is online."
         ) from exc
     return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+VALIDATION = "val.pt"
+PROGRESS = "progress.json"
+SEED_STRIDE = 1_000_003
+
+
+def held_out(targets: list[int], per_class: int, seed: int) -> list[int]:
+    """``per_class`` items of every class, chosen by a seeded permutation within the class, in round-robin class
+    order (class 0's first, class 1's first, ..., class 0's second, ...), so that any prefix is class-balanced."""
+    if per_class < 0:
+        raise ValueError(f"val_per_class must be >= 0, got {per_class}")
+    by_class: dict[int, list[int]] = {}
+    for i, c in enumerate(targets):
+        by_class.setdefault(int(c), []).append(i)
+    g = torch.Generator().manual_seed(seed)
+    picks = {}
+    for c in sorted(by_class):
+        items = by_class[c]
+        if per_class > len(items) - 1:
+            raise ValueError(
+                f"val_per_class: {per_class} would hold out every image of class {c} ({len(items)} images); at most "
+                f"{len(items) - 1}"
+            )
+        order = torch.randperm(len(items), generator=g).tolist()
+        picks[c] = [items[k] for k in order[:per_class]]
+    return [picks[c][r] for r in range(per_class) for c in sorted(picks)]
+
+
+def _image_list_sha256(dataset) -> str:
+    """sha256 of the ImageFolder's sorted relative file names and classes (the images' identity, cheaply)."""
+    import hashlib
+
+    root = Path(dataset.root)
+    h = hashlib.sha256()
+    for path, target in dataset.samples:
+        h.update(f"{Path(path).relative_to(root)}\t{target}\n".encode())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def _encode(vae, dataset, indices: list[int], *, batch_size, hflip, posterior, scale, dtype, generator, num_workers):
+    """Latents and labels of ``dataset[indices]`` (each followed by its mirror image with ``hflip``)."""
+    param = next(vae.parameters())
+    subset = torch.utils.data.Subset(dataset, indices)
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    zs, ys = [], []
+    for images, labels in loader:
+        if hflip:
+            images = torch.stack([images, images.flip(-1)], dim=1).flatten(0, 1)
+            labels = labels.repeat_interleave(2)
+        dist = vae.encode(images.to(device=param.device, dtype=param.dtype)).latent_dist
+        z = dist.sample(generator=generator) if posterior == "sample" else dist.mode()
+        zs.append((z * scale).to(device="cpu", dtype=dtype))
+        ys.append(labels.to(torch.int64))
+    return torch.cat(zs), torch.cat(ys)
 
 
 @torch.no_grad()
@@ -99,70 +160,129 @@ def encode_image_folder(
     dtype: torch.dtype = torch.float32,
     vae_source: str = "",
     num_workers: int = 0,
+    val_per_class: int = 0,
+    say=None,
 ) -> dict:
     """Encode every image of ``image_dir`` (an ImageFolder) into latent shards under ``out_dir``; returns the manifest.
 
-    ``vae`` is an ``AutoencoderKL`` (see :func:`load_vae`) on the device to encode on. Images keep the
-    ImageFolder order (sorted classes, then sorted files); with ``hflip`` each image is followed by its
-    mirror image. Same inputs, seed and device give the same latents.
+    ``vae`` is an ``AutoencoderKL`` (see :func:`load_vae`) on the device to encode on. With ``val_per_class`` that
+    many images of every class are held out (chosen by a permutation seeded by ``seed``), encoded once (no mirror)
+    into ``val.pt`` in round-robin class order, and never written to the training shards: the validation loss is
+    then measured on images the model does not train on, every class equally. The training images keep the
+    ImageFolder order (sorted classes, then sorted files); with ``hflip`` each is followed by its mirror image.
+
+    Shard ``k`` holds the training images ``k * n .. (k + 1) * n - 1`` (``n = shard_size``, halved with ``hflip``)
+    and draws its posterior samples from a generator seeded by ``(seed, k)``, so shards are independent: an
+    interrupted encoding re-run with the same arguments keeps the shards it finished (``progress.json`` lists them
+    with their sha256, checked) and encodes the rest. Same inputs, seed and device give the same latents.
     """
     if posterior not in ("sample", "mean"):
         raise ValueError(f"posterior must be 'sample' or 'mean', got {posterior!r}")
     if shard_size < 1 or batch_size < 1:
         raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size} and {batch_size}")
+    if hflip and shard_size % 2:
+        raise ValueError(
+            f"shard_size must be even with hflip (an image and its mirror share a shard), got {shard_size}"
+        )
+    say = say or (lambda text: None)
     dataset = image_folder(image_dir, image_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     param = next(vae.parameters())
-    generator = torch.Generator(device=param.device).manual_seed(seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-
-    shards: list[dict] = []
-    pending_z: list[torch.Tensor] = []
-    pending_y: list[torch.Tensor] = []
-    pending = 0
-    latent_shape: list[int] = []
-
-    def write_shard(latents: torch.Tensor, labels: torch.Tensor) -> None:
-        name = f"shard-{len(shards):05d}.pt"
-        atomic_torch_save({"latents": latents.clone(), "labels": labels.clone()}, out / name)
-        shards.append({"file": name, "count": len(labels), "sha256": sha256_file(out / name)})
-
-    for images, labels in loader:
-        if hflip:
-            images = torch.stack([images, images.flip(-1)], dim=1).flatten(0, 1)
-            labels = labels.repeat_interleave(2)
-        dist = vae.encode(images.to(device=param.device, dtype=param.dtype)).latent_dist
-        z = dist.sample(generator=generator) if posterior == "sample" else dist.mode()
-        z = (z * scale).to(device="cpu", dtype=dtype)
-        latent_shape = list(z.shape[1:])
-        pending_z.append(z)
-        pending_y.append(labels.to(torch.int64))
-        pending += len(labels)
-        while pending >= shard_size:
-            zs, ys = torch.cat(pending_z), torch.cat(pending_y)
-            write_shard(zs[:shard_size], ys[:shard_size])
-            pending_z, pending_y = [zs[shard_size:]], [ys[shard_size:]]
-            pending -= shard_size
-    if pending:
-        write_shard(torch.cat(pending_z), torch.cat(pending_y))
-
-    manifest = {
+    settings = {
         "format": FORMAT_VERSION,
-        "count": sum(s["count"] for s in shards),
-        "latent_shape": latent_shape,
-        "dtype": str(dtype).removeprefix("torch."),
-        "classes": list(dataset.classes),
+        "images_sha256": _image_list_sha256(dataset),
         "image_size": image_size,
         "scale": scale,
         "posterior": posterior,
         "hflip": hflip,
         "seed": seed,
+        "dtype": str(dtype).removeprefix("torch."),
+        "shard_size": shard_size,
+        "val_per_class": val_per_class,
         "vae": {"source": vae_source, "config": {k: _jsonable(v) for k, v in dict(vae.config).items()}},
-        "shards": shards,
     }
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if {k: manifest.get(k) for k in settings} == json.loads(json.dumps(settings)):
+            say(f"{out}: already encoded ({manifest['count']} latents)")
+            return manifest
+        raise ValueError(f"{out}: holds latents encoded with other settings or images; give another output folder")
+    progress_path = out / PROGRESS
+    progress = {"settings": settings, "validation": None, "shards": []}
+    if progress_path.is_file():
+        old = json.loads(progress_path.read_text())
+        if old.get("settings") != json.loads(json.dumps(settings)):
+            raise ValueError(
+                f"{progress_path}: an interrupted encoding with other settings or images; give another output folder "
+                "or remove it"
+            )
+        kept = []
+        for entry in old.get("shards", []):
+            if (out / entry["file"]).is_file() and sha256_file(out / entry["file"]) == entry["sha256"]:
+                kept.append(entry)
+            else:
+                break  # shards are written in order: keep the intact prefix
+        progress["shards"] = kept
+        v = old.get("validation")
+        if v and (out / v["file"]).is_file() and sha256_file(out / v["file"]) == v["sha256"]:
+            progress["validation"] = v
+        say(f"{out}: resuming after {len(kept)} shard(s)")
+
+    def save_progress():
+        atomic_write_text(progress_path, json.dumps(progress, indent=2) + "\n")
+
+    encode = dict(
+        batch_size=batch_size, hflip=False, posterior=posterior, scale=scale, dtype=dtype, num_workers=num_workers
+    )
+    val_items = held_out(dataset.targets, val_per_class, seed) if val_per_class else []
+    if val_items and progress["validation"] is None:
+        generator = torch.Generator(device=param.device).manual_seed(seed * SEED_STRIDE + SEED_STRIDE - 1)
+        z, y = _encode(vae, dataset, val_items, generator=generator, **encode)
+        atomic_torch_save({"latents": z.clone(), "labels": y.clone()}, out / VALIDATION)
+        progress["validation"] = {
+            "file": VALIDATION,
+            "count": len(y),
+            "per_class": val_per_class,
+            "sha256": sha256_file(out / VALIDATION),
+            "label_counts": torch.bincount(y, minlength=len(dataset.classes)).tolist(),
+        }
+        save_progress()
+    held = set(val_items)
+    train_items = [i for i in range(len(dataset)) if i not in held]
+    per_shard = shard_size // (2 if hflip else 1)
+    shards = progress["shards"]
+    latent_shape: list[int] = list(shards[0]["latent_shape"]) if shards else []
+    encode["hflip"] = hflip
+    for k in range(len(shards), math.ceil(len(train_items) / per_shard)):
+        items = train_items[k * per_shard : (k + 1) * per_shard]
+        generator = torch.Generator(device=param.device).manual_seed(seed * SEED_STRIDE + k)
+        z, y = _encode(vae, dataset, items, generator=generator, **encode)
+        latent_shape = list(z.shape[1:])
+        name = f"shard-{k:05d}.pt"
+        atomic_torch_save({"latents": z.clone(), "labels": y.clone()}, out / name)
+        shards.append({"file": name, "count": len(y), "sha256": sha256_file(out / name), "latent_shape": latent_shape})
+        save_progress()
+        say(f"{out}: shard {k + 1} of {math.ceil(len(train_items) / per_shard)}")
+
+    manifest = {
+        **settings,
+        "count": sum(s["count"] for s in shards),
+        "latent_shape": latent_shape,
+        "classes": list(dataset.classes),
+        "validation": progress["validation"],
+        "shards": [{k: v for k, v in s.items() if k != "latent_shape"} for s in shards],
+    }
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    progress_path.unlink(missing_ok=True)
     return manifest
+
+
+def manifest_sha256(directory: str | os.PathLike) -> str:
+    """The latent set's identity: the sha256 of its ``manifest.json``, which lists every shard's sha256 and every
+    setting of the encoding (a run's provenance records it)."""
+    return sha256_file(Path(directory) / MANIFEST)
 
 
 def _jsonable(value):
@@ -233,6 +353,30 @@ class LatentShards(torch.utils.data.Dataset):
         data = self.shard(k)
         j = i - self.offsets[k]
         return data["latents"][j], data["labels"][j]
+
+    def validation(self, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The held-out validation latents (``val.pt``, never in a training shard; round-robin class order, so the
+        first ``size`` are class-balanced) as float32, and their labels; its sha256 is checked."""
+        entry = self.manifest.get("validation")
+        if not entry:
+            raise ValueError(
+                f"{self.directory / MANIFEST}: the latents have no held-out validation set (encoded without "
+                "--val-per-class); re-encode with --val-per-class N so that the validation loss is measured on images "
+                "the model does not train on"
+            )
+        path = self.directory / entry["file"]
+        if self.verify:
+            digest = sha256_file(path)
+            if digest != entry["sha256"]:
+                raise ValueError(f"{path} has sha256 {digest}, the manifest says {entry['sha256']}: re-encode it")
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        n = len(data["labels"]) if size is None else size
+        if n > len(data["labels"]):
+            raise ValueError(
+                f"eval.val_size: {n} is not allowed; must be <= {len(data['labels'])}, the held-out validation latents "
+                f"in {self.directory} ({entry.get('per_class')} per class)"
+            )
+        return data["latents"][:n].float(), data["labels"][:n].long()
 
     def mapped(self) -> MappedLatents:
         """Every shard memory-mapped as one indexable array (see :class:`MappedLatents`)."""
@@ -309,7 +453,7 @@ class MappedLatents:
 
 def main(argv: list[str] | None = None) -> int:
     """Encode an ImageFolder into SD-VAE latent shards (``python -m repro.data.latents``)."""
-    p = argparse.ArgumentParser(prog="python -m repro.data.latents", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m repro.data.latents", description=main.__doc__, allow_abbrev=False)
     p.add_argument("image_dir", type=Path, help="ImageFolder root: one subfolder per class")
     p.add_argument("out_dir", type=Path)
     p.add_argument("--vae", default="stabilityai/sd-vae-ft-ema", help="local directory or hub id (online only)")
@@ -318,7 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard-size", type=int, default=10_000)
     p.add_argument("--scale", type=float, default=SD_VAE_SCALE)
     p.add_argument("--posterior", choices=("sample", "mean"), default="sample")
-    p.add_argument("--hflip", action="store_true", help="also encode each image mirrored")
+    p.add_argument("--hflip", action="store_true", help="also encode each image mirrored (DiT trains on random flips)")
+    p.add_argument(
+        "--val-per-class",
+        type=int,
+        default=0,
+        help="hold out this many images of every class as the validation set (val.pt; never trained on)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="stored dtype")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -340,9 +490,13 @@ def main(argv: list[str] | None = None) -> int:
         dtype=getattr(torch, args.dtype),
         vae_source=str(args.vae),
         num_workers=args.num_workers,
+        val_per_class=args.val_per_class,
+        say=lambda text: print(text, flush=True),
     )
+    held = manifest["validation"]["count"] if manifest.get("validation") else 0
     print(
-        f"{manifest['count']} latents {manifest['latent_shape']} in {len(manifest['shards'])} shards -> {args.out_dir}"
+        f"{manifest['count']} latents {manifest['latent_shape']} in {len(manifest['shards'])} shards and {held} "
+        f"held-out validation latents -> {args.out_dir}"
     )
     return 0
 

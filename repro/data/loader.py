@@ -71,10 +71,15 @@ class TrainData:
 
 def validation_batch(cfg: RunConfig, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed batch of held-out images the validation loss is measured on: the first test images of
-    Fashion-MNIST, else the last ``val_size`` items of the training data."""
+    Fashion-MNIST; for latents, the first ``val_size`` of the latent set's held-out, class-balanced validation
+    set (never in a training shard); for synthetic data, the last ``val_size`` items."""
     if cfg.data.name == "fashion-mnist":
         from . import fashion_mnist
 
         ds = fashion_mnist.load("test")
         return ds.float_images()[: cfg.eval.val_size], ds.labels[: cfg.eval.val_size].long()
+    if cfg.data.name == "latents":
+        from .latents import LatentShards
+
+        return LatentShards(cfg.data.path).validation(cfg.eval.val_size)
     return data.images[-cfg.eval.val_size :], data.labels[-cfg.eval.val_size :]

@@ -495,11 +495,25 @@ def _shares(spec: Spec, goldens: Path, scale: str, reports: dict[Path, Any]) -> 
     ]
 
 
+def _decisive_scale(goldens: Path, scales: Sequence[str], name: str, keys: Sequence[str]) -> tuple[str, Path] | None:
+    """The first of ``scales`` whose report holds the claim's value (a scale whose runs are still being made, its
+    report not yet holding the compared method, leaves the decision to the next scale that does); else the first
+    whose report exists (the claim then reads as pending there)."""
+    for scale in scales:
+        path = goldens / scale / name
+        try:
+            if path.exists() and lookup(json.loads(path.read_text()), keys) is not MISSING:
+                return scale, path
+        except (OSError, ValueError):
+            return scale, path  # unreadable: the caller reports it
+    return first_scale(goldens, scales, name)
+
+
 def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
     c = spec.check
     name = c["file"]
     scales = list(c["scales"])
-    found = first_scale(goldens, scales, name)
+    found = _decisive_scale(goldens, scales, name, keys_of(c["value"]))
     if found is None:
         if scales == ["paper"]:
             return Result(
@@ -523,6 +537,13 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
         report = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         return Result(spec, CHECK_FAILED, [f"{path}: cannot read: {e}"], recheck, scale)
+    proof: list[str] = []
+    if scale == "paper":  # provenance and the claim's own metric, or no verdict (repro/evidence/paper.py)
+        from .paper import admit
+
+        refused, proof = admit(spec, path, report)
+        if refused:
+            return Result(spec, CHECK_FAILED, refused, recheck, scale)
     keys = keys_of(c["value"])
     value = lookup(report, keys)
     if value is MISSING:
@@ -569,7 +590,7 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
         return Result(spec, NOT_CHECKABLE, evidence, recheck, scale, scope, amended=amended)
     reports = {path: report}  # each report read once for the spec's also, shares and registered entries
     evidence += _also(spec, goldens, scale, reports)
-    evidence += _shares(spec, goldens, scale, reports)
+    evidence += _shares(spec, goldens, scale, reports) + proof
     if seeds < c["min_seeds"]:
         evidence.append(f"fewer than {c['min_seeds']} seeds: a data point, not a verdict")
     evidence += _amendments(spec, goldens, scale, reports)

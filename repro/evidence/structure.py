@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,9 +23,11 @@ def _node_matches(node: str, classname: str, name: str) -> bool:
 
 
 def _pytest(args: Sequence[str], root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=root, capture_output=True, text=True
-    )
+    """pytest on ``args`` with the derandomized hypothesis profile (unless the caller chose one): a ledger's
+    structure verdicts come from the same examples every time."""
+    env = {**os.environ, "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci")}
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, env=env)
 
 
 def collected_nodes(files: Sequence[str], root: Path) -> set[str]:

@@ -79,7 +79,10 @@ def as_uint8_images(samples: torch.Tensor | np.ndarray) -> torch.Tensor:
     elif x.dim() == 4 and x.shape[1] != 1 and x.shape[-1] == 1:
         x = x.permute(0, 3, 1, 2)
     if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != x.shape[3] or x.shape[2] not in (28, 32) or len(x) == 0:
-        raise ValueError(f"samples must be N >= 1 grey images (N, 1, 32, 32) (or 28x28), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"samples must be N >= 1 grey images (N, 1, 32, 32) (or 28x28), got shape {tuple(x.shape)}; RGB samples "
+            "of any size are scored with Inception against an ADM reference batch (repro evaluate --reference REF.npz)"
+        )
     if x.dtype != torch.uint8:
         if not x.is_floating_point():
             raise ValueError(f"samples must be uint8 in [0, 255] or float in [-1, 1], got dtype {x.dtype}")
@@ -628,23 +631,12 @@ def load_samples(path: str | os.PathLike, *, recursive: bool = False, value_rang
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder of samples")
     if path.is_dir():
-        from PIL import Image
-
         pattern = "**/*" if recursive else "*"
         files = sorted(p for p in path.glob(pattern) if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.is_file())
         if not files:
             raise FileNotFoundError(f"no .png/.jpg images in {path}" + ("" if recursive else " (try --recursive)"))
-        arrays = []
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    arrays.append(np.asarray(im.convert("L")))
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{f}: not a readable image ({type(e).__name__})") from None
-        shapes = {a.shape for a in arrays}
-        if len(shapes) != 1:
-            raise ValueError(f"images in {path} differ in size: {sorted(shapes)}")
-        return _with_file(path, lambda: as_uint8_images(np.stack(arrays)))
+        images = read_image_folder(path, files)
+        return _with_file(path, lambda: as_uint8_images(images))
     if path.suffix == ".npy":
         array = _read_array(path, lambda: np.load(path, allow_pickle=False))
         return _with_file(path, lambda: checked_samples(array, str(path), value_range))
@@ -653,14 +645,34 @@ def load_samples(path: str | os.PathLike, *, recursive: bool = False, value_rang
         def read_npz():
             with np.load(path, allow_pickle=False) as z:
                 names = list(z.keys())
-                key = "samples" if "samples" in names else names[0] if len(names) == 1 else None
+                key = next((k for k in ("samples", "arr_0") if k in names), names[0] if len(names) == 1 else None)
                 if key is None:
-                    raise ValueError(f"holds arrays {names}; name the samples array 'samples'")
+                    raise ValueError(f"holds arrays {names}; name the samples array 'samples' (or arr_0, as ADM)")
                 return z[key]
 
         array = _read_array(path, read_npz)
         return _with_file(path, lambda: checked_samples(array, str(path), value_range))
     raise ValueError(f"samples must be a folder of images, a .npy or a .npz file, got {path}")
+
+
+def read_image_folder(path: Path, files: Sequence[Path]) -> np.ndarray:
+    """Image files as one uint8 array: ``(N, H, W)`` when every image is grey (an RGB file whose three channels
+    are equal counts as grey), else ``(N, H, W, 3)``. Nothing is converted silently: RGB stays RGB."""
+    from PIL import Image
+
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                arrays.append(np.asarray(im.convert("RGB")))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{f}: not a readable image ({type(e).__name__})") from None
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"images in {path} differ in size: {sorted(shapes)}")
+    stacked = np.stack(arrays)
+    grey = bool((stacked[..., :1] == stacked).all())
+    return np.ascontiguousarray(stacked[..., 0]) if grey else stacked
 
 
 def _with_file(path: Path, convert) -> torch.Tensor:
@@ -676,20 +688,39 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add ``repro evaluate``."""
     p = subparsers.add_parser(
         "evaluate",
-        help="FID/KID/precision-recall of samples against a Fashion-MNIST split",
-        description="Metrics of a folder of images or an .npy/.npz array of samples (uint8 in [0, 255], or "
-        "floats in the range given by --range; N x 1 x 32 x 32) against a Fashion-MNIST split, via torch-fidelity.",
+        help="sample quality against a Fashion-MNIST split or an ADM reference batch",
+        description="Metrics of a folder of images or an .npy/.npz array of samples. Against a Fashion-MNIST split "
+        "(uint8 in [0, 255], or floats in the range given by --range; N x 1 x 32 x 32): FID, KID and precision/recall "
+        "in the feature network's space, via torch-fidelity. Against an ADM reference batch (--reference REF.npz, e.g. "
+        "VIRTUAL_imagenet256_labeled.npz; RGB samples of any size, arr_0 as ADM stores them): FID, sFID, Inception "
+        "Score and precision/recall as ADM's evaluator defines them, on torch-fidelity's Inception (--weights FILE).",
+        allow_abbrev=False,
     )
     p.add_argument("samples", type=Path, help="folder of .png/.jpg, or .npy / .npz file")
-    p.add_argument("--reference", choices=SPLITS, default="test", help="reference split (default: test)")
-    p.add_argument("--reference-size", type=int, default=None, help="use the first N reference images")
-    p.add_argument("--metrics", default=",".join(METRICS), help="comma-separated subset of fid,kid,prc")
-    p.add_argument("--feature-extractor", choices=(FMNIST, INCEPTION), default=FMNIST)
+    p.add_argument(
+        "--reference",
+        default="test",
+        help=f"a Fashion-MNIST split ({', '.join(SPLITS)}) or an ADM reference batch (.npz) (default: test)",
+    )
+    p.add_argument("--reference-size", type=int, default=None, help="use the first N reference images (a split)")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help=f"comma-separated subset of {','.join(METRICS)} (a split) or fid,sfid,is,prc (an ADM batch) "
+        "(default: all of them)",
+    )
+    p.add_argument(
+        "--feature-extractor",
+        choices=(FMNIST, INCEPTION),
+        default=None,
+        help="(default: fmnist for a split, inception-v3-compat for an ADM batch)",
+    )
     p.add_argument("--weights", type=Path, default=None, help="feature-network (or Inception) weights file")
     p.add_argument(
         "--cache-dir", type=Path, default=None, help="cache root (default: $REPRO_CACHE_DIR or ~/.cache/repro)"
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=100, help="images per Inception forward (an ADM batch)")
     p.add_argument("--seed", type=int, default=2020, help="seed of KID's subsets")
     p.add_argument("--recursive", action="store_true", help="look for images in subfolders too")
     p.add_argument(
@@ -703,28 +734,92 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_cli)
 
 
+def _is_adm_reference(reference: str) -> bool:
+    return reference not in SPLITS
+
+
+def _metric_list(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def _run_adm(args: argparse.Namespace) -> dict:
+    """``repro evaluate SAMPLES --reference REF.npz``: ADM's metrics (see :mod:`repro.metrics.adm`)."""
+    from . import adm
+
+    reference = Path(args.reference)
+    if reference.suffix != ".npz":
+        raise ValueError(
+            f"--reference {args.reference!r} is not allowed; a split ({', '.join(SPLITS)}) or an ADM reference "
+            "batch (.npz)"
+        )
+    if args.feature_extractor not in (None, INCEPTION):
+        raise ValueError(f"--feature-extractor {args.feature_extractor}: an ADM reference batch needs {INCEPTION}")
+    if args.value_range is not None or args.reference_size is not None:
+        raise ValueError("--range and --reference-size apply to a Fashion-MNIST split, not to an ADM reference batch")
+    samples = Path(args.samples)
+    if samples.is_dir():  # a folder of images: read as they are (RGB stays RGB) into a temporary ADM batch
+        pattern = "**/*" if args.recursive else "*"
+        files = sorted(
+            p for p in samples.glob(pattern) if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.is_file()
+        )
+        if not files:
+            raise FileNotFoundError(f"no .png/.jpg images in {samples}")
+        images = read_image_folder(samples, files)
+        with tempfile.TemporaryDirectory(prefix="repro-adm-") as tmp:
+            batch = Path(tmp) / "samples.npz"
+            np.savez(batch, arr_0=images if images.ndim == 4 else images[..., None])
+            result = adm.evaluate(
+                batch,
+                reference,
+                weights=args.weights,
+                metrics=_metric_list(args.metrics) or adm.METRICS,
+                device=args.device,
+                batch_size=args.batch_size,
+            )
+        result["samples_sha256"] = None  # a folder, not one file
+        return result
+    if not samples.exists():
+        raise FileNotFoundError(f"{samples}: no such file or folder of samples")
+    result = adm.evaluate(
+        samples,
+        reference,
+        weights=args.weights,
+        metrics=_metric_list(args.metrics) or adm.METRICS,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    if samples.suffix == ".npz":
+        with np.load(samples, allow_pickle=False) as z:
+            if "provenance" in z.files:
+                result["sample_provenance"] = json.loads(str(z["provenance"]))
+    return result
+
+
 def run_cli(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
-        samples = load_samples(args.samples, recursive=args.recursive, value_range=args.value_range)
-        result = compute_metrics(
-            samples,
-            args.reference,
-            tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-            reference_size=args.reference_size,
-            feature_extractor=args.feature_extractor,
-            weights=args.weights,
-            cache_root=args.cache_dir,
-            device=args.device,
-            seed=args.seed,
-        )
+        if _is_adm_reference(args.reference):
+            result = _run_adm(args)
+        else:
+            samples = load_samples(args.samples, recursive=args.recursive, value_range=args.value_range)
+            result = compute_metrics(
+                samples,
+                args.reference,
+                _metric_list(args.metrics) or METRICS,
+                reference_size=args.reference_size,
+                feature_extractor=args.feature_extractor or FMNIST,
+                weights=args.weights,
+                cache_root=args.cache_dir,
+                device=args.device,
+                seed=args.seed,
+            )
     except (OSError, ValueError) as exc:
         print(f"repro evaluate: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     report = {
         "samples": str(args.samples),
         "reference": args.reference,
-        "feature_extractor": args.feature_extractor,
+        "feature_extractor": args.feature_extractor or (INCEPTION if _is_adm_reference(args.reference) else FMNIST),
         **result,
         "seconds": round(time.perf_counter() - start, 2),
     }

@@ -215,4 +215,153 @@ def load_diffusers(directory, **kwargs):
     if shift is not None:
         for block in dm.transformer_blocks:
             block.norm1.emb.time_proj.downscale_freq_shift = float(shift)
+    else:
+        import warnings
+
+        gap, norm = timestep_embedding_gap(dm)
+        warnings.warn(
+            f"{directory}: config.json has no {FREQ_SHIFT_KEY}, so the model keeps diffusers' timestep frequencies "
+            f"(k / (half - 1)), not DiT's (k / half): its timestep embedding differs from DiT's by up to {gap:.3g} "
+            f"(max |difference| over t in 0..999; the embedding's largest norm is {norm:.3g}, so {gap / norm:.1%} of "
+            "it). from_diffusers refuses it unless allow_frequency_mismatch=True; save with save_diffusers to keep "
+            "DiT's function",
+            stacklevel=2,
+        )
     return dm.eval()
+
+
+@torch.no_grad()
+def timestep_embedding_gap(dm) -> tuple[float, float]:
+    """How far a diffusers DiT's timestep embedding (block 0's, with its current frequency shift) is from DiT's
+    (shift 0), over t = 0..999: ``(max |difference|, max norm of DiT's embedding)``."""
+    emb = dm.transformer_blocks[0].norm1.emb
+    t = torch.arange(0, 1000, dtype=torch.float32)
+    dtype = next(emb.timestep_embedder.parameters()).dtype
+    theirs = emb.timestep_embedder(emb.time_proj(t).to(dtype))
+    shift = emb.time_proj.downscale_freq_shift
+    try:
+        emb.time_proj.downscale_freq_shift = 0
+        ours = emb.timestep_embedder(emb.time_proj(t).to(dtype))
+    finally:
+        emb.time_proj.downscale_freq_shift = shift
+    return float((theirs - ours).abs().max()), float(ours.norm(dim=1).max())
+
+
+# ------------------------------------------------------------------------------------------
+# The official DiT checkpoints: the released state dicts and the train.py checkpoints
+# ------------------------------------------------------------------------------------------
+
+# Keys every DiT state dict holds (facebookresearch/DiT models.py): enough to tell the layout and read the sizes
+_RELEASE_KEYS = (
+    "x_embedder.proj.weight",
+    "pos_embed",
+    "y_embedder.embedding_table.weight",
+    "final_layer.linear.weight",
+)
+
+
+def _strip_ddp(sd: dict) -> dict:
+    """A state dict saved from a DDP wrapper (``module.`` prefixes) as the bare model's."""
+    if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):
+        return {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def _is_dit_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and all(k in obj for k in _RELEASE_KEYS)
+
+
+def config_from_state_dict(sd: dict, name: str | None = None, **overrides) -> DiTConfig:
+    """The :class:`DiTConfig` of an official DiT state dict, read from its shapes: patch, channels and width from
+    ``x_embedder``, the input size from ``pos_embed``, the depth from the blocks, the classes from the label table
+    (its last row is the null class), learned sigma from the output width. The head count is not in the weights:
+    it comes from ``name`` (``DiT-XL/2``, as the train.py checkpoints record it) or from the paper's size with
+    this depth and width."""
+    from .dit import SIZES, config_for
+
+    missing = [k for k in _RELEASE_KEYS if k not in sd]
+    if missing:
+        raise ValueError(f"state dict: lacks {missing}; not a DiT (facebookresearch/DiT models.py) state dict")
+    hidden, in_channels, patch, _ = sd["x_embedder.proj.weight"].shape
+    tokens = sd["pos_embed"].shape[1]
+    side = round(tokens**0.5)
+    if side * side != tokens:
+        raise ValueError(f"pos_embed: {tokens} tokens is not a square grid")
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    out_channels = sd["final_layer.linear.weight"].shape[0] // (patch * patch)
+    fields = dict(
+        input_size=side * patch,
+        patch_size=patch,
+        in_channels=in_channels,
+        hidden_size=hidden,
+        depth=depth,
+        num_classes=sd["y_embedder.embedding_table.weight"].shape[0] - 1,
+        learn_sigma=out_channels == 2 * in_channels,
+    )
+    fields.update(overrides)
+    if name is not None:
+        return config_for(name, **fields)
+    size = next((s for s, v in SIZES.items() if (v["depth"], v["hidden_size"]) == (depth, hidden)), None)
+    if size is None:
+        raise ValueError(
+            f"state dict: depth {depth} and width {hidden} match none of DiT's sizes ({', '.join(SIZES)}); the head "
+            "count is not in the weights: pass --config with the model's config"
+        )
+    return DiTConfig(num_heads=SIZES[size]["num_heads"], **fields)
+
+
+def load_official_checkpoint(path, weights: str = "ema") -> tuple[DiTConfig, dict, dict]:
+    """``(config, state dict, info)`` of an official DiT checkpoint, unpickled weights-only.
+
+    Two layouts: a released file (``DiT-XL-2-256x256.pt``: the EMA state dict itself) and a checkpoint of DiT's
+    ``train.py`` (``{"model", "ema", "opt", "args"}``, where ``args`` is an ``argparse.Namespace``, the one class
+    allowed besides tensors and plain data). ``weights`` picks ``ema`` or ``model`` of the latter; a released file
+    has the EMA weights only. ``info`` says the layout and, for train.py checkpoints, the recorded arguments.
+    """
+    import argparse
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        hint = (
+            " (a diffusers folder: load it with repro.models.convert.load_diffusers and from_diffusers)"
+            if (path / "config.json").is_file()
+            else ""
+        )
+        raise ValueError(f"checkpoint: {path} is a folder{hint}; allowed: a .pt file")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"checkpoint: {path} cannot be read weights-only ({type(e).__name__}: {' '.join(str(e).split())[:160]}); "
+            "allowed: tensors, plain data and DiT train.py's argparse.Namespace"
+        ) from None
+    if _is_dit_state_dict(_strip_ddp(ckpt) if isinstance(ckpt, dict) else ckpt):
+        if weights != "ema":
+            raise ValueError(f"weights: {weights!r}; a released DiT file holds the EMA weights only: use ema")
+        sd = _strip_ddp(ckpt)
+        return config_from_state_dict(sd), sd, {"layout": "dit-release", "file": path.name}
+    if isinstance(ckpt, dict) and "args" in ckpt and ("ema" in ckpt or "model" in ckpt):
+        if weights not in ckpt:
+            raise ValueError(f"checkpoint: {path} has no {weights!r} weights (holds {sorted(ckpt)})")
+        sd = _strip_ddp(ckpt[weights])
+        args = ckpt["args"]
+        recorded = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})
+        name = recorded.get("model")
+        if isinstance(name, str) and not name.startswith("DiT-"):
+            raise ValueError(
+                f"checkpoint: {path} holds a {name} model; only DiT's objective is known without a run config: "
+                "pass --config with the run's config.json"
+            )
+        overrides = {}
+        if recorded.get("num_classes") is not None:
+            overrides["num_classes"] = int(recorded["num_classes"])
+        cfg = config_from_state_dict(sd, name if isinstance(name, str) else None, **overrides)
+        plain = {k: v for k, v in recorded.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        return cfg, sd, {"layout": "dit-train", "file": path.name, "args": plain}
+    have = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+    raise ValueError(
+        f"checkpoint: {path} is not a checkpoint of repro train, a released DiT file or a DiT train.py checkpoint "
+        f"(holds {have})"
+    )

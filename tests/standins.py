@@ -1,0 +1,65 @@
+"""Tiny stand-ins for the paper scale's inputs, none of which can be downloaded here: an SD-VAE-shaped autoencoder
+(4 latent channels, 8x downsampling, random weights), an ImageFolder of random RGB images, and a weights file of
+torch-fidelity's TF-2015 Inception architecture with random weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def tiny_vae8(seed: int = 0, channels=(8, 8, 8, 8)):
+    """An ``AutoencoderKL`` with the SD-VAE's interface: 3 -> 4 channels, 8x downsampling (4 levels)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=channels,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    ).eval()
+
+
+def save_vae(folder: Path, seed: int = 0, channels=(8, 8, 8, 8)) -> Path:
+    tiny_vae8(seed, channels).save_pretrained(folder)
+    return folder
+
+
+def image_folder(root: Path, classes: int = 3, per_class: int = 10, size: int = 40, seed: int = 0) -> Path:
+    """``root/class{k}/{i}.png``: random RGB images, a little larger than 32 so the center crop has work to do."""
+    rng = np.random.default_rng(seed)
+    for k in range(classes):
+        (root / f"class{k}").mkdir(parents=True, exist_ok=True)
+        tint = rng.integers(0, 256, 3)
+        for i in range(per_class):
+            array = (rng.integers(0, 256, (size, size + 4 * (i % 3), 3)) // 2 + tint // 2).astype(np.uint8)
+            Image.fromarray(array).save(root / f"class{k}" / f"{i:03d}.png")
+    return root
+
+
+def random_inception_weights(path: Path, seed: int = 0) -> Path:
+    """A state dict of torch-fidelity's ``inception-v3-compat`` network (the architecture of
+    ``weights-inception-2015-12-05-6726825d.pth``) with random He-initialised weights, so features vary."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    with (
+        mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: None),
+        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None),
+    ):
+        torch.manual_seed(seed)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight)
+        elif isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight, std=m.in_features**-0.5)
+    torch.save(net.state_dict(), path)
+    return path

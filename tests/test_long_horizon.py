@@ -1,0 +1,285 @@
+"""The long horizon's machinery: FID on a log-spaced grid, a second sampler's FID, runs trained to target, the
+targets themselves, a campaign whose runs outlast a piece, the ladder's early rungs and its plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repro.campaign import pending, run_campaign
+from repro.config import ConfigError, RunConfig, load_params, resolve
+from repro.speedup import compare, published_tread_ladder, speedup_report, train_targets
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fashion_run(**changes) -> RunConfig:
+    """A tiny Fashion-MNIST run (its metrics faked by the tests); ``changes``: {"train": {...}, "eval": {...}}."""
+    d = {
+        "run_id": "t-dit-s0",
+        "scale": "t",
+        "method": "dit",
+        "seed": 0,
+        "model": dict(input_size=32, patch_size=8, in_channels=1, hidden_size=16, depth=2, num_heads=2, num_classes=10),
+        "objective": {"name": "ddpm"},
+        "data": {"name": "fashion-mnist", "subset": 64},
+        "train": dict(steps=12, batch_size=8, lr=1e-3, ema_decay=0.9, eval_every=2, ckpt_every=2, log_every=2),
+        "eval": dict(metrics=["fid"], num_samples=20, sample_steps=2, batch_size=20, val_size=8, val_points=2),
+    }
+    for section, values in changes.items():
+        d[section].update(values)
+    return RunConfig.from_dict(d)
+
+
+@pytest.fixture
+def fake_fid(monkeypatch):
+    """FID faked as a function of the sampling steps and the samples: calls recorded as (samples, steps)."""
+    from repro import evaluation
+    from repro.metrics import fid
+
+    calls, steps_seen = [], []
+    original = evaluation.generate
+
+    def generate(model, objective, cfg, device, num=None, steps=None):
+        steps_seen.append(steps or cfg.eval.sample_steps)
+        return original(model, objective, cfg, device, num, steps)
+
+    def fake(samples, reference="test", metrics=fid.METRICS, **kwargs):
+        calls.append(steps_seen[-1])
+        return {"fid": 100.0 - 10.0 * len(calls)}  # falls with every evaluation
+
+    monkeypatch.setattr(evaluation, "generate", generate)
+    monkeypatch.setattr(fid, "compute_metrics", fake)
+    return calls
+
+
+def test_fid_on_a_log_spaced_grid_and_a_second_samplers_fid_for_the_listed_seeds(tmp_path, fake_fid):
+    from repro.train import train
+
+    extra = {"sample_steps": {"ddpm": 7, "edm": 3}, "at": [4], "seeds": [0]}
+    cfg = fashion_run(eval={"sample_at": [4, 6, 10], "extra_fid": extra})
+    curve = train(cfg, tmp_path / "run", device="cpu", quiet=True)
+    points = {p["step"]: p for p in curve["points"]}
+    assert sorted(points) == [2, 4, 6, 8, 10, 12]  # the validation loss at every evaluation
+    assert [s for s, p in points.items() if "fid" in p] == [4, 6, 10, 12]  # FID on the grid and at the end
+    assert [s for s, p in points.items() if "fid@7" in p] == [4, 12]  # DDPM's extra sampler: at 4 and the end
+    assert fake_fid == [2, 7, 2, 2, 2, 7]  # the scale's 2 steps, the extra 7 where listed
+    other_seed = fashion_run(eval={"sample_at": [4], "extra_fid": {**extra, "seeds": [1]}})
+    curve = train(other_seed, tmp_path / "run1", device="cpu", quiet=True)
+    assert not any("fid@7" in p for p in curve["points"])
+
+
+@pytest.mark.parametrize(
+    "section,change,message",
+    [
+        ("eval", {"sample_at": [3]}, "eval.sample_at: 3 is not allowed; must be a multiple of train.eval_every=2"),
+        ("eval", {"sample_at": [4, 2]}, "a non-empty, increasing list"),
+        ("eval", {"sample_at": [4], "sample_every": 4}, "at most one of sample_every and sample_at"),
+        ("eval", {"extra_fid": {"sample_steps": {"ddpm": 5}}}, "exactly sample_steps, at and seeds"),
+        ("eval", {"extra_fid": {"sample_steps": {"ddpm": 0}, "at": [], "seeds": []}}, "extra_fid.sample_steps.ddpm"),
+        ("eval", {"extra_fid": {"sample_steps": {"ddpm": 5}, "at": ["x"], "seeds": []}}, "extra_fid.at"),
+        ("train", {"to_target": "targets.yaml"}, "train.to_target"),
+        ("train", {"target_patience": 0}, "train.target_patience"),
+    ],
+)
+def test_bad_long_horizon_settings_name_the_field(section, change, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        fashion_run(**{section: change})
+
+
+def write_targets(path, **values):
+    path.write_text(json.dumps({"baseline": "dit", "objective": "ddpm", **values}))
+    return path
+
+
+def test_a_run_trained_to_target_stops_at_the_second_evaluation_in_a_row_that_reaches_it(tmp_path, fake_fid):
+    from repro.train import train
+
+    # the fake FID falls 100 -> 90 -> 80 -> ...: the target 85 is reached at the 2nd and 3rd sampled evaluations
+    targets = write_targets(tmp_path / "targets.json", fid=85.0, val_loss=1e9)
+    cfg = fashion_run(train={"to_target": str(targets)}, eval={"sample_at": [2, 4, 6, 8]})
+    curve = train(cfg, tmp_path / "run", device="cpu", quiet=True)
+    assert [p["step"] for p in curve["points"]] == [2, 4, 6] and curve["complete"]
+    assert curve["targets"] == {"fid": 85.0, "val_loss": 1e9, "objective": "ddpm", "file": str(targets)}
+    assert (tmp_path / "run" / "samples.png").exists()  # the last evaluation's grid, as for a run that ends
+    import torch
+
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["step"] == 6  # the stop is checkpointed: a resumed run is complete, never trained further
+    fresh = fashion_run(train={"to_target": str(targets)}, eval={"sample_at": [2, 4, 6, 8]})  # as a new process has
+    again = train(fresh, tmp_path / "run", device="cpu", quiet=True)
+    assert [p["step"] for p in again["points"]] == [2, 4, 6]
+    # on the same objective a validation-loss target too must be reached: never here, so it trains to the end
+    fake_fid.clear()  # the fake FID starts at 90 again
+    strict = write_targets(tmp_path / "strict.json", fid=85.0, val_loss=1e-9)
+    cfg = fashion_run(train={"to_target": str(strict)}, eval={"sample_at": [2, 4, 6, 8]})
+    curve = train(cfg, tmp_path / "run2", device="cpu", quiet=True)
+    assert curve["points"][-1]["step"] == 12
+    # another objective's loss is not comparable: only the FID target applies
+    fake_fid.clear()
+    other = write_targets(tmp_path / "other.json", fid=85.0, val_loss=1e-9, objective="edm")
+    cfg = fashion_run(train={"to_target": str(other)}, eval={"sample_at": [2, 4, 6, 8]})
+    assert train(cfg, tmp_path / "run3", device="cpu", quiet=True)["points"][-1]["step"] == 6
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("{", "cannot be read as JSON"),
+        ('{"fid": -1}', "fid=-1 is not allowed"),
+        ('{"fid": "low"}', "fid='low' is not allowed"),
+        ('{"fid": 3, "val_loss": 0}', "val_loss=0 is not allowed"),
+        ('{"fid": 3, "val_loss": 0.1}', "needs the 'objective'"),
+    ],
+)
+def test_a_broken_targets_file_is_refused_before_training(tmp_path, content, message, capsys):
+    from repro.cli import main
+    from repro.train import load_targets
+
+    path = tmp_path / "targets.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_targets(path)
+    args = ["train", "--scale", "smoke", "--method", "dit", "--out", str(tmp_path / "r"), "--to-target", str(path)]
+    assert main(args) == 2
+    assert str(path) in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def _curve(run_id, method, seed, values):
+    points = [
+        {"step": 100 * (i + 1), "macs": 1e9 * (i + 1), "fid": v, "val_loss": v / 100} for i, v in enumerate(values)
+    ]
+    return {"run_id": run_id, "method": method, "seed": seed, "scale": "t", "points": points}
+
+
+def test_targets_are_the_least_good_baseline_seeds_final_values(tmp_path):
+    curves = [_curve("d0", "dit", 0, [50, 30, 20]), _curve("d1", "dit", 1, [52, 31, 22])]
+    doc = train_targets(curves, "ddpm")
+    assert doc["fid"] == 22 and doc["val_loss"] == pytest.approx(0.22) and doc["objective"] == "ddpm"
+    assert doc["runs"] == ["d0", "d1"]
+    with pytest.raises(ValueError, match="one baseline method"):
+        train_targets([*curves, _curve("t0", "tread", 0, [40, 20, 10])], "ddpm")
+
+
+def test_the_long_scale_repeats_the_core_runs_first_steps():
+    """The same model, data, optimiser, EMA and seeds as micro: a DiT long run's first 3,000 steps are the core
+    run's (same data order and noise); only the length and the evaluation schedule differ."""
+    params = load_params()
+    core, long = resolve(params, "micro", "dit", 1), resolve(params, "micro-long", "dit", 1)
+    assert long.model == core.model and long.objective == core.objective and long.data == core.data
+    for key in ("batch_size", "lr", "betas", "weight_decay", "ema_decay", "grad_accum", "threads", "precision"):
+        assert getattr(long.train, key) == getattr(core.train, key), key
+    assert long.train.steps == 6 * core.train.steps
+    assert 3000 in long.eval.sample_at and long.eval.sample_at[-1] == long.train.steps
+    routed = resolve(params, "micro-long", "tread-edm", 0)
+    assert routed.train.steps == round(18000 * routed.train.step_scale)  # DiT's whole budget in MACs
+
+
+def test_a_ladder_rung_met_at_the_first_evaluation_is_a_bound():
+    # the method's seeds met the target at their first evaluation (cost 100): their true cost is at most that
+    r = compare([300.0, 320.0, 310.0], [1000.0] * 3, [100.0, 100.0, 100.0], method_final=[1000.0] * 3,
+                baseline_first=[100.0] * 3, method_first=[100.0] * 3)  # fmt: skip
+    assert r["ratio_is"] == "lower bound" and r["ci_low"] is None
+    assert r["p_value_lt_k"]["1.0"] is None and r["p_value_ge_k"]["1.0"] is not None  # it can only speak for
+    assert "met at the first evaluation by 3 of 3 seeds" in r["status"]
+
+
+def test_the_published_ladder_is_the_audits_hours_ratios():
+    audit = json.loads((ROOT / "goldens" / "audit.json").read_text())["speedups"]
+    expected = [
+        audit["tread_14x"]["anchor_400k"]["hours_ratio"],
+        audit["tread_14x"]["anchor_2352k"]["hours_ratio"],
+        audit["tread_37x"]["hours_ratio"],
+    ]
+    ladder = published_tread_ladder()
+    assert [x for x, _ in ladder] == pytest.approx([1.0, 2352 / 400, 7000 / 400])
+    assert [y for _, y in ladder] == pytest.approx(expected)
+
+
+def test_the_ladder_plot_is_written(tmp_path):
+    base = [_curve(f"d{s}", "dit", s, [60 - s, 40, 30, 25, 22, 20]) for s in range(2)]
+    meth = [_curve(f"m{s}", "tread", s, [50 - s, 32, 26, 22, 20, 19]) for s in range(2)]
+    rep = speedup_report(base + meth, units=("macs",), growth_pairs=[("200", "final")])
+    from repro.speedup import plot_ladder
+
+    out = plot_ladder(rep, tmp_path / "ladder.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(rep["growth"]["tread"]) == {"200:final"} and math.isfinite(
+        rep["growth"]["tread"]["200:final"]["macs"]["ratio"]
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The campaign: runs longer than a piece, stages that wait, one scale's stages
+
+
+def _project(tmp_path, stages: dict, params: dict) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    for command in (("git", "init", "-q"), ("dvc", "init", "-q")):
+        subprocess.run(command, cwd=root, check=True, capture_output=True, text=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    return root
+
+
+# a "run": counts to 40 in tenths of a second, resuming from its progress file; SIGTERM saves and exits 75
+LONG_RUN = (
+    "import os, signal, sys, time; name = sys.argv[1]; p = 'progress-' + name\n"
+    "n = int(open(p).read()) if os.path.exists(p) else 0\n"
+    "def stop(*a):\n    open(p, 'w').write(str(n)); sys.exit(75)\n"
+    "signal.signal(signal.SIGTERM, stop)\n"
+    "while n < 40:\n    time.sleep(0.1); n += 1\n"
+    "open('out-' + name + '.txt', 'w').write(str(n))\n"
+)
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git")
+def test_a_run_longer_than_a_piece_is_stopped_and_resumed_by_the_next(tmp_path):
+    script = tmp_path / "long_run.py"
+    script.write_text(LONG_RUN)
+    run = f"{sys.executable} {script}"
+    stages = {
+        "train-long": {
+            "matrix": {"method": ["a"], "seed": [0]},
+            "cmd": f"{run} ${{item.method}} --scale long",  # resumes: no --no-resume
+            "outs": [{"out-${item.method}.txt": {"cache": False}}],
+        },
+        "targets-x": {
+            "cmd": f"{sys.executable} -c \"open('targets.json','w').write('{{}}')\"",
+            "deps": ["out-a.txt"],
+            "outs": [{"targets.json": {"cache": False}}],
+        },  # fmt: skip
+        "train-long-to-target": {
+            "matrix": {"method": ["b"], "seed": [0]},
+            "cmd": f"{run} ${{item.method}} --scale long",
+            "deps": ["targets.json"],
+            "outs": [{"out-${item.method}.txt": {"cache": False}}],
+        },
+        "train": {
+            "matrix": {"method": ["c"], "seed": [0]},
+            "cmd": f"{run} ${{item.method}} --scale other --no-resume",
+            "outs": [{"out-${item.method}.txt": {"cache": False}}],
+        },
+    }
+    root = _project(tmp_path, stages, {"x": 1})
+    assert {s.name for s in pending(root, scale="long")} == {"train-long@a-0", "train-long-to-target@b-0"}
+    assert {s.name for s in pending(root, scale="other")} == {"train@c-0"}
+    logs: list[str] = []
+    first = run_campaign(root, ["a", "b"], jobs=2, hours=1.0 / 3600, log=logs.append, scale="long")  # 1 s piece
+    assert first["train-long@a-0"].startswith("paused after")
+    assert first["train-long-to-target@b-0"] == "waiting for targets.json"
+    progress = int((root / "progress-a").read_text())
+    assert 0 < progress < 40 and not (root / "out-a.txt").exists()
+    assert any("SIGTERM to train-long@a-0" in line for line in logs)
+    second = run_campaign(root, ["a", "b"], jobs=2, hours=None, log=logs.append, scale="long")
+    assert second["train-long@a-0"] == "done" and (root / "out-a.txt").read_text() == "40"
+    assert any("resum" in line or "start train-long@a-0" in line for line in logs)
+    assert "train-long@a-0" not in {s.name for s in pending(root, scale="long")}  # dvc.lock marks it done
