@@ -53,7 +53,7 @@ CLAIM_IDS = {
     "sd-vae-cost",
 }
 # The project's own questions under the claims (not in the catalogue): each has a spec too
-QUESTION_IDS = {"tread-objective-share", "tread-release-init"}
+QUESTION_IDS = {"tread-objective-share", "tread-release-init", "representation-self-alignment"}
 
 
 @pytest.fixture(scope="module")
