@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,11 +70,33 @@ def _env(session: nox.Session) -> Path:
     return bin_dir
 
 
+def _data(session: nox.Session, bin_dir: Path) -> None:
+    """Fashion-MNIST where the package looks for it ($REPRO_DATA_DIR, Debian's folder, the download cache): when
+    it is in none of them and this runs as root on Debian/Ubuntu, Debian's package is installed (offline-friendly,
+    the same files the pinned sha256 check accepts); otherwise the loader downloads and checks it on first use, or
+    says in one line how to get it."""
+    probe = "from repro.data.fashion_mnist import find_data_dir as f; f(download=False)"
+    found = subprocess.run([str(bin_dir / "python"), "-c", probe], capture_output=True).returncode == 0
+    if found or os.environ.get("REPRO_DATA_DIR"):
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        session.log("Fashion-MNIST not found: installing Debian's dataset-fashion-mnist")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"], env=env, check=False)
+    else:
+        session.log(
+            "Fashion-MNIST not found on this machine: the first use downloads it (checked against its sha256); "
+            "offline, install Debian's dataset-fashion-mnist or set REPRO_DATA_DIR"
+        )
+
+
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
     """Lint, then the whole test suite with the derandomized hypothesis profile ``ci`` (the same examples on every
     run, so a red run is reproducible; plain ``pytest`` draws fresh random examples instead)."""
     bin_dir = _env(session)
+    _data(session, bin_dir)
     session.env["HYPOTHESIS_PROFILE"] = "ci"
     session.run(str(bin_dir / "ruff"), "check", "repro", "tests", "noxfile.py", external=True)
     session.run(str(bin_dir / "python"), "-m", "pytest", *session.posargs, external=True)
@@ -125,6 +148,7 @@ def repro(session: nox.Session) -> None:
     import tempfile
 
     bin_dir = _env(session)
+    _data(session, bin_dir)
     session.env["HYPOTHESIS_PROFILE"] = "ci"  # the ledger's structure checks run pytest: the CI examples, reproducibly
     repro_cli, dvc = str(bin_dir / "repro"), str(bin_dir / "dvc")
     args = list(session.posargs)
