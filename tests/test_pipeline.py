@@ -33,7 +33,13 @@ def test_smoke_scale_end_to_end(tmp_path):
     out, png = tmp_path / "speedup.json", tmp_path / "fid.png"
     assert main(["speedup", "--curves", str(curves / "*.json"), "--out", str(out), "--plot", str(png)]) == 0
     report = json.loads(out.read_text())
-    assert report["baseline"] == "dit" and set(report["targets"]) == {"final", "third"}
+    assert report["baseline"] == "dit"
+    targets = report["targets"]
+    assert {"final", "third", "final-mean", "common", "ladder"} == set(targets)
+    # the ladder has one rung per DiT evaluation (the baseline's mean value there); the common target is per method
+    dit_steps = [p["step"] for p in json.loads((curves / "dit-s0.json").read_text())["points"]]
+    assert sorted(int(step) for step in targets["ladder"]) == sorted(dit_steps)
+    assert set(targets["common"]) == methods - {"dit"}
     assert set(report["unit_results"]) == methods - {"dit"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
