@@ -316,6 +316,7 @@ def register_rerun(subparsers) -> None:
     r = subparsers.add_parser(
         "rerun",
         help="re-train every run of a scale and compare with its goldens",
+        allow_abbrev=False,  # --method (train's) must not pass for --methods and silently re-train every seed
         description="Re-train every run of a scale afresh and compare each curve with its golden. The default "
         "tolerances are loose enough for other hardware (GPU kernels, bf16); `repro compare` defaults to a "
         "tight one for a re-run on the same CPU type.",
