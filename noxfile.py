@@ -166,6 +166,9 @@ def repro(session: nox.Session) -> None:
         session.log("re-run curves against the goldens they replaced:")
         session.run(repro_cli, "compare", str(golden), str(snapshot / "runs"), external=True)
         return
+    import time
+
+    started = time.monotonic()
     recheck = _recheck()
     members = recheck.MEMBERS["micro"]
     session.log(
@@ -204,6 +207,7 @@ def repro(session: nox.Session) -> None:
             listed = "\n".join(differ)
             session.error(f"the recomputed speedups, ledger or summary differ from the committed files:\n{listed}")
         session.log("speedups, ledger and summary recomputed from the committed curves: equal to the committed files")
+    session.log(f"main job done in {(time.monotonic() - started) / 60:.1f} minutes")
 
 
 def _same_but_provenance(path: str) -> bool:
