@@ -126,18 +126,23 @@ def lint(session: nox.Session) -> None:
     session.run(str(bin_dir / "ruff"), "format", "--check", "repro", "tests", "noxfile.py", external=True)
 
 
-# The main job's declared subset of the micro scale: these seeds of every method, each re-trained to its golden's
-# RECHECK_POINTS-th evaluation and compared point by point (the README states how long it takes)
-RECHECK_SEEDS = ("0",)
-RECHECK_POINTS = "2"
+def _recheck():
+    """repro/recheck.py, the main job's declared subset (stdlib only, so nox's own interpreter reads it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("repro_recheck", ROOT / "repro" / "recheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @nox.session(venv_backend="none")
 def repro(session: nox.Session) -> None:
     """The main job on the CPU micro scale: re-check the committed campaign, or (``-- --full``) re-run it.
 
-    Default: re-train the declared subset (seed 0 of every method, to its golden's second evaluation) and
-    compare it with the committed goldens point by point (tolerance for the same CPU type); then recompute
+    Default: re-train the declared subset (repro/recheck.py: a run per code path, each to its golden's second
+    evaluation) and compare it with the committed goldens point by point (tolerance for the same CPU type), a
+    line per run started and finished and the largest gap of each comparison; then recompute
     the speedups, the ledger and the summary from the committed curves and check that they equal the
     committed files. ``-- --full``: every training run of the campaign afresh (``repro campaign --all``,
     as many side by side as the CPUs hold at the scale's ``train.threads``), then the same downstream
@@ -161,10 +166,21 @@ def repro(session: nox.Session) -> None:
         session.log("re-run curves against the goldens they replaced:")
         session.run(repro_cli, "compare", str(golden), str(snapshot / "runs"), external=True)
         return
+    import time
+
+    started = time.monotonic()
+    recheck = _recheck()
+    members = recheck.MEMBERS["micro"]
+    session.log(
+        f"re-checking {len(members)} runs (seed {recheck.SEED}, {recheck.POINTS} evaluations each), one per "
+        "code path (repro/recheck.py); `nox -s repro -- --full` re-runs the whole campaign:"
+    )
+    for method, why in members.items():
+        session.log(f"  {method}: {why}")
     session.run(
-        repro_cli, "rerun", "--scale", "micro", "--seeds", *RECHECK_SEEDS, "--points", RECHECK_POINTS,
-        "--jobs", "auto", "--out", "runs/micro-recheck", "--rel-tol", "1e-3", "--abs-tol", "1e-4", *args,
-        external=True,
+        repro_cli, "rerun", "--scale", "micro", "--methods", *members, "--seeds", str(recheck.SEED),
+        "--points", str(recheck.POINTS), "--jobs", "auto", "--out", "runs/micro-recheck", "--rel-tol", "1e-3",
+        "--abs-tol", "1e-4", *args, external=True,
     )  # fmt: skip
     downstream = session.run(  # the stages that read the curves, as repro campaign re-runs them
         str(bin_dir / "python"), "-c", "from repro.campaign import DOWNSTREAM; print(*DOWNSTREAM)",
@@ -191,6 +207,7 @@ def repro(session: nox.Session) -> None:
             listed = "\n".join(differ)
             session.error(f"the recomputed speedups, ledger or summary differ from the committed files:\n{listed}")
         session.log("speedups, ledger and summary recomputed from the committed curves: equal to the committed files")
+    session.log(f"main job done in {(time.monotonic() - started) / 60:.1f} minutes")
 
 
 def _same_but_provenance(path: str) -> bool:

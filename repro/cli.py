@@ -58,8 +58,8 @@ DESCRIPTION = (
 )
 EPILOG = """examples:
   repro train --scale micro --method tread --seed 0
-  repro sample runs/micro/tread-s0 --num-samples 64 --out samples.npz
-  repro evaluate samples.npz
+  repro sample runs/micro/tread-s0 --num-samples 64 --out runs/samples/tread-s0.npz
+  repro evaluate runs/samples/tread-s0.npz
   repro claims
 
 'repro COMMAND --help' describes a command and its defaults."""

@@ -77,6 +77,42 @@ def compare_curve(new: dict, golden: dict, rel_tol: float, abs_tol: float, point
     return problems
 
 
+def largest_gap(new: dict, golden: dict, rel_tol: float, abs_tol: float, points: int | None = None) -> dict:
+    """How close a re-run came to its golden: ``compared`` (values compared), ``equal`` (bitwise equal),
+    ``rel`` (the largest relative gap ``|new - golden| / |golden|``), ``at`` (its metric and step) and ``used``
+    (the largest fraction of the tolerance ``max(abs_tol, rel_tol * |golden|)`` a gap used; above 1 fails).
+    Only finite values present in both are counted; :func:`compare_curve` reports the others."""
+    want = golden["points"] if points is None else golden["points"][:points]
+    out = {"compared": 0, "equal": 0, "rel": 0.0, "at": None, "used": 0.0}
+    for p, g in zip(new["points"], want):
+        for key in COMPARED:
+            a, b = _number(p.get(key)), _number(g.get(key))
+            if a is None or b is None:
+                continue
+            gap, tol = abs(a - b), max(abs_tol, rel_tol * abs(b))
+            rel = gap / abs(b) if b else (0.0 if gap == 0 else math.inf)
+            used = gap / tol if tol else (0.0 if gap == 0 else math.inf)
+            out["compared"] += 1
+            out["equal"] += a == b
+            if out["at"] is None or rel > out["rel"]:
+                out["rel"], out["at"] = rel, f"{key} @ step {g.get('step')}"
+            out["used"] = max(out["used"], used)
+    return out
+
+
+def describe_gap(gap: dict) -> str:
+    """One line: how many values were compared and the largest gap, with the share of the tolerance it used."""
+    if not gap or not gap["compared"]:
+        return "no values compared"
+    n, equal = gap["compared"], gap["equal"]
+    if equal == n:
+        return f"{n} values compared, all bitwise equal"
+    return (
+        f"{n} values compared ({equal} bitwise equal); largest relative gap {gap['rel']:.2g} ({gap['at']}), "
+        f"{100 * gap['used']:.3g}% of the tolerance"
+    )
+
+
 def compare_folders(new_dir: str | Path, golden_dir: str | Path, rel_tol: float = 1e-3, abs_tol: float = 1e-4) -> dict:
     """Per golden run: ``{"status": "pass"|"fail"|"missing", "problems": [...]}``."""
     new, golden = load_curves(new_dir), load_curves(golden_dir)
@@ -86,14 +122,18 @@ def compare_folders(new_dir: str | Path, golden_dir: str | Path, rel_tol: float 
             report[run_id] = {"status": "missing", "problems": ["no re-run curve"]}
             continue
         problems = compare_curve(new[run_id], g, rel_tol, abs_tol)
-        report[run_id] = {"status": "fail" if problems else "pass", "problems": problems}
+        gap = largest_gap(new[run_id], g, rel_tol, abs_tol)
+        report[run_id] = {"status": "fail" if problems else "pass", "problems": problems, "gap": gap}
     return report
 
 
 def print_report(report: dict) -> None:
+    """A line per run (its status and, where values were compared, the largest gap), its problems below it."""
     width = max((len(k) for k in report), default=10)
+    status = max((len(r["status"]) for r in report.values()), default=4)
     for run_id, r in report.items():
-        print(f"{run_id:<{width}}  {r['status'].upper()}")
+        gap = f"  {describe_gap(r['gap'])}" if "gap" in r else ""
+        print(f"{run_id:<{width}}  {r['status'].upper():<{status}}{gap}".rstrip())
         for p in r["problems"][:5]:
             print(f"{'':<{width}}    {p}")
 
@@ -103,6 +143,69 @@ def _train_one(cfg, run_dir: str, device: str | None) -> dict:
     from .train import train
 
     return train(cfg, run_dir, device=device, resume=False, quiet=True)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+class Progress:
+    """A line per run started and finished, with the time since the start and an estimate of what is left.
+
+    Before any run has finished, a run is expected to take its golden's training seconds at the last compared
+    step (``expected``; None when unknown); afterwards, the mean time of the finished runs (the re-checked runs
+    train equal MACs, and the goldens were timed on several CPU models). The time left is the expected time of
+    the runs not finished, less what the running ones have done, over the runs side by side."""
+
+    def __init__(self, expected: list[float | None], jobs: int, log=print):
+        import time
+
+        self.clock = time.monotonic
+        self.t0, self.jobs, self.log = self.clock(), jobs, log
+        self.expected = expected
+        self.started: dict[int, float] = {}
+        self.took: dict[int, float] = {}
+
+    def guess(self, i: int) -> float | None:
+        """Seconds run ``i`` is expected to take."""
+        return sum(self.took.values()) / len(self.took) if self.took else self.expected[i]
+
+    def left(self) -> float | None:
+        """Seconds left by the estimate, or None when a run has no expected time."""
+        pending = [i for i in range(len(self.expected)) if i not in self.took]
+        guesses = [self.guess(i) for i in pending]
+        if None in guesses:
+            return None
+        now = self.clock()
+        work = sum(max(0.0, g - (now - self.started.get(i, now))) for i, g in zip(pending, guesses))
+        return work / max(1, min(self.jobs, len(pending)))
+
+    def _tail(self) -> str:
+        left = self.left()
+        est = "unknown" if left is None else f"about {_minutes(left)}"
+        done = len(self.took)
+        return f"{done}/{len(self.expected)} done, {_minutes(self.clock() - self.t0)} elapsed, left: {est}"
+
+    def start(self, i: int, run_id: str) -> None:
+        self.started[i] = self.clock()
+        e = self.guess(i)
+        guess = f" (expected about {_minutes(e)})" if e else ""
+        self.log(f"[{i + 1}/{len(self.expected)}] started {run_id}{guess}; {self._tail()}")
+
+    def finish(self, i: int, run_id: str) -> None:
+        self.took[i] = self.clock() - self.started[i]
+        self.log(f"[{i + 1}/{len(self.expected)}] finished {run_id} in {_minutes(self.took[i])}; {self._tail()}")
+
+
+def prefix_config(cfg, golden: dict, points: int) -> float | None:
+    """Make ``cfg`` train to ``golden``'s ``points``-th evaluation, computing sample quality only where the golden
+    has some to compare in that prefix (else its last point would score an FID nothing compares); the golden's
+    training seconds there (None when not recorded)."""
+    prefix = golden["points"][:points]
+    cfg.train.steps = prefix[-1]["step"]
+    if all(pt.get("fid") is None for pt in prefix):
+        cfg.eval.metrics = ()
+    return _number(prefix[-1].get("seconds"))
 
 
 def rerun(
@@ -116,20 +219,25 @@ def rerun(
     jobs: int | str = 1,
     seeds: list[int] | None = None,
     points: int | None = None,
+    methods: list[str] | None = None,
+    log=None,
 ) -> dict:
     """Train every run of ``scale`` afresh into ``out_dir`` and compare its curve with the golden one.
 
-    ``seeds`` keeps the runs of those seeds only. ``points`` trains each run only to its golden's
-    ``points``-th evaluation and compares that prefix (training has no schedule that depends on the
-    total length, so a prefix of a run is the run's prefix); it needs the goldens.
+    ``seeds`` and ``methods`` keep the runs of those seeds and methods only. ``points`` trains each run only to
+    its golden's ``points``-th evaluation and compares that prefix (training has no schedule that depends on the
+    total length, so a prefix of a run is the run's prefix); it needs the goldens. Where the golden's prefix holds
+    no FID, the re-run computes none either (its last point would otherwise sample and score an FID that nothing
+    compares); the validation loss is computed at every point as before.
 
     ``jobs > 1`` trains that many runs side by side, each in its own process with the scale's
     ``train.threads`` (which must then be set: it is part of what a run computes, since this CPU's
     matmuls round differently at another thread count). A run's numbers do not depend on ``jobs`` or
     on the order the runs are scheduled in. Where no golden curve exists yet, the new curve becomes
-    the golden (a first run on new hardware); its status is ``"new"``.
+    the golden (a first run on new hardware); its status is ``"new"``. ``log`` (a function of one line)
+    receives a line per run started and finished, with the time elapsed and an estimate of the time left.
     """
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
     from .cli import side_by_side
@@ -139,28 +247,51 @@ def rerun(
     out_dir, golden_dir = Path(out_dir), Path(golden_dir)
     p = load_params(params)
     runs = [(m, seed, resolve(p, scale, m, seed)) for m, seed in runs_of(p, scale)]
-    if seeds is not None:
-        known = sorted({seed for _, seed, _ in runs})
-        for seed in seeds:
-            if seed not in known:
-                raise ConfigError(f"--seeds: {seed!r} is not a seed of scale {scale}; allowed: {known}")
-        runs = [r for r in runs if r[1] in seeds]
+    for name, wanted, index in (("seeds", seeds, 1), ("methods", methods, 0)):
+        if wanted is None:
+            continue
+        known = sorted({r[index] for r in runs}, key=str)
+        for value in wanted:
+            if value not in known:
+                raise ConfigError(f"--{name}: {value!r} is not a {name[:-1]} of scale {scale}; allowed: {known}")
+        runs = [r for r in runs if r[index] in wanted]
+    expected: list[float | None] = []  # each run's training seconds in its golden, where there is one
+    for method, seed, _ in runs:
+        path = golden_dir / f"{method}-s{seed}.json"
+        last = json.loads(path.read_text())["points"][-1:] if path.exists() else []
+        expected.append(_number(last[0].get("seconds")) if last else None)
     if points is not None:
         if isinstance(points, bool) or not isinstance(points, int) or points < 1:
             raise ConfigError(f"--points: {points!r} is not allowed; must be a positive integer")
         absent = [r for r in runs if not (golden_dir / f"{r[0]}-s{r[1]}.json").exists()]
         runs = [r for r in runs if r not in absent]  # a prefix needs its golden: a campaign not yet run has none
-        for method, seed, cfg in runs:
-            gpoints = json.loads((golden_dir / f"{method}-s{seed}.json").read_text())["points"]
-            cfg.train.steps = gpoints[min(points, len(gpoints)) - 1]["step"]
+        expected = [
+            prefix_config(cfg, json.loads((golden_dir / f"{method}-s{seed}.json").read_text()), points)
+            for method, seed, cfg in runs
+        ]
     cpu = (device or "cpu").startswith("cpu")
     jobs = side_by_side(jobs, [cfg.train.threads for *_, cfg in runs], scale, cpu)
     args = [(cfg, str(out_dir / cfg.run_id), device) for *_, cfg in runs]  # a RunConfig pickles to a worker
+    progress = Progress(expected, jobs, log or (lambda line: None))
+    curves: list[dict | None] = [None] * len(runs)
     if jobs == 1:
-        curves = [_train_one(*a) for a in args]
+        for i, a in enumerate(args):
+            progress.start(i, a[0].run_id)
+            curves[i] = _train_one(*a)
+            progress.finish(i, a[0].run_id)
     else:  # spawned workers: a forked child of a process that has started torch's thread pools can hang
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            curves = list(pool.map(_train_one, *zip(*args)))
+            running, queue = {}, list(range(len(args)))
+            while queue or running:
+                while queue and len(running) < jobs:  # submitted only when a worker is free: starts when logged
+                    i = queue.pop(0)
+                    progress.start(i, args[i][0].run_id)
+                    running[pool.submit(_train_one, *args[i])] = i
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    i = running.pop(future)
+                    curves[i] = future.result()
+                    progress.finish(i, args[i][0].run_id)
     report = {}
     if points is not None:
         for *_, cfg in absent:
@@ -172,8 +303,10 @@ def rerun(
             atomic_write_json(golden_path, curve)
             report[cfg.run_id] = {"status": "new", "problems": [f"no golden: wrote {golden_path}"]}
             continue
-        problems = compare_curve(curve, json.loads(golden_path.read_text()), rel_tol, abs_tol, points)
-        report[cfg.run_id] = {"status": "fail" if problems else "pass", "problems": problems}
+        golden = json.loads(golden_path.read_text())
+        problems = compare_curve(curve, golden, rel_tol, abs_tol, points)
+        gap = largest_gap(curve, golden, rel_tol, abs_tol, points)
+        report[cfg.run_id] = {"status": "fail" if problems else "pass", "problems": problems, "gap": gap}
     return report
 
 
@@ -183,6 +316,7 @@ def register_rerun(subparsers) -> None:
     r = subparsers.add_parser(
         "rerun",
         help="re-train every run of a scale and compare with its goldens",
+        allow_abbrev=False,  # --method (train's) must not pass for --methods and silently re-train every seed
         description="Re-train every run of a scale afresh and compare each curve with its golden. The default "
         "tolerances are loose enough for other hardware (GPU kernels, bf16); `repro compare` defaults to a "
         "tight one for a re-run on the same CPU type.",
@@ -198,6 +332,7 @@ def register_rerun(subparsers) -> None:
         help="runs side by side, each with the scale's train.threads (same numbers); auto: CPUs / train.threads",
     )
     r.add_argument("--seeds", type=int, nargs="+", default=None, help="only the runs of these seeds")
+    r.add_argument("--methods", nargs="+", default=None, help="only the runs of these methods")
     r.add_argument(
         "--points",
         type=int,
@@ -230,6 +365,8 @@ def _rerun_cli(args: argparse.Namespace) -> int:
         args.jobs,
         args.seeds,
         args.points,
+        args.methods,
+        log=lambda line: print(line, flush=True),
     )
     print_report(report)
     return 0 if all(r["status"] in ("pass", "new", "no golden") for r in report.values()) else 1

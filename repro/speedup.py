@@ -865,14 +865,38 @@ def speedup_report(
 # Plot and files
 
 
+# One colour per method, the same in every plot whichever methods share it: an index into matplotlib's tab20 (a
+# method and its run on EDM share a hue, dark and light). A method not listed here takes a free index, in name
+# order within its plot; give each new method its entry (a test checks that every method of params.yaml has one).
+METHOD_COLORS: dict[str, int] = {
+    "dit": 0,
+    "dit-edm": 1,
+    "tread": 2,
+    "tread-edm": 3,
+    "sit": 4,
+    "sit-tread": 5,
+    "stochastic-depth": 6,
+    "post-norm": 8,
+    "lightningdit": 10,
+    "tread-rate-25": 16,
+    "tread-rate-75": 17,
+    "tread-xavier": 18,
+}
+
+
 def method_colors(methods: Sequence[str]) -> dict[str, tuple[float, ...]]:
-    """A distinct color per method, in the given order: matplotlib's ``tab10``, or ``tab20`` past 10 methods."""
+    """The colour of each method: :data:`METHOD_COLORS`' (tab20), or a free tab20 colour for a method it lacks."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
-    if len(methods) > cmap.N:
-        raise ValueError(f"{len(methods)} methods in one plot; at most {cmap.N} have distinct colors")
-    return {m: cmap(i) for i, m in enumerate(methods)}
+    cmap = matplotlib.colormaps["tab20"]
+    free = [i for i in range(cmap.N) if i not in set(METHOD_COLORS.values())]
+    unknown = sorted({m for m in methods if m not in METHOD_COLORS})
+    if len(unknown) > len(free):
+        raise ValueError(
+            f"{len(unknown)} methods without an entry in METHOD_COLORS in one plot; at most {len(free)} free colours"
+        )
+    index = {**METHOD_COLORS, **dict(zip(unknown, free))}
+    return {m: cmap(index[m]) for m in methods}
 
 
 def plot_curves(

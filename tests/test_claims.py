@@ -676,8 +676,8 @@ def test_claims_only_and_unknown_ids(tmp_path, capsys):
     (tmp_path / "specs").mkdir()
     oos = {"id": "y-claim", "source": "s", "claim": "c", "kind": "out-of-scope", "reason": "no data"}
     (tmp_path / "specs" / "y-claim.yaml").write_text(yaml.safe_dump(oos))
-    assert run_claims(tmp_path, "--only", "nope") == 1
-    assert "unknown id" in capsys.readouterr().err
+    assert run_claims(tmp_path, "--only", "nope") == 2  # bad input, as for every command
+    assert "repro claims: error: --only: unknown id(s) ['nope']; allowed: y-claim" in capsys.readouterr().err
     assert run_claims(tmp_path, "--update") == 0
     assert run_claims(tmp_path, "--only", "y-claim") == 0
 

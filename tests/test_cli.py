@@ -81,7 +81,7 @@ def test_scale_and_method_show_the_choices_of_params_yaml_and_reject_others_in_o
     assert "--scale" in lines[0] and "'smok'" in lines[0]
     for name in params["scales"]:
         assert name in lines[0]
-    r = _run("rerun", "--scale", "micro", "--method", "dit")  # rerun runs every method: no --method
+    r = _run("rerun", "--scale", "micro", "--method", "dit")  # rerun's is --methods, and no abbreviation passes
     assert r.returncode == 2 and "unrecognized arguments" in r.stderr
 
 

@@ -54,7 +54,9 @@ def test_smoke_scale_end_to_end(tmp_path):
     again = tmp_path / "again"
     atomic_write_json(again / "dit-s0.json", train(dit_cfg, tmp_path / "dit-again", quiet=True, resume=False))
     report = compare_folders(again, curves)
-    assert report[dit_cfg.run_id] == {"status": "pass", "problems": []}
+    assert report[dit_cfg.run_id]["status"] == "pass" and report[dit_cfg.run_id]["problems"] == []
+    gap = report[dit_cfg.run_id]["gap"]  # same seed, same CPU: every value bitwise equal
+    assert gap["compared"] == gap["equal"] > 0 and gap["rel"] == gap["used"] == 0
     assert {r["status"] for run_id, r in report.items() if run_id != dit_cfg.run_id} == {"missing"}
     impostor = tmp_path / "impostor"
     sit = json.loads((curves / "sit-s0.json").read_text())

@@ -440,14 +440,22 @@ def test_plot_is_a_png_written_atomically(tmp_path):
         plot_curves(micro_curves(), "hours", tmp_path / "x.png")
 
 
-def test_every_method_of_a_plot_gets_its_own_color():
-    from repro.speedup import method_colors
+def test_every_method_has_one_color_in_every_plot():
+    """A method's colour does not depend on which methods share its plot (the FID plot draws 11 methods, the
+    validation loss plot 8: before, each numbered its own methods, so a method changed colour between them)."""
+    from repro.config import load_params
+    from repro.speedup import METHOD_COLORS, method_colors
 
-    names = [f"m{i}" for i in range(11)]  # the micro campaign with its ablations: 11 methods
-    assert len(set(method_colors(names).values())) == 11
-    assert len(set(method_colors(names[:4]).values())) == 4
-    with pytest.raises(ValueError, match="21 methods in one plot; at most 20"):
-        method_colors([f"m{i}" for i in range(21)])
+    methods = list(load_params(os.path.join(os.path.dirname(__file__), "..", "params.yaml"))["methods"])
+    assert set(methods) <= set(METHOD_COLORS), "give each method of params.yaml its colour in METHOD_COLORS"
+    every = method_colors(methods)
+    assert len(set(every.values())) == len(methods)
+    for subset in (["tread", "stochastic-depth", "tread-xavier"], ["dit-edm", "tread-edm"], ["sit"]):
+        assert method_colors(subset) == {m: every[m] for m in subset}
+    new = method_colors(["dit", "new-a", "new-b"])  # methods without an entry: free colours, distinct
+    assert len(set(new.values())) == 3 and not set(new.values()) & set(every.values()) - {every["dit"]}
+    with pytest.raises(ValueError, match="9 methods without an entry in METHOD_COLORS in one plot; at most 8"):
+        method_colors([f"m{i}" for i in range(9)])
 
 
 def test_cli_with_glob_and_run_directories(tmp_path, capsys):

@@ -139,11 +139,8 @@ def _run_cli(args: argparse.Namespace) -> int:
     only = set(args.only) if args.only else None
     if only:
         unknown = sorted(only - {s.id for s in specs})
-        if unknown:
-            print(
-                f"claims: --only: unknown id(s) {unknown}; allowed: {', '.join(s.id for s in specs)}", file=sys.stderr
-            )
-            return 1
+        if unknown:  # bad input: one line and exit status 2, as for every command
+            raise ValueError(f"--only: unknown id(s) {unknown}; allowed: {', '.join(s.id for s in specs)}")
     results = evaluate_all(specs, goldens, Path(args.root), run_tests=not args.skip_pytest, only=only)
     specs = [s for s in specs if only is None or s.id in only]
     print(render_table(results))
@@ -188,7 +185,7 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
         "Evaluates every spec under specs/ (structure checks run pytest; audit checks read "
         "goldens/audit.json; experiment checks query golden runs), prints the verdicts and writes "
         "reports/claims.md and reports/claims.json. Exits 1 when a check fails or a verdict differs "
-        "from the committed reports/claims.json.",
+        "from the committed reports/claims.json, 2 on an unknown --only id.",
     )
     p.add_argument("--specs", default=str(DEFAULT_SPECS), help="spec folder (default: %(default)s)")
     p.add_argument("--goldens", default=str(DEFAULT_GOLDENS), help="goldens folder (default: %(default)s)")
