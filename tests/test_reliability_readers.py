@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from test_reliability import ROOT, assert_one_line_error, copy_curves, run_cli, tree_hash
 
 MICRO = ROOT / "goldens" / "micro"
@@ -67,3 +68,133 @@ def test_summary_plot_data_never_replaces_a_foreign_file(tmp_path, capsys):
     assert _summary(capsys, tmp_path / "summary", curves, "--plot-data", target)[0] == 0
     assert _summary(capsys, tmp_path / "summary", curves, "--plot-data", target)[0] == 0  # its own: replaced
     assert set(json.loads(target.read_text())) == {"provenance", "points"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The claims ledger: a broken evidence record is "check failed" naming the file and the field, never a verdict
+
+CLAIM = "sit-beats-dit"  # confirmed on the committed goldens, from goldens/micro/speedup.json
+CELL = ("unit_results", "sit", "final", "iterations")
+
+
+def _cell(report):
+    for key in CELL:
+        report = report[key]
+    return report
+
+
+def _without_tests(cell):
+    for key in ("p_value_ge_k", "p_value_lt_k", "ge_k", "lt_k"):
+        cell.pop(key)
+
+
+def _all_p_nan(cell):
+    for key in ("p_value_ge_k", "p_value_lt_k"):
+        cell[key] = {k: float("nan") for k in cell[key]}
+
+
+def _flag_against_its_p(cell):
+    cell["ge_k"]["1.0"] = False  # p_value_ge_k.1.0 is 2.5e-08
+
+
+LEDGER_RECORDS = [
+    # (case, edit of the record, names in the claim's line, before)
+    ("ge-k-as-text", lambda c: c["ge_k"].update({"1.0": "false"}), ["ge_k.1.0", '"false"'], "silent"),
+    ("ge-k-against-its-p", _flag_against_its_p, ["ge_k.1.0=false", "must be true"], "silent"),
+    ("nan-ratio", lambda c: c.update(ratio=float("nan")), ["ratio=NaN"], "silent"),
+    ("nan-interval", lambda c: c.update(ci_low=float("nan")), ["ci_low=NaN"], "silent"),
+    ("all-p-nan", _all_p_nan, ["p_value_ge_k.1.0=NaN"], "silent"),
+    ("no-test-fields", _without_tests, ["p_value_ge_k is missing"], "silent"),
+]
+
+
+def _claims(capsys, goldens: Path, tmp_path: Path, claim: str = CLAIM) -> tuple[int, str]:
+    rc, out, err = run_cli(
+        capsys, "claims", "--only", claim, "--skip-pytest", "--goldens", goldens, "--reports", tmp_path / "reports"
+    )
+    assert "Traceback" not in err
+    lines = [line for line in out.splitlines() if line.startswith(claim + " ")]
+    assert len(lines) == 1, out
+    return rc, lines[0]
+
+
+def _goldens(tmp_path: Path) -> Path:
+    goldens = tmp_path / "goldens"
+    shutil.copytree(ROOT / "goldens", goldens)
+    return goldens
+
+
+def test_the_ledger_claims_stand_on_the_committed_goldens(tmp_path, capsys):
+    rc, line = _claims(capsys, _goldens(tmp_path), tmp_path)
+    assert " confirmed at micro" in line and "check failed" not in line  # so the cases below change one thing
+
+
+@pytest.mark.parametrize("edit,names,before", [c[1:] for c in LEDGER_RECORDS], ids=[c[0] for c in LEDGER_RECORDS])
+def test_a_broken_speedup_record_fails_the_check(tmp_path, capsys, edit, names, before):
+    goldens = _goldens(tmp_path)
+    path = goldens / "micro" / "speedup.json"
+    report = json.loads(path.read_text())
+    edit(_cell(report))
+    path.write_text(json.dumps(report))
+    before_hash = tree_hash(goldens)
+    rc, line = _claims(capsys, goldens, tmp_path)
+    assert rc == 1
+    assert " check failed " in line and "confirmed" not in line and "not supported" not in line, line
+    for name in [str(path), ".".join(CELL), *names]:
+        assert name in line, (name, line)
+    assert tree_hash(goldens) == before_hash
+
+
+def _nan_everywhere(data):
+    if isinstance(data, dict):
+        return {k: _nan_everywhere(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_nan_everywhere(v) for v in data]
+    if isinstance(data, float | int) and not isinstance(data, bool):
+        return float("nan")
+    return data
+
+
+def test_an_all_nan_audit_fails_the_check_not_refutes(tmp_path, capsys):
+    goldens = _goldens(tmp_path)
+    path = goldens / "audit.json"
+    path.write_text(json.dumps(_nan_everywhere(json.loads(path.read_text()))))
+    before = tree_hash(goldens)
+    rc, line = _claims(capsys, goldens, tmp_path, "repa-17.5x")
+    assert rc == 1  # before: "refuted" (and under --update, exit 0)
+    assert " check failed " in line and "refuted" not in line and str(path) in line and "=nan" in line, line
+    assert "must be a finite number" in line
+    assert tree_hash(goldens) == before
+
+
+DIVERGED_RECORDS = [
+    # (case, file name, record, names in the claim's line, before)
+    ("stage-nan", "train@sit-1.json", {"stage": float("nan")}, ["train@sit-1.json", "stage=NaN"], "silent"),
+    ("stage-not-a-stage", "sit-1.json", {"stage": "sit seed 1"}, ["sit-1.json", 'stage="sit seed 1"'], "silent"),
+    ("name-vs-content", "train@dit-9.json", {}, ["train@dit-9.json", 'stage="train@sit-1"', "file's name"], "silent"),
+    ("no-scale", "train@sit-1.json", {"command": "repro train"}, ["train@sit-1.json", "command="], "silent"),
+]
+
+
+@pytest.mark.parametrize(
+    "name,edit,names,before", [c[1:] for c in DIVERGED_RECORDS], ids=[c[0] for c in DIVERGED_RECORDS]
+)
+def test_a_broken_diverged_run_record_fails_the_check(tmp_path, capsys, name, edit, names, before):
+    goldens = _goldens(tmp_path)
+    record = {"stage": "train@sit-1", "command": "repro train --scale micro --method sit --seed 1"} | edit
+    (goldens / "diverged" / name).write_text(json.dumps(record))
+    before_hash = tree_hash(goldens)
+    rc, line = _claims(capsys, goldens, tmp_path)
+    assert rc == 1  # before: the record was skipped (or read by its content), the claim "confirmed"
+    assert " check failed " in line and "confirmed" not in line, line
+    for n in names:
+        assert n in line, (n, line)
+    assert tree_hash(goldens) == before_hash
+
+
+def test_a_well_formed_diverged_record_still_makes_the_claim_inconclusive(tmp_path, capsys):
+    goldens = _goldens(tmp_path)
+    record = {"stage": "train@sit-1", "command": "repro train --scale micro --method sit --seed 1"}
+    (goldens / "diverged" / "train@sit-1.json").write_text(json.dumps(record))
+    rc, line = _claims(capsys, goldens, tmp_path)
+    assert " inconclusive at micro" in line, line
