@@ -1071,6 +1071,10 @@ def normalize_seed(seed: Any, where: str) -> int:
     return seed
 
 
+NON_NEGATIVE = frozenset({"fid", "val_loss", *UNITS.values()})
+"""Point fields that cannot be negative: a distance, a mean squared error, costs (KID's unbiased estimate can be)."""
+
+
 def load_curves(
     paths: Iterable[str | os.PathLike], include_incomplete: bool = False, finite_values: bool = True
 ) -> list[dict[str, Any]]:
@@ -1106,6 +1110,8 @@ def load_curves(
                     continue
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                     raise ValueError(f"{p}: points[{i}].{key}={v!r} is not allowed; must be a finite number")
+                if v < 0 and key in NON_NEGATIVE:
+                    raise ValueError(f"{p}: points[{i}].{key}={v!r} is not allowed; must be a finite number >= 0")
         curves.append(curve)
     return curves
 

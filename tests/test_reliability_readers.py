@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_reliability import ROOT, assert_one_line_error, copy_curves, run_cli, tree_hash
+from test_reliability import ROOT, assert_one_line_error, copy_curves, edit_curve, run_cli, tree_hash
 
 MICRO = ROOT / "goldens" / "micro"
 
@@ -198,3 +198,44 @@ def test_a_well_formed_diverged_record_still_makes_the_claim_inconclusive(tmp_pa
     (goldens / "diverged" / "train@sit-1.json").write_text(json.dumps(record))
     rc, line = _claims(capsys, goldens, tmp_path)
     assert " inconclusive at micro" in line, line
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# repro speedup: values a curve cannot hold
+
+
+def _set_point(key, value, index=-1):
+    def edit(curve):
+        curve["points"][index][key] = value
+
+    return edit
+
+
+NEGATIVE_POINTS = [
+    # (case, edit, names in the error, before)
+    ("fid-negative", _set_point("fid", -5.0), ["tread-s0.json", "points[3].fid=-5.0", ">= 0"], "silent"),
+    ("val-loss-negative", _set_point("val_loss", -0.1, 0), ["tread-s0.json", "points[0].val_loss=-0.1"], "silent"),
+    ("macs-negative", _set_point("macs", -1.0, 0), ["tread-s0.json", "points[0].macs=-1.0"], "weak"),
+]
+
+
+@pytest.mark.parametrize("edit,names,before", [c[1:] for c in NEGATIVE_POINTS], ids=[c[0] for c in NEGATIVE_POINTS])
+def test_speedup_refuses_negative_values(tmp_path, capsys, edit, names, before):
+    curves = copy_curves(tmp_path / "curves")
+    edit_curve(curves / "tread-s0.json", edit)
+    out = tmp_path / "report.json"
+    out.write_text("previous report\n")
+    before_hash = tree_hash(tmp_path)
+    rc, _, err = run_cli(capsys, "speedup", "--curves", f"{curves}/*.json", "--out", out)
+    assert rc == 2  # before: FID -5 was accepted and the report written
+    assert_one_line_error(err, *names)
+    assert tree_hash(tmp_path) == before_hash
+
+
+def test_speedup_keeps_a_negative_kid(tmp_path, capsys):
+    """KID's unbiased estimate is negative near zero: a curve holding one is still read."""
+    from repro.speedup import load_curves
+
+    curves = copy_curves(tmp_path / "curves", ["dit-s0"])
+    edit_curve(curves / "dit-s0.json", _set_point("kid", -0.0004))
+    assert load_curves([curves / "dit-s0.json"])[0]["points"][-1]["kid"] == -0.0004
