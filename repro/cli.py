@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -191,9 +192,13 @@ def add_run_args(parser: argparse.ArgumentParser, *, method: bool = True) -> Non
 
 
 def nonnegative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
+    """A finite number >= 0 (a tolerance of inf would pass any value: it checks nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; must be a finite number >= 0")
     return value
 
 

@@ -12,7 +12,6 @@ looser one. Wall-clock seconds are reported, never compared.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,19 @@ def load_curves(folder: str | Path) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{path}: run_id {run_id!r} is also the run id of {source[run_id]}; give each run once")
         curves[run_id], source[run_id] = curve, path
     return curves
+
+
+def _golden_curve(path: Path) -> dict[str, Any]:
+    """A golden curve, checked as :func:`load_curves` checks curves (valid JSON, the fields a curve needs, each
+    point with a step): a one-line error naming the file and the field, not a ``KeyError`` after the training."""
+    from .speedup import load_curves as load_checked
+
+    curve = load_checked([path], include_incomplete=True, finite_values=False)[0]
+    for i, point in enumerate(curve["points"]):
+        if not isinstance(point, dict) or isinstance(point.get("step"), bool) or not isinstance(point.get("step"), int):
+            step = point.get("step") if isinstance(point, dict) else point
+            raise ValueError(f"{path}: points[{i}].step={step!r} is not allowed; must be an integer")
+    return curve
 
 
 def _number(v: Any) -> float | None:
@@ -151,8 +163,12 @@ def rerun(
         absent = [r for r in runs if not (golden_dir / f"{r[0]}-s{r[1]}.json").exists()]
         runs = [r for r in runs if r not in absent]  # a prefix needs its golden: a campaign not yet run has none
         for method, seed, cfg in runs:
-            gpoints = json.loads((golden_dir / f"{method}-s{seed}.json").read_text())["points"]
+            gpoints = _golden_curve(golden_dir / f"{method}-s{seed}.json")["points"]
             cfg.train.steps = gpoints[min(points, len(gpoints)) - 1]["step"]
+    else:  # every golden checked before anything trains: a broken one would otherwise fail after the runs
+        for method, seed, _ in runs:
+            if (golden_dir / f"{method}-s{seed}.json").exists():
+                _golden_curve(golden_dir / f"{method}-s{seed}.json")
     cpu = (device or "cpu").startswith("cpu")
     jobs = side_by_side(jobs, [cfg.train.threads for *_, cfg in runs], scale, cpu)
     args = [(cfg, str(out_dir / cfg.run_id), device) for *_, cfg in runs]  # a RunConfig pickles to a worker
@@ -172,7 +188,7 @@ def rerun(
             atomic_write_json(golden_path, curve)
             report[cfg.run_id] = {"status": "new", "problems": [f"no golden: wrote {golden_path}"]}
             continue
-        problems = compare_curve(curve, json.loads(golden_path.read_text()), rel_tol, abs_tol, points)
+        problems = compare_curve(curve, _golden_curve(golden_path), rel_tol, abs_tol, points)
         report[cfg.run_id] = {"status": "fail" if problems else "pass", "problems": problems}
     return report
 

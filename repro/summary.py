@@ -156,9 +156,48 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 def _read_json(path: str, what: str) -> dict:
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{what} {path!r}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path!r}: holds a {type(data).__name__}; must be a JSON object")
+    return data
+
+
+def _check_report(path: str, report: dict) -> None:
+    """The fields of a speedup report that :func:`summarize` reads, each checked: a one-line error naming the file
+    and the field, not a ``KeyError``."""
+    baseline = report.get("baseline")
+    if not isinstance(baseline, str) or not baseline:
+        raise ValueError(f"speedup report {path!r}: baseline={baseline!r} is not allowed; must be a method name")
+    metric = report.get("metric", "fid")
+    if not isinstance(metric, str) or not metric:
+        raise ValueError(f"speedup report {path!r}: metric={metric!r} is not allowed; must be a metric name")
+    results = report.get("unit_results", {})
+    if not isinstance(results, dict):
+        raise ValueError(
+            f"speedup report {path!r}: unit_results is not allowed as {type(results).__name__}; "
+            "must be a mapping of method to target to unit"
+        )
+    for method, per_target in results.items():
+        if not isinstance(per_target, dict):
+            raise ValueError(f"speedup report {path!r}: unit_results.{method} must be a mapping of target to unit")
+        for target, per_unit in per_target.items():
+            if not isinstance(per_unit, dict) or not all(isinstance(c, dict) for c in per_unit.values()):
+                raise ValueError(
+                    f"speedup report {path!r}: unit_results.{method}.{target} must be a mapping of unit to record"
+                )
+
+
+def _check_claims(path: str, claims: dict) -> None:
+    counts = claims.get("counts")
+    if not isinstance(counts, dict) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts.values()
+    ):
+        shown = "missing" if counts is None else json.dumps(counts)[:80]
+        raise ValueError(
+            f"claims ledger {path!r}: counts={shown} is not allowed; must be a mapping of verdict to a count >= 0"
+        )
 
 
 SUMMARY_KEYS = frozenset({"value", "sd", "n", "ci_lower", "ci_upper", *BOUND_KEYS.values()})
@@ -233,7 +272,11 @@ def _run_cli(args: argparse.Namespace) -> int:
         _check_plot_data(Path(args.plot_data))
     curves = load_curves(find_curve_files(args.curves))
     reports = [_read_json(r, "speedup report") for r in args.speedup]
+    for path, report in zip(args.speedup, reports):
+        _check_report(path, report)
     claims = _read_json(args.claims, "claims ledger") if args.claims else None
+    if claims is not None:
+        _check_claims(args.claims, claims)
     summary = summarize(curves, reports, claims, target=args.target, unit=args.unit)
     out.mkdir(parents=True, exist_ok=True)
     for name, row in summary.items():

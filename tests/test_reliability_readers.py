@@ -239,3 +239,86 @@ def test_speedup_keeps_a_negative_kid(tmp_path, capsys):
     curves = copy_curves(tmp_path / "curves", ["dit-s0"])
     edit_curve(curves / "dit-s0.json", _set_point("kid", -0.0004))
     assert load_curves([curves / "dit-s0.json"])[0]["points"][-1]["kid"] == -0.0004
+
+
+def _drop(key):
+    def edit(data):
+        data.pop(key)
+
+    return edit
+
+
+SUMMARY_INPUTS = [
+    # (case, file edited: speedup report or claims ledger, edit, names in the error, before)
+    ("report-without-baseline", "speedup", _drop("baseline"), ["speedup.json", "baseline=None"], "traceback"),
+    (
+        "report-results-not-a-mapping",
+        "speedup",
+        lambda r: r.update(unit_results=[1, 2]),
+        ["speedup.json", "unit_results"],
+        "traceback",
+    ),
+    ("report-is-a-list", "speedup", lambda r: [r], ["speedup.json", "list", "JSON object"], "traceback"),
+    ("claims-without-counts", "claims", _drop("counts"), ["claims.json", "counts=missing"], "traceback"),
+    (
+        "claims-count-as-text",
+        "claims",
+        lambda c: c["counts"].update(confirmed="9"),
+        ["claims.json", "counts="],
+        "silent",
+    ),
+]
+
+
+@pytest.mark.parametrize("which,edit,names,before", [c[1:] for c in SUMMARY_INPUTS], ids=[c[0] for c in SUMMARY_INPUTS])
+def test_summary_names_the_file_and_field_of_a_broken_input(tmp_path, capsys, which, edit, names, before):
+    report, claims = tmp_path / "speedup.json", tmp_path / "claims.json"
+    shutil.copy(MICRO / "speedup.json", report)
+    shutil.copy(ROOT / "reports" / "claims.json", claims)
+    path = report if which == "speedup" else claims
+    data = json.loads(path.read_text())
+    changed = edit(data)
+    path.write_text(json.dumps(data if changed is None else changed))
+    out = tmp_path / "summary"
+    before_hash = tree_hash(tmp_path)
+    argv = ["summary", "--curves", f"{MICRO}/runs/*.json", "--speedup", report, "--claims", claims, "--out", out]
+    rc, _, err = run_cli(capsys, *argv)
+    assert rc == 2  # before: KeyError / AttributeError traceback
+    assert_one_line_error(err, *names)
+    assert tree_hash(tmp_path) == before_hash and not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# repro rerun and compare: tolerances that check something, goldens checked before anything trains
+
+
+@pytest.mark.parametrize("command", ["rerun", "compare"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "x"])
+def test_tolerances_must_be_finite_and_non_negative(tmp_path, capsys, command, value):
+    folder = copy_curves(tmp_path / "curves", ["dit-s0"])
+    before = tree_hash(tmp_path)
+    head = (
+        ["rerun", "--scale", "micro", "--out", tmp_path / "runs"] if command == "rerun" else ["compare", folder, folder]
+    )
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(capsys, *head, "--rel-tol", value)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2  # before: rerun --rel-tol inf passed a golden 10x off
+    assert_one_line_error(err, "--rel-tol", repr(value), "finite number >= 0")
+    assert tree_hash(tmp_path) == before
+
+
+def test_rerun_checks_its_goldens_before_training(tmp_path, capsys):
+    from test_reliability import TINY, write_yaml
+
+    params = write_yaml(tmp_path / "tiny.yaml", TINY)
+    golden = copy_curves(tmp_path / "golden", ["dit-s0"])
+    curve = json.loads((golden / "dit-s0.json").read_text())
+    curve.pop("points")
+    (golden / "dit-s0.json").write_text(json.dumps(curve))
+    before = tree_hash(tmp_path)
+    argv = ["rerun", "--params", params, "--scale", "tiny", "--out", tmp_path / "runs", "--golden", golden]
+    rc, _, err = run_cli(capsys, *argv)
+    assert rc == 2  # before: KeyError 'points', after every run had trained
+    assert_one_line_error(err, "dit-s0.json", "points")
+    assert tree_hash(tmp_path) == before and not (tmp_path / "runs").exists()
