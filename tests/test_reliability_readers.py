@@ -322,3 +322,51 @@ def test_rerun_checks_its_goldens_before_training(tmp_path, capsys):
     assert rc == 2  # before: KeyError 'points', after every run had trained
     assert_one_line_error(err, "dit-s0.json", "points")
     assert tree_hash(tmp_path) == before and not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints: the step a file says against the step its weights are from
+
+
+def _tiny_run(tmp_path: Path, stop_after: int) -> tuple[Path, Path]:
+    from test_reliability import TINY, write_yaml
+
+    from repro.config import load_params, resolve
+    from repro.train import train
+
+    params = write_yaml(tmp_path / "tiny.yaml", TINY)
+    out = tmp_path / f"run-{stop_after}"
+    train(resolve(load_params(params), "tiny", "dit", 0), out, quiet=True, stop_after=stop_after)
+    return params, out
+
+
+def test_a_checkpoint_relabelled_with_another_step_is_not_resumed(tmp_path, capsys):
+    import torch
+
+    params, out = _tiny_run(tmp_path, 2)
+    last = out / "checkpoints" / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    assert ck["step"] == 2
+    ck["step"] = 4  # the run's last step: resumed, it would be "complete" with the curve of step 2
+    torch.save(ck, last)
+    before = tree_hash(out)
+    rc, _, err = run_cli(capsys, "train", "--params", params, "--scale", "tiny", "--method", "dit", "--out", out)
+    assert rc == 2  # before: resumed to a "complete" run of 2 trained steps
+    assert_one_line_error(err, str(last), "step=4", "2 update(s)")
+    assert tree_hash(out) == before
+
+
+def test_a_checkpoint_with_points_after_its_step_is_not_resumed(tmp_path, capsys):
+    import torch
+
+    params, out = _tiny_run(tmp_path, 2)
+    last = out / "checkpoints" / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    points = json.loads(ck["points"])
+    ck["points"] = json.dumps([*points, {**points[-1], "step": 4}])
+    torch.save(ck, last)
+    before = tree_hash(out)
+    rc, _, err = run_cli(capsys, "train", "--params", params, "--scale", "tiny", "--method", "dit", "--out", out)
+    assert rc == 2
+    assert_one_line_error(err, str(last), "[4]", "step=2")
+    assert tree_hash(out) == before
