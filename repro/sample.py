@@ -85,6 +85,41 @@ def _read_repro_checkpoint(ckpt_path: Path):
     return ckpt if isinstance(ckpt, dict) and "config" in ckpt else None
 
 
+def _read_run_config(path: Path) -> dict[str, Any]:
+    """A run's ``config.json``, with its ``model`` and ``objective`` sections: a one-line error naming the file."""
+    try:
+        run = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"config: {path} is not valid JSON ({e})") from None
+    if not isinstance(run, dict):
+        raise ValueError(f"config: {path} holds a {type(run).__name__}; must be a run's config.json (a JSON object)")
+    for key in ("model", "objective"):
+        if not isinstance(run.get(key), dict):
+            raise ValueError(f"config: {path}: {key} is missing or not a mapping; must be a run's config.json")
+    return run
+
+
+def _check_same_model(ckpt_path: Path, model: dict[str, Any], config_path: Path, run: dict[str, Any]) -> None:
+    """The checkpoint's model is the run's (the same fields as ``config.json``'s ``model``): a checkpoint of another
+    model placed in a run directory would otherwise be sampled and labelled with that run's id."""
+    from .rundir import config_differences, plain
+
+    stored = {k: v for k, v in plain(run["model"]).items() if k in model}  # fields a newer config adds are not checked
+    differ = config_differences(plain(model), stored)
+    if differ:
+        shown = ", ".join(f"{k}: {_dig(model, k)!r} vs {_dig(run['model'], k)!r}" for k in differ[:4])
+        raise ValueError(
+            f"checkpoint: {ckpt_path} is of another model than {config_path} ({shown}); allowed: the run's own "
+            "checkpoint, or --config with the config.json of the run that wrote it"
+        )
+
+
+def _dig(data: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        data = data.get(key, "missing") if isinstance(data, dict) else "missing"
+    return data
+
+
 def load_for_sampling(
     ckpt_path: Path, config_path: Path | None, weights: str = "ema", device: str | torch.device = "cpu"
 ):
@@ -107,7 +142,8 @@ def load_for_sampling(
             raise ValueError(
                 f"checkpoint: {ckpt_path} has no {weights!r} weights (holds {sorted(ckpt)}); try --weights model"
             )
-        run = json.loads(Path(config_path).read_text())
+        run = _read_run_config(config_path)
+        _check_same_model(ckpt_path, ckpt["config"], config_path, run)
         model = DiT(DiTConfig(**ckpt["config"]))
         model.load_state_dict(ckpt[weights], strict=True)
         step = ckpt.get("step")
@@ -127,7 +163,7 @@ def load_for_sampling(
         model = DiT(cfg)
         model.load_state_dict(state, strict=True)
         if config_path is not None:
-            run = json.loads(Path(config_path).read_text())
+            run = _read_run_config(config_path)
         else:
             run = {
                 "run_id": None,

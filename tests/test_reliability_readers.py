@@ -370,3 +370,42 @@ def test_a_checkpoint_with_points_after_its_step_is_not_resumed(tmp_path, capsys
     assert rc == 2
     assert_one_line_error(err, str(last), "[4]", "step=2")
     assert tree_hash(out) == before
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# repro sample: the checkpoint must be the run's model
+
+
+def test_sample_refuses_a_checkpoint_of_another_model_in_a_run_directory(tmp_path, capsys):
+    import copy
+
+    from test_reliability import TINY, write_yaml
+
+    from repro.config import load_params, resolve
+    from repro.train import train
+
+    _, run = _tiny_run(tmp_path, 2)
+    wider = copy.deepcopy(TINY)
+    wider["scales"]["tiny"]["model"]["hidden_size"] = 32
+    params = write_yaml(tmp_path / "wider.yaml", wider)
+    other = tmp_path / "other"
+    train(resolve(load_params(params), "tiny", "dit", 0), other, quiet=True, stop_after=2)
+    sample = ["sample", run, "--num-samples", "4", "--batch-size", "4", "--out", tmp_path / "ok.npz"]
+    assert run_cli(capsys, *sample)[0] == 0  # the run's own checkpoint samples
+    shutil.copy(other / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
+    before = tree_hash(tmp_path)
+    sample[-1] = tmp_path / "samples.npz"
+    rc, _, err = run_cli(capsys, *sample)
+    assert rc == 2  # before: sampled, and labelled with the run's id
+    assert_one_line_error(err, "last.pt", str(run / "config.json"), "hidden_size: 32 vs 16")
+    assert tree_hash(tmp_path) == before and not (tmp_path / "samples.npz").exists()
+
+
+def test_sample_names_a_config_that_is_not_json(tmp_path, capsys):
+    _, run = _tiny_run(tmp_path, 2)
+    (run / "config.json").write_text('{"model": ')
+    before = tree_hash(tmp_path)
+    rc, _, err = run_cli(capsys, "sample", run, "--num-samples", "4", "--out", tmp_path / "s.npz")
+    assert rc == 2  # before: a JSON error that did not name the file
+    assert_one_line_error(err, str(run / "config.json"), "not valid JSON")
+    assert tree_hash(tmp_path) == before
