@@ -95,6 +95,7 @@ class Stage:
     seed: int
     cmd: str
     waits_for: tuple[str, ...] = ()  # dependencies that do not exist yet
+    unlocked: bool = False  # its outputs exist but dvc.lock has no entry for it (a truncated or lost dvc.lock)
 
     @property
     def resumable(self) -> bool:
@@ -135,6 +136,7 @@ def pending(root: Path, everything: bool = False, scale: str | None = None) -> l
     names = [name for name in defined if name.startswith(TRAIN_PREFIX) and "matrix" in defined[name]]
     if not names:
         raise ValueError(f"{root / 'dvc.yaml'}: no training stage ({TRAIN_PREFIX}...) to run")
+    locked = _locked_stages(root)
     stages = []
     with Repo(str(root)) as repo:
         collected = [
@@ -150,8 +152,25 @@ def pending(root: Path, everything: bool = False, scale: str | None = None) -> l
             if everything or stage.name in stale:
                 method, seed = parse_stage_name(stage.name)
                 missing = tuple(str(d.def_path) for d in stage.deps if not (root / str(d.def_path)).exists())
-                stages.append(Stage(stage.name, method, seed, stage.cmd, missing))
+                made = bool(stage.outs) and all((root / str(o.def_path)).exists() for o in stage.outs)
+                stages.append(Stage(stage.name, method, seed, stage.cmd, missing, made and stage.name not in locked))
     return stages
+
+
+def _locked_stages(root: Path) -> set[str]:
+    """The stage names ``dvc.lock`` records (none when there is no lock yet); a lock that is not valid YAML or not
+    a mapping of stages is a one-line error naming it, not every run listed as out of date."""
+    from .io import read_yaml
+
+    path = root / "dvc.lock"
+    if not path.exists():
+        return set()
+    lock = read_yaml(path)
+    if lock is None:
+        return set()
+    if not isinstance(lock, dict) or not isinstance(lock.get("stages", {}), dict):
+        raise ValueError(f"{path}: not a DVC lock file (a mapping with 'stages'); restore it: git checkout {path.name}")
+    return set(lock.get("stages") or {})
 
 
 def _stage_scale(cmd: str) -> str | None:
@@ -195,6 +214,12 @@ def run_campaign(
         if left:
             log(f"{len(left)} training stage(s) of other methods left for later (--methods)")
     log(f"{len(todo)} training stage(s) {what}: " + (", ".join(s.name for s in todo) or "none"))
+    unlocked = [s.name for s in todo if s.unlocked]
+    if unlocked:
+        log(
+            f"warning: {len(unlocked)} of them have their outputs but no entry in dvc.lock ({', '.join(unlocked)}): "
+            "dvc.lock may be truncated or from another branch; check `git diff dvc.lock` before re-running them"
+        )
     result: dict[str, str] = {}
     if not everything:
         skipped = [s for s in todo if diverged_record(root, s).exists()]

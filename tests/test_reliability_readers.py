@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_campaign import dvc_and_git  # noqa: F401 - a fixture: dvc and git on PATH
 from test_reliability import ROOT, assert_one_line_error, copy_curves, edit_curve, run_cli, tree_hash
 
 MICRO = ROOT / "goldens" / "micro"
@@ -409,3 +410,39 @@ def test_sample_names_a_config_that_is_not_json(tmp_path, capsys):
     assert rc == 2  # before: a JSON error that did not name the file
     assert_one_line_error(err, str(run / "config.json"), "not valid JSON")
     assert tree_hash(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# repro campaign: a damaged dvc.lock is said, not read as "every run out of date"
+
+
+@pytest.mark.usefixtures("dvc_and_git")
+def test_a_truncated_dvc_lock_is_warned_about_or_refused(tmp_path):
+    import sys
+
+    from test_campaign import _scratch_dvc_project
+
+    from repro.campaign import run_campaign
+
+    write = f"{sys.executable} -c \"import sys; open(sys.argv[1], 'w').write(sys.argv[2])\""
+    root = _scratch_dvc_project(
+        tmp_path,
+        {"m": {"a": {"k": 1}, "b": {"k": 2}}, "seeds": [0]},
+        f"{write} out-${{item.method}}-${{item.seed}}.txt ${{item.method}}${{item.seed}}",
+        "out-${item.method}-${item.seed}.txt",
+    )
+    logs: list[str] = []
+    assert set(run_campaign(root, ["a", "b"], 1, None, log=logs.append).values()) == {"done"}
+    lock = root / "dvc.lock"
+    text = lock.read_text()
+    cut = text.index("train@b-0:")  # the lock as a disk full or a bad merge leaves it: the last run's entry lost
+    lock.write_text(text[:cut])
+    outputs = tree_hash(root / "out-b-0.txt")
+    logs.clear()
+    assert run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append) == {"train@b-0": "not started"}
+    warning = [line for line in logs if line.startswith("warning:")]
+    assert len(warning) == 1 and "train@b-0" in warning[0] and "dvc.lock" in warning[0], logs  # before: no warning
+    lock.write_text(text[: text.index("train@b-0:") - 3] + "\n  : [\n")
+    with pytest.raises(ValueError, match="dvc.lock"):
+        run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append)
+    assert tree_hash(root / "out-b-0.txt") == outputs
