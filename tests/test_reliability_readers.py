@@ -446,3 +446,13 @@ def test_a_truncated_dvc_lock_is_warned_about_or_refused(tmp_path):
     with pytest.raises(ValueError, match="dvc.lock"):
         run_campaign(root, ["a", "b"], 1, None, dry_run=True, log=logs.append)
     assert tree_hash(root / "out-b-0.txt") == outputs
+
+
+@pytest.mark.usefixtures("dvc_and_git")
+def test_a_campaign_of_one_scale_lists_no_stage_of_another(capsys, monkeypatch):
+    """``repro campaign --scale smoke --dry-run`` on this project: the smoke scale has no DVC training stage, so
+    nothing is listed (a micro stage was listed before)."""
+    monkeypatch.chdir(ROOT)
+    rc, out, _ = run_cli(capsys, "campaign", "--scale", "smoke", "--dry-run", "--all")
+    assert rc == 0
+    assert "0 training stage(s) to run: none" in out and "micro" not in out, out
