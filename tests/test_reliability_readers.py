@@ -456,3 +456,86 @@ def test_a_campaign_of_one_scale_lists_no_stage_of_another(capsys, monkeypatch):
     rc, out, _ = run_cli(capsys, "campaign", "--scale", "smoke", "--dry-run", "--all")
     assert rc == 0
     assert "0 training stage(s) to run: none" in out and "micro" not in out, out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The GPU module: the same validation as repro, before anything is written
+
+
+def _gpu(capsys, *argv) -> tuple[int, str]:
+    from repro import gpu
+
+    rc = gpu.main([str(a) for a in argv])
+    return rc, capsys.readouterr().err
+
+
+def _manifest(folder: Path, text: str) -> Path:
+    from repro.gpu import MANIFEST
+
+    folder.mkdir()
+    (folder / MANIFEST).write_text(text)
+    return folder
+
+
+GPU_CAMPAIGN_FLAGS = [
+    # (case, extra arguments ({tmp}: the test's folder), names in the error, before)
+    ("peak-tflops-negative", ["--peak-tflops", "-1"], ["--peak-tflops", "-1.0", "positive finite"], "silent"),
+    ("peak-tflops-nan", ["--peak-tflops", "nan"], ["--peak-tflops", "nan"], "silent"),
+    ("budget-infinite", ["--budget-s", "inf", "--train-budget-s", "inf"], ["--budget-s", "inf"], "traceback"),
+    ("out-is-a-file", ["--out", "{tmp}/a-file"], ["--out", "a-file", "is a file"], "traceback"),
+    ("params-missing", ["--params", "{tmp}/nope.yaml"], ["--params", "nope.yaml", "not a file"], "traceback"),
+    ("manifest-truncated", ["--wheels", "{tmp}/wheels"], ["--wheels", "manifest", "not valid JSON"], "traceback"),
+]
+
+
+@pytest.mark.parametrize(
+    "extra,names,before", [c[1:] for c in GPU_CAMPAIGN_FLAGS], ids=[c[0] for c in GPU_CAMPAIGN_FLAGS]
+)
+def test_gpu_campaign_flags_are_checked_before_anything_is_written(tmp_path, capsys, extra, names, before):
+    (tmp_path / "a-file").write_text("kept\n")
+    _manifest(tmp_path / "wheels", '{"wheels": [')
+    before_hash = tree_hash(tmp_path)
+    argv = {"--out": str(tmp_path / "out"), "--dry-run": None}
+    argv.update({k: v.format(tmp=tmp_path) for k, v in zip(extra[::2], extra[1::2])})
+    rc, err = _gpu(capsys, "campaign", *[x for kv in argv.items() for x in kv if x is not None])
+    assert rc == 2  # before: a plan of -0.0 s, or a traceback
+    assert_one_line_error(err.replace("error: ", "python -m repro.gpu: error: "), *names)
+    assert tree_hash(tmp_path) == before_hash and not (tmp_path / "out").exists()
+
+
+LAND_RECORDS = [
+    # (case, campaign.json text, names in the error, before)
+    ("empty", "", ["campaign.json", "not valid JSON"], "weak"),
+    ("truncated", '{"provenance": {', ["campaign.json", "not valid JSON"], "weak"),
+    ("a-list", "[]", ["campaign.json", "dry_run=None"], "traceback"),
+    ("provenance-text", '{"provenance": "cuda"}', ["campaign.json", "provenance='cuda'"], "traceback"),
+]
+
+
+@pytest.mark.parametrize("text,names,before", [c[1:] for c in LAND_RECORDS], ids=[c[0] for c in LAND_RECORDS])
+def test_gpu_land_names_a_broken_campaign_record(tmp_path, capsys, text, names, before):
+    out, goldens = tmp_path / "out", tmp_path / "goldens"
+    out.mkdir()
+    (out / "campaign.json").write_text(text)
+    before_hash = tree_hash(tmp_path)
+    rc, err = _gpu(capsys, "land", out, "--goldens", goldens)
+    assert rc == 2
+    assert_one_line_error(err.replace("error: ", "python -m repro.gpu: error: "), *names)
+    assert tree_hash(tmp_path) == before_hash and not goldens.exists()
+
+
+def test_gpu_pack_refuses_a_destination_that_is_a_file(tmp_path, capsys):
+    dest = tmp_path / "wheels"
+    dest.write_text("kept\n")
+    rc, err = _gpu(capsys, "pack", "--dest", dest)
+    assert rc == 2  # before: a FileExistsError traceback
+    assert_one_line_error(err.replace("error: ", "python -m repro.gpu: error: "), "--dest", str(dest), "is a file")
+    assert dest.read_text() == "kept\n"
+
+
+def test_gpu_read_manifest_names_the_file(tmp_path):
+    from repro.gpu import MANIFEST, read_manifest
+
+    folder = _manifest(tmp_path / "wheels", "[1, 2]")
+    with pytest.raises(ValueError, match=str(folder / MANIFEST)):
+        read_manifest(folder)
