@@ -672,7 +672,7 @@ def test_claims_only_and_unknown_ids(tmp_path, capsys):
     (tmp_path / "specs").mkdir()
     oos = {"id": "y-claim", "source": "s", "claim": "c", "kind": "out-of-scope", "reason": "no data"}
     (tmp_path / "specs" / "y-claim.yaml").write_text(yaml.safe_dump(oos))
-    assert run_claims(tmp_path, "--only", "nope") == 1
+    assert run_claims(tmp_path, "--only", "nope") == 2  # bad input, not a failed check
     assert "unknown id" in capsys.readouterr().err
     assert run_claims(tmp_path, "--update") == 0
     assert run_claims(tmp_path, "--only", "y-claim") == 0
@@ -681,7 +681,7 @@ def test_claims_only_and_unknown_ids(tmp_path, capsys):
 def test_bad_spec_stops_the_command(tmp_path, capsys):
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "x-claim.yaml").write_text(yaml.safe_dump({**VALID, "kind": "guess"}))
-    assert run_claims(tmp_path) == 1
+    assert run_claims(tmp_path) == 2  # bad input, not a failed check
     assert "x-claim.yaml: field 'kind': unknown value 'guess'; allowed: 'structure'" in capsys.readouterr().err
 
 

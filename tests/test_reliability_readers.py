@@ -539,3 +539,80 @@ def test_gpu_read_manifest_names_the_file(tmp_path):
     folder = _manifest(tmp_path / "wheels", "[1, 2]")
     with pytest.raises(ValueError, match=str(folder / MANIFEST)):
         read_manifest(folder)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# repro evaluate: the range as the help spells it; too few images for a metric
+
+
+def test_evaluate_range_parses_as_the_help_shows_it(tmp_path, capsys):
+    import numpy as np
+    from test_reliability import _samples
+
+    images = np.random.default_rng(0).uniform(-1, 1, (8, 1, 32, 32)).astype(np.float32)
+    path = _samples(tmp_path, "s.npy", images)
+    results = []
+    for flags in (["--range", "-1,1"], ["--range=-1,1"]):  # before: the first was "expected one argument"
+        out = tmp_path / f"r{len(results)}.json"
+        argv = ["evaluate", path, *flags, "--metrics", "fid", "--reference-size", "100", "--json", out]
+        rc, _, err = run_cli(capsys, *argv, "--cache-dir", tmp_path / "cache")
+        assert rc == 0, err
+        results.append(json.loads(out.read_text())["fid"])
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize(
+    "count,metric,need,before",
+    [(1, "fid", 2, "weak"), (1, "kid", 2, "silent"), (2, "prc", 4, "traceback")],
+    ids=["fid-of-1", "kid-of-1", "prc-of-2"],
+)
+def test_evaluate_refuses_too_few_images_for_a_metric(tmp_path, capsys, count, metric, need, before):
+    import numpy as np
+    from test_reliability import _samples
+
+    path = _samples(tmp_path, "s.npy", np.zeros((count, 1, 32, 32), np.uint8))
+    report = tmp_path / "result.json"
+    report.write_text("previous\n")
+    before_hash = tree_hash(tmp_path)
+    argv = ["evaluate", path, "--metrics", metric, "--reference-size", "100", "--json", report]
+    rc, _, err = run_cli(capsys, *argv, "--cache-dir", tmp_path / "cache")
+    assert rc == 2  # before: NaN for KID of 1 image, a kthvalue traceback for precision/recall of 2
+    assert_one_line_error(err, str(path), f"{count} image(s)", metric, f"at least {need}")
+    assert tree_hash(tmp_path) == before_hash
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# repro claims: JSON that is not JSON names its file; a bad spec is bad input (exit 2)
+
+
+def test_claims_names_a_truncated_audit(tmp_path, capsys):
+    goldens = _goldens(tmp_path)
+    (goldens / "audit.json").write_text('{"speedups": {')
+    before = tree_hash(goldens)
+    rc, _, err = run_cli(capsys, "claims", "--skip-pytest", "--goldens", goldens, "--reports", tmp_path / "reports")
+    assert rc == 2  # before: "Expecting value: line 1 column 7", no file named
+    assert_one_line_error(err, str(goldens / "audit.json"), "not valid JSON")
+    assert tree_hash(goldens) == before and not (tmp_path / "reports").exists()
+
+
+def test_claims_names_a_truncated_ledger(tmp_path, capsys):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "claims.json").write_text('{"claims": [')
+    before = tree_hash(reports)
+    rc, _, err = run_cli(capsys, "claims", "--skip-pytest", "--reports", reports)
+    assert rc == 2
+    assert_one_line_error(err, str(reports / "claims.json"), "not valid JSON", "--update")
+    assert tree_hash(reports) == before
+
+
+def test_a_bad_spec_is_bad_input_exit_2(tmp_path, capsys):
+    specs = tmp_path / "specs"
+    shutil.copytree(ROOT / "specs", specs)
+    first = sorted(specs.glob("*.yaml"))[0]
+    first.write_text(first.read_text() + "bogus_key: 1\n")
+    before = tree_hash(tmp_path)
+    rc, _, err = run_cli(capsys, "claims", "--skip-pytest", "--specs", specs, "--reports", tmp_path / "reports")
+    assert rc == 2  # before: 1, the status of a failed check
+    assert_one_line_error(err, first.name, "bogus_key")
+    assert tree_hash(tmp_path) == before

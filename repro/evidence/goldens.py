@@ -27,7 +27,16 @@ def first_scale(goldens: Path, scales: Sequence[str], name: str) -> tuple[str, P
 def read_audit(goldens: Path) -> tuple[Path, Any]:
     """``goldens/audit.json``'s path and content (``None`` while it does not exist)."""
     path = goldens / "audit.json"
-    return path, (json.loads(path.read_text()) if path.exists() else None)
+    return path, (read_json(path) if path.exists() else None)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's data; a file that is not valid JSON (truncated, empty, not UTF-8) is a one-line ``ValueError``
+    naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 MISSING = object()
