@@ -616,3 +616,97 @@ def test_a_bad_spec_is_bad_input_exit_2(tmp_path, capsys):
     assert rc == 2  # before: 1, the status of a failed check
     assert_one_line_error(err, first.name, "bogus_key")
     assert tree_hash(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# repro campaign: its runs die with it
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie that no one reaped yet counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+@pytest.mark.usefixtures("dvc_and_git")
+def test_a_run_dies_with_its_killed_campaign(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_campaign import _scratch_dvc_project
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    run = (
+        f"{sys.executable} -c \"import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)\""
+    )
+    root = _scratch_dvc_project(
+        tmp_path, {"m": {"a": {"k": 1}}, "seeds": [0]}, f"{run} {pids}/${{item.method}}-${{item.seed}}", "never.txt"
+    )
+    code = (
+        "from pathlib import Path; from repro.campaign import run_campaign; "
+        f"run_campaign(Path({str(root)!r}), ['a'], 1, None)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    campaign = subprocess.Popen([sys.executable, "-c", code], cwd=root, env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids / "a-0").exists() or not (pids / "a-0").read_text():
+            assert time.monotonic() < deadline and campaign.poll() is None, "the run never started"
+            time.sleep(0.2)
+        child = int((pids / "a-0").read_text())
+        assert _alive(child)
+        campaign.send_signal(signal.SIGKILL)  # as `kill -9` does: no handler of the campaign runs
+        campaign.wait()
+        deadline = time.monotonic() + 20
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(child)  # before: the run went on, its run directory locked for the next piece
+    finally:
+        campaign.kill()
+        if (pids / "a-0").exists() and (pids / "a-0").read_text() and _alive(int((pids / "a-0").read_text())):
+            os.kill(int((pids / "a-0").read_text()), signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+@pytest.mark.usefixtures("dvc_and_git")
+def test_a_campaign_stopped_by_an_error_stops_its_runs(tmp_path, monkeypatch):
+    import sys
+    import time
+
+    from test_campaign import _scratch_dvc_project
+
+    from repro import campaign
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    run = (
+        f"{sys.executable} -c \"import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)\""
+    )
+    root = _scratch_dvc_project(
+        tmp_path, {"m": {"a": {"k": 1}}, "seeds": [0]}, f"{run} {pids}/${{item.method}}-${{item.seed}}", "never.txt"
+    )
+    sleep = time.sleep
+
+    def interrupted(seconds):
+        if sys._getframe(1).f_code.co_name != "_run_pieces":  # time.sleep of anything else (DVC)
+            return sleep(seconds)
+        deadline = time.monotonic() + 60
+        while not (pids / "a-0").exists() or not (pids / "a-0").read_text():
+            assert time.monotonic() < deadline, "the run never started"
+            sleep(0.2)
+        raise KeyboardInterrupt  # Ctrl-C while the run trains
+
+    monkeypatch.setattr(campaign.time, "sleep", interrupted)
+    logs: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        campaign.run_campaign(root, ["a"], 1, None, log=logs.append)
+    assert not _alive(int((pids / "a-0").read_text()))
+    assert any(line.startswith("stopping train@a-0") for line in logs), logs
