@@ -721,7 +721,13 @@ def train(
         from .data.latents import LatentShards
 
         LatentShards(cfg.data.path).validation(cfg.eval.val_size)
-    with RunLock(run_dir) if dist_info()[0] == 0 else nullcontext():
+    with RunLock(run_dir) if dist_info()[0] == 0 else nullcontext() as lock:
+        if lock is not None and lock.previous and not quiet:
+            print(
+                f"{cfg.run_id}: {run_dir} was last written by pid {lock.previous}, which ended without releasing it "
+                "(killed?); this run takes it over",
+                file=sys.stderr,
+            )
         return _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, compile, live)
 
 

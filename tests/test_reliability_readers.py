@@ -710,3 +710,23 @@ def test_a_campaign_stopped_by_an_error_stops_its_runs(tmp_path, monkeypatch):
         campaign.run_campaign(root, ["a"], 1, None, log=logs.append)
     assert not _alive(int((pids / "a-0").read_text()))
     assert any(line.startswith("stopping train@a-0") for line in logs), logs
+
+
+def test_a_stale_lock_says_whose_it_was(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from test_reliability import TINY, write_yaml
+
+    params = write_yaml(tmp_path / "tiny.yaml", TINY)
+    out = tmp_path / "run"
+    killed = "import os, sys; from repro.rundir import RunLock; RunLock(sys.argv[1]).__enter__(); os._exit(9)"
+    holder = subprocess.run([sys.executable, "-c", killed, str(out)], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert holder.returncode == 9 and (out / ".lock").read_text().strip()
+    pid = (out / ".lock").read_text().split()[0]
+    rc, _, err = run_cli(capsys, "train", "--params", params, "--scale", "tiny", "--method", "dit", "--out", out)
+    assert rc == 0, err  # a stale lock never blocks (the kernel released it)
+    line = [line for line in err.splitlines() if "ended without releasing" in line]
+    assert len(line) == 1 and f"pid {pid} on " in line[0] and str(out) in line[0], err  # before: nothing said
+    assert (out / ".lock").read_text() == ""  # released by this run
