@@ -45,6 +45,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_writable(option: str, path: str | os.PathLike | None) -> None:
+    """A one-line ``ValueError`` (naming ``option`` and ``path``) when ``path`` cannot be written as a file: a
+    folder, under a file, or in a folder this process may not write. Call it before the work whose result goes
+    there, so that a run does not train for hours to fail at its last line."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option}: {str(path)!r} is a folder; a file path is needed")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option}: {str(path)!r} cannot be written: {str(parent)!r} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{option}: {str(path)!r} cannot be written: no write permission")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)

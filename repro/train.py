@@ -53,6 +53,7 @@ from .io import (
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
+    check_writable,
     load_checkpoint,
     remove_stale_temporaries,
 )
@@ -872,6 +873,8 @@ def _cli(args: argparse.Namespace) -> int:
         cfg.validate()
         load_targets(args.to_target)  # a missing or broken file fails here, before anything is written
     out = Path(args.out or Path("runs") / args.scale / f"{args.method}-s{args.seed}")
+    check_writable("--grid", args.grid)  # before the training, not after it
+    check_writable("--curve", args.curve)
     try:
         curve = train(
             cfg,

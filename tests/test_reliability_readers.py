@@ -730,3 +730,30 @@ def test_a_stale_lock_says_whose_it_was(tmp_path, capsys):
     line = [line for line in err.splitlines() if "ended without releasing" in line]
     assert len(line) == 1 and f"pid {pid} on " in line[0] and str(out) in line[0], err  # before: nothing said
     assert (out / ".lock").read_text() == ""  # released by this run
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs that cannot be written are found before the work, not after it
+
+
+@pytest.mark.parametrize(
+    "option,where,names",
+    [
+        ("--curve", "{tmp}/notes.txt/curve.json", ["--curve", "notes.txt", "not a folder"]),
+        ("--grid", "{tmp}/notes.txt/grid.png", ["--grid", "notes.txt", "not a folder"]),
+        ("--curve", "{tmp}", ["--curve", "is a folder"]),
+    ],
+    ids=["curve-under-a-file", "grid-under-a-file", "curve-is-a-folder"],
+)
+def test_train_checks_its_outputs_before_training(tmp_path, capsys, option, where, names):
+    from test_reliability import TINY, write_yaml
+
+    params = write_yaml(tmp_path / "tiny.yaml", TINY)
+    (tmp_path / "notes.txt").write_text("kept\n")
+    before = tree_hash(tmp_path)
+    out = tmp_path / "run"
+    argv = ["train", "--params", params, "--scale", "tiny", "--method", "dit", "--out", out]
+    rc, _, err = run_cli(capsys, *argv, option, where.format(tmp=tmp_path))
+    assert rc == 2  # before: the run trained to its end, then failed writing its curve or grid
+    assert_one_line_error(err, *names)
+    assert tree_hash(tmp_path) == before and not out.exists()
