@@ -757,3 +757,80 @@ def test_train_checks_its_outputs_before_training(tmp_path, capsys, option, wher
     assert rc == 2  # before: the run trained to its end, then failed writing its curve or grid
     assert_one_line_error(err, *names)
     assert tree_hash(tmp_path) == before and not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A full disk names the file; a planted latent shard is a one-line refusal
+
+
+class _FullDisk:
+    """A file object that fails like a full disk after ``room`` bytes."""
+
+    def __init__(self, f, room: int = 16):
+        self.f, self.room = f, room
+
+    def write(self, data):
+        import errno
+
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.mark.parametrize("writer", ["json", "checkpoint"])
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, writer):
+    import builtins
+
+    import torch
+
+    from repro import io
+
+    target = tmp_path / ("curve.json" if writer == "json" else "last.pt")
+    target.write_text("previous\n")
+    real_open = builtins.open
+    monkeypatch.setattr(io, "open", lambda *a, **k: _FullDisk(real_open(*a, **k)), raising=False)
+    with pytest.raises(OSError) as caught:
+        if writer == "json":
+            io.atomic_write_json(target, {"points": list(range(1000))})
+        else:  # torch reports the failed write as "enforce fail ... unexpected pos"
+            io.atomic_torch_save({"w": torch.zeros(1000)}, target)
+    assert caught.value.filename == str(target) and caught.value.errno == 28, caught.value
+    assert target.read_text() == "previous\n" and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+def test_a_planted_latent_shard_is_refused_in_one_line(tmp_path):
+    import hashlib
+    import pickle
+
+    from test_latents_mmap import _write_shards
+
+    from repro.data import latents as lt
+
+    marker = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    _write_shards(tmp_path / "lat", [4, 4])
+    shard = tmp_path / "lat" / "shard-00001.pt"
+    shard.write_bytes(pickle.dumps({"latents": Planted(), "labels": Planted()}))
+    manifest = json.loads((tmp_path / "lat" / lt.MANIFEST).read_text())
+    manifest["shards"][1]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()  # the hash made to match
+    (tmp_path / "lat" / lt.MANIFEST).write_text(json.dumps(manifest))
+    before = tree_hash(tmp_path)
+    with pytest.raises(ValueError) as caught:  # before: an UnpicklingError traceback
+        lt.LatentShards(tmp_path / "lat").mapped()
+    message = str(caught.value)
+    assert str(shard) in message and "not a readable latent shard" in message and "\n" not in message
+    assert not marker.exists() and tree_hash(tmp_path) == before
