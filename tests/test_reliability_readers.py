@@ -834,3 +834,21 @@ def test_a_planted_latent_shard_is_refused_in_one_line(tmp_path):
     message = str(caught.value)
     assert str(shard) in message and "not a readable latent shard" in message and "\n" not in message
     assert not marker.exists() and tree_hash(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["speedup", "targets"])
+def test_speedup_and_targets_never_overwrite_a_curve_given_as_out(tmp_path, capsys, command):
+    curves = copy_curves(tmp_path / "curves")
+    out = curves / "dit-s0.json"  # a run's curve given as --out by mistake
+    before = tree_hash(tmp_path)
+    argv = ["--curves", f"{curves}/*.json", "--out", out]
+    if command == "targets":
+        argv = ["--curves", curves / "dit-s0.json", curves / "dit-s1.json", "--objective", "ddpm", "--out", out]
+    rc, _, err = run_cli(capsys, command, *argv)
+    assert rc == 2  # before: the curve was replaced by the report
+    assert_one_line_error(err, "--out", "dit-s0.json", "exists and is not")
+    assert tree_hash(tmp_path) == before
+    fresh = tmp_path / "report.json"
+    argv[-1] = fresh
+    assert run_cli(capsys, command, *argv)[0] == 0
+    assert run_cli(capsys, command, *argv)[0] == 0  # its own file: replaced
