@@ -31,9 +31,10 @@ current directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
-import shutil
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -466,7 +467,13 @@ def sample_set(
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
         plan_path = parts / PLAN
-        if plan_path.is_file():
+        foreign = sorted(p.name for p in parts.iterdir() if not _ours(p.name)) if parts.is_dir() else []
+        if foreign:
+            problem[0] = (
+                f"{parts}: holds files repro sample did not write ({', '.join(foreign[:3])}); it is the folder of "
+                "this --out's batches: move them or give another --out"
+            )
+        elif plan_path.is_file():
             old = json.loads(plan_path.read_text())
             if old != json.loads(json.dumps(plan)):
                 differ = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
@@ -503,8 +510,38 @@ def sample_set(
     if rank != 0:
         return False
     assemble(parts, out, num, batch_size, provenance, decoder.latent)
-    shutil.rmtree(parts)
+    for path in parts.iterdir():  # what this command wrote there, and nothing else
+        if _ours(path.name) and path.is_file():
+            path.unlink()
+    with contextlib.suppress(OSError):
+        parts.rmdir()
     return True
+
+
+_PART_FILE = re.compile(r"^(batch-\d{6}\.npz|arr_0\.npy|plan\.json|\..+\.[A-Za-z0-9_]{8}\.tmp)$")
+
+
+def _ours(name: str) -> bool:
+    """Whether a file in ``OUT.parts/`` is one that sampling writes (a batch, the plan, the assembled images, or a
+    temporary file of an interrupted atomic write)."""
+    return bool(_PART_FILE.match(name))
+
+
+def check_samples_out(out: Path) -> None:
+    """``--out`` may be replaced only when it does not exist or is a sample set that ``repro sample`` wrote (it has
+    a ``provenance`` member): an ADM reference batch or another ``.npz`` given by mistake is never overwritten."""
+    if not out.exists():
+        return
+    try:
+        with zipfile.ZipFile(out) as z:
+            ours = "provenance.npy" in z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        ours = False
+    if not ours:
+        raise ValueError(
+            f"--out {str(out)!r} exists and is not a sample set written by repro sample (no provenance member); "
+            "allowed: a new file or one repro sample wrote"
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -587,6 +624,11 @@ def _run_cli(args: argparse.Namespace) -> int:
         if args.out
         else default_out(Path(args.source), ckpt, args.weights, steps, scale, args.num_samples, args.seed)
     )
+    try:
+        check_samples_out(out)
+    except ValueError as e:
+        print(f"repro sample: error: {e}", file=sys.stderr)
+        return 2
     plan = {
         "checkpoint": str(ckpt),
         "checkpoint_sha256": sha256_file(ckpt) if rank == 0 else None,

@@ -852,3 +852,33 @@ def test_speedup_and_targets_never_overwrite_a_curve_given_as_out(tmp_path, caps
     argv[-1] = fresh
     assert run_cli(capsys, command, *argv)[0] == 0
     assert run_cli(capsys, command, *argv)[0] == 0  # its own file: replaced
+
+
+def test_sample_never_overwrites_an_npz_it_did_not_write(tmp_path, capsys):
+    import numpy as np
+
+    _, run = _tiny_run(tmp_path, 2)
+    reference = tmp_path / "reference.npz"  # an ADM reference batch, say, given as --out by mistake
+    np.savez(reference, arr_0=np.zeros((4, 8, 8, 1), np.uint8))
+    before = tree_hash(tmp_path)
+    rc, _, err = run_cli(capsys, "sample", run, "--num-samples", "4", "--batch-size", "4", "--out", reference)
+    assert rc == 2  # before: replaced by the samples
+    assert_one_line_error(err, "--out", str(reference), "not a sample set")
+    assert tree_hash(tmp_path) == before
+    own = tmp_path / "samples.npz"
+    for _ in range(2):  # its own sample set is replaced
+        assert run_cli(capsys, "sample", run, "--num-samples", "4", "--batch-size", "4", "--out", own)[0] == 0
+    assert not (tmp_path / "samples.npz.parts").exists()
+
+
+def test_sample_leaves_foreign_files_in_its_batch_folder_alone(tmp_path, capsys):
+    _, run = _tiny_run(tmp_path, 2)
+    parts = tmp_path / "samples.npz.parts"
+    parts.mkdir()
+    (parts / "notes.txt").write_text("kept\n")
+    before = tree_hash(tmp_path)
+    out = tmp_path / "samples.npz"
+    rc, _, err = run_cli(capsys, "sample", run, "--num-samples", "4", "--batch-size", "4", "--out", out)
+    assert rc == 2  # before: the folder, notes and all, was deleted once the samples were assembled
+    assert_one_line_error(err, str(parts), "notes.txt", "did not write")
+    assert tree_hash(tmp_path) == before and not out.exists()
