@@ -220,13 +220,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def install_missing(folder: Path, target: Path, log=print) -> list[dict[str, Any]]:
-    """Install, from ``folder`` only, every manifest wheel whose module is not importable; checked by sha256.
-
-    The wheels go to ``target`` (``pip --target``, no dependencies resolved: the manifest lists them all),
-    which is put first on ``sys.path`` and ``PYTHONPATH``. Returns the installed wheel records.
-    """
+def check_wheels(folder: Path) -> list[dict[str, Any]]:
+    """The manifest's wheel records whose module is not importable (what :func:`install_missing` installs), each
+    present with its sha256 checked: the campaign checks them before it starts."""
     manifest = read_manifest(folder)
+    for i, w in enumerate(manifest["wheels"]):
+        if not isinstance(w, dict) or not all(isinstance(w.get(k), str) for k in ("file", "module", "sha256")):
+            raise ValueError(f"{folder / MANIFEST}: wheels[{i}] must be a record with file, module and sha256")
     todo = [w for w in manifest["wheels"] if importlib.util.find_spec(w["module"]) is None]
     for w in todo:
         path = folder / w["file"]
@@ -235,6 +235,16 @@ def install_missing(folder: Path, target: Path, log=print) -> list[dict[str, Any
         digest = sha256_file(path)
         if digest != w["sha256"]:
             raise ValueError(f"{path}: sha256 {digest} does not match the manifest's {w['sha256']}")
+    return todo
+
+
+def install_missing(folder: Path, target: Path, log=print) -> list[dict[str, Any]]:
+    """Install, from ``folder`` only, every manifest wheel whose module is not importable; checked by sha256.
+
+    The wheels go to ``target`` (``pip --target``, no dependencies resolved: the manifest lists them all),
+    which is put first on ``sys.path`` and ``PYTHONPATH``. Returns the installed wheel records.
+    """
+    todo = check_wheels(folder)
     if not todo:
         log("install: every wheel's module is already importable; nothing installed")
         return []
@@ -820,8 +830,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.wheels is not None and (args.wheels / MANIFEST).is_file():
         try:
-            read_manifest(args.wheels)  # checked before the campaign starts its clock and its outputs
-        except ValueError as exc:
+            check_wheels(args.wheels)  # checked before the campaign starts its clock and its outputs
+        except (OSError, ValueError) as exc:
             print(f"error: --wheels: {exc}", file=sys.stderr)
             return 2
     if args.train_budget_s > args.budget_s:

@@ -882,3 +882,18 @@ def test_sample_leaves_foreign_files_in_its_batch_folder_alone(tmp_path, capsys)
     assert rc == 2  # before: the folder, notes and all, was deleted once the samples were assembled
     assert_one_line_error(err, str(parts), "notes.txt", "did not write")
     assert tree_hash(tmp_path) == before and not out.exists()
+
+
+def test_gpu_campaign_checks_its_wheels_before_it_starts(tmp_path, capsys):
+    from test_gpu import make_wheel, write_manifest
+
+    wheels = tmp_path / "wheels"
+    path = make_wheel(wheels, "repro_probe_reliability", "0.1")
+    write_manifest(wheels, [(path, "repro_probe_reliability")])
+    path.write_bytes(path.read_bytes() + b"\0")  # damaged after the manifest was written
+    before = tree_hash(tmp_path)
+    out = tmp_path / "out"
+    rc, err = _gpu(capsys, "campaign", "--out", out, "--dry-run", "--wheels", wheels)
+    assert rc == 2  # before: its first line clear, then a traceback, with the campaign's outputs begun
+    assert_one_line_error(err.replace("error: ", "python -m repro.gpu: error: "), "--wheels", path.name, "sha256")
+    assert tree_hash(tmp_path) == before and not out.exists()
