@@ -897,3 +897,38 @@ def test_gpu_campaign_checks_its_wheels_before_it_starts(tmp_path, capsys):
     assert rc == 2  # before: its first line clear, then a traceback, with the campaign's outputs begun
     assert_one_line_error(err.replace("error: ", "python -m repro.gpu: error: "), "--wheels", path.name, "sha256")
     assert tree_hash(tmp_path) == before and not out.exists()
+
+
+def test_a_planted_vae_weights_file_is_refused_in_one_line(tmp_path, capsys):
+    import pickle
+
+    diffusers = pytest.importorskip("diffusers")
+
+    from repro.data import latents as lt
+
+    vae = tmp_path / "vae"
+    tiny = diffusers.AutoencoderKL(
+        block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        latent_channels=4,
+        norm_num_groups=4,
+        layers_per_block=1,
+    )
+    tiny.save_pretrained(vae, safe_serialization=False)
+    marker = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (vae / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps({"encoder.conv_in.weight": Planted()}))
+    images = tmp_path / "images" / "a"
+    images.mkdir(parents=True)
+    before = tree_hash(tmp_path)
+    rc = lt.main([str(tmp_path / "images"), str(tmp_path / "out"), "--vae", str(vae), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2  # before: a FileNotFoundError traceback
+    line = [line for line in err.splitlines() if " error: " in line]
+    assert len(line) == 1 and "Traceback" not in err and str(vae) in line[0], err
+    assert not marker.exists() and tree_hash(tmp_path) == before and not (tmp_path / "out").exists()

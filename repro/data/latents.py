@@ -491,6 +491,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--num-workers", type=int, default=4)
     args = p.parse_args(argv)
+    try:
+        return _encode_cli(args)
+    except (OSError, ValueError) as e:  # bad input: one line naming what is wrong, no traceback
+        print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+def _encode_cli(args: argparse.Namespace) -> int:
+    if not args.image_dir.is_dir():
+        raise ValueError(f"image_dir: {args.image_dir} is not a folder (an ImageFolder root: one subfolder per class)")
     cpu_setup()
     vae = load_vae(args.vae, device=args.device)
     manifest = encode_image_folder(
