@@ -164,7 +164,7 @@ def _read_json(path: str, what: str) -> dict:
     return data
 
 
-def _check_report(path: str, report: dict) -> None:
+def _check_report(path: str, report: dict, target: str = "final", unit: str = "macs") -> None:
     """The fields of a speedup report that :func:`summarize` reads, each checked: a one-line error naming the file
     and the field, not a ``KeyError``."""
     baseline = report.get("baseline")
@@ -182,11 +182,17 @@ def _check_report(path: str, report: dict) -> None:
     for method, per_target in results.items():
         if not isinstance(per_target, dict):
             raise ValueError(f"speedup report {path!r}: unit_results.{method} must be a mapping of target to unit")
-        for target, per_unit in per_target.items():
+        for name, per_unit in per_target.items():
             if not isinstance(per_unit, dict) or not all(isinstance(c, dict) for c in per_unit.values()):
                 raise ValueError(
-                    f"speedup report {path!r}: unit_results.{method}.{target} must be a mapping of unit to record"
+                    f"speedup report {path!r}: unit_results.{method}.{name} must be a mapping of unit to record"
                 )
+        if target not in per_target or unit not in per_target[target]:
+            where = f"{target}.{unit}" if target in per_target else target
+            raise ValueError(
+                f"speedup report {path!r}: unit_results.{method} has no {where}; allowed --target: "
+                f"{', '.join(sorted(per_target))}, --unit: {', '.join(sorted(per_target.get(target, {})))}"
+            )
 
 
 def _check_claims(path: str, claims: dict) -> None:
@@ -273,7 +279,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     curves = load_curves(find_curve_files(args.curves))
     reports = [_read_json(r, "speedup report") for r in args.speedup]
     for path, report in zip(args.speedup, reports):
-        _check_report(path, report)
+        _check_report(path, report, args.target, args.unit)
     claims = _read_json(args.claims, "claims ledger") if args.claims else None
     if claims is not None:
         _check_claims(args.claims, claims)

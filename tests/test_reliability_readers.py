@@ -166,6 +166,10 @@ def test_an_all_nan_audit_fails_the_check_not_refutes(tmp_path, capsys):
     assert " check failed " in line and "refuted" not in line and str(path) in line and "=nan" in line, line
     assert "must be a finite number" in line
     assert tree_hash(goldens) == before
+    rc, _, err = run_cli(
+        capsys, "claims", "--skip-pytest", "--update", "--goldens", goldens, "--reports", tmp_path / "reports"
+    )
+    assert rc == 1 and "check failed for" in err and "repa-17.5x" in err  # before: "refuted" under --update, exit 0
 
 
 DIVERGED_RECORDS = [
@@ -260,6 +264,13 @@ SUMMARY_INPUTS = [
         "traceback",
     ),
     ("report-is-a-list", "speedup", lambda r: [r], ["speedup.json", "list", "JSON object"], "traceback"),
+    (
+        "report-without-the-target",
+        "speedup",
+        lambda r: r.update(unit_results={m: {"third": t["third"]} for m, t in r["unit_results"].items()}),
+        ["speedup.json", "has no final", "--target"],
+        "weak",
+    ),
     ("claims-without-counts", "claims", _drop("counts"), ["claims.json", "counts=missing"], "traceback"),
     (
         "claims-count-as-text",
