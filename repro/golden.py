@@ -33,6 +33,7 @@ def load_curves(folder: str | Path) -> dict[str, dict[str, Any]]:
     curves: dict[str, dict[str, Any]] = {}
     source: dict[str, Path] = {}
     for path, curve in zip(files, load_checked(files, include_incomplete=True, finite_values=False)):
+        _check_steps(path, curve)
         run_id = curve["run_id"]
         if run_id in curves:
             raise ValueError(f"{path}: run_id {run_id!r} is also the run id of {source[run_id]}; give each run once")
@@ -46,11 +47,16 @@ def _golden_curve(path: Path) -> dict[str, Any]:
     from .speedup import load_curves as load_checked
 
     curve = load_checked([path], include_incomplete=True, finite_values=False)[0]
+    _check_steps(path, curve)
+    return curve
+
+
+def _check_steps(path: Path, curve: dict[str, Any]) -> None:
+    """Every point of a compared curve is a mapping with an integer ``step`` (what the comparison is keyed by)."""
     for i, point in enumerate(curve["points"]):
         if not isinstance(point, dict) or isinstance(point.get("step"), bool) or not isinstance(point.get("step"), int):
             step = point.get("step") if isinstance(point, dict) else point
             raise ValueError(f"{path}: points[{i}].step={step!r} is not allowed; must be an integer")
-    return curve
 
 
 def _number(v: Any) -> float | None:

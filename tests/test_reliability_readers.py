@@ -943,3 +943,14 @@ def test_a_planted_vae_weights_file_is_refused_in_one_line(tmp_path, capsys):
     line = [line for line in err.splitlines() if " error: " in line]
     assert len(line) == 1 and "Traceback" not in err and str(vae) in line[0], err
     assert not marker.exists() and tree_hash(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("side", ["new", "golden"])
+def test_compare_names_a_point_without_its_step(tmp_path, capsys, side):
+    new, golden = copy_curves(tmp_path / "new", ["dit-s0"]), copy_curves(tmp_path / "golden", ["dit-s0"])
+    edit_curve((new if side == "new" else golden) / "dit-s0.json", lambda c: c["points"][1].pop("step"))
+    before = tree_hash(tmp_path)
+    rc, _, err = run_cli(capsys, "compare", new, golden)
+    assert rc == 2  # before: KeyError 'step' (golden) or a wrong comparison
+    assert_one_line_error(err, "dit-s0.json", "points[1].step=None", "integer")
+    assert tree_hash(tmp_path) == before
