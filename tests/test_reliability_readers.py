@@ -954,3 +954,18 @@ def test_compare_names_a_point_without_its_step(tmp_path, capsys, side):
     assert rc == 2  # before: KeyError 'step' (golden) or a wrong comparison
     assert_one_line_error(err, "dit-s0.json", "points[1].step=None", "integer")
     assert tree_hash(tmp_path) == before
+
+
+def test_gpu_pack_without_a_registry_is_one_line(tmp_path, capsys, monkeypatch):
+    import subprocess
+
+    from repro import gpu
+
+    def no_registry(cmd, **kwargs):  # what pip does where no index can be reached
+        raise subprocess.CalledProcessError(1, cmd)
+
+    monkeypatch.setattr(gpu.subprocess, "run", no_registry)
+    dest = tmp_path / "wheels"
+    rc, err = _gpu(capsys, "pack", "--dest", dest)
+    assert rc == 2  # before: a CalledProcessError traceback
+    assert_one_line_error(err.replace("error: ", "python -m repro.gpu: error: "), "pip download failed", "registry")
