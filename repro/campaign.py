@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +97,7 @@ class Stage:
     seed: int
     cmd: str
     waits_for: tuple[str, ...] = ()  # dependencies that do not exist yet
+    unlocked: bool = False  # its outputs exist but dvc.lock has no entry for it (a truncated or lost dvc.lock)
 
     @property
     def resumable(self) -> bool:
@@ -135,6 +138,7 @@ def pending(root: Path, everything: bool = False, scale: str | None = None) -> l
     names = [name for name in defined if name.startswith(TRAIN_PREFIX) and "matrix" in defined[name]]
     if not names:
         raise ValueError(f"{root / 'dvc.yaml'}: no training stage ({TRAIN_PREFIX}...) to run")
+    locked = _locked_stages(root)
     stages = []
     with Repo(str(root)) as repo:
         collected = [
@@ -150,8 +154,25 @@ def pending(root: Path, everything: bool = False, scale: str | None = None) -> l
             if everything or stage.name in stale:
                 method, seed = parse_stage_name(stage.name)
                 missing = tuple(str(d.def_path) for d in stage.deps if not (root / str(d.def_path)).exists())
-                stages.append(Stage(stage.name, method, seed, stage.cmd, missing))
+                made = bool(stage.outs) and all((root / str(o.def_path)).exists() for o in stage.outs)
+                stages.append(Stage(stage.name, method, seed, stage.cmd, missing, made and stage.name not in locked))
     return stages
+
+
+def _locked_stages(root: Path) -> set[str]:
+    """The stage names ``dvc.lock`` records (none when there is no lock yet); a lock that is not valid YAML or not
+    a mapping of stages is a one-line error naming it, not every run listed as out of date."""
+    from .io import read_yaml
+
+    path = root / "dvc.lock"
+    if not path.exists():
+        return set()
+    lock = read_yaml(path)
+    if lock is None:
+        return set()
+    if not isinstance(lock, dict) or not isinstance(lock.get("stages", {}), dict):
+        raise ValueError(f"{path}: not a DVC lock file (a mapping with 'stages'); restore it: git checkout {path.name}")
+    return set(lock.get("stages") or {})
 
 
 def _stage_scale(cmd: str) -> str | None:
@@ -195,6 +216,12 @@ def run_campaign(
         if left:
             log(f"{len(left)} training stage(s) of other methods left for later (--methods)")
     log(f"{len(todo)} training stage(s) {what}: " + (", ".join(s.name for s in todo) or "none"))
+    unlocked = [s.name for s in todo if s.unlocked]
+    if unlocked:
+        log(
+            f"warning: {len(unlocked)} of them have their outputs but no entry in dvc.lock ({', '.join(unlocked)}): "
+            "dvc.lock may be truncated or from another branch; check `git diff dvc.lock` before re-running them"
+        )
     result: dict[str, str] = {}
     if not everything:
         skipped = [s for s in todo if diverged_record(root, s).exists()]
@@ -219,6 +246,13 @@ def run_campaign(
     logs = root / "runs" / "campaign-logs"
     logs.mkdir(parents=True, exist_ok=True)
     running: list[tuple[Stage, subprocess.Popen, float]] = []
+    try:
+        return _run_pieces(root, todo, jobs, hours, log, logs, running, result)
+    finally:  # an error or Ctrl-C here: no run goes on without the campaign that watches it
+        _stop_children(running, log)
+
+
+def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str, str]:
     start, longest = time.monotonic(), 0.0
     queue = list(todo)
     stopping = False
@@ -236,7 +270,13 @@ def run_campaign(
             stage = queue.pop(0)
             log(f"start {stage.name}: {stage.cmd}")
             with _stage_log(logs, stage).open("w") as logfile:  # the child keeps its copy
-                proc = subprocess.Popen(shlex.split(stage.cmd), cwd=root, stdout=logfile, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen(
+                    shlex.split(stage.cmd),
+                    cwd=root,
+                    stdout=logfile,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_dies_with(os.getpid()),
+                )
             running.append((stage, proc, time.monotonic()))
         if not running:  # the next run would not fit the piece
             break
@@ -281,6 +321,42 @@ def run_campaign(
     if queue:
         log(f"{len(queue)} stage(s) left for the next piece (the next would not fit in {hours} h)")
     return result
+
+
+def _dies_with(parent: int):
+    """A ``preexec_fn`` that makes a run's process get SIGTERM when the campaign that started it dies, even by
+    ``kill -9`` (Linux's parent-death signal): the run checkpoints and exits instead of going on, unwatched, with
+    its run directory locked for the next piece. Elsewhere it does nothing."""
+
+    def preexec() -> None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the campaign died before the signal was set up
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec if sys.platform.startswith("linux") else None
+
+
+def _stop_children(running: list, log, grace_s: float = 60.0) -> None:
+    """SIGTERM to every run still running, then wait (a run checkpoints at its next step and exits)."""
+    alive = [(stage, proc) for stage, proc, _ in running if proc.poll() is None]
+    if not alive:
+        return
+    log(f"stopping {', '.join(stage.name for stage, _ in alive)}: the campaign ends")
+    for _, proc in alive:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for _, proc in alive:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _stage_log(logs: Path, stage: Stage) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -191,9 +192,13 @@ def add_run_args(parser: argparse.ArgumentParser, *, method: bool = True) -> Non
 
 
 def nonnegative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
+    """A finite number >= 0 (a tolerance of inf would pass any value: it checks nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; must be a finite number >= 0")
     return value
 
 
@@ -228,8 +233,30 @@ def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
     return [a for i, a in enumerate(argv) if not (i < lead and a == "--debug")], debug
 
 
+NEGATIVE_VALUED = ("--range",)
+"""Options whose value may start with a minus (``--range -1,1``): argparse would read such a value as an option."""
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--range -1,1`` as ``--range=-1,1``: the spelling the help shows parses like the one argparse accepts."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in NEGATIVE_VALUED and i + 1 < len(argv) and argv[i + 1][:2].replace(".", "0") in _MINUS_DIGIT:
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+_MINUS_DIGIT = {f"-{d}" for d in "0123456789"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
+    argv = _join_negative_values(argv)
     only = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(only).parse_args(argv)
     from .runtime import cpu_setup

@@ -12,7 +12,6 @@ looser one. Wall-clock seconds are reported, never compared.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,30 @@ def load_curves(folder: str | Path) -> dict[str, dict[str, Any]]:
     curves: dict[str, dict[str, Any]] = {}
     source: dict[str, Path] = {}
     for path, curve in zip(files, load_checked(files, include_incomplete=True, finite_values=False)):
+        _check_steps(path, curve)
         run_id = curve["run_id"]
         if run_id in curves:
             raise ValueError(f"{path}: run_id {run_id!r} is also the run id of {source[run_id]}; give each run once")
         curves[run_id], source[run_id] = curve, path
     return curves
+
+
+def _golden_curve(path: Path) -> dict[str, Any]:
+    """A golden curve, checked as :func:`load_curves` checks curves (valid JSON, the fields a curve needs, each
+    point with a step): a one-line error naming the file and the field, not a ``KeyError`` after the training."""
+    from .speedup import load_curves as load_checked
+
+    curve = load_checked([path], include_incomplete=True, finite_values=False)[0]
+    _check_steps(path, curve)
+    return curve
+
+
+def _check_steps(path: Path, curve: dict[str, Any]) -> None:
+    """Every point of a compared curve is a mapping with an integer ``step`` (what the comparison is keyed by)."""
+    for i, point in enumerate(curve["points"]):
+        if not isinstance(point, dict) or isinstance(point.get("step"), bool) or not isinstance(point.get("step"), int):
+            step = point.get("step") if isinstance(point, dict) else point
+            raise ValueError(f"{path}: points[{i}].step={step!r} is not allowed; must be an integer")
 
 
 def _number(v: Any) -> float | None:
@@ -255,20 +273,21 @@ def rerun(
             if value not in known:
                 raise ConfigError(f"--{name}: {value!r} is not a {name[:-1]} of scale {scale}; allowed: {known}")
         runs = [r for r in runs if r[index] in wanted]
-    expected: list[float | None] = []  # each run's training seconds in its golden, where there is one
+    goldens = {}  # every golden checked before anything trains: a broken one would otherwise fail after the runs
     for method, seed, _ in runs:
         path = golden_dir / f"{method}-s{seed}.json"
-        last = json.loads(path.read_text())["points"][-1:] if path.exists() else []
+        if path.exists():
+            goldens[method, seed] = _golden_curve(path)
+    expected: list[float | None] = []  # each run's training seconds in its golden, where there is one
+    for method, seed, _ in runs:
+        last = goldens[method, seed]["points"][-1:] if (method, seed) in goldens else []
         expected.append(_number(last[0].get("seconds")) if last else None)
     if points is not None:
         if isinstance(points, bool) or not isinstance(points, int) or points < 1:
             raise ConfigError(f"--points: {points!r} is not allowed; must be a positive integer")
-        absent = [r for r in runs if not (golden_dir / f"{r[0]}-s{r[1]}.json").exists()]
+        absent = [r for r in runs if (r[0], r[1]) not in goldens]
         runs = [r for r in runs if r not in absent]  # a prefix needs its golden: a campaign not yet run has none
-        expected = [
-            prefix_config(cfg, json.loads((golden_dir / f"{method}-s{seed}.json").read_text()), points)
-            for method, seed, cfg in runs
-        ]
+        expected = [prefix_config(cfg, goldens[method, seed], points) for method, seed, cfg in runs]
     cpu = (device or "cpu").startswith("cpu")
     jobs = side_by_side(jobs, [cfg.train.threads for *_, cfg in runs], scale, cpu)
     args = [(cfg, str(out_dir / cfg.run_id), device) for *_, cfg in runs]  # a RunConfig pickles to a worker
@@ -303,7 +322,7 @@ def rerun(
             atomic_write_json(golden_path, curve)
             report[cfg.run_id] = {"status": "new", "problems": [f"no golden: wrote {golden_path}"]}
             continue
-        golden = json.loads(golden_path.read_text())
+        golden = _golden_curve(golden_path)
         problems = compare_curve(curve, golden, rel_tol, abs_tol, points)
         gap = largest_gap(curve, golden, rel_tol, abs_tol, points)
         report[cfg.run_id] = {"status": "fail" if problems else "pass", "problems": problems, "gap": gap}

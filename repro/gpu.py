@@ -209,19 +209,24 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"--wheels: {folder} has no {MANIFEST}; make the folder with `python -m repro.gpu pack`"
         )
-    manifest = json.loads(path.read_text())
-    if not isinstance(manifest.get("wheels"), list):
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"{path}: not valid JSON ({exc}); make the folder again with `python -m repro.gpu pack`"
+        ) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("wheels"), list):
         raise ValueError(f"{path}: 'wheels' must be a list of wheel records")
     return manifest
 
 
-def install_missing(folder: Path, target: Path, log=print) -> list[dict[str, Any]]:
-    """Install, from ``folder`` only, every manifest wheel whose module is not importable; checked by sha256.
-
-    The wheels go to ``target`` (``pip --target``, no dependencies resolved: the manifest lists them all),
-    which is put first on ``sys.path`` and ``PYTHONPATH``. Returns the installed wheel records.
-    """
+def check_wheels(folder: Path) -> list[dict[str, Any]]:
+    """The manifest's wheel records whose module is not importable (what :func:`install_missing` installs), each
+    present with its sha256 checked: the campaign checks them before it starts."""
     manifest = read_manifest(folder)
+    for i, w in enumerate(manifest["wheels"]):
+        if not isinstance(w, dict) or not all(isinstance(w.get(k), str) for k in ("file", "module", "sha256")):
+            raise ValueError(f"{folder / MANIFEST}: wheels[{i}] must be a record with file, module and sha256")
     todo = [w for w in manifest["wheels"] if importlib.util.find_spec(w["module"]) is None]
     for w in todo:
         path = folder / w["file"]
@@ -230,6 +235,16 @@ def install_missing(folder: Path, target: Path, log=print) -> list[dict[str, Any
         digest = sha256_file(path)
         if digest != w["sha256"]:
             raise ValueError(f"{path}: sha256 {digest} does not match the manifest's {w['sha256']}")
+    return todo
+
+
+def install_missing(folder: Path, target: Path, log=print) -> list[dict[str, Any]]:
+    """Install, from ``folder`` only, every manifest wheel whose module is not importable; checked by sha256.
+
+    The wheels go to ``target`` (``pip --target``, no dependencies resolved: the manifest lists them all),
+    which is put first on ``sys.path`` and ``PYTHONPATH``. Returns the installed wheel records.
+    """
+    todo = check_wheels(folder)
     if not todo:
         log("install: every wheel's module is already importable; nothing installed")
         return []
@@ -721,7 +736,13 @@ def land(out: str | os.PathLike, goldens: str | os.PathLike = GOLDENS) -> list[P
     record_path = out / "campaign.json"
     if not record_path.is_file():
         raise FileNotFoundError(f"land: {out} has no campaign.json; pass the folder given to `campaign --out`")
-    prov = json.loads(record_path.read_text()).get("provenance") or {}
+    try:
+        record = json.loads(record_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"land: {record_path} is not valid JSON ({exc})") from None
+    prov = (record.get("provenance") if isinstance(record, dict) else None) or {}
+    if not isinstance(prov, dict):
+        raise ValueError(f"land: {record_path}: provenance={prov!r} is not allowed; must be a mapping")
     if prov.get("dry_run") is not False or not prov.get("cuda") or str(prov.get("device", "cpu")).startswith("cpu"):
         raise ValueError(
             f"land: {record_path} is from device {prov.get('device')!r} with dry_run={prov.get('dry_run')!r}; "
@@ -775,18 +796,43 @@ def main(argv: list[str] | None = None) -> int:
             print(f"landed {path}")
         return 0
     if args.command == "pack":
-        m = pack(args.dest, data=not args.no_data)
+        if args.dest.exists() and not args.dest.is_dir():
+            print(f"error: --dest: {args.dest} is a file; a folder is needed", file=sys.stderr)
+            return 2
+        try:
+            m = pack(args.dest, data=not args.no_data)
+        except subprocess.CalledProcessError as exc:
+            print(f"error: pack: pip download failed (exit {exc.returncode}; no package registry?)", file=sys.stderr)
+            return 2
+        except (OSError, ValueError, RuntimeError) as exc:
+            print(f"error: pack: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
         for w in m["wheels"]:
             print(f"{w['file']:<50}{w['bytes'] / 2**20:>8.2f} MiB")
         for r in m["data"]:
             print(f"{r['file']:<50}{r['bytes'] / 2**20:>8.2f} MiB")
         print(f"{'total':<50}{m['total_bytes'] / 2**20:>8.2f} MiB in {args.dest}")
         return 0
-    for name in ("budget_s", "train_budget_s", "mfu"):
+    for name in ("budget_s", "train_budget_s", "mfu", "peak_tflops"):
         v = getattr(args, name)
-        if not v > 0 or (name == "mfu" and v > 1):
-            allowed = "a number in (0, 1]" if name == "mfu" else "a positive number of seconds"
-            print(f"error: --{name.replace('_', '-')}: {v} is not allowed; {allowed}", file=sys.stderr)
+        if v is None and name == "peak_tflops":
+            continue
+        if not (v > 0 and v < float("inf")) or (name == "mfu" and v > 1):  # also refuses nan
+            allowed = {"mfu": "a number in (0, 1]", "peak_tflops": "a positive finite number of TFLOP/s"}.get(
+                name, "a positive finite number of seconds"
+            )
+            print(f"error: --{name.replace('_', '-')}: {v} is not allowed; must be {allowed}", file=sys.stderr)
+            return 2
+    for option, path, kind in (("--out", args.out, "folder"), ("--params", args.params, "file")):
+        if (kind == "folder" and path.exists() and not path.is_dir()) or (kind == "file" and not path.is_file()):
+            why = "is a file" if kind == "folder" else "is not a file"
+            print(f"error: {option}: {path} {why}; a {kind} is needed", file=sys.stderr)
+            return 2
+    if args.wheels is not None and (args.wheels / MANIFEST).is_file():
+        try:
+            check_wheels(args.wheels)  # checked before the campaign starts its clock and its outputs
+        except (OSError, ValueError) as exc:
+            print(f"error: --wheels: {exc}", file=sys.stderr)
             return 2
     if args.train_budget_s > args.budget_s:
         print(f"error: --train-budget-s: {args.train_budget_s} exceeds --budget-s {args.budget_s}", file=sys.stderr)

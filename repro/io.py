@@ -8,6 +8,7 @@ never leaves a half-written file or destroys the previous one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -45,8 +46,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_writable(option: str, path: str | os.PathLike | None) -> None:
+    """A one-line ``ValueError`` (naming ``option`` and ``path``) when ``path`` cannot be written as a file: a
+    folder, under a file, or in a folder this process may not write. Call it before the work whose result goes
+    there, so that a run does not train for hours to fail at its last line."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option}: {str(path)!r} is a folder; a file path is needed")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option}: {str(path)!r} cannot be written: {str(parent)!r} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{option}: {str(path)!r} cannot be written: no write permission")
+
+
+@contextlib.contextmanager
+def _naming(path: str | os.PathLike) -> Iterator[None]:
+    """An ``OSError`` of a write (disk full, quota, I/O error) names the file it was writing; torch's writer reports
+    a full disk as a ``RuntimeError`` ("enforce fail ... unexpected pos"), turned into the ``OSError`` it is."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, f"{e.strerror or e}; nothing was changed", str(path)) from e
+        raise
+    except RuntimeError as e:
+        if "unexpected pos" not in str(e) and "file write failed" not in str(e):
+            raise
+        raise OSError(errno.ENOSPC, "could not be written (disk full?); nothing was changed", str(path)) from e
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with _naming(path), atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -64,7 +99,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     # Through a file object: given a file name, torch.save names the archive's top folder after it (here the
     # random temporary name), so the same object would give different bytes (and sha256) on every save.
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with _naming(path), atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
     return Path(path)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,13 @@ class RunDirectoryError(ValueError):
 
 class RunLock:
     """An exclusive ``flock`` on ``run_dir/.lock``, held while a process writes the run directory; the file
-    names the holder's pid. The kernel releases the lock when the process ends, however it ends."""
+    names the holder (pid, host, since when). The kernel releases the lock when the process ends, however it ends;
+    a holder killed before it could clear the file leaves its name there, kept in ``previous`` for the next holder
+    to say whose run it takes over."""
 
     def __init__(self, run_dir: Path):
         self.run_dir, self.fd = Path(run_dir), None
+        self.previous: str | None = None
 
     def __enter__(self) -> RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -36,14 +41,16 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
             os.close(fd)
             raise RunDirectoryError(
                 f"{self.run_dir}: another process (pid {holder}) is writing this run directory; "
                 "wait for it to end or give another --out"
             ) from None
+        self.previous = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()} since {since}\n".encode(), 0)
         self.fd = fd
         return self
 

@@ -31,9 +31,10 @@ current directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
-import shutil
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -85,6 +86,41 @@ def _read_repro_checkpoint(ckpt_path: Path):
     return ckpt if isinstance(ckpt, dict) and "config" in ckpt else None
 
 
+def _read_run_config(path: Path) -> dict[str, Any]:
+    """A run's ``config.json``, with its ``model`` and ``objective`` sections: a one-line error naming the file."""
+    try:
+        run = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"config: {path} is not valid JSON ({e})") from None
+    if not isinstance(run, dict):
+        raise ValueError(f"config: {path} holds a {type(run).__name__}; must be a run's config.json (a JSON object)")
+    for key in ("model", "objective"):
+        if not isinstance(run.get(key), dict):
+            raise ValueError(f"config: {path}: {key} is missing or not a mapping; must be a run's config.json")
+    return run
+
+
+def _check_same_model(ckpt_path: Path, model: dict[str, Any], config_path: Path, run: dict[str, Any]) -> None:
+    """The checkpoint's model is the run's (the same fields as ``config.json``'s ``model``): a checkpoint of another
+    model placed in a run directory would otherwise be sampled and labelled with that run's id."""
+    from .rundir import config_differences, plain
+
+    stored = {k: v for k, v in plain(run["model"]).items() if k in model}  # fields a newer config adds are not checked
+    differ = config_differences(plain(model), stored)
+    if differ:
+        shown = ", ".join(f"{k}: {_dig(model, k)!r} vs {_dig(run['model'], k)!r}" for k in differ[:4])
+        raise ValueError(
+            f"checkpoint: {ckpt_path} is of another model than {config_path} ({shown}); allowed: the run's own "
+            "checkpoint, or --config with the config.json of the run that wrote it"
+        )
+
+
+def _dig(data: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        data = data.get(key, "missing") if isinstance(data, dict) else "missing"
+    return data
+
+
 def load_for_sampling(
     ckpt_path: Path, config_path: Path | None, weights: str = "ema", device: str | torch.device = "cpu"
 ):
@@ -107,7 +143,8 @@ def load_for_sampling(
             raise ValueError(
                 f"checkpoint: {ckpt_path} has no {weights!r} weights (holds {sorted(ckpt)}); try --weights model"
             )
-        run = json.loads(Path(config_path).read_text())
+        run = _read_run_config(config_path)
+        _check_same_model(ckpt_path, ckpt["config"], config_path, run)
         model = DiT(DiTConfig(**ckpt["config"]))
         model.load_state_dict(ckpt[weights], strict=True)
         step = ckpt.get("step")
@@ -127,7 +164,7 @@ def load_for_sampling(
         model = DiT(cfg)
         model.load_state_dict(state, strict=True)
         if config_path is not None:
-            run = json.loads(Path(config_path).read_text())
+            run = _read_run_config(config_path)
         else:
             run = {
                 "run_id": None,
@@ -430,7 +467,13 @@ def sample_set(
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
         plan_path = parts / PLAN
-        if plan_path.is_file():
+        foreign = sorted(p.name for p in parts.iterdir() if not _ours(p.name)) if parts.is_dir() else []
+        if foreign:
+            problem[0] = (
+                f"{parts}: holds files repro sample did not write ({', '.join(foreign[:3])}); it is the folder of "
+                "this --out's batches: move them or give another --out"
+            )
+        elif plan_path.is_file():
             old = json.loads(plan_path.read_text())
             if old != json.loads(json.dumps(plan)):
                 differ = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
@@ -467,8 +510,38 @@ def sample_set(
     if rank != 0:
         return False
     assemble(parts, out, num, batch_size, provenance, decoder.latent)
-    shutil.rmtree(parts)
+    for path in parts.iterdir():  # what this command wrote there, and nothing else
+        if _ours(path.name) and path.is_file():
+            path.unlink()
+    with contextlib.suppress(OSError):
+        parts.rmdir()
     return True
+
+
+_PART_FILE = re.compile(r"^(batch-\d{6}\.npz|arr_0\.npy|plan\.json|\..+\.[A-Za-z0-9_]{8}\.tmp)$")
+
+
+def _ours(name: str) -> bool:
+    """Whether a file in ``OUT.parts/`` is one that sampling writes (a batch, the plan, the assembled images, or a
+    temporary file of an interrupted atomic write)."""
+    return bool(_PART_FILE.match(name))
+
+
+def check_samples_out(out: Path) -> None:
+    """``--out`` may be replaced only when it does not exist or is a sample set that ``repro sample`` wrote (it has
+    a ``provenance`` member): an ADM reference batch or another ``.npz`` given by mistake is never overwritten."""
+    if not out.exists():
+        return
+    try:
+        with zipfile.ZipFile(out) as z:
+            ours = "provenance.npy" in z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        ours = False
+    if not ours:
+        raise ValueError(
+            f"--out {str(out)!r} exists and is not a sample set written by repro sample (no provenance member); "
+            "allowed: a new file or one repro sample wrote"
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -551,6 +624,11 @@ def _run_cli(args: argparse.Namespace) -> int:
         if args.out
         else default_out(Path(args.source), ckpt, args.weights, steps, scale, args.num_samples, args.seed)
     )
+    try:
+        check_samples_out(out)
+    except ValueError as e:
+        print(f"repro sample: error: {e}", file=sys.stderr)
+        return 2
     plan = {
         "checkpoint": str(ckpt),
         "checkpoint_sha256": sha256_file(ckpt) if rank == 0 else None,

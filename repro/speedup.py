@@ -1095,6 +1095,10 @@ def normalize_seed(seed: Any, where: str) -> int:
     return seed
 
 
+NON_NEGATIVE = frozenset({"fid", "val_loss", *UNITS.values()})
+"""Point fields that cannot be negative: a distance, a mean squared error, costs (KID's unbiased estimate can be)."""
+
+
 def load_curves(
     paths: Iterable[str | os.PathLike], include_incomplete: bool = False, finite_values: bool = True
 ) -> list[dict[str, Any]]:
@@ -1130,8 +1134,27 @@ def load_curves(
                     continue
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                     raise ValueError(f"{p}: points[{i}].{key}={v!r} is not allowed; must be a finite number")
+                if v < 0 and key in NON_NEGATIVE:
+                    raise ValueError(f"{p}: points[{i}].{key}={v!r} is not allowed; must be a finite number >= 0")
         curves.append(curve)
     return curves
+
+
+def _check_replaceable(option: str, path: str | os.PathLike, keys: Sequence[str], what: str) -> None:
+    """``path`` may be replaced only when it does not exist or holds what this command writes (a JSON object with
+    ``keys``): a curve or a report of another kind given by mistake is never overwritten."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and all(k in data for k in keys)):
+        raise ValueError(
+            f"{option}: {str(path)!r} exists and is not {what} (a JSON object with {', '.join(keys)}); allowed: a new "
+            "file or one this command wrote"
+        )
 
 
 def _check_output(option: str, path: str | os.PathLike | None) -> None:
@@ -1204,6 +1227,7 @@ def _run_targets(args: argparse.Namespace) -> int:
     curves = load_curves(find_curve_files(args.curves))
     doc = train_targets(curves, args.objective)
     doc["provenance"] = provenance(None, device="none (arithmetic on committed curves)")
+    _check_replaceable("--out", args.out, ("fid", "objective"), "a targets file")
     atomic_write_json(args.out, round_floats(doc))
     print(
         f"wrote {args.out}: FID {doc['fid']:.4g}, validation loss {doc['val_loss']:.4g} ({args.objective}), "
@@ -1242,6 +1266,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     curves = load_curves(files, include_incomplete=args.include_incomplete)
     if args.allow_no_runs and args.baseline not in {c["method"] for c in curves}:
         why = f"the baseline {args.baseline!r} has no curve in --curves {' '.join(args.curves)}"
+        _check_replaceable("--out", args.out, ("baseline", "unit_results"), "a speedup report")
         write_json(no_runs_report(args.baseline, args.metric, args.units, args.k, why), args.out)
         warn(f"{why}; wrote {args.out} without results" + (f" and no {args.plot}" if args.plot else ""))
         return 0
@@ -1258,6 +1283,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         growth_pairs=[_growth_pair(g) for g in args.growth],
     )
     report["inputs"] = [{"path": os.path.relpath(f), "run_id": c["run_id"]} for f, c in zip(files, curves)]
+    _check_replaceable("--out", args.out, ("baseline", "unit_results"), "a speedup report")
     write_json(report, args.out)
     if args.ladder_plot:
         plot_ladder(report, args.ladder_plot, unit=report["ladder_units"][0] if report["ladder_units"] else "macs")

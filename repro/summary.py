@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from collections.abc import Sequence
@@ -155,27 +156,139 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 def _read_json(path: str, what: str) -> dict:
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{what} {path!r}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path!r}: holds a {type(data).__name__}; must be a JSON object")
+    return data
+
+
+def _check_report(path: str, report: dict, target: str = "final", unit: str = "macs") -> None:
+    """The fields of a speedup report that :func:`summarize` reads, each checked: a one-line error naming the file
+    and the field, not a ``KeyError``."""
+    baseline = report.get("baseline")
+    if not isinstance(baseline, str) or not baseline:
+        raise ValueError(f"speedup report {path!r}: baseline={baseline!r} is not allowed; must be a method name")
+    metric = report.get("metric", "fid")
+    if not isinstance(metric, str) or not metric:
+        raise ValueError(f"speedup report {path!r}: metric={metric!r} is not allowed; must be a metric name")
+    results = report.get("unit_results", {})
+    if not isinstance(results, dict):
+        raise ValueError(
+            f"speedup report {path!r}: unit_results is not allowed as {type(results).__name__}; "
+            "must be a mapping of method to target to unit"
+        )
+    for method, per_target in results.items():
+        if not isinstance(per_target, dict):
+            raise ValueError(f"speedup report {path!r}: unit_results.{method} must be a mapping of target to unit")
+        for name, per_unit in per_target.items():
+            if not isinstance(per_unit, dict) or not all(isinstance(c, dict) for c in per_unit.values()):
+                raise ValueError(
+                    f"speedup report {path!r}: unit_results.{method}.{name} must be a mapping of unit to record"
+                )
+        if target not in per_target or unit not in per_target[target]:
+            where = f"{target}.{unit}" if target in per_target else target
+            raise ValueError(
+                f"speedup report {path!r}: unit_results.{method} has no {where}; allowed --target: "
+                f"{', '.join(sorted(per_target))}, --unit: {', '.join(sorted(per_target.get(target, {})))}"
+            )
+
+
+def _check_claims(path: str, claims: dict) -> None:
+    counts = claims.get("counts")
+    if not isinstance(counts, dict) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts.values()
+    ):
+        shown = "missing" if counts is None else json.dumps(counts)[:80]
+        raise ValueError(
+            f"claims ledger {path!r}: counts={shown} is not allowed; must be a mapping of verdict to a count >= 0"
+        )
+
+
+SUMMARY_KEYS = frozenset({"value", "sd", "n", "ci_lower", "ci_upper", *BOUND_KEYS.values()})
+"""Every key a summary file may hold: a file with another key was not written by ``repro summary``."""
+_SUMMARY_PATH = re.compile(r"^(fid|val_loss|verdicts)/[^/]+\.json$|^speedup-vs-[^/]+/[^/]+/[^/]+\.json$")
+
+
+def _written_by_summary(path: Path, rel: str) -> bool:
+    """Whether ``path`` (``rel`` under the output folder) is a file that ``repro summary`` writes: one of its
+    paths, holding a flat JSON object of its keys only."""
+    if not _SUMMARY_PATH.match(rel):
+        return False
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    flat = isinstance(data, dict) and not any(isinstance(v, dict | list) for v in data.values())
+    return flat and set(data) <= SUMMARY_KEYS
+
+
+def _check_out_folder(out: Path) -> list[Path]:
+    """The summary files of an earlier ``repro summary`` in ``out`` (which it may replace or remove); a
+    one-line ``ValueError`` when ``out`` holds anything else, before anything is written: a summary never
+    deletes or overwrites a file it did not write."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; a folder is needed")
+    if not out.exists():
+        return []
+    from .io import _TEMPORARY
+
+    ours, foreign = [], []
+    for path in sorted(out.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        rel = path.relative_to(out).as_posix()
+        if _TEMPORARY.match(path.name):
+            continue  # an atomic write killed midway; left alone
+        (ours if path.is_file() and not path.is_symlink() and _written_by_summary(path, rel) else foreign).append(path)
+    if foreign:
+        raise ValueError(
+            f"--out {str(out)!r} holds {len(foreign)} file(s) that repro summary did not write "
+            f"(e.g. {str(foreign[0])!r}); "
+            "allowed: a new or empty folder, or one that only an earlier repro summary wrote"
+        )
+    return ours
+
+
+def _check_plot_data(path: Path) -> None:
+    """``--plot-data`` may replace only an earlier plot table (``provenance`` and ``points``)."""
+    if path.is_dir():
+        raise ValueError(f"--plot-data {str(path)!r} is a folder; a file is needed")
+    if not path.exists():
+        return
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and set(data) == {"provenance", "points"}):
+        raise ValueError(
+            f"--plot-data {str(path)!r} exists and is not a plot table of repro summary (keys provenance, points); "
+            "allowed: a new file or one that repro summary wrote"
+        )
 
 
 def _run_cli(args: argparse.Namespace) -> int:
     from .io import atomic_write_json
     from .speedup import find_curve_files, load_curves
 
+    out = Path(args.out)
+    earlier = _check_out_folder(out)
+    if args.plot_data:
+        _check_plot_data(Path(args.plot_data))
     curves = load_curves(find_curve_files(args.curves))
     reports = [_read_json(r, "speedup report") for r in args.speedup]
+    for path, report in zip(args.speedup, reports):
+        _check_report(path, report, args.target, args.unit)
     claims = _read_json(args.claims, "claims ledger") if args.claims else None
+    if claims is not None:
+        _check_claims(args.claims, claims)
     summary = summarize(curves, reports, claims, target=args.target, unit=args.unit)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {args.out!r} is a file; a folder is needed")
     out.mkdir(parents=True, exist_ok=True)
     for name, row in summary.items():
         atomic_write_json(out / f"{name}.json", row)
-    for stale in set(out.rglob("*.json")) - {out / f"{name}.json" for name in summary}:
-        stale.unlink()  # a method, report or verdict no longer in the inputs
+    for stale in set(earlier) - {out / f"{name}.json" for name in summary}:
+        stale.unlink()  # written by an earlier summary: a method, report or verdict no longer in the inputs
     for folder in sorted((d for d in out.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
         if not any(folder.iterdir()):
             folder.rmdir()

@@ -53,6 +53,7 @@ from .io import (
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
+    check_writable,
     load_checkpoint,
     remove_stale_temporaries,
 )
@@ -122,6 +123,32 @@ class RunState:
             self.step, self.seconds, self.points = int(ck["step"]), float(ck["seconds"]), json.loads(ck["points"])
         except (RuntimeError, ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{path}: does not fit this run ({' '.join(str(e).split())[:200]})") from e
+        check_checkpoint_step(path, ck)
+
+
+def check_checkpoint_step(path: Path, ck: dict[str, Any]) -> None:
+    """Cross-checks a checkpoint's ``step`` against its weights' own record of it: every parameter's optimizer state
+    counts the updates the weights have had, and the curve's points were evaluated at or before it. A ``step`` that
+    disagrees (a step-6 file relabelled 12) would resume to a "complete" run whose curve never saw those steps."""
+    step = ck["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: step={step!r} is not allowed; must be an integer >= 0")
+    state = ck["opt"].get("state", {}) if isinstance(ck["opt"], dict) else {}
+    updates = sorted({int(s["step"]) for s in state.values() if isinstance(s, dict) and "step" in s}) or [0]
+    if updates != [step]:
+        shown = updates[0] if len(updates) == 1 else updates
+        raise CheckpointError(
+            f"{path}: step={step} is not allowed; must be the {shown} update(s) its optimizer state records "
+            "(the weights are from another step than the file says)"
+        )
+    points = json.loads(ck["points"])
+    late = [
+        p.get("step")
+        for p in points
+        if isinstance(p, dict) and not (isinstance(p.get("step"), int) and p["step"] <= step)
+    ]
+    if late:
+        raise CheckpointError(f"{path}: points at step(s) {late[:5]} are not allowed; must be at or before step={step}")
 
 
 @torch.no_grad()
@@ -695,7 +722,13 @@ def train(
         from .data.latents import LatentShards
 
         LatentShards(cfg.data.path).validation(cfg.eval.val_size)
-    with RunLock(run_dir) if dist_info()[0] == 0 else nullcontext():
+    with RunLock(run_dir) if dist_info()[0] == 0 else nullcontext() as lock:
+        if lock is not None and lock.previous and not quiet:
+            print(
+                f"{cfg.run_id}: {run_dir} was last written by pid {lock.previous}, which ended without releasing it "
+                "(killed?); this run takes it over",
+                file=sys.stderr,
+            )
         return _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, compile, live)
 
 
@@ -840,6 +873,8 @@ def _cli(args: argparse.Namespace) -> int:
         cfg.validate()
         load_targets(args.to_target)  # a missing or broken file fails here, before anything is written
     out = Path(args.out or Path("runs") / args.scale / f"{args.method}-s{args.seed}")
+    check_writable("--grid", args.grid)  # before the training, not after it
+    check_writable("--curve", args.curve)
     try:
         curve = train(
             cfg,

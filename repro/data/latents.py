@@ -29,6 +29,7 @@ import bisect
 import json
 import math
 import os
+import pickle
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,8 @@ def load_vae(source: str | os.PathLike, *, device: str | torch.device = "cpu", d
             vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True)
         else:
             vae = AutoencoderKL.from_pretrained(str(source))
-    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the config
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        # RuntimeError: weights that do not fit the config; UnpicklingError: a weights file holding more than tensors
         raise FileNotFoundError(
             f"cannot load the VAE from {source!r}: {exc}\nGive a local directory holding config.json and the "
             "weights (AutoencoderKL.save_pretrained layout), or a hub id such as stabilityai/sd-vae-ft-ema "
@@ -295,6 +297,21 @@ def _jsonable(value):
     return str(value)
 
 
+def _load_shard(path: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """A shard (or ``val.pt``) unpickled weights-only: a file that is not one (truncated, planted code, another
+    layout) is a one-line ``ValueError`` naming it, never a traceback and never code run."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # UnpicklingError (a pickle with code), RuntimeError, EOFError, ...
+        raise ValueError(
+            f"{path}: not a readable latent shard ({type(e).__name__}): truncated, corrupt, or holding more than "
+            "tensors; re-encode it"
+        ) from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), torch.Tensor) for k in ("latents", "labels")):
+        raise ValueError(f"{path}: holds no 'latents' and 'labels' tensors; re-encode it")
+    return data
+
+
 class LatentShards(torch.utils.data.Dataset):
     """Reads the shards written by :func:`encode_image_folder`: item ``i`` is ``(latent (4, h, w), label)``.
 
@@ -341,7 +358,7 @@ class LatentShards(torch.utils.data.Dataset):
             if digest != entry["sha256"]:
                 raise ValueError(f"{path} has sha256 {digest}, the manifest says {entry['sha256']}: re-encode it")
             self._verified.add(k)
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        data = _load_shard(path, mmap)
         if len(data["labels"]) != entry["count"]:
             raise ValueError(f"{path} holds {len(data['labels'])} latents, the manifest says {entry['count']}")
         return data
@@ -369,7 +386,7 @@ class LatentShards(torch.utils.data.Dataset):
             digest = sha256_file(path)
             if digest != entry["sha256"]:
                 raise ValueError(f"{path} has sha256 {digest}, the manifest says {entry['sha256']}: re-encode it")
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = _load_shard(path)
         n = len(data["labels"]) if size is None else size
         if n > len(data["labels"]):
             raise ValueError(
@@ -474,6 +491,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--num-workers", type=int, default=4)
     args = p.parse_args(argv)
+    try:
+        return _encode_cli(args)
+    except (OSError, ValueError) as e:  # bad input: one line naming what is wrong, no traceback
+        print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+def _encode_cli(args: argparse.Namespace) -> int:
+    if not args.image_dir.is_dir():
+        raise ValueError(f"image_dir: {args.image_dir} is not a folder (an ImageFolder root: one subfolder per class)")
     cpu_setup()
     vae = load_vae(args.vae, device=args.device)
     manifest = encode_image_folder(

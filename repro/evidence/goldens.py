@@ -27,7 +27,16 @@ def first_scale(goldens: Path, scales: Sequence[str], name: str) -> tuple[str, P
 def read_audit(goldens: Path) -> tuple[Path, Any]:
     """``goldens/audit.json``'s path and content (``None`` while it does not exist)."""
     path = goldens / "audit.json"
-    return path, (json.loads(path.read_text()) if path.exists() else None)
+    return path, (read_json(path) if path.exists() else None)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's data; a file that is not valid JSON (truncated, empty, not UTF-8) is a one-line ``ValueError``
+    naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 MISSING = object()
@@ -80,19 +89,50 @@ _STAGE = re.compile(r"@(?P<method>[a-z0-9][a-z0-9.-]*)-(?P<seed>\d+)$")
 _SCALE = re.compile(r"--scale[= ](?P<scale>\S+)")
 
 
+def _diverged_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A diverged-run record and None, or None and why it is broken (naming the file and the field): its ``stage``
+    must be a stage name ``<base>@<method>-<seed>`` equal to the file's name, its ``command`` must name a scale."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"{path}: not a readable JSON record ({' '.join(str(e).split())})"
+    if not isinstance(record, Mapping):
+        return None, f"{path}: holds a {type(record).__name__}; must be a JSON object with stage and command"
+    stage, command = record.get("stage", MISSING), record.get("command", MISSING)
+    for field, value in (("stage", stage), ("command", command)):
+        if value is MISSING:
+            return None, f"{path}: {field} is missing; must be a string"
+        if not isinstance(value, str):
+            return None, f"{path}: {field}={json.dumps(value)[:80]} is not allowed; must be a string"
+    if _STAGE.search(stage) is None:
+        return (
+            None,
+            f"{path}: stage={json.dumps(stage)[:80]} is not allowed; must be a stage name <base>@<method>-<seed>",
+        )
+    if stage != path.stem:
+        return None, f"{path}: stage={json.dumps(stage)[:80]} is not allowed; must be the file's name, {path.stem!r}"
+    if _SCALE.search(command) is None:
+        return None, f"{path}: command={json.dumps(command)[:80]} is not allowed; must name the scale (--scale NAME)"
+    return record, None
+
+
+def broken_diverged_records(goldens: Path) -> list[str]:
+    """Why each broken record of ``goldens/diverged/`` is broken, one line each naming its file and field."""
+    return [why for path in sorted((goldens / DIVERGED).glob("*.json")) if (why := _diverged_record(path)[1])]
+
+
 def diverged_runs(goldens: Path, scale: str, methods: set[str]) -> list[str]:
     """The runs ``<method>-s<seed>`` of ``scale`` that diverged (``goldens/diverged/``), of ``methods`` only (all if
-    empty). A record that cannot be read counts as diverged, named by its file: it never hides a failure."""
+    empty). A record that cannot be read counts as diverged, named by its file: it never hides a failure (and
+    :func:`broken_diverged_records` says why it is broken)."""
     out = []
     for path in sorted((goldens / DIVERGED).glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-            stage, command = str(record["stage"]), str(record["command"])
-        except (OSError, ValueError, KeyError, TypeError):
+        record, broken = _diverged_record(path)
+        if record is None:
             out.append(f"{path.name} (unreadable record)")
             continue
-        name, at = _STAGE.search(stage), _SCALE.search(command)
-        if name is None or at is None or at["scale"] != scale:
+        name, at = _STAGE.search(record["stage"]), _SCALE.search(record["command"])
+        if at["scale"] != scale:
             continue
         if not methods or name["method"] in methods:
             out.append(f"{name['method']}-s{name['seed']}")

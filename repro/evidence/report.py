@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_text
-from .goldens import DEFAULT_GOLDENS, read_audit
+from .goldens import DEFAULT_GOLDENS, read_audit, read_json
 from .rules import apply_holm, evaluate_audit, evaluate_experiment
 from .schema import DEFAULT_SPECS, Spec, SpecError, load_specs
 from .structure import evaluate_structure
@@ -133,9 +133,8 @@ def _run_cli(args: argparse.Namespace) -> int:
     specs_dir, goldens, reports = Path(args.specs), Path(args.goldens), Path(args.reports)
     try:
         specs = load_specs(specs_dir)
-    except SpecError as e:
-        print(f"claims: {e}", file=sys.stderr)
-        return 1
+    except SpecError as e:  # bad input: a one-line error, exit status 2 (1 is a failed check or a drifted verdict)
+        raise ValueError(str(e)) from None
     only = set(args.only) if args.only else None
     if only:
         unknown = sorted(only - {s.id for s in specs})
@@ -152,7 +151,13 @@ def _run_cli(args: argparse.Namespace) -> int:
             print(f"  {r.spec.id}: {line}")
     failed = [r.spec.id for r in results if r.verdict == CHECK_FAILED]
     ledger_path = reports / "claims.json"
-    committed = json.loads(ledger_path.read_text()) if ledger_path.exists() else None
+    try:
+        committed = read_json(ledger_path) if ledger_path.exists() else None
+    except ValueError as e:
+        if not (args.update and not (only is not None or args.skip_pytest)):
+            raise ValueError(f"{e}; restore it (git checkout {ledger_path}) or rewrite it with --update") from None
+        print(f"claims: {e}; rewritten by --update", file=sys.stderr)
+        committed = None
     partial = only is not None or args.skip_pytest
     compare_ids = {r.spec.id for r in results} if partial else None
     # `dvc repro` removes the ledger before the claims stage rewrites it: nothing to drift from then

@@ -19,7 +19,9 @@ How an experiment query is decided (:func:`experiment_verdict`). The value at th
 - a plain number: compared exactly (a single value is a data point: inconclusive unless ``min_seeds`` is 1).
 
 A record whose fields are broken (a p-value that is not a number in [0, 1], a ratio that is not a positive finite
-number) makes the verdict ``check failed``, naming the file and the field: never a verdict.
+number, a missing p-value table, an outcome flag ``ge_k``/``lt_k`` that is not a boolean agreeing with its p-value),
+a diverged-run record that does not name its stage and scale (or names another stage than its file), and an audit
+quantity that is not finite make the verdict ``check failed``, naming the file and the field: never a verdict.
 
 Family-wise control (:func:`apply_holm`, run by the ledger over every experiment claim): the claims of one scale
 whose tests ran form a family; each claim's two one-sided p-values become one two-sided ``p = 2 min(p_for,
@@ -55,7 +57,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .goldens import DIVERGED, MISSING, RECHECK, diverged_runs, first_scale, keys_of, lookup, methods_of, scope_of, show
+from .goldens import (
+    DIVERGED,
+    MISSING,
+    RECHECK,
+    broken_diverged_records,
+    diverged_runs,
+    first_scale,
+    keys_of,
+    lookup,
+    methods_of,
+    scope_of,
+    show,
+)
 from .schema import Spec
 from .verdicts import (
     CHECK_FAILED,
@@ -124,6 +138,9 @@ def evaluate_audit(spec: Spec, audit: Mapping[str, Any] | None, audit_path: Path
         value = lookup(audit, keys)
         if value is MISSING:
             broken.append(f"{audit_path} has no quantity {show(keys)}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            broken.append(f"{audit_path}: {show(keys)}={value} is not allowed; must be a finite number")
+            value = MISSING
         return keys, value
 
     for e in spec.check["expect"]:
@@ -164,22 +181,51 @@ class BrokenRecord(ValueError):
     """A golden record whose field cannot be what the report writer writes: the claim's check fails on it."""
 
     def __init__(self, field: str, value: Any, allowed: str):
-        super().__init__(f"{field}={json.dumps(value)[:80]} is not allowed; must be {allowed}")
+        if value is MISSING:
+            super().__init__(f"{field} is missing; must be {allowed}")
+        else:
+            super().__init__(f"{field}={json.dumps(value)[:80]} is not allowed; must be {allowed}")
+
+
+def _table(record: Mapping[str, Any], field: str) -> Mapping[str, Any]:
+    """A per-k table of a speedup record, which ``repro speedup`` always writes (its entries may be null)."""
+    table = record.get(field, MISSING)
+    if not isinstance(table, Mapping):
+        raise BrokenRecord(field, table, "a mapping of k to a p-value or null")
+    return table
 
 
 def _p(record: Mapping[str, Any], field: str, key: str) -> float | None:
     """A one-sided p-value of a record (None: the test did not run), checked to be a number in [0, 1]."""
-    table = record.get(field)
-    if table is None:
-        return None
-    if not isinstance(table, Mapping):
-        raise BrokenRecord(field, table, "a mapping of k to a p-value or null")
+    table = _table(record, field)
     p = table.get(key)
     if p is None:
         return None
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0.0 <= p <= 1.0):
         raise BrokenRecord(f"{field}.{key}", p, "a number in [0, 1] or null")
     return float(p)
+
+
+def _outcome(record: Mapping[str, Any], field: str, key: str, p: float | None) -> None:
+    """Checks the test's outcome as written beside its p-value (``ge_k``, ``lt_k``): a boolean that agrees with the
+    p-value at the record's one-sided level (``mde.alpha_one_sided``, else ALPHA / 2), or null. A string
+    (``"false"``), a flag beside a test that did not run, or a flag that contradicts its p-value is a record no
+    report writer writes."""
+    table = record.get(field, MISSING)
+    if table is MISSING:
+        return  # records of reports older than the outcome tables
+    if not isinstance(table, Mapping):
+        raise BrokenRecord(field, table, "a mapping of k to true, false or null")
+    flag = table.get(key)
+    if flag is None:
+        return  # not written: the p-value alone decides
+    mde = record.get("mde")
+    level = mde.get("alpha_one_sided") if isinstance(mde, Mapping) else None
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        level = ALPHA / 2
+    allowed = "null (the test did not run)" if p is None else f"{str(p < level).lower()} (p = {p:.3g} at {level:g})"
+    if not isinstance(flag, bool) or p is None or flag != (p < level):
+        raise BrokenRecord(f"{field}.{key}", flag, allowed)
 
 
 @dataclass(frozen=True)
@@ -301,6 +347,8 @@ def _decide_speedup(record: Mapping[str, Any], relation: str, k: float) -> Test:
         parts.append(str(record["status"]))
     key = _k_key(k)
     p_ge, p_lt = _p(record, "p_value_ge_k", key), _p(record, "p_value_lt_k", key)
+    _outcome(record, "ge_k", key, p_ge)
+    _outcome(record, "lt_k", key, p_lt)
     tests = []
     if p_ge is not None:
         tests.append(f"p(speedup >= {k:g}) = {p_ge:.3g}")
@@ -598,6 +646,10 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
     if verdict in DECIDED and test.ran and not test.exact:
         family = {"key": _test_key(scale, c), "test": test, "if_hold": c["if_hold"]}
     diverged = diverged_runs(goldens, scale, methods)
+    broken = broken_diverged_records(goldens)
+    if broken:  # a record of unknown run or scale may be this claim's: never a verdict beside it
+        verdict, family = CHECK_FAILED, None
+        evidence = [*broken, *evidence]
     if diverged:
         line = f"diverged (loss NaN/Inf, no curve; {goldens / DIVERGED}): {', '.join(diverged)}"
         if verdict in DECIDED:

@@ -383,6 +383,24 @@ def _metrics_from_cache(
     return raw
 
 
+class TooFewImages(ValueError):
+    """A metric asked of fewer images than it needs."""
+
+
+def _check_enough(wanted: Sequence[str], n: int, n_ref: int, prc_neighborhood: int) -> None:
+    """A one-line error when a metric cannot be computed from this many images (instead of NaN or a traceback):
+    FID needs a covariance (2 images a side), KID subsets of at least 2, precision/recall more images a side than
+    its neighbourhood size."""
+    need = {"fid": 2, "kid": 2, "prc": prc_neighborhood + 1}
+    for metric in wanted:
+        for side, count in (("samples", n), ("reference", n_ref)):
+            if count < need[metric]:
+                raise TooFewImages(
+                    f"{side}: {count} image(s) are too few for {metric}; allowed: at least {need[metric]} "
+                    "(give more images, or leave this metric out with --metrics)"
+                )
+
+
 def compute_metrics(
     samples: torch.Tensor | np.ndarray,
     reference: str | torch.Tensor | np.ndarray = "test",
@@ -423,6 +441,7 @@ def compute_metrics(
     cuda = torch.device(device).type == "cuda"
     root = Path(cache_root) if cache_root is not None else cache_dir()
     key = f"repro-{ref_key}-w{weights_key}"
+    _check_enough(wanted, len(images), len(ref_dataset), prc_neighborhood)
     kid_subset_size = min(kid_subset_size, len(images), len(ref_dataset))
     raw = None
     if feature_extractor == FMNIST and not cuda and not via_torch_fidelity:
@@ -814,7 +833,8 @@ def run_cli(args: argparse.Namespace) -> int:
                 seed=args.seed,
             )
     except (OSError, ValueError) as exc:
-        print(f"repro evaluate: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        where = f"{args.samples}: " if isinstance(exc, TooFewImages) else ""
+        print(f"repro evaluate: error: {where}{' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     report = {
         "samples": str(args.samples),
