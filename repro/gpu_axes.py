@@ -12,12 +12,13 @@
     sample-quality evaluations do not fit (the ladder's 'third' target needs an FID within the first third).
 
 How a part is sized. The plan prints each run's counted FLOPs (2 x MACs on the meta device) and its time at the
-campaign's stated throughput. Then the part measures its own step: each of its methods trains for the first
+campaign's stated throughput. Then each part measures its own step: each of its methods trains for the first
 ``probe_s`` seconds in a scratch folder (:func:`measure_step`: the steps after the first log line, so start-up and
 warm-up are left out). A run's estimate is its steps x its measured step plus its evaluations (each forward call
 of sampling and of the validation loss at the larger of a third of the measured step and its FLOPs at the
-sampling rate, plus the stated per-evaluation overhead for the metrics). The part takes what fits in the time
-left (less what the parts after it need), with a ``margin`` for error; each run is also capped by the time left
+sampling rate, plus the stated per-evaluation overhead for the metrics). Each part takes what fits in the time
+left, less the least the part after it needs (when the two do not fit together, the long part keeps its room and
+the token axis gives way), with a ``margin`` for error; each run is also capped by the time left
 (``train.max_seconds``), and a run so cut is recorded as cut, never as done.
 
 What a part writes: ``<out>/<part>.json``, one bundle (the 8-file limit of what comes back from a call): the
@@ -293,8 +294,9 @@ def plan_rows(params, dry_run: bool, tp, parts: Sequence[str]) -> list[dict[str,
 
 def run_parts(camp, parts: Sequence[str], params, dry_run: bool, device: str, tp, work: Path, probe_s: float,
               reserve_s: float = 10.0, train_fn: Callable | None = None) -> None:  # fmt: skip
-    """Measure, size and run ``parts`` (tokens first, then long: the token axis is shorter and its length
-    adapts, so the long part is sized on what it actually left). ``camp`` is the :class:`repro.gpu.Campaign`."""
+    """Measure each of ``parts``, share the time left between them (:func:`share_time`), then size and run each:
+    tokens first, then long (the token axis is shorter and its length adapts, so the long part is sized on what it
+    actually left). ``camp`` is the :class:`repro.gpu.Campaign`."""
     prov = camp.record.get("provenance") or {}
     rec = camp.record.setdefault("axes", {})
     steps: dict[str, dict[str, dict]] = {}
@@ -310,11 +312,17 @@ def run_parts(camp, parts: Sequence[str], params, dry_run: bool, device: str, tp
         rec[part] = {"measured": steps.get(part)}
         camp.save()
     order = [p for p in (TOKENS, LONG) if p in parts and p in steps]
-    for i, part in enumerate(order):
-        later = order[i + 1 :]
-        need_later = sum(_minimum_s(p, params, dry_run, tp, steps[p]) for p in later)
-        left = camp.left() - reserve_s - need_later
+    least = {p: _minimum_s(p, params, dry_run, tp, steps[p]) for p in order}
+    room = share_time(order, least, camp.left() - reserve_s)
+    for part in order:
         bundle = Bundle(camp.out, part, prov)
+        if isinstance(room[part], str):
+            bundle.doc.update(status="skipped", sizing={"skip": room[part], "least_s": least[part]})
+            camp.skip(f"{part} ({SCALES[part]})", room[part])
+            rec[part]["status"] = "skipped"
+            bundle.save()
+            continue
+        left = camp.left() - reserve_s - room[part]
         runner = _run_tokens if part == TOKENS else _run_long
         rec[part]["bundle"] = bundle.path.name
         try:
@@ -326,6 +334,27 @@ def run_parts(camp, parts: Sequence[str], params, dry_run: bool, device: str, tp
             bundle.save()
             rec[part]["status"] = bundle.doc["status"]
             camp.save()
+
+
+def share_time(order: Sequence[str], least: dict[str, float], left_s: float) -> dict[str, float | str]:
+    """Which of the parts (run in ``order``) get time, each needing at least ``least[part]`` seconds of ``left_s``.
+    All that fit together run, each earlier one keeping the later ones' least in reserve; when they do not fit
+    together, the long part (the 37x analogue, the issue's first question) keeps its room and the token axis gives
+    way; a part that does not fit even alone is left to skip itself with its own reason (and nothing is reserved
+    for it). Returns ``{part: seconds to keep for the parts after it, or the reason it gives way}``."""
+    alone = [p for p in order if least[p] <= left_s]
+    keep = set(alone)
+    if sum(least[p] for p in alone) > left_s:
+        keep = {LONG if LONG in alone else alone[0]}
+    out: dict[str, float | str] = {}
+    for i, p in enumerate(order):
+        if p in alone and p not in keep:
+            (k,) = keep
+            out[p] = (f"{least[p]:.0f} s at least, with the {k} part's {least[k]:.0f} s, is more than the "
+                      f"{left_s:.0f} s left; the {k} part keeps its room")  # fmt: skip
+        else:
+            out[p] = sum(least[q] for q in order[i + 1 :] if q in keep)
+    return out
 
 
 def _minimum_s(part, params, dry_run, tp, seen) -> float:
@@ -379,8 +408,13 @@ def _train_run(camp, bundle: Bundle, cfg, device, work: Path, cap_s: float, trai
     """One run with a training-time cap; its curve kept in the bundle after every evaluation."""
     from .train import train
 
+    if cap_s <= 1.0:
+        camp.skip(f"{bundle.doc['part']} {cfg.run_id}", f"{cap_s:.0f} s of training time left for it")
+        bundle.doc["runs"][cfg.run_id] = {"config": cfg.to_dict(), "status": "skipped", "curve": None}
+        bundle.save()
+        return None
     entry = bundle.run(cfg)
-    cfg.train.max_seconds = max(cap_s, 1e-3)
+    cfg.train.max_seconds = cap_s
 
     def keep(curve):
         entry["curve"] = curve

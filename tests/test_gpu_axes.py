@@ -114,6 +114,17 @@ def test_the_token_axis_is_as_long_as_fits_in_whole_evaluations_else_skipped():
     assert skip["dense_steps"] == 0 and "1500 dense steps" in skip["skip"]
 
 
+def test_time_is_shared_so_the_long_part_keeps_its_room():
+    order = ["tokens", "long"]
+    assert gpu_axes.share_time(order, {"tokens": 100.0, "long": 200.0}, 400.0) == {"tokens": 200.0, "long": 0.0}
+    tight = gpu_axes.share_time(order, {"tokens": 100.0, "long": 200.0}, 250.0)  # each fits alone, not both
+    assert tight["long"] == 0.0 and "the long part keeps its room" in tight["tokens"]
+    # a part that cannot fit even alone reserves nothing and skips itself later, with its own reason
+    assert gpu_axes.share_time(order, {"tokens": 100.0, "long": 900.0}, 400.0) == {"tokens": 0.0, "long": 0.0}
+    assert gpu_axes.share_time(order, {"tokens": 500.0, "long": 200.0}, 400.0) == {"tokens": 200.0, "long": 0.0}
+    assert gpu_axes.share_time(["long"], {"long": 200.0}, 400.0) == {"long": 0.0}
+
+
 class FakeTrain:
     """Stands in for repro.train.train: the measurement's log says ``step_s`` per step; a run's curve falls with
     every evaluation. Records what each call was asked (the configuration and its cap)."""
