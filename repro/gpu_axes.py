@@ -315,7 +315,7 @@ def run_parts(camp, parts: Sequence[str], params, dry_run: bool, device: str, tp
     least = {p: _minimum_s(p, params, dry_run, tp, steps[p]) for p in order}
     room = share_time(order, least, camp.left() - reserve_s)
     for part in order:
-        bundle = Bundle(camp.out, part, prov)
+        bundle = Bundle(camp.out, part, part_provenance(prov, part_configs(params, part, dry_run), device))
         if isinstance(room[part], str):
             bundle.doc.update(status="skipped", sizing={"skip": room[part], "least_s": least[part]})
             camp.skip(f"{part} ({SCALES[part]})", room[part])
@@ -334,6 +334,14 @@ def run_parts(camp, parts: Sequence[str], params, dry_run: bool, device: str, tp
             bundle.save()
             rec[part]["status"] = bundle.doc["status"]
             camp.save()
+
+
+def part_provenance(campaign: dict[str, Any], cfgs: Sequence, device: str) -> dict[str, Any]:
+    """The call's provenance with what differs for this part: its precision and TF32 (as the training loop applies
+    them on ``device``) and its seeds (each curve also carries its own run's)."""
+    cuda = str(device).startswith("cuda")
+    return {**campaign, "precision": cfgs[0].train.precision if cuda else "fp32",
+            "tf32": bool(cfgs[0].train.tf32 and cuda), "seed": sorted({c.seed for c in cfgs})}  # fmt: skip
 
 
 def share_time(order: Sequence[str], least: dict[str, float], left_s: float) -> dict[str, float | str]:

@@ -163,6 +163,8 @@ def test_parts_that_do_not_fit_are_skipped_with_their_reason(tmp_path, capsys):
         bundle = json.loads((tmp_path / f"{part}.json").read_text())
         assert bundle["status"] == "skipped" and bundle["runs"] == {} and bundle["sizing"]["skip"]
     assert bundle["sizing"]["measured_step_s"] == {"dit": pytest.approx(10.0), "tread": pytest.approx(10.0)}
+    cuda = gpu_axes.part_provenance({"precision": "bf16"}, gpu_axes.part_configs(load_params(), "long", False), "cuda")
+    assert cuda["precision"] == "fp32" and cuda["tf32"] is True and cuda["seed"] == [0, 1, 2]  # not the small runs'
     assert "skipped" in capsys.readouterr().out
 
 
@@ -216,7 +218,8 @@ def test_dry_run_of_both_parts_lands_where_the_ladder_and_the_ledger_read(tmp_pa
     assert all(v > 0 for p in measured.values() for v in p["step_s"].values())
     long, tokens = (json.loads((out / f"{p}.json").read_text()) for p in ("long", "tokens"))
     assert long["sizing"]["seed_pairs"] == 2 and tokens["sizing"]["dense_steps"] == 8
-    assert long["provenance"]["dry_run"] is True
+    assert long["provenance"]["dry_run"] is True and long["provenance"]["seed"] == [0, 1]
+    assert tokens["provenance"]["precision"] == "fp32" and tokens["provenance"]["seed"] == [0]
     for key in ("command", "git_commit", "torch", "device", "precision", "seed"):
         assert key in long["provenance"], key
     dits = [r["curve"] for r in long["runs"].values() if r["curve"]["method"] == "dit"]
