@@ -412,8 +412,10 @@ def reached_target(curve: dict[str, Any], patience: int) -> bool:
     return all(p["fid"] <= t["fid"] and (not same or p["val_loss"] <= t["val_loss"]) for p in sampled[-patience:])
 
 
-def _train_run(camp, bundle: Bundle, cfg, device, work: Path, cap_s: float, train_fn) -> dict[str, Any] | None:
-    """One run with a training-time cap; its curve kept in the bundle after every evaluation."""
+def _train_run(camp, bundle: Bundle, cfg, device, work: Path, est: dict[str, Any], cap_s: float,
+               train_fn) -> dict[str, Any] | None:  # fmt: skip
+    """One run with a training-time cap; its curve kept in the bundle after every evaluation (a line printed at
+    each one with FID), and its seconds recorded beside its estimate from the measured step."""
     from .train import train
 
     if cap_s <= 1.0:
@@ -427,9 +429,14 @@ def _train_run(camp, bundle: Bundle, cfg, device, work: Path, cap_s: float, trai
     def keep(curve):
         entry["curve"] = curve
         bundle.save()
+        p = curve["points"][-1] if curve["points"] else {}
+        if "fid" in p:
+            print(f"  {cfg.run_id} @ {p['step']}: FID {p['fid']:.4g}, validation loss {p['val_loss']:.4g}, "
+                  f"{p['seconds']:.1f} s of training", flush=True)  # fmt: skip
 
     with camp.part(f"{bundle.doc['part']} {cfg.run_id}") as rec:
-        rec.update({"steps_planned": cfg.train.steps, "time_cap_s": round(cap_s, 2)})
+        rec.update(steps_planned=cfg.train.steps, time_cap_s=round(cap_s, 2), estimate_s=round(est["estimate_s"], 2),
+                   train_estimate_s=round(est["train_s"], 2))  # fmt: skip
         entry["status"] = "running"
         curve = (train_fn or train)(cfg, work / "runs" / cfg.run_id, device=device, resume=False,
                                     command=camp.command, on_eval=keep, quiet=True)  # fmt: skip
@@ -465,7 +472,7 @@ def _run_tokens(camp, bundle, params, dry_run, device, tp, work, seen, left_s, t
     deadline = camp.elapsed() + left_s
     for i, (cfg, est) in enumerate(zip(cfgs, ests)):
         later = sum(e["estimate_s"] for e in ests[i + 1 :])
-        _train_run(camp, bundle, cfg, device, work, _cap(camp, deadline, est, later), train_fn)
+        _train_run(camp, bundle, cfg, device, work, est, _cap(camp, deadline, est, later), train_fn)
 
 
 def _run_long(camp, bundle, params, dry_run, device, tp, work, seen, left_s, train_fn) -> None:
@@ -495,7 +502,8 @@ def _run_long(camp, bundle, params, dry_run, device, tp, work, seen, left_s, tra
     curves = []
     for i, cfg in enumerate(dits):
         later = sum(est[c.run_id]["estimate_s"] for c in queue[i + 1 :])
-        curve = _train_run(camp, bundle, cfg, device, work, _cap(camp, deadline, est[cfg.run_id], later), train_fn)
+        cap = _cap(camp, deadline, est[cfg.run_id], later)
+        curve = _train_run(camp, bundle, cfg, device, work, est[cfg.run_id], cap, train_fn)
         if curve and curve["complete"] and not bundle.doc["runs"][cfg.run_id].get("time_capped"):
             curves.append(curve)
     if not curves:
@@ -510,7 +518,8 @@ def _run_long(camp, bundle, params, dry_run, device, tp, work, seen, left_s, tra
         cfg.train.to_target = str(path)
         cfg.validate()
         later = sum(est[c.run_id]["estimate_s"] for c in others[j + 1 :])
-        _train_run(camp, bundle, cfg, device, work, _cap(camp, deadline, est[cfg.run_id], later), train_fn)
+        cap = _cap(camp, deadline, est[cfg.run_id], later)
+        _train_run(camp, bundle, cfg, device, work, est[cfg.run_id], cap, train_fn)
 
 
 def _format_sizing(part: str, s: dict[str, Any]) -> str:

@@ -216,6 +216,8 @@ def test_dry_run_of_both_parts_lands_where_the_ladder_and_the_ledger_read(tmp_pa
     measured = {p["part"]: p for p in record["parts"] if p["part"].startswith("measure")}
     assert set(measured) == {"measure long", "measure tokens"}
     assert all(v > 0 for p in measured.values() for v in p["step_s"].values())
+    ran = [p for p in record["parts"] if p["part"].startswith(("long gpu-", "tokens gpu-"))]
+    assert len(ran) == 6 and all(p["status"] == "done" and p["estimate_s"] > 0 and p["seconds"] > 0 for p in ran)
     long, tokens = (json.loads((out / f"{p}.json").read_text()) for p in ("long", "tokens"))
     assert long["sizing"]["seed_pairs"] == 2 and tokens["sizing"]["dense_steps"] == 8
     assert long["provenance"]["dry_run"] is True and long["provenance"]["seed"] == [0, 1]
