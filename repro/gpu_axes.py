@@ -545,11 +545,12 @@ def _format_sizing(part: str, s: dict[str, Any]) -> str:
 # Landing
 
 
-def land_parts(out: str | Path, goldens: str | Path, reference: str | Path | None = None) -> list[Path]:
+def land_parts(out: str | Path, goldens: str | Path, reference: str | Path | None = None,
+               allow_cpu: bool = False) -> list[Path]:  # fmt: skip
     """Unpack each part bundle in ``out`` into ``goldens/<part>/`` (``runs/<method>-s<seed>.json``, ``targets.json``,
     ``part.json``: everything but the curves) and write its ladder to ``goldens/speedup-<part>.json``. Every curve
-    is checked, and every ladder computed, before anything is written. The caller (:func:`repro.gpu.land`) refuses
-    dry runs; landing a dry run elsewhere (a test's folder) is this function alone."""
+    is checked, and every ladder computed, before anything is written. A bundle made on the CPU or by a dry run is
+    refused unless ``allow_cpu`` (a test landing a dry run in its own folder)."""
     import tempfile
 
     from .io import atomic_write_bytes, atomic_write_json
@@ -564,6 +565,10 @@ def land_parts(out: str | Path, goldens: str | Path, reference: str | Path | Non
         doc = json.loads(path.read_text())
         if doc.get("scale") != SCALES[part]:
             raise ValueError(f"land: {path}: scale {doc.get('scale')!r}, expected {SCALES[part]!r}")
+        prov = doc.get("provenance") or {}
+        if not allow_cpu and (prov.get("dry_run") is not False or str(prov.get("device", "cpu")).startswith("cpu")):
+            where = f"device {prov.get('device')!r} with dry_run={prov.get('dry_run')!r}"
+            raise ValueError(f"land: {path} is from {where}; only a GPU campaign's parts land as goldens")
         curves = []
         with tempfile.TemporaryDirectory() as tmp:  # each curve checked by the ladder's own loader
             for rid, r in doc.get("runs", {}).items():
@@ -595,9 +600,9 @@ def land_parts(out: str | Path, goldens: str | Path, reference: str | Path | Non
 
 
 def ladder(part: str, curves: Sequence[dict[str, Any]], reference: str | Path | None = None) -> dict[str, Any] | None:
-    """The ladder (one rung per DiT evaluation, in MACs) over a part's finished curves (done, not cut), DiT the
-    baseline; the long part also reports the growth from the core budget to DiT's final FID. None while DiT or
-    the other method has none."""
+    """The ladder (one rung per DiT evaluation, in MACs, iterations and GPU seconds) over a part's finished curves
+    (done, not cut), DiT the baseline; the long part also reports the growth from the core budget to DiT's final
+    FID. None while DiT or the other method has none."""
     from .speedup import DEFAULT_GATE, gate_from_reference, round_floats, speedup_report
 
     methods = {c["method"] for c in curves}
@@ -607,7 +612,7 @@ def ladder(part: str, curves: Sequence[dict[str, Any]], reference: str | Path | 
     core = min(c["points"][-1]["step"] for c in curves if c["method"] == TARGET_BASELINE) / LONG_FACTOR
     dit_steps = {p["step"] for c in curves if c["method"] == TARGET_BASELINE for p in c["points"] if "fid" in p}
     growth = [(str(round(core)), "final")] if part == LONG and round(core) in dit_steps else []
-    report = speedup_report(curves, baseline=TARGET_BASELINE, ks=(1.0,), gate=gate, ladder_units=["macs"],
-                            growth_pairs=growth)  # fmt: skip
+    report = speedup_report(curves, baseline=TARGET_BASELINE, ks=(1.0,), gate=gate,
+                            ladder_units=["macs", "iterations", "seconds"], growth_pairs=growth)  # fmt: skip
     report["inputs"] = [{"path": f"{part}/runs/{c['method']}-s{c['seed']}.json", "run_id": c["run_id"]} for c in curves]
     return round_floats(report)

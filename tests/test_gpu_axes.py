@@ -237,7 +237,11 @@ def test_dry_run_of_both_parts_lands_where_the_ladder_and_the_ledger_read(tmp_pa
     assert gpu.main(["land", str(out), "--goldens", str(tmp_path / "refused")]) == 2
     assert not (tmp_path / "refused").exists()
     goldens = tmp_path / "goldens"
-    gpu_axes.land_parts(out, goldens / "small", reference=gpu.REPO_ROOT / "goldens" / "micro" / "reference.json")
+    with pytest.raises(ValueError, match="only a GPU campaign's parts"):
+        gpu_axes.land_parts(out, goldens / "small")
+    assert not goldens.exists()
+    reference = gpu.REPO_ROOT / "goldens" / "micro" / "reference.json"
+    gpu_axes.land_parts(out, goldens / "small", reference=reference, allow_cpu=True)
     from repro.evidence.goldens import first_scale
     from repro.golden import load_curves
 
@@ -254,7 +258,8 @@ def test_dry_run_of_both_parts_lands_where_the_ladder_and_the_ledger_read(tmp_pa
 
 
 def _bundle(part: str, runs: dict, targets=None) -> dict:
-    return {"part": part, "scale": gpu_axes.SCALES[part], "provenance": {"dry_run": False}, "status": "done",
+    prov = {"dry_run": False, "device": "NVIDIA H100 80GB HBM3"}
+    return {"part": part, "scale": gpu_axes.SCALES[part], "provenance": prov, "status": "done",
             "sizing": {}, "targets": targets, "runs": runs}  # fmt: skip
 
 
