@@ -22,6 +22,7 @@ Two commands (``python -m repro.gpu --help``):
       status and seconds of every part, the installed wheels, each run's training log;
     - ``curves/<method>-s<seed>.json``: the runs' curves (written after every evaluation);
     - ``bench.json``: one ``repro bench`` report per model;
+    - ``long.json``, ``tokens.json`` (with ``--parts long tokens``): each part's sizing, runs, curves and targets;
     - ``log.txt``: everything the command printed.
 
     ``--parts`` picks what runs (default ``small bench``, the above); ``long`` and ``tokens`` are the long horizon
