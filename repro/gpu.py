@@ -22,13 +22,22 @@ Two commands (``python -m repro.gpu --help``):
       status and seconds of every part, the installed wheels, each run's training log;
     - ``curves/<method>-s<seed>.json``: the runs' curves (written after every evaluation);
     - ``bench.json``: one ``repro bench`` report per model;
+    - ``long.json``, ``tokens.json`` (with ``--parts long tokens``): each part's sizing, runs, curves and targets;
     - ``log.txt``: everything the command printed.
+
+    ``--parts`` picks what runs (default ``small bench``, the above); ``long`` and ``tokens`` are the long horizon
+    to 17.5x the core budget (the 37x analogue, scale ``gpu-long``) and the token axis at 256 tokens (scale
+    ``gpu-tokens``), each sized from counted FLOPs and the step measured in its own first ``--probe-s`` seconds,
+    capped by the time left, skipped with its reason when it does not fit, and written as one bundle
+    (``long.json``, ``tokens.json``; see :mod:`repro.gpu_axes`).
 
     ``--dry-run`` runs the same code at a tiny size on the CPU (the tests run it).
 
 ``land OUT``
     Copy a GPU campaign's outputs into ``goldens/small/`` (curves under ``runs/``, where ``repro rerun
-    --scale small`` and ``nox -s gpu_repro`` compare re-runs with them); a dry run is refused.
+    --scale small`` and ``nox -s gpu_repro`` compare re-runs with them), and the ``long`` / ``tokens`` bundles into
+    ``goldens/small/long/`` and ``goldens/small/tokens/`` with their ladders in ``goldens/small/speedup-long.json``
+    and ``speedup-tokens.json`` (read by the ledger at scale small); a dry run is refused.
 
 Throughput assumption. An H200 multiplies 8192^3 bf16 matrices at about 790 TFLOP/s (measured); the
 plan assumes a DiT-S/2 training step at 256 tokens reaches 30% of that in eager PyTorch (``--mfu``),
@@ -60,6 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import gpu_axes
 from .provenance import git_commit, provenance, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +100,8 @@ H200_BF16_TFLOPS = 790.0  # measured: 8192^3 bf16 matrix products through PyTorc
 CPU_ASSUMED_TFLOPS = 0.05  # the dry run's stated CPU rate (fp32, 2 cores); only sizes its plan
 BENCH_MODELS = ("DiT-S/2", "DiT-B/2", "DiT-XL/2")
 BENCH_METHODS = ("dit", "tread")
+PARTS = ("small", "bench", "long", "tokens")  # what --parts may name; long and tokens: repro/gpu_axes.py
+DEFAULT_PARTS = ("small", "bench")
 
 # The dry run: the same code at a size a 2-core CPU runs in seconds
 DRY_MODEL = {"patch_size": 4, "hidden_size": 32, "depth": 8, "num_heads": 2}
@@ -519,6 +531,8 @@ def run_campaign(
     bench_warmup: int = 3,
     seed: int | None = None,
     command: str | None = None,
+    parts: tuple[str, ...] | list[str] = DEFAULT_PARTS,
+    probe_s: float = 5.0,
 ) -> int:
     """The whole campaign; returns 0 when every part finished, 1 when one failed, was cut or skipped."""
     out = Path(out)
@@ -539,7 +553,7 @@ def run_campaign(
     signal.setitimer(signal.ITIMER_REAL, max(budget_s, 1e-3))
     try:
         _campaign(camp, train_budget_s, wheels, work, params, dry_run, device, mfu, peak_tflops,
-                  bench_max_batch, bench_steps, bench_warmup, seed)  # fmt: skip
+                  bench_max_batch, bench_steps, bench_warmup, seed, parts, probe_s)  # fmt: skip
         camp.record["status"] = "done"
     except BudgetExceeded:
         camp.record["status"] = "cut"
@@ -568,7 +582,7 @@ def run_campaign(
 
 
 def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, device, mfu, peak_tflops,
-              bench_max_batch, bench_steps, bench_warmup, seed) -> None:  # fmt: skip
+              bench_max_batch, bench_steps, bench_warmup, seed, parts=DEFAULT_PARTS, probe_s=5.0) -> None:  # fmt: skip
     out = camp.out
     work = Path(work) if work else Path(tempfile.mkdtemp(prefix="repro-small-"))
     wheels = Path(wheels) if wheels else None
@@ -600,21 +614,28 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
     cpu_setup(dev)
     if dry_run:
         torch.set_num_threads(DRY_TRAIN["threads"])  # tiny matrices: one thread beats two contended ones
-    configs = small_configs(load_params(params), dry_run, seed)
+    all_params = load_params(params)
+    configs = small_configs(all_params, dry_run, seed)
     precision = configs[0].train.precision if dev.type == "cuda" else "fp32"
     if dev.type == "cuda":  # as train() sets it, so the record states what the runs use
         torch.backends.cuda.matmul.allow_tf32 = configs[0].train.tf32
     rec["provenance"] = campaign_provenance(dev, precision, configs[0].seed, camp.command, dry_run)
+    rec["parts_asked"] = list(parts)
+    configs = configs if "small" in parts else []
+    bench_models = BENCH_MODELS if "bench" in parts else ()
+    axes = [p for p in ("tokens", "long") if p in parts]
     peak = peak_tflops or (H200_BF16_TFLOPS if dev.type == "cuda" else CPU_ASSUMED_TFLOPS)
     tp = Throughput(peak, mfu, eval_overhead_s=2.0 if dev.type == "cuda" else 0.3)
     overrides = {**({"input_size": 32, "in_channels": 4, "num_classes": 1000}), **(DRY_BENCH if dry_run else {})}
     bench_batch = min(bench_max_batch, 4) if dry_run else bench_max_batch
     if dry_run:
         bench_steps, bench_warmup = 1, 0
+        probe_s = min(probe_s, gpu_axes.DRY_PROBE_S)
 
     with camp.part("plan") as entry:
-        parts = [run_plan(cfg, tp) for cfg in configs]
-        parts += [bench_plan(m, bench_batch, bench_steps, bench_warmup, tp, overrides) for m in BENCH_MODELS]
+        rows = [run_plan(cfg, tp) for cfg in configs]
+        rows += [bench_plan(m, bench_batch, bench_steps, bench_warmup, tp, overrides) for m in bench_models]
+        rows += gpu_axes.plan_rows(all_params, dry_run, tp, axes)
         plan = {
             "device": rec["provenance"]["device"],
             "budget_s": camp.budget_s,
@@ -630,8 +651,8 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
                 else "a stated CPU rate for the dry run, not a measurement",
                 "flops": "2 x MACs counted on the meta device (torch.utils.flop_counter)",
             },
-            "parts": parts,
-            "total_estimate_s": sum(p["estimate_s"] for p in parts),
+            "parts": rows,
+            "total_estimate_s": sum(p["estimate_s"] for p in rows),
         }
         atomic_write_json(out / "plan.json", plan)
         print(_format_plan(plan), flush=True)
@@ -639,6 +660,7 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
 
     # training + evaluation: each run gets a time cap from what is left of the training budget, which also
     # leaves the benchmarks twice their estimate (and 15 s) before the end of the whole budget
+    parts = rows[: len(configs) + len(bench_models)]  # the small runs' and the benches' rows
     bench_reserve = 2 * sum(p["estimate_s"] for p in parts[len(configs) :]) + 15
     train_end = min(camp.elapsed() + train_budget_s, camp.budget_s - bench_reserve)
     rec["runs"] = {}
@@ -678,7 +700,7 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
 
     bench: dict[str, Any] = {"units": "ms per training step (median), MFU of peak dense bf16", "models": {}}
     est = {p["part"]: p for p in parts}
-    for model in BENCH_MODELS:
+    for model in bench_models:
         name = f"bench {model}"
         need = est[name]["estimate_s"] * 2 + 5
         if camp.left() < need:
@@ -690,6 +712,9 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
             entry["batch"] = rep["batch"]
             print(format_report(rep), flush=True)
         atomic_write_json(out / "bench.json", bench)
+
+    if axes:  # the long horizon and the token axis: each measured, sized and run on what is left
+        gpu_axes.run_parts(camp, axes, all_params, dry_run, str(dev), tp, work, probe_s)
 
 
 def bench_largest_batch(model: str, max_batch: int, steps: int, warmup: int, device: str, precision: str,
@@ -753,9 +778,25 @@ def land(out: str | os.PathLike, goldens: str | os.PathLike = GOLDENS) -> list[P
     written = []
     for c in curves:
         written.append(atomic_write_bytes(goldens / "runs" / c.name, c.read_bytes()))
-    for name in LANDED:
-        if (out / name).is_file():
-            written.append(atomic_write_bytes(goldens / name, (out / name).read_bytes()))
+    if curves or (out / "bench.json").is_file():  # a call of only the long / tokens parts keeps these records
+        for name in LANDED:
+            if (out / name).is_file():
+                written.append(atomic_write_bytes(goldens / name, (out / name).read_bytes()))
+    written += land_axes(out, goldens)
+    return written
+
+
+def land_axes(out: Path, goldens: Path) -> list[Path]:
+    """The long / tokens bundles into ``goldens/long/`` and ``goldens/tokens/``, with the call's record and plan
+    beside each, and their ladders (:func:`repro.gpu_axes.land_parts`)."""
+    from .io import atomic_write_bytes
+
+    written = gpu_axes.land_parts(out, goldens, reference=REPO_ROOT / "goldens" / "micro" / "reference.json")
+    for part in ("long", "tokens"):
+        if (out / f"{part}.json").is_file():
+            for name in ("campaign.json", "plan.json"):
+                if (out / name).is_file():
+                    written.append(atomic_write_bytes(goldens / part / name, (out / name).read_bytes()))
     return written
 
 
@@ -782,6 +823,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--peak-tflops", type=float, default=None, help=f"default {H200_BF16_TFLOPS} on a GPU")
     c.add_argument("--bench-max-batch", type=int, default=256)
     c.add_argument("--seed", type=int, default=None, help="one seed for every run (default: params.yaml's)")
+    c.add_argument("--parts", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS),
+                   help="what runs: small (DiT/TREAD/SiT), bench, long (17.5x, scale gpu-long), tokens (256 tokens, "
+                   "scale gpu-tokens); default: small bench")  # fmt: skip
+    c.add_argument("--probe-s", type=float, default=5.0,
+                   help="seconds of each long/tokens method's first steps that measure its step time")  # fmt: skip
     g = sub.add_parser("land", help="copy a GPU campaign's outputs into goldens/small (refuses a dry run)")
     g.add_argument("out", type=Path, help="the folder given to `campaign --out`")
     g.add_argument("--goldens", type=Path, default=GOLDENS)
@@ -837,6 +883,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_budget_s > args.budget_s:
         print(f"error: --train-budget-s: {args.train_budget_s} exceeds --budget-s {args.budget_s}", file=sys.stderr)
         return 2
+    if not args.probe_s > 0:
+        print(f"error: --probe-s: {args.probe_s} is not allowed; a positive number of seconds", file=sys.stderr)
+        return 2
     if args.bench_max_batch < 1:
         print(f"error: --bench-max-batch: {args.bench_max_batch} is not allowed; must be >= 1", file=sys.stderr)
         return 2
@@ -853,6 +902,8 @@ def main(argv: list[str] | None = None) -> int:
         peak_tflops=args.peak_tflops,
         bench_max_batch=args.bench_max_batch,
         seed=args.seed,
+        parts=tuple(args.parts),
+        probe_s=args.probe_s,
     )
 
 
