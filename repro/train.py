@@ -171,13 +171,21 @@ def draw_micro_batch(objective, model: DiT, x, y, generator: torch.Generator, re
 
 
 def train_step(
-    state: RunState, net, objective, batches: Sequence[MicroBatch], tc, sync=None, regularizer=None
+    state: RunState,
+    net,
+    objective,
+    batches: Sequence[MicroBatch],
+    tc,
+    sync=None,
+    regularizer=None,
+    objective_loss: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One optimizer step over ``batches`` (the gradient-accumulation micro-batches of this process),
     then the EMA update. ``net`` is the module the loss calls (the model, or its DDP / compiled
     wrapper); ``sync(i)`` the context for micro-batch ``i`` (DDP's ``no_sync`` before the last).
     ``regularizer`` (see :mod:`repro.objectives.regularizers`) adds its term to the loss; None, the objective's
-    loss alone, computed exactly as without the option.
+    loss alone, computed exactly as without the option; with one, ``objective_loss`` (a device scalar, when
+    given) gets the step's mean objective loss without the term added.
     Returns the step's mean loss (with the regularizer's term) as a device tensor: nothing is read back."""
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -192,10 +200,12 @@ def train_step(
             if regularizer is None:
                 loss = objective.loss_at(call, b.x, b.y, b.t, b.noise).mean() / len(batches)
             else:
-                _, total_loss = regularized_loss(
+                base, total_loss = regularized_loss(
                     regularizer, objective, call, b, ema=state.ema, projector=state.projector
                 )
                 loss = total_loss / len(batches)
+                if objective_loss is not None:
+                    objective_loss += base.detach() / len(batches)
         loss.backward()
         total += loss.detach()
     if tc.grad_clip is not None:
@@ -299,12 +309,18 @@ class LogHook(Hook):
     def __call__(self, run: Run) -> None:
         loss = run.loss.mean()
         run.loss.reset()
+        extra = {}
+        meter = getattr(run.step_fn, "objective_meter", None)
+        if meter is not None:  # with a regularizer: loss - objective_loss is its weighted term
+            extra["objective_loss"] = meter.mean()
+            meter.reset()
         step, seconds = run.state.step, run.state.seconds
         rate = (step - self.last[0]) * run.cfg.train.batch_size / max(seconds - self.last[1], 1e-9)
         self.last = (step, seconds)
         if self.file is None:
             return
-        self.file.write(json.dumps({"step": step, "loss": loss, "images_per_s": rate, "seconds": seconds}) + "\n")
+        line = {"step": step, "loss": loss, **extra, "images_per_s": rate, "seconds": seconds}
+        self.file.write(json.dumps(line) + "\n")
         self.file.flush()
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
@@ -692,8 +708,15 @@ def make_step_fn(
             g = torch.Generator(device="cpu").manual_seed((run_cfg.seed * SEED_STRIDE + step) * 4096 + shard)
             x, y = data.images[sl].to(device), data.labels[sl].to(device)
             batches.append(draw_micro_batch(objective, state.model, x, y, g, regularizer))
-        return train_step(state, net, objective, batches, tc, sync, regularizer)
+        if regularizer is None:
+            return train_step(state, net, objective, batches, tc, sync)
+        base = torch.zeros((), device=device)
+        total = train_step(state, net, objective, batches, tc, sync, regularizer, base)
+        step_fn.objective_meter.add(base, step)
+        return total
 
+    if regularizer is not None:  # the objective's loss alone, logged beside the total (LogHook)
+        step_fn.objective_meter = LossMeter(device, world)
     return step_fn
 
 

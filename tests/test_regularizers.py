@@ -26,7 +26,7 @@ from repro.objectives.regularizers import (
     make_regularizer,
     regularized_loss,
 )
-from repro.train import RunState, draw_micro_batch, train, train_step
+from repro.train import RunState, draw_micro_batch, make_step_fn, train, train_step
 
 TINY = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=4, num_heads=2, num_classes=4)
 
@@ -355,6 +355,8 @@ def test_without_a_regularizer_the_step_is_the_objectives_alone():
     written out here."""
     cfg = RunConfig.from_dict({**_run_dict("dispersive"), "regularizer": None})
     assert cfg.built_regularizer() is None and "regularizer" not in cfg.to_dict()
+    step_fn = make_step_fn(cfg, RunState.create(cfg, torch.device("cpu")), None, None, "cpu", 0, 1, False)
+    assert not hasattr(step_fn, "objective_meter")  # its log lines keep their keys
     a, b = (RunState.create(cfg, torch.device("cpu")) for _ in range(2))
     assert a.projector is None
     objective = make_objective(**cfg.objective)
@@ -381,10 +383,15 @@ def test_smoke_training_is_finite_resumes_bitwise_and_records_its_macs(tmp_path,
     curve = train(cfg, tmp_path / "full", quiet=True)
     assert curve["complete"] and curve["train_step_macs"] == run_step_macs(cfg)
     assert curve["train_step_macs"] > train_step_macs(cfg.model, cfg.train.batch_size)
-    logged = [json.loads(line)["loss"] for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    logged = [line["loss"] for line in lines]
     assert len(logged) == 6 and all(math.isfinite(v) for v in logged)
-    if name == "dispersive":  # the diffusion loss (about 1 at first) plus 0.5 x a term in [-log 6, 0]
-        assert all(v < 1.5 for v in logged)
+    # the objective's loss alone is logged beside the total; their difference is the weighted term
+    term = [(line["loss"] - line["objective_loss"]) / cfg.built_regularizer().weight for line in lines]
+    if name == "dispersive":  # a term in [-log 6, 0] (a micro-batch of 6)
+        assert all(-math.log(6) - 1e-4 <= v <= 1e-6 for v in term)
+    else:  # a smooth L1 distance: positive
+        assert all(v > 0 for v in term)
     assert all(math.isfinite(p["val_loss"]) for p in curve["points"])
     recorded = json.loads((tmp_path / "full" / "config.json").read_text())
     assert recorded["regularizer"]["name"] == name and RunConfig.from_dict(recorded).to_dict() == cfg.to_dict()
