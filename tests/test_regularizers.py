@@ -199,11 +199,13 @@ def test_sra_blocks_default_to_the_releases_fractions_of_the_depth():
 def _sra_setup(seed=0):
     cfg = RunConfig.from_dict(_run_dict("sra"))
     state = RunState.create(cfg, torch.device("cpu"))
-    for m in (state.model, state.ema):  # open the gates, so that every block's weights matter
+    for m in (state.model, state.ema):  # open the gates and let t matter: every block's weights and t count
         for block in m.blocks:
             torch.nn.init.normal_(
                 block.adaLN_modulation[-1].weight, generator=torch.Generator().manual_seed(1), std=0.1
             )
+        for lin in (m.t_embedder.mlp[0], m.t_embedder.mlp[2]):
+            torch.nn.init.normal_(lin.weight, generator=torch.Generator().manual_seed(2), std=0.5)
     objective = make_objective(**cfg.objective)
     reg = cfg.built_regularizer()
     g = torch.Generator().manual_seed(seed)
@@ -244,9 +246,21 @@ def test_sra_term_is_the_smooth_l1_to_the_emas_later_block_at_the_teachers_level
     xt = abar.sqrt() * b.x + (1 - abar).sqrt() * b.noise
     with torch.no_grad():
         _, th = state.ema(xt, b.extra, b.y, capture=(reg.teacher_block,), force_drop_ids=b.draws.drop_ids)
-    diff = (state.projector(hidden[reg.student_block]) - th[reg.teacher_block]).abs()
-    smooth = torch.where(diff < 0.05, 0.5 * diff**2 / 0.05, diff - 0.025).mean()
-    torch.testing.assert_close(total, base + 0.04 * smooth, rtol=1e-5, atol=1e-6)
+    student = state.projector(hidden[reg.student_block]).detach()
+
+    def smooth_l1(target):
+        diff = (student - target).abs()
+        return torch.where(diff < 0.05, 0.5 * diff**2 / 0.05, diff - 0.025).mean()
+
+    term = (total - base).detach() / 0.04
+    torch.testing.assert_close(term, smooth_l1(th[reg.teacher_block]), rtol=1e-4, atol=0)
+    # sensitive to the teacher's level: with the teacher's input but the student's step given to the embedding,
+    # the term would differ by more than the tolerance
+    assert not torch.equal(b.extra, b.t)
+    assert bool(b.draws.drop_ids.any())  # a label dropped in this batch: the teacher must see it dropped too
+    with torch.no_grad():
+        _, same_t = state.ema(xt, b.t, b.y, capture=(reg.teacher_block,), force_drop_ids=b.draws.drop_ids)
+    assert abs(float(smooth_l1(same_t[reg.teacher_block]) / term) - 1) > 1e-3
 
 
 def test_regularizer_draws_come_after_every_other_draw():
