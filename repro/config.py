@@ -43,7 +43,7 @@ DATASETS = ("fashion-mnist", "latents", "synthetic")
 REFERENCES = ("train", "test")
 TOP_SECTIONS = ("scales", "methods")
 SCALE_SECTIONS = ("methods", "seeds", "extra_seeds", "model", "data", "train", "eval")
-METHOD_SECTIONS = ("objective", "model", "eval")
+METHOD_SECTIONS = ("objective", "model", "eval", "regularizer")
 # What the Fashion-MNIST data can serve (images padded to 32x32, one channel, 10 classes).
 FASHION_MNIST = {"input_size": 32, "in_channels": 1, "num_classes": 10, "train": 60_000, "test": 10_000}
 SYNTHETIC_DEFAULT_SIZE = 1024
@@ -248,6 +248,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # A representation regularizer added to the objective's training loss ({name: dispersive | sra, settings}; see
+    # repro/objectives/regularizers.py); None, the default, trains the objective alone, as every run before it did.
+    regularizer: dict[str, Any] | None = None
 
     def validate(self) -> None:
         for name in ("scale", "method"):
@@ -267,6 +270,24 @@ class RunConfig:
                 raise invalid("eval.sample_at", a, f"must be a multiple of train.eval_every={self.train.eval_every}")
         if self.eval.clip_denoised and self.data.name == "latents":
             raise invalid("eval.clip_denoised", True, "false for latents: they have no bounded range to clip to")
+        if self.regularizer is not None:
+            self.built_regularizer()
+
+    def built_regularizer(self):
+        """The regularizer of ``self.regularizer``, its blocks resolved for the model (None without one); checked
+        against the model, the objective and the micro-batch."""
+        if self.regularizer is None:
+            return None
+        from .objectives.regularizers import check_regularizer, make_regularizer
+
+        where = lambda key: f"regularizer.{key}"  # noqa: E731
+        try:
+            reg = make_regularizer(copy.deepcopy(self.regularizer), self.model.depth)
+            micro = self.train.batch_size // self.train.grad_accum
+            check_regularizer(reg, self.model, self.objective.get("name"), micro)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(where(one_line(e))) from None
+        return reg
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -279,6 +300,8 @@ class RunConfig:
             "data": dataclasses.asdict(self.data),
             "train": dataclasses.asdict(self.train),
             "eval": dataclasses.asdict(self.eval),
+            # only when set: the recorded configurations of runs without one stay as they were
+            **({"regularizer": copy.deepcopy(self.regularizer)} if self.regularizer is not None else {}),
         }
 
     @classmethod
@@ -294,6 +317,7 @@ class RunConfig:
             data=_build(DataConfig, d.get("data", {}), "data"),
             train=_build(TrainConfig, d.get("train", {}), "train"),
             eval=_build(EvalConfig, d.get("eval", {}), "eval"),
+            regularizer=d.get("regularizer"),
         )
         cfg.validate()
         return cfg
@@ -366,6 +390,8 @@ def check_params(params: Any, source: str = "params") -> None:
             raise invalid(f"{prefix}.objective", objective, "must be a mapping with a name: ddpm, interpolant or edm")
         check_keys(f"{prefix}.model", as_mapping(f"{prefix}.model", m.get("model")), model_keys)
         check_keys(f"{prefix}.eval", as_mapping(f"{prefix}.eval", m.get("eval")), eval_keys)
+        if "regularizer" in m and (not isinstance(m["regularizer"], dict) or "name" not in m["regularizer"]):
+            raise invalid(f"{prefix}.regularizer", m["regularizer"], "must be a mapping with a name: dispersive or sra")
     train_keys = [k for k in _fields(TrainConfig) if k != "step_scale"]  # step_scale is set by equal_cost
     for prefix, s in _entries(params, "scales", SCALE_SECTIONS, "sections"):
         for section, keys in (
@@ -591,8 +617,8 @@ def resolve(params: dict[str, Any], scale: str, method: str, seed: int) -> RunCo
     def where(section: str, key: str) -> str:
         if section in ("model", "eval") and key in (m_model if section == "model" else m_eval):
             return f"methods.{method}.{section}.{key}"
-        if section == "objective":
-            return f"methods.{method}.objective.{key}"
+        if section in ("objective", "regularizer"):
+            return f"methods.{method}.{section}.{key}"
         return f"scales.{scale}.{section}.{key}"
 
     cfg = RunConfig(
@@ -605,10 +631,15 @@ def resolve(params: dict[str, Any], scale: str, method: str, seed: int) -> RunCo
         data=_build(DataConfig, s.get("data"), f"scales.{scale}.data"),
         train=_build(TrainConfig, s.get("train"), f"scales.{scale}.train"),
         eval=_build(EvalConfig, {**s_eval, **m_eval}, f"scales.{scale}.eval"),
+        regularizer=copy.deepcopy(m["regularizer"]) if "regularizer" in m else None,
     )
     if cfg.eval.clip_denoised is True:  # a property of the data (pixels): every method's sampler clips
         cfg.objective["clip_denoised"] = True
     _validate_as(cfg, where)
+    if cfg.regularizer is not None:  # recorded with its blocks resolved for the scale's depth
+        from .objectives.regularizers import settings_of
+
+        cfg.regularizer = settings_of(cfg.built_regularizer())
     if cfg.train.equal_cost == "macs":
         equalize_macs(cfg)
         _validate_as(cfg, where)
@@ -622,7 +653,7 @@ def _validate_as(cfg: RunConfig, where) -> None:
     except ConfigError as e:
         msg = str(e)
         section, _, rest = msg.partition(".")
-        if section in ("model", "data", "train", "eval", "objective") and rest:
+        if section in ("model", "data", "train", "eval", "objective", "regularizer") and rest:
             raise _attribute(ConfigError(rest), lambda key: where(section, key), _all_keys(section), section) from None
         raise
 
@@ -632,18 +663,37 @@ def _all_keys(section: str) -> list[str]:
 
     classes = {"model": [DiTConfig], "data": [DataConfig], "train": [TrainConfig], "eval": [EvalConfig]}
     classes["objective"] = list(OBJECTIVES.values())
+    if section == "regularizer":
+        from .objectives.regularizers import SRA, Dispersive
+
+        classes["regularizer"] = [Dispersive, SRA]
     return ["name"] + [f.name for c in classes[section] for f in dataclasses.fields(c)]
+
+
+def run_step_macs(cfg: RunConfig) -> int:
+    """Training MACs of one step of the run: the model's forward and backward (routes active, stochastic depth at
+    its expectation) and its regularizer's extra work (SRA's EMA teacher and projector, the dispersive loss's
+    pairwise products)."""
+    from .models import train_step_macs
+
+    macs = train_step_macs(cfg.model, cfg.train.batch_size)
+    if cfg.regularizer is None:
+        return macs
+    from .objectives.regularizers import extra_macs
+
+    return macs + extra_macs(cfg.built_regularizer(), cfg.model, cfg.train.batch_size)
 
 
 def equalize_macs(cfg: RunConfig) -> None:
     """Scale the step count by (dense step MACs) / (this method's step MACs); evaluations and checkpoints
-    follow at the same MAC points as the dense run's (``TrainConfig.step_scale``)."""
-    if not cfg.model.routes and cfg.model.stochastic_depth is None:
+    follow at the same MAC points as the dense run's (``TrainConfig.step_scale``). The dense step is the model's
+    without routes, stochastic depth or a regularizer, so a regularizer's extra MACs buy it fewer steps."""
+    if not cfg.model.routes and cfg.model.stochastic_depth is None and cfg.regularizer is None:
         return
     from .models import train_step_macs
 
     dense = cfg.model.replace(routes=(), stochastic_depth=None)
-    ratio = train_step_macs(dense, cfg.train.batch_size) / train_step_macs(cfg.model, cfg.train.batch_size)
+    ratio = train_step_macs(dense, cfg.train.batch_size) / run_step_macs(cfg)
     t = cfg.train
     t.step_scale = ratio
     t.steps = max(1, round(t.steps * ratio))

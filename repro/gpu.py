@@ -334,10 +334,11 @@ def run_plan(cfg, tp: Throughput) -> dict[str, Any]:
     """Counted FLOPs and estimated seconds of one run: training, sampling for FID, validation loss."""
     import torch
 
-    from .models import DiT, dit_forward_macs, train_step_macs
+    from .config import run_step_macs
+    from .models import DiT, dit_forward_macs
 
     t, e = cfg.train, cfg.eval
-    step_macs = train_step_macs(cfg.model, t.batch_size)
+    step_macs = run_step_macs(cfg)  # a regularizer's extra MACs included
     with torch.device("meta"):
         dense = DiT(cfg.model.replace(routes=(), stochastic_depth=None))
     fwd = sum(dit_forward_macs(dense, 1).values())

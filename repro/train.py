@@ -45,7 +45,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError, RunConfig, check_data_files, load_params, resolve
+from .config import ConfigError, RunConfig, check_data_files, load_params, resolve, run_step_macs
 from .data.loader import SEED_STRIDE, TrainData, validation_batch
 from .evaluation import evaluate, extra_fid
 from .io import (
@@ -57,8 +57,9 @@ from .io import (
     load_checkpoint,
     remove_stale_temporaries,
 )
-from .models import DiT, train_step_macs
+from .models import DiT
 from .objectives import make_objective
+from .objectives.regularizers import projector_for, regularized_loss
 from .provenance import run_provenance
 from .rundir import RunLock, check_run_directory, completed_curve, plain, start_over, trim_metrics_log
 from .runtime import cpu_setup, dist_info, pick_device, setup_distributed
@@ -85,6 +86,8 @@ class RunState:
     step: int = 0
     seconds: float = 0.0  # training wall-clock so far (evaluation and checkpoints excluded)
     points: list[dict[str, Any]] = field(default_factory=list)  # the curve: one point per evaluation
+    # SRA's projector (trained with the model, not averaged, not used for sampling); None for every other method
+    projector: torch.nn.Module | None = None
 
     @classmethod
     def create(cls, cfg: RunConfig, device: torch.device) -> RunState:
@@ -92,11 +95,15 @@ class RunState:
         model = DiT(cfg.model).to(device)
         ema = copy.deepcopy(model).requires_grad_(False).eval()
         tc = cfg.train
+        # built after the model from a generator of its own: the model's initial weights are those without it
+        projector = projector_for(cfg.built_regularizer(), cfg.model.hidden_size, cfg.seed)
+        params = model.parameters()
+        if projector is not None:
+            projector = projector.to(device)
+            params = [*model.parameters(), *projector.parameters()]
         # foreach: one kernel per op over all tensors (bitwise equal to the per-tensor loop)
-        opt = torch.optim.AdamW(
-            model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay, foreach=True
-        )
-        return cls(model, ema, opt)
+        opt = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay, foreach=True)
+        return cls(model, ema, opt, projector=projector)
 
     def save(self, path: Path) -> None:
         atomic_torch_save(
@@ -108,6 +115,7 @@ class RunState:
                 "step": self.step,
                 "seconds": self.seconds,
                 "points": json.dumps(self.points),
+                **({"projector": self.projector.state_dict()} if self.projector is not None else {}),
             },
             path,
         )
@@ -120,6 +128,8 @@ class RunState:
             self.model.load_state_dict(ck["model"])
             self.ema.load_state_dict(ck["ema"])
             self.opt.load_state_dict(ck["opt"])
+            if self.projector is not None:
+                self.projector.load_state_dict(ck["projector"])
             self.step, self.seconds, self.points = int(ck["step"]), float(ck["seconds"]), json.loads(ck["points"])
         except (RuntimeError, ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{path}: does not fit this run ({' '.join(str(e).split())[:200]})") from e
@@ -173,20 +183,37 @@ class MicroBatch:
     t: torch.Tensor
     noise: torch.Tensor
     draws: Any  # repro.models.dit.TrainingDraws
+    extra: Any = None  # the regularizer's own draws (SRA: the teacher's noise levels); None without one
 
 
-def draw_micro_batch(objective, model: DiT, x, y, generator: torch.Generator) -> MicroBatch:
+def draw_micro_batch(objective, model: DiT, x, y, generator: torch.Generator, regularizer=None) -> MicroBatch:
     """The noise level, the noise, then the model's draws (label dropout, routes), in the order
-    ``objective.loss(model, x, y, generator)`` draws them, so the loss is bitwise the same."""
+    ``objective.loss(model, x, y, generator)`` draws them, so the loss is bitwise the same; a regularizer's
+    draws come after all of them, so they change none of them."""
     t, noise = objective.draw(x, generator)
-    return MicroBatch(x, y, t, noise, model.draw_training(len(x), generator, x.device))
+    b = MicroBatch(x, y, t, noise, model.draw_training(len(x), generator, x.device))
+    if regularizer is not None:
+        b.extra = regularizer.draw(objective, t, generator)
+    return b
 
 
-def train_step(state: RunState, net, objective, batches: Sequence[MicroBatch], tc, sync=None) -> torch.Tensor:
+def train_step(
+    state: RunState,
+    net,
+    objective,
+    batches: Sequence[MicroBatch],
+    tc,
+    sync=None,
+    regularizer=None,
+    objective_loss: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One optimizer step over ``batches`` (the gradient-accumulation micro-batches of this process),
     then the EMA update. ``net`` is the module the loss calls (the model, or its DDP / compiled
     wrapper); ``sync(i)`` the context for micro-batch ``i`` (DDP's ``no_sync`` before the last).
-    Returns the step's mean loss as a device tensor: nothing is read back to the host."""
+    ``regularizer`` (see :mod:`repro.objectives.regularizers`) adds its term to the loss; None, the objective's
+    loss alone, computed exactly as without the option; with one, ``objective_loss`` (a device scalar, when
+    given) gets the step's mean objective loss without the term added.
+    Returns the step's mean loss (with the regularizer's term) as a device tensor: nothing is read back."""
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if tc.precision == "bf16" and batches[0].x.device.type == "cuda"
@@ -197,11 +224,22 @@ def train_step(state: RunState, net, objective, batches: Sequence[MicroBatch], t
     for i, b in enumerate(batches):
         with sync(i) if sync is not None else nullcontext(), autocast:
             call = functools.partial(net, draws=b.draws)
-            loss = objective.loss_at(call, b.x, b.y, b.t, b.noise).mean() / len(batches)
+            if regularizer is None:
+                loss = objective.loss_at(call, b.x, b.y, b.t, b.noise).mean() / len(batches)
+            else:
+                base, total_loss = regularized_loss(
+                    regularizer, objective, call, b, ema=state.ema, projector=state.projector
+                )
+                loss = total_loss / len(batches)
+                if objective_loss is not None:
+                    objective_loss += base.detach() / len(batches)
         loss.backward()
         total += loss.detach()
     if tc.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), tc.grad_clip)
+        params = state.model.parameters()
+        if state.projector is not None:
+            params = [*params, *state.projector.parameters()]
+        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
     state.opt.step()
     ema_update(state.ema, state.model, tc.ema_decay)
     return total
@@ -298,12 +336,18 @@ class LogHook(Hook):
     def __call__(self, run: Run) -> None:
         loss = run.loss.mean()
         run.loss.reset()
+        extra = {}
+        meter = getattr(run.step_fn, "objective_meter", None)
+        if meter is not None:  # with a regularizer: loss - objective_loss is its weighted term
+            extra["objective_loss"] = meter.mean()
+            meter.reset()
         step, seconds = run.state.step, run.state.seconds
         rate = (step - self.last[0]) * run.cfg.train.batch_size / max(seconds - self.last[1], 1e-9)
         self.last = (step, seconds)
         if self.file is None:
             return
-        self.file.write(json.dumps({"step": step, "loss": loss, "images_per_s": rate, "seconds": seconds}) + "\n")
+        line = {"step": step, "loss": loss, **extra, "images_per_s": rate, "seconds": seconds}
+        self.file.write(json.dumps(line) + "\n")
         self.file.flush()
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
@@ -659,6 +703,13 @@ def make_step_fn(
     :func:`train_step` through DDP when ``world > 1`` and ``torch.compile`` when ``compile``."""
     tc = run_cfg.train
     micro = tc.batch_size // (world * tc.grad_accum)
+    regularizer = run_cfg.built_regularizer()
+    if state.projector is not None and world > 1:
+        raise ConfigError(
+            f"regularizer: {run_cfg.regularizer['name']!r} trains a projector outside DDP; allowed: one process"
+        )
+    if regularizer is not None and micro < 2 and regularizer.name == "dispersive":
+        raise ConfigError(f"regularizer: the dispersive loss needs >= 2 samples a process's micro-batch, not {micro}")
     net = state.model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -683,9 +734,16 @@ def make_step_fn(
             sl = idx[shard * micro : (shard + 1) * micro]
             g = torch.Generator(device="cpu").manual_seed((run_cfg.seed * SEED_STRIDE + step) * 4096 + shard)
             x, y = data.images[sl].to(device), data.labels[sl].to(device)
-            batches.append(draw_micro_batch(objective, state.model, x, y, g))
-        return train_step(state, net, objective, batches, tc, sync)
+            batches.append(draw_micro_batch(objective, state.model, x, y, g, regularizer))
+        if regularizer is None:
+            return train_step(state, net, objective, batches, tc, sync)
+        base = torch.zeros((), device=device)
+        total = train_step(state, net, objective, batches, tc, sync, regularizer, base)
+        step_fn.objective_meter.add(base, step)
+        return total
 
+    if regularizer is not None:  # the objective's loss alone, logged beside the total (LogHook)
+        step_fn.objective_meter = LossMeter(device, world)
     return step_fn
 
 
@@ -775,7 +833,7 @@ def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, co
     agree_on_step(run_dir, state.step, rank, world)
 
     step_fn = make_step_fn(cfg, state, objective, data, dev, rank, world, compile)
-    step_macs, prov = train_step_macs(cfg.model, tc.batch_size), run_provenance(cfg, dev, world, command)
+    step_macs, prov = run_step_macs(cfg), run_provenance(cfg, dev, world, command)
     if compile:
         prov["compiled"] = True
     if dev.type == "cuda":

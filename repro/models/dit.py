@@ -388,7 +388,8 @@ class DiT(nn.Module):
         force_routing: bool = False,
         force_drop_ids: torch.Tensor | None = None,
         draws: TrainingDraws | None = None,
-    ) -> torch.Tensor:
+        capture: Sequence[int] = (),
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """x (B, C, H, W), t (B,) diffusion time, y (B,) labels -> (B, out_channels, H, W).
 
         ``generator`` drives label dropout, route selection and stochastic depth (in that order);
@@ -396,6 +397,8 @@ class DiT(nn.Module):
         ``draws`` (from :meth:`draw_training`) gives all of these at once, already drawn: the forward then
         draws nothing, checks nothing on the host and can be compiled as one graph.
         Routes and stochastic depth act only in training mode, or when ``force_routing``.
+        ``capture`` (block indices, 0-based) also returns the tokens after each of those blocks, ``(out, {i: (B, N,
+        hidden_size)})``, with their graph (a representation regularizer's input); empty, the forward is unchanged.
         """
         if draws is not None:
             force_drop_ids, keep_ids = draws.drop_ids, draws.keep_ids
@@ -405,11 +408,36 @@ class DiT(nn.Module):
         t = self.t_embedder(t)
         y = self.y_embedder(y, self.training, force_drop_ids=force_drop_ids, generator=generator)
         c = t + y
-        x = self.forward_blocks(x, c, generator=generator, keep_ids=keep_ids, force_routing=force_routing, draws=draws)
+        hidden = {} if capture else None
+        x = self.forward_blocks(
+            x,
+            c,
+            generator=generator,
+            keep_ids=keep_ids,
+            force_routing=force_routing,
+            draws=draws,
+            hidden=hidden,
+            capture=capture,
+        )
         x = self.final_layer(x, c)
         x = self.unpatchify(x)
         if self.config.discard_sigma:  # SiT's official layout: the variance half is built, never used
             x = x[:, : self.in_channels]
+        return x if hidden is None else (x, hidden)
+
+    def features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, block: int, force_drop_ids=None):
+        """The tokens (B, N, hidden_size) after block ``block`` (0-based) of a dense forward, the blocks after it
+        and the final layer not run: a representation target (SRA's EMA teacher) at the cost of the blocks it needs.
+        Label dropout only where ``force_drop_ids`` says (eval mode, as the teacher runs)."""
+        check_int("block", block, low=0, high=self.config.depth - 1)
+        x = self.x_embedder(x)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        c = self.t_embedder(t) + self.y_embedder(y, self.training, force_drop_ids=force_drop_ids)
+        block_c = self.t_block(c) if self.t_block is not None else c
+        rope = self._rope(None)
+        for i in range(block + 1):
+            x = self.blocks[i](x, block_c, rope)
         return x
 
     def draw_training(self, batch: int, generator: torch.Generator | None, device=None) -> TrainingDraws:
@@ -431,7 +459,9 @@ class DiT(nn.Module):
                 depth_draws.append(torch.rand(batch, generator=generator, device=gen_device))
         return TrainingDraws(drop_ids, tuple(keep_ids), tuple(depth_draws))
 
-    def forward_blocks(self, x, c, *, generator=None, keep_ids=None, force_routing=False, draws=None):
+    def forward_blocks(
+        self, x, c, *, generator=None, keep_ids=None, force_routing=False, draws=None, hidden=None, capture=()
+    ):
         cfg = self.config
         block_c = self.t_block(c) if self.t_block is not None else c
         B, N, _ = x.shape
@@ -468,6 +498,8 @@ class DiT(nn.Module):
                 x = scatter_tokens(saved, ids, x)
                 route, saved, ids = None, None, None
                 rope = self._rope(None)
+            if hidden is not None and i in capture:
+                hidden[i] = x  # after a route's last block: every token again (inside a route: the kept ones)
         return x
 
     @staticmethod
