@@ -881,6 +881,8 @@ METHOD_COLORS: dict[str, int] = {
     "tread-rate-25": 16,
     "tread-rate-75": 17,
     "tread-xavier": 18,
+    "dit-dispersive": 12,
+    "dit-sra": 14,
 }
 
 

@@ -136,6 +136,11 @@ def test_paper_goldens_that_cannot_stand_for_fid50k_are_refused(tmp_path, report
     assert r.verdict == CHECK_FAILED and reason in "\n".join(r.evidence), r.evidence
 
 
+# a one-seed speedup record as `repro speedup` writes it: no test can run, so each p-value table holds None
+ONE_SEED = {"ratio": 5.0, "seeds": 1, "baseline_seeds": 1, "status": "one seed: a data point, not a verdict"}
+ONE_SEED.update({table: {"1.0": None} for table in ("p_value_ge_k", "p_value_lt_k", "ge_k", "lt_k")})
+
+
 def test_a_speedup_report_must_be_on_fid_with_records_for_every_run(tmp_path):
     base = {
         "format": paper.FORMAT,
@@ -147,7 +152,7 @@ def test_a_speedup_report_must_be_on_fid_with_records_for_every_run(tmp_path):
             "paper-dit-s0": [record(19.47, step=400_000)],
             "paper-tread-s0": [record(7.38, run_id="paper-tread-s0", step=400_000)],
         },  # fmt: skip
-        "unit_results": {"tread": {"final": {"iterations": {"ratio": 5.0, "seeds": 1, "baseline_seeds": 1}}}},
+        "unit_results": {"tread": {"final": {"iterations": ONE_SEED}}},
         "provenance": {"command": "repro land", "git_commit": "e" * 40},
     }
     good = verdict(tmp_path, "tread-table2", paper.seal(base), "speedup.json")

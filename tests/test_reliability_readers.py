@@ -910,8 +910,10 @@ def test_gpu_campaign_checks_its_wheels_before_it_starts(tmp_path, capsys):
     assert tree_hash(tmp_path) == before and not out.exists()
 
 
-def test_a_planted_vae_weights_file_is_refused_in_one_line(tmp_path, capsys):
+def test_a_planted_vae_weights_file_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    import logging
     import pickle
+    import sys
 
     diffusers = pytest.importorskip("diffusers")
 
@@ -937,6 +939,15 @@ def test_a_planted_vae_weights_file_is_refused_in_one_line(tmp_path, capsys):
     images = tmp_path / "images" / "a"
     images.mkdir(parents=True)
     before = tree_hash(tmp_path)
+    # a log handler made by an earlier test keeps that test's stderr (a capture closed since): diffusers' warnings
+    # would fail to print through it and logging would write its own "--- Logging error --- Traceback" here (in a
+    # process of its own, as a user runs it, the handler has the live stderr)
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if hasattr(v, "handlers"))]
+    for handler in {h for logger in loggers for h in logger.handlers}:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+            monkeypatch.setattr(handler, "stream", sys.stderr)
+            if "flush" in vars(handler):  # diffusers binds the stream's flush to its handler when it makes it
+                monkeypatch.setattr(handler, "flush", sys.stderr.flush)
     rc = lt.main([str(tmp_path / "images"), str(tmp_path / "out"), "--vae", str(vae), "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2  # before: a FileNotFoundError traceback
