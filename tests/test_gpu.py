@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from repro import gpu
+from repro.commands import gpu as gpu_cli
 from repro.config import load_params
 from repro.golden import load_curves
+from repro.gpu import wheels as gpu_wheels
 
 PROBE = "repro_dryrun_probe"
 
@@ -50,7 +52,7 @@ def make_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] 
 def write_manifest(folder: Path, wheels: list[tuple[Path, str]], data: list[dict] | None = None) -> None:
     rows = [
         {"name": p.name.split("-")[0], "version": p.name.split("-")[1], "module": module, "file": p.name,
-         "bytes": p.stat().st_size, "sha256": gpu.sha256_file(p), "requires": gpu.wheel_requirements(p)}
+         "bytes": p.stat().st_size, "sha256": gpu_wheels.sha256_file(p), "requires": gpu.wheel_requirements(p)}
         for p, module in wheels
     ]  # fmt: skip
     (folder / gpu.MANIFEST).write_text(json.dumps({"wheels": rows, "data": data or []}))
@@ -76,7 +78,7 @@ def test_dry_run_installs_from_the_wheel_folder_and_writes_every_output(tmp_path
     wheels = tmp_path / "wheels"
     write_manifest(wheels, [(make_wheel(wheels, PROBE, "0.1"), PROBE)], gpu.copy_data(wheels / gpu.DATA_SUBDIR))
     out, work = tmp_path / "out", tmp_path / "work"
-    rc = gpu.main(["campaign", "--out", str(out), "--work", str(work), "--wheels", str(wheels), "--dry-run"])
+    rc = gpu_cli.main(["campaign", "--out", str(out), "--work", str(work), "--wheels", str(wheels), "--dry-run"])
     record = json.loads((out / "campaign.json").read_text())
     assert rc == 0, record
     assert record["status"] == "done" and record["not_done"] == []
@@ -134,7 +136,7 @@ def test_dry_run_installs_from_the_wheel_folder_and_writes_every_output(tmp_path
     )  # within the 8 files that come back from one call
 
     # a dry run never lands as goldens
-    assert gpu.main(["land", str(out), "--goldens", str(tmp_path / "goldens")]) == 2
+    assert gpu_cli.main(["land", str(out), "--goldens", str(tmp_path / "goldens")]) == 2
     assert not (tmp_path / "goldens").exists()
 
 
@@ -179,7 +181,7 @@ def test_wheel_requirements_leave_out_extras_and_other_pythons(tmp_path):
 def test_pinned_wheels_need_nothing_the_image_lacks():
     # each pin's own requirements (read from its wheel by `pack`) are checked there; here the pins themselves
     # must not shadow what the image brings, and must each name the module the campaign imports
-    assert not {gpu._normalize(n) for n in gpu.PINS} & gpu.IMAGE_HAS
+    assert not {gpu_wheels._normalize(n) for n in gpu.PINS} & gpu_wheels.IMAGE_HAS
     assert {"diffusers", "torch_fidelity"} <= {module for _, module in gpu.PINS.values()}
 
 
@@ -210,10 +212,10 @@ def test_small_scale_fits_seven_minutes_at_the_stated_throughput():
 
 
 def test_campaign_rejects_bad_budgets(tmp_path, capsys):
-    assert gpu.main(["campaign", "--out", str(tmp_path), "--budget-s", "0"]) == 2
+    assert gpu_cli.main(["campaign", "--out", str(tmp_path), "--budget-s", "0"]) == 2
     assert "--budget-s: 0.0" in capsys.readouterr().err
-    assert gpu.main(["campaign", "--out", str(tmp_path), "--mfu", "1.5"]) == 2
-    assert gpu.main(["campaign", "--out", str(tmp_path), "--budget-s", "100", "--train-budget-s", "200"]) == 2
+    assert gpu_cli.main(["campaign", "--out", str(tmp_path), "--mfu", "1.5"]) == 2
+    assert gpu_cli.main(["campaign", "--out", str(tmp_path), "--budget-s", "100", "--train-budget-s", "200"]) == 2
 
 
 def test_land_copies_a_gpu_campaign_into_the_goldens_layout(tmp_path):
