@@ -142,7 +142,10 @@ def test_dry_run_installs_from_the_wheel_folder_and_writes_every_output(tmp_path
 
 def test_a_cut_campaign_still_records_what_it_did(tmp_path, isolated_env):
     out = tmp_path / "out"
-    rc = gpu.run_campaign(out, budget_s=0.05, train_budget_s=0.05, wheels=None, work=tmp_path / "w", dry_run=True)
+    options = gpu.CampaignOptions(
+        out, budget_s=0.05, train_budget_s=0.05, wheels=None, work=tmp_path / "w", dry_run=True
+    )
+    rc = gpu.run_gpu_campaign(options)
     record = json.loads((out / "campaign.json").read_text())
     assert rc == 1 and record["status"] == "cut"
     done = [p["part"] for p in record["parts"] if p["status"] == "done"]

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser, dest: str) -> None:
     p = sub.add_parser("pack", help="download the pinned wheels and copy the data into a folder (needs a registry)")
     p.add_argument("--dest", type=Path, default=DEFAULT_WHEELS)
     p.add_argument("--no-data", action="store_true", help="wheels only")
-    p.set_defaults(gpu_run=run_pack)
+    p.set_defaults(gpu_run=pack_command)
     c = sub.add_parser("campaign", help="the small-scale GPU campaign in one call (see the module docstring)")
     c.add_argument("--out", type=Path, required=True, help="output folder (plan, campaign, curves, bench, log)")
     c.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget of the whole command")
@@ -61,11 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser, dest: str) -> None:
                    "scale gpu-tokens); default: small bench")  # fmt: skip
     c.add_argument("--probe-s", type=float, default=5.0,
                    help="seconds of each long/tokens method's first steps that measure its step time")  # fmt: skip
-    c.set_defaults(gpu_run=run_campaign)
+    c.set_defaults(gpu_run=campaign_command)
     g = sub.add_parser("land", help="copy a GPU campaign's outputs into goldens/small (refuses a dry run)")
     g.add_argument("out", type=Path, help="the folder given to `campaign --out`")
     g.add_argument("--goldens", type=Path, default=GOLDENS)
-    g.set_defaults(gpu_run=run_land)
+    g.set_defaults(gpu_run=land_command)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +83,7 @@ def _error(message: str) -> int:
     return 2
 
 
-def run_land(args: argparse.Namespace) -> int:
+def land_command(args: argparse.Namespace) -> int:
     from repro.gpu.land import land
 
     try:
@@ -95,7 +95,7 @@ def run_land(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_pack(args: argparse.Namespace) -> int:
+def pack_command(args: argparse.Namespace) -> int:
     from repro.gpu.wheels import pack
 
     if args.dest.exists() and not args.dest.is_dir():
@@ -146,14 +146,14 @@ def campaign_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def run_campaign(args: argparse.Namespace) -> int:
-    from repro.gpu.campaign import run_campaign
+def campaign_command(args: argparse.Namespace) -> int:
+    from repro.gpu.campaign import CampaignOptions, run_gpu_campaign
 
     problem = campaign_problem(args)
     if problem:
         return _error(problem)
-    return run_campaign(
-        args.out,
+    options = CampaignOptions(
+        out=args.out,
         budget_s=args.budget_s,
         train_budget_s=args.train_budget_s,
         wheels=args.wheels,
@@ -169,3 +169,4 @@ def run_campaign(args: argparse.Namespace) -> int:
         probe_s=args.probe_s,
         command=" ".join([args.invoked_as, *sys.argv[1:]]),
     )
+    return run_gpu_campaign(options)

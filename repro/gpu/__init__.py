@@ -20,7 +20,7 @@ None of these modules imports torch at import time, nor argparse.
 from __future__ import annotations
 
 from .batch import BENCH_METHODS, BENCH_MODELS, bench_largest_batch
-from .campaign import DEFAULT_PARTS, PARTS, run_campaign
+from .campaign import DEFAULT_PARTS, PARTS, CampaignOptions, run_gpu_campaign
 from .land import GOLDENS, land
 from .paths import DEFAULT_WHEELS, REPO_ROOT
 from .plan import CPU_ASSUMED_TFLOPS, H200_BF16_TFLOPS, Throughput, run_plan, small_configs
@@ -51,6 +51,7 @@ __all__ = [
     "PINS",
     "REPO_ROOT",
     "Campaign",
+    "CampaignOptions",
     "Throughput",
     "bench_largest_batch",
     "check_wheels",
@@ -59,7 +60,7 @@ __all__ = [
     "land",
     "pack",
     "read_manifest",
-    "run_campaign",
+    "run_gpu_campaign",
     "run_plan",
     "small_configs",
     "wheel_requirements",

@@ -31,6 +31,8 @@ import signal
 import sys
 import tempfile
 import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ from .plan import (
     H200_BF16_TFLOPS,
     Throughput,
     bench_plan,
+    build_plan,
     format_plan,
     run_plan,
     small_configs,
@@ -54,30 +57,63 @@ PARTS = ("small", "bench", "long", "tokens")  # what parts may name; long and to
 DEFAULT_PARTS = ("small", "bench")
 
 
-def run_campaign(
-    out: str | os.PathLike,
-    *,
-    budget_s: float = 540.0,
-    train_budget_s: float = 420.0,
-    wheels: str | os.PathLike | None = DEFAULT_WHEELS,
-    work: str | os.PathLike | None = None,
-    params: str | os.PathLike = PARAMS,
-    dry_run: bool = False,
-    device: str | None = None,
-    mfu: float = 0.30,
-    peak_tflops: float | None = None,
-    bench_max_batch: int = 256,
-    bench_steps: int = 10,
-    bench_warmup: int = 3,
-    seed: int | None = None,
-    command: str | None = None,
-    parts: tuple[str, ...] | list[str] = DEFAULT_PARTS,
-    probe_s: float = 5.0,
-) -> int:
+@dataclass(frozen=True)
+class CampaignOptions:
+    """What one campaign call runs and within what budget: the options of ``python -m repro.gpu campaign``
+    (``bench_steps``, ``bench_warmup`` and ``command`` have no flag). Paths are kept as :class:`~pathlib.Path`."""
+
+    out: Path
+    budget_s: float = 540.0
+    train_budget_s: float = 420.0
+    wheels: Path | None = DEFAULT_WHEELS
+    work: Path | None = None
+    params: Path = PARAMS
+    dry_run: bool = False
+    device: str | None = None
+    mfu: float = 0.30
+    peak_tflops: float | None = None
+    bench_max_batch: int = 256
+    bench_steps: int = 10
+    bench_warmup: int = 3
+    seed: int | None = None
+    parts: tuple[str, ...] = DEFAULT_PARTS
+    probe_s: float = 5.0
+    command: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("out", "wheels", "work", "params"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "parts", tuple(self.parts))
+        if unknown := sorted(set(self.parts) - set(PARTS)):
+            raise ValueError(f"parts: {unknown} are not parts of the campaign; choose from {list(PARTS)}")
+
+
+@dataclass
+class _Prepared:
+    """What the campaign settled before its plan: the device, the runs and benches asked for, their sizes."""
+
+    device: Any  # a torch.device
+    params: dict[str, Any]
+    configs: list  # the small scale's runs (empty when not asked)
+    bench_models: Sequence[str]
+    axes: list[str]  # the long / token parts asked, in the order they run
+    tp: Throughput
+    work: Path
+    bench_batch: int
+    bench_steps: int
+    bench_warmup: int
+    probe_s: float
+    overrides: dict[str, Any] = field(default_factory=dict)  # the benches' model size
+
+
+def run_gpu_campaign(options: CampaignOptions) -> int:
     """The whole campaign; returns 0 when every part finished, 1 when one failed, was cut or skipped."""
-    out = Path(out)
+    out = options.out
     out.mkdir(parents=True, exist_ok=True)
-    command = command or " ".join(["python -m repro.gpu", *sys.argv[1:]])
+    command = options.command or " ".join(["python -m repro.gpu", *sys.argv[1:]])
+    budget_s = options.budget_s
     camp = Campaign(out, budget_s, command)
     log_file = open(out / "log.txt", "a", buffering=1)  # noqa: SIM115 - closed in finally
     old_out, old_err = sys.stdout, sys.stderr
@@ -92,8 +128,7 @@ def run_campaign(
     old_handler = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, max(budget_s, 1e-3))
     try:
-        _campaign(camp, train_budget_s, wheels, work, params, dry_run, device, mfu, peak_tflops,
-                  bench_max_batch, bench_steps, bench_warmup, seed, parts, probe_s)  # fmt: skip
+        _campaign(camp, options)
         camp.record["status"] = "done"
     except BudgetExceeded:
         camp.record["status"] = "cut"
@@ -121,14 +156,27 @@ def run_campaign(
     return 0 if camp.record["status"] == "done" else 1
 
 
-def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, device, mfu, peak_tflops,
-              bench_max_batch, bench_steps, bench_warmup, seed, parts=DEFAULT_PARTS, probe_s=5.0) -> None:  # fmt: skip
-    out = camp.out
-    work = Path(work) if work else Path(tempfile.mkdtemp(prefix="repro-small-"))
-    wheels = Path(wheels) if wheels else None
-    rec = camp.record
-    rec["work"] = str(work)
+def _campaign(camp: Campaign, options: CampaignOptions) -> None:
+    """The parts in order: install, plan, the small runs, the benches, then the long and token parts."""
+    work = options.work or Path(tempfile.mkdtemp(prefix="repro-small-"))
+    camp.record["work"] = str(work)
+    _install(camp, options.wheels, work)
+    prep = _prepare(camp, options, work)
+    rows = _plan(camp, options, prep)
+    n_runs, n_bench = len(prep.configs), len(prep.bench_models)
+    run_rows, bench_rows = rows[:n_runs], rows[n_runs : n_runs + n_bench]
+    # training + evaluation end where the training budget does, or earlier so as to leave the benchmarks twice
+    # their estimate (and 15 s) before the end of the whole budget
+    bench_reserve = 2 * sum(p["estimate_s"] for p in bench_rows) + 15
+    train_end = min(camp.elapsed() + options.train_budget_s, camp.budget_s - bench_reserve)
+    _train_small(camp, prep, run_rows, train_end)
+    _bench(camp, prep, bench_rows)
+    if prep.axes:  # the long horizon and the token axis: each measured, sized and run on what is left
+        gpu_axes.run_parts(camp, prep.axes, prep.params, options.dry_run, str(prep.device), prep.tp, work, prep.probe_s)
 
+
+def _install(camp: Campaign, wheels: Path | None, work: Path) -> None:
+    """Install what the wheel folder holds and this interpreter lacks; point the data loader at its copy."""
     with camp.part("install") as entry:
         if wheels is not None and (wheels / MANIFEST).is_file():
             entry["wheels"] = str(wheels)
@@ -143,115 +191,126 @@ def _campaign(camp: Campaign, train_budget_s, wheels, work, params, dry_run, dev
     if entry["status"] != "done":
         raise RuntimeError(f"install failed: {entry.get('error')}")
 
+
+def _prepare(camp: Campaign, options: CampaignOptions, work: Path) -> _Prepared:
+    """The device (set up as training sets it), the runs and benches asked for, the throughput the plan assumes,
+    and the call's provenance in the record."""
     import torch
 
     from ..config import load_params
-    from ..io import atomic_write_json
     from ..runtime import cpu_setup
-    from ..train import train
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() and not dry_run else "cpu"))
+    dry_run, parts = options.dry_run, options.parts
+    dev = torch.device(options.device or ("cuda" if torch.cuda.is_available() and not dry_run else "cpu"))
     cpu_setup(dev)
     if dry_run:
         torch.set_num_threads(DRY_TRAIN["threads"])  # tiny matrices: one thread beats two contended ones
-    all_params = load_params(params)
-    configs = small_configs(all_params, dry_run, seed)
+    params = load_params(options.params)
+    configs = small_configs(params, dry_run, options.seed)
     precision = configs[0].train.precision if dev.type == "cuda" else "fp32"
     if dev.type == "cuda":  # as train() sets it, so the record states what the runs use
         torch.backends.cuda.matmul.allow_tf32 = configs[0].train.tf32
-    rec["provenance"] = campaign_provenance(dev, precision, configs[0].seed, camp.command, dry_run)
-    rec["parts_asked"] = list(parts)
-    configs = configs if "small" in parts else []
-    bench_models = BENCH_MODELS if "bench" in parts else ()
-    axes = [p for p in ("tokens", "long") if p in parts]
-    peak = peak_tflops or (H200_BF16_TFLOPS if dev.type == "cuda" else CPU_ASSUMED_TFLOPS)
-    tp = Throughput(peak, mfu, eval_overhead_s=2.0 if dev.type == "cuda" else 0.3)
-    overrides = {**BENCH_SIZE, **(DRY_BENCH if dry_run else {})}
-    bench_batch = min(bench_max_batch, 4) if dry_run else bench_max_batch
-    if dry_run:
-        bench_steps, bench_warmup = 1, 0
-        probe_s = min(probe_s, gpu_axes.DRY_PROBE_S)
+    camp.record["provenance"] = campaign_provenance(dev, precision, configs[0].seed, camp.command, dry_run)
+    camp.record["parts_asked"] = list(parts)
+    peak = options.peak_tflops or (H200_BF16_TFLOPS if dev.type == "cuda" else CPU_ASSUMED_TFLOPS)
+    return _Prepared(
+        device=dev,
+        params=params,
+        configs=configs if "small" in parts else [],
+        bench_models=BENCH_MODELS if "bench" in parts else (),
+        axes=[p for p in ("tokens", "long") if p in parts],
+        tp=Throughput(peak, options.mfu, eval_overhead_s=2.0 if dev.type == "cuda" else 0.3),
+        work=work,
+        bench_batch=min(options.bench_max_batch, 4) if dry_run else options.bench_max_batch,
+        bench_steps=1 if dry_run else options.bench_steps,
+        bench_warmup=0 if dry_run else options.bench_warmup,
+        probe_s=min(options.probe_s, gpu_axes.DRY_PROBE_S) if dry_run else options.probe_s,
+        overrides={**BENCH_SIZE, **(DRY_BENCH if dry_run else {})},
+    )
+
+
+def _plan(camp: Campaign, options: CampaignOptions, prep: _Prepared) -> list[dict[str, Any]]:
+    """``plan.json`` and its table: every part's counted FLOPs and seconds at the stated throughput."""
+    from ..io import atomic_write_json
 
     with camp.part("plan") as entry:
-        rows = [run_plan(cfg, tp) for cfg in configs]
-        rows += [bench_plan(m, bench_batch, bench_steps, bench_warmup, tp, overrides) for m in bench_models]
-        rows += gpu_axes.plan_rows(all_params, dry_run, tp, axes)
-        plan = {
-            "device": rec["provenance"]["device"],
-            "budget_s": camp.budget_s,
-            "train_budget_s": train_budget_s,
-            "assumptions": {
-                "peak_tflops": peak,
-                "mfu": mfu,
-                "train_tflops": peak * mfu,
-                "sample_tflops": peak * mfu * tp.sample_factor,
-                "eval_overhead_s": tp.eval_overhead_s,
-                "note": "peak: 8192^3 bf16 matmuls measured on an H200; sampling is fp32/TF32, half the bf16 rate"
-                if dev.type == "cuda"
-                else "a stated CPU rate for the dry run, not a measurement",
-                "flops": "2 x MACs counted on the meta device (torch.utils.flop_counter)",
-            },
-            "parts": rows,
-            "total_estimate_s": sum(p["estimate_s"] for p in rows),
-        }
-        atomic_write_json(out / "plan.json", plan)
+        tp = prep.tp
+        rows = [run_plan(cfg, tp) for cfg in prep.configs]
+        rows += [
+            bench_plan(m, prep.bench_batch, prep.bench_steps, prep.bench_warmup, tp, prep.overrides)
+            for m in prep.bench_models
+        ]
+        rows += gpu_axes.plan_rows(prep.params, options.dry_run, tp, prep.axes)
+        device = camp.record["provenance"]["device"]
+        plan = build_plan(rows, tp, device, prep.device.type == "cuda", camp.budget_s, options.train_budget_s)
+        atomic_write_json(camp.out / "plan.json", plan)
         print(format_plan(plan), flush=True)
         entry["total_estimate_s"] = plan["total_estimate_s"]
+    if entry["status"] != "done":
+        raise RuntimeError(f"plan failed: {entry.get('error')}")
+    return rows
 
-    # training + evaluation: each run gets a time cap from what is left of the training budget, which also
-    # leaves the benchmarks twice their estimate (and 15 s) before the end of the whole budget
-    parts = rows[: len(configs) + len(bench_models)]  # the small runs' and the benches' rows
-    bench_reserve = 2 * sum(p["estimate_s"] for p in parts[len(configs) :]) + 15
-    train_end = min(camp.elapsed() + train_budget_s, camp.budget_s - bench_reserve)
-    rec["runs"] = {}
+
+def _train_small(camp: Campaign, prep: _Prepared, rows: list[dict[str, Any]], train_end: float) -> None:
+    """The small runs, each with a time cap from what is left until ``train_end`` (on the campaign's clock) after
+    the evaluations still planned, shared equally by the runs still to go."""
+    from ..io import atomic_write_json
+    from ..train import train
+
+    camp.record["runs"] = {}
+    configs = prep.configs
     for i, cfg in enumerate(configs):
         left = train_end - camp.elapsed()
-        eval_left = sum(p["eval_s"] for p in parts[i : len(configs)])
+        eval_left = sum(p["eval_s"] for p in rows[i:])
         cap = (left - eval_left) / (len(configs) - i)
         name = f"train {cfg.run_id}"
         if cap <= 1.0:
             camp.skip(name, f"{left:.0f} s of the training budget left, {eval_left:.0f} s of evaluation still planned")
             continue
         cfg.train.max_seconds = cap
-        curve_path = out / "curves" / f"{cfg.method}-s{cfg.seed}.json"
+        curve_path = camp.out / "curves" / f"{cfg.method}-s{cfg.seed}.json"
         with camp.part(name) as entry:
             entry.update({"steps_planned": cfg.train.steps, "time_cap_s": round(cap, 2)})
 
             def keep(curve, path=curve_path):
                 atomic_write_json(path, curve)
 
-            curve = train(cfg, work / cfg.run_id, device=str(dev), resume=False, command=camp.command, on_eval=keep)
+            run_dir = prep.work / cfg.run_id
+            curve = train(cfg, run_dir, device=str(prep.device), resume=False, command=camp.command, on_eval=keep)
             atomic_write_json(curve_path, curve)
             done = curve["points"][-1]["step"] if curve["points"] else 0
             entry.update({"steps_done": done, "time_capped": done < entry["steps_planned"]})
             if entry["time_capped"]:
                 entry["status"] = "cut"
-        log = work / cfg.run_id / "metrics.jsonl"
+        log = prep.work / cfg.run_id / "metrics.jsonl"
         if log.exists():
-            rec["runs"][cfg.run_id] = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            camp.record["runs"][cfg.run_id] = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
         camp.save()
 
-    # benchmarks: the largest batch up to the maximum that fits, while the budget lasts
+
+def _bench(camp: Campaign, prep: _Prepared, rows: list[dict[str, Any]]) -> None:
+    """The benchmarks: the largest batch up to the maximum that fits, while the budget lasts."""
+    import torch
+
     from ..bench import format_report
+    from ..io import atomic_write_json
 
     gc.collect()
-    if dev.type == "cuda":
+    if prep.device.type == "cuda":
         torch.cuda.empty_cache()
-
     bench: dict[str, Any] = {"units": "ms per training step (median), MFU of peak dense bf16", "models": {}}
-    est = {p["part"]: p for p in parts}
-    for model in bench_models:
+    est = {p["part"]: p for p in rows}
+    for model in prep.bench_models:
         name = f"bench {model}"
         need = est[name]["estimate_s"] * 2 + 5
         if camp.left() < need:
             camp.skip(name, f"{camp.left():.0f} s of the budget left, about {need:.0f} s needed")
             continue
         with camp.part(name) as entry:
-            rep = bench_largest_batch(model, bench_batch, bench_steps, bench_warmup, str(dev), "bf16", overrides)
+            rep = bench_largest_batch(
+                model, prep.bench_batch, prep.bench_steps, prep.bench_warmup, str(prep.device), "bf16", prep.overrides
+            )
             bench["models"][model] = rep
             entry["batch"] = rep["batch"]
             print(format_report(rep), flush=True)
-        atomic_write_json(out / "bench.json", bench)
-
-    if axes:  # the long horizon and the token axis: each measured, sized and run on what is left
-        gpu_axes.run_parts(camp, axes, all_params, dry_run, str(dev), tp, work, probe_s)
+        atomic_write_json(camp.out / "bench.json", bench)

@@ -109,6 +109,30 @@ def bench_plan(model: str, batch: int, steps: int, warmup: int, tp: Throughput, 
             "estimate_s": tp.seconds(total), "mac_ratio": macs["dit"] / macs["tread"]}  # fmt: skip
 
 
+def build_plan(rows: list[dict[str, Any]], tp: Throughput, device: str, cuda: bool, budget_s: float,
+               train_budget_s: float) -> dict[str, Any]:  # fmt: skip
+    """``plan.json``: the assumptions, every part's row (:func:`run_plan`, :func:`bench_plan`, the long and token
+    parts' rows) and the total of their estimates."""
+    return {
+        "device": device,
+        "budget_s": budget_s,
+        "train_budget_s": train_budget_s,
+        "assumptions": {
+            "peak_tflops": tp.peak_tflops,
+            "mfu": tp.mfu,
+            "train_tflops": tp.peak_tflops * tp.mfu,
+            "sample_tflops": tp.peak_tflops * tp.mfu * tp.sample_factor,
+            "eval_overhead_s": tp.eval_overhead_s,
+            "note": "peak: 8192^3 bf16 matmuls measured on an H200; sampling is fp32/TF32, half the bf16 rate"
+            if cuda
+            else "a stated CPU rate for the dry run, not a measurement",
+            "flops": "2 x MACs counted on the meta device (torch.utils.flop_counter)",
+        },
+        "parts": rows,
+        "total_estimate_s": sum(p["estimate_s"] for p in rows),
+    }
+
+
 def format_plan(plan: dict[str, Any]) -> str:
     a = plan["assumptions"]
     lines = [
