@@ -1,5 +1,6 @@
 """The GPU campaign's CPU dry run end to end (wheel folder, carried data, plan, runs, bench, record), its
-budget cut, and the pieces it is built from. Nothing here needs a GPU or a package registry."""
+budget (a deadline polled between parts), and the pieces it is built from. Nothing here needs a GPU or a package
+registry."""
 
 from __future__ import annotations
 
@@ -150,13 +151,68 @@ def test_a_cut_campaign_still_records_what_it_did(tmp_path, isolated_env):
     assert rc == 1 and record["status"] == "cut"
     done = [p["part"] for p in record["parts"] if p["status"] == "done"]
     assert len(done) < 2 + 3 + len(gpu.BENCH_MODELS)  # install, plan, three runs, the benches
-    # a part is done or cut, or (when the timer's exception was swallowed where it fired, a gc callback)
-    # skipped for lack of budget; never failed or left running
+    # the deadline is polled between parts: a part is done, or skipped for lack of budget; never cut, failed or
+    # left running
     assert all(
-        p["status"] in ("done", "cut") or (p["status"] == "skipped" and "budget" in p["reason"])
-        for p in record["parts"]
+        p["status"] == "done" or (p["status"] == "skipped" and "budget" in p["reason"]) for p in record["parts"]
     ), record["parts"]
     assert "ran out" in (out / "log.txt").read_text()
+
+
+class FakeClock:
+    """A monotonic clock that moves only when a stand-in says its work took time."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_budget_running_out_mid_campaign_stops_between_parts_with_what_finished_written(
+    tmp_path, isolated_env, monkeypatch
+):
+    clock, trained = FakeClock(), []
+
+    def train(cfg, run_dir, device=None, resume=False, command=None, on_eval=None, quiet=False):
+        trained.append(cfg.run_id)
+        clock.now += 60.0  # each run takes 60 s of the campaign's 100 s
+        points = [{"step": s, "fid": 50.0 - s, "val_loss": 1.0 / s} for s in range(2, cfg.train.steps + 1, 2)]
+        curve = {"run_id": cfg.run_id, "method": cfg.method, "seed": cfg.seed, "points": points}
+        on_eval(curve)
+        return curve
+
+    def bench(*args, **kwargs):
+        raise AssertionError("no bench fits after the deadline")
+
+    monkeypatch.setattr("repro.train.train", train)
+    monkeypatch.setattr("repro.bench.run_bench", bench)
+    out = tmp_path / "out"
+    options = gpu.CampaignOptions(out, budget_s=100, train_budget_s=100, wheels=None, work=tmp_path / "w", dry_run=True)
+    rc = gpu.run_gpu_campaign(options, clock=clock)
+
+    record = json.loads((out / "campaign.json").read_text())
+    assert rc == 1 and record["status"] == "cut" and record["ran_out_s"] == 120.0
+    status = {p["part"]: p["status"] for p in record["parts"]}
+    # two runs started before the deadline and finished (the second past it); nothing started after it
+    assert trained == ["small-dit-s0", "small-tread-s0"]
+    assert status == {
+        "install": "done",
+        "plan": "done",
+        "train small-dit-s0": "done",
+        "train small-tread-s0": "done",
+        "train small-sit-s0": "skipped",
+        **{f"bench {m}": "skipped" for m in gpu.BENCH_MODELS},
+    }
+    reasons = [p["reason"] for p in record["parts"] if p["status"] == "skipped"]
+    assert all("budget of 100 s ran out after 120.0 s" in r for r in reasons), reasons
+    assert record["not_done"] == ["train small-sit-s0", *(f"bench {m}" for m in gpu.BENCH_MODELS)]
+    # what finished is written: the plan, the two curves; no bench report, no curve of the run never started
+    assert (out / "plan.json").is_file() and not (out / "bench.json").exists()
+    curves = sorted(p.name for p in (out / "curves").iterdir())
+    assert curves == ["dit-s0.json", "tread-s0.json"]
+    assert json.loads((out / "curves" / "dit-s0.json").read_text())["points"][-1]["step"] == 6
+    assert "ran out at 120.0 s" in (out / "log.txt").read_text()
 
 
 def test_install_refuses_a_wheel_whose_hash_differs(tmp_path):

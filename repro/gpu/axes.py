@@ -302,6 +302,8 @@ def run_parts(camp, parts: Sequence[str], params, dry_run: bool, device: str, tp
     rec = camp.record.setdefault("axes", {})
     steps: dict[str, dict[str, dict]] = {}
     for part in parts:  # each part's own first seconds, before either runs, so each is sized knowing the other's
+        if not camp.fits(f"measure {part}"):  # the campaign's deadline passed: the part is skipped unmeasured
+            continue
         with camp.part(f"measure {part}") as entry:
             seen: dict[str, dict] = {}
             for cfg in part_configs(params, part, dry_run, seeds=[part_configs(params, part, dry_run)[0].seed]):
@@ -419,8 +421,11 @@ def _train_run(camp, bundle: Bundle, cfg, device, work: Path, est: dict[str, Any
     each one with FID), and its seconds recorded beside its estimate from the measured step."""
     from ..train import train
 
-    if cap_s <= 1.0:
-        camp.skip(f"{bundle.doc['part']} {cfg.run_id}", f"{cap_s:.0f} s of training time left for it")
+    name = f"{bundle.doc['part']} {cfg.run_id}"
+    fits = camp.fits(name)  # False (and recorded as skipped) once the campaign's deadline has passed
+    if fits and cap_s <= 1.0:
+        camp.skip(name, f"{cap_s:.0f} s of training time left for it")
+    if not fits or cap_s <= 1.0:
         bundle.doc["runs"][cfg.run_id] = {"config": cfg.to_dict(), "status": "skipped", "curve": None}
         bundle.save()
         return None

@@ -4,8 +4,10 @@ Install from the wheel folder whatever is not importable (:mod:`repro.gpu.wheels
 the data loader at the carried copy, print and save the plan (:mod:`repro.gpu.plan`: the FLOPs of every part and its
 time at a stated throughput), train the small scale's runs (DiT, TREAD, SiT at equal training MACs) with FID and
 validation-loss curves of the EMA weights, then ``repro bench`` DiT-S/2, -B/2 and -XL/2 at the largest batch up to
-256 that fits (:mod:`repro.gpu.batch`). Every run gets a time cap from what is left, and whatever exists is always
-written to ``--out``:
+256 that fits (:mod:`repro.gpu.batch`). The budget is a deadline polled between parts (no timer interrupts a
+part): a part that would not fit in what is left, or comes after the deadline, is skipped and recorded as such;
+every run gets a time cap from what is left, checked by the training loop between its steps. Whatever exists is
+always written to ``--out``:
 
 - ``plan.json``: assumptions and per-part FLOPs and estimated seconds;
 - ``campaign.json``: provenance (GPU, driver, torch, CUDA, precision, seed, command, commit), the status and
@@ -27,11 +29,11 @@ import gc
 import importlib
 import json
 import os
-import signal
 import sys
 import tempfile
+import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,7 @@ from .plan import (
     run_plan,
     small_configs,
 )
-from .record import BudgetExceeded, Campaign, Tee, campaign_provenance
+from .record import Campaign, Tee, campaign_provenance
 from .wheels import MANIFEST, install_missing, use_carried_data
 
 PARTS = ("small", "bench", "long", "tokens")  # what parts may name; long and tokens: repro/gpu/axes.py
@@ -108,46 +110,31 @@ class _Prepared:
     overrides: dict[str, Any] = field(default_factory=dict)  # the benches' model size
 
 
-def run_gpu_campaign(options: CampaignOptions) -> int:
-    """The whole campaign; returns 0 when every part finished, 1 when one failed, was cut or skipped."""
+def run_gpu_campaign(options: CampaignOptions, clock: Callable[[], float] = time.monotonic) -> int:
+    """The whole campaign within ``options.budget_s`` seconds on ``clock``; returns 0 when every part finished, 1
+    when one failed, was cut or was skipped. The budget is a deadline polled between parts (:class:`Campaign`);
+    what finished is written whatever happens."""
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     command = options.command or " ".join(["python -m repro.gpu", *sys.argv[1:]])
-    budget_s = options.budget_s
-    camp = Campaign(out, budget_s, command)
+    camp = Campaign(out, options.budget_s, command, clock)
     log_file = open(out / "log.txt", "a", buffering=1)  # noqa: SIM115 - closed in finally
     old_out, old_err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = Tee(old_out, log_file), Tee(old_err, log_file)
-
-    fired = []  # the raise below can land where Python swallows it (a gc callback, a finaliser): remember it
-
-    def on_alarm(signum, frame):
-        fired.append(camp.elapsed())
-        raise BudgetExceeded()
-
-    old_handler = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, max(budget_s, 1e-3))
     try:
         _campaign(camp, options)
         camp.record["status"] = "done"
-    except BudgetExceeded:
-        camp.record["status"] = "cut"
-        for entry in camp.record["parts"]:  # the timer can fire between a part's start and its own handler
-            if entry["status"] == "running":
-                entry["status"] = "cut"
-        print(f"\nthe campaign's budget of {budget_s} s ran out after {camp.elapsed():.1f} s; what exists is saved")
     except Exception as exc:
         camp.record["status"] = "failed"
         camp.record["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old_handler)
         bad = [p["part"] for p in camp.record["parts"] if p["status"] != "done"]
         if camp.record["status"] == "done" and bad:
-            camp.record["status"] = "cut" if fired else "incomplete"
-            if fired:  # the timer's exception was swallowed where it fired; the parts after it were skipped
-                print(f"\nthe campaign's budget of {budget_s} s ran out after {fired[0]:.1f} s; what exists is saved")
+            camp.record["status"] = "cut" if camp.ran_out_s is not None else "incomplete"
+        if camp.ran_out_s is not None:
+            print(f"\nthe campaign's budget of {options.budget_s:g} s ran out at {camp.ran_out_s:.1f} s: the parts "
+                  "that did not fit in what was left were skipped; what finished is saved")  # fmt: skip
         camp.record["not_done"] = bad
         camp.save()
         print(f"campaign {camp.record['status']} in {camp.elapsed():.1f} s; outputs in {out}")
@@ -160,8 +147,14 @@ def _campaign(camp: Campaign, options: CampaignOptions) -> None:
     """The parts in order: install, plan, the small runs, the benches, then the long and token parts."""
     work = options.work or Path(tempfile.mkdtemp(prefix="repro-small-"))
     camp.record["work"] = str(work)
+    if not camp.fits("install"):
+        return
     _install(camp, options.wheels, work)
     prep = _prepare(camp, options, work)
+    if not camp.fits("plan"):
+        for name in _part_names(prep):  # nothing is sized without the plan: the rest is skipped, and said so
+            camp.fits(name)
+        return
     rows = _plan(camp, options, prep)
     n_runs, n_bench = len(prep.configs), len(prep.bench_models)
     run_rows, bench_rows = rows[:n_runs], rows[n_runs : n_runs + n_bench]
@@ -173,6 +166,12 @@ def _campaign(camp: Campaign, options: CampaignOptions) -> None:
     _bench(camp, prep, bench_rows)
     if prep.axes:  # the long horizon and the token axis: each measured, sized and run on what is left
         gpu_axes.run_parts(camp, prep.axes, prep.params, options.dry_run, str(prep.device), prep.tp, work, prep.probe_s)
+
+
+def _part_names(prep: _Prepared) -> list[str]:
+    """The names of the parts after the plan, as the record names them."""
+    names = [f"train {cfg.run_id}" for cfg in prep.configs] + [f"bench {m}" for m in prep.bench_models]
+    return names + [f"{part} ({gpu_axes.SCALES[part]})" for part in prep.axes]
 
 
 def _install(camp: Campaign, wheels: Path | None, work: Path) -> None:
@@ -264,6 +263,8 @@ def _train_small(camp: Campaign, prep: _Prepared, rows: list[dict[str, Any]], tr
         eval_left = sum(p["eval_s"] for p in rows[i:])
         cap = (left - eval_left) / (len(configs) - i)
         name = f"train {cfg.run_id}"
+        if not camp.fits(name):  # the deadline passed: the run is not started
+            continue
         if cap <= 1.0:
             camp.skip(name, f"{left:.0f} s of the training budget left, {eval_left:.0f} s of evaluation still planned")
             continue
@@ -302,9 +303,7 @@ def _bench(camp: Campaign, prep: _Prepared, rows: list[dict[str, Any]]) -> None:
     est = {p["part"]: p for p in rows}
     for model in prep.bench_models:
         name = f"bench {model}"
-        need = est[name]["estimate_s"] * 2 + 5
-        if camp.left() < need:
-            camp.skip(name, f"{camp.left():.0f} s of the budget left, about {need:.0f} s needed")
+        if not camp.fits(name, est[name]["estimate_s"] * 2 + 5):
             continue
         with camp.part(name) as entry:
             rep = bench_largest_batch(

@@ -1,5 +1,5 @@
-"""The record of one GPU campaign call: its clock and budget, the status and seconds of every part (written after
-each), its provenance, and the tee that copies what it prints into ``log.txt``."""
+"""The record of one GPU campaign call: its clock and the deadline its budget sets, the status and seconds of every
+part (written after each), its provenance, and the tee that copies what it prints into ``log.txt``."""
 
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..provenance import provenance
 from .paths import PARAMS, REPO_ROOT
-
-
-class BudgetExceeded(BaseException):
-    """The campaign's wall-clock budget ran out (raised by its timer; a BaseException so no part swallows it)."""
 
 
 class Tee:
@@ -89,18 +86,26 @@ def campaign_provenance(device, precision: str, seed: int, command: str, dry_run
 
 
 class Campaign:
-    """State of one campaign call: the output folder, the clock, and the record written after every part."""
+    """State of one campaign call: the output folder, the clock, and the record written after every part.
 
-    def __init__(self, out: Path, budget_s: float, command: str):
-        self.out, self.budget_s, self.command = out, budget_s, command
-        self.t0 = time.monotonic()
+    The budget is a deadline, ``budget_s`` after the start on ``clock`` (:func:`time.monotonic`), that the campaign
+    polls between its parts (:meth:`fits`): a part that would not fit in what is left, or comes after the deadline,
+    is not started but recorded as skipped with its reason, and the call ends with what finished written. Nothing
+    interrupts a part; a training run stops itself at its time cap (``train.max_seconds``, checked between steps),
+    which the campaign sets from the same clock."""
+
+    def __init__(self, out: Path, budget_s: float, command: str, clock: Callable[[], float] = time.monotonic):
+        self.out, self.budget_s, self.command, self.clock = out, budget_s, command, clock
+        self.t0 = clock()
+        self.deadline = self.t0 + budget_s
+        self.ran_out_s: float | None = None  # when a part was first skipped for want of budget
         self.record: dict[str, Any] = {"command": command, "budget_s": budget_s, "parts": [], "status": "running"}
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.t0
+        return self.clock() - self.t0
 
     def left(self) -> float:
-        return self.budget_s - self.elapsed()
+        return self.deadline - self.clock()
 
     def save(self) -> None:
         from ..io import atomic_write_json
@@ -108,30 +113,43 @@ class Campaign:
         self.record["elapsed_s"] = round(self.elapsed(), 3)
         atomic_write_json(self.out / "campaign.json", self.record)
 
+    def fits(self, name: str, need_s: float = 0.0) -> bool:
+        """Whether part ``name``, about ``need_s`` seconds, fits before the deadline; if not, it is recorded as
+        skipped for want of budget (and the campaign as cut)."""
+        left = self.left()
+        if left > 0 and left >= need_s:
+            return True
+        if left <= 0:
+            reason = f"the campaign's budget of {self.budget_s:g} s ran out after {self.elapsed():.1f} s"
+        else:
+            reason = f"{left:.0f} s of the budget left, about {need_s:.0f} s needed"
+        self.skip(name, reason, budget=True)
+        return False
+
     @contextlib.contextmanager
     def part(self, name: str):
         """Run one part; its status (done, failed, cut) and seconds are recorded and saved whatever happens."""
         entry = {"part": name, "status": "running", "started_s": round(self.elapsed(), 3)}
         self.record["parts"].append(entry)
         self.save()
-        t = time.monotonic()
+        t = self.clock()
         try:
             yield entry
             entry["status"] = "done" if entry["status"] == "running" else entry["status"]
-        except BudgetExceeded:
-            entry["status"] = "cut"
-            entry["error"] = f"the campaign's budget of {self.budget_s} s ran out"
-            raise
         except Exception as exc:  # one part's failure must not lose the others' evidence
             entry["status"] = "failed"
             entry["error"] = f"{type(exc).__name__}: {exc}"
             entry["traceback"] = traceback.format_exc(limit=8)
             print(f"part {name!r} failed: {entry['error']}", file=sys.stderr)
         finally:
-            entry["seconds"] = round(time.monotonic() - t, 3)
+            entry["seconds"] = round(self.clock() - t, 3)
             self.save()
 
-    def skip(self, name: str, reason: str) -> None:
+    def skip(self, name: str, reason: str, budget: bool = False) -> None:
+        """Record part ``name`` as not started, with ``reason``; ``budget``: for want of the campaign's budget."""
+        if budget and self.ran_out_s is None:
+            self.ran_out_s = round(self.elapsed(), 3)
+            self.record["ran_out_s"] = self.ran_out_s
         self.record["parts"].append({"part": name, "status": "skipped", "reason": reason})
         print(f"skip {name}: {reason}")
         self.save()
