@@ -302,3 +302,38 @@ def test_land_copies_a_gpu_campaign_into_the_goldens_layout(tmp_path):
     (out / "campaign.json").write_text(json.dumps({"provenance": {**prov, "cuda": None, "device": "cpu (x86_64)"}}))
     with pytest.raises(ValueError, match="only a GPU campaign"):
         gpu.land(out, goldens)
+
+
+def test_repro_gpu_registers_the_same_commands_and_the_library_has_no_argparse(tmp_path, capsys):
+    import argparse
+    import ast
+
+    parser = argparse.ArgumentParser(prog="repro")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gpu_cli.register(sub)
+    args = parser.parse_args(["gpu", "land", str(tmp_path), "--goldens", str(tmp_path / "g")])
+    assert args.command == "gpu" and args.func is gpu_cli.run  # the subcommand's name does not overwrite it
+    assert args.func(args) == 2 and "has no campaign.json" in capsys.readouterr().err
+    standalone = gpu_cli.build_parser().parse_args(["campaign", "--out", str(tmp_path)])
+    registered = parser.parse_args(["gpu", "campaign", "--out", str(tmp_path)])
+    same = {k: v for k, v in vars(registered).items() if k not in ("command", "gpu_command", "func", "invoked_as")}
+    assert same == {k: v for k, v in vars(standalone).items() if k not in ("command", "invoked_as")}
+
+    for path in (gpu.REPO_ROOT / "repro" / "gpu").glob("*.py"):
+        if path.name == "__main__.py":  # the command line: the parser of repro.commands.gpu, run
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n == "argparse" or "commands" in n for n in names), (path.name, names)
+
+    import subprocess  # and python -m repro.gpu runs that parser
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(gpu.REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "repro.gpu", "land", str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: land: ") and "has no campaign.json" in proc.stderr
