@@ -34,7 +34,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,7 @@ class _Prepared:
     bench_steps: int
     bench_warmup: int
     probe_s: float
-    overrides: dict[str, Any] = field(default_factory=dict)  # the benches' model size
+    overrides: dict[str, Any]  # the benches' model size
 
 
 def run_gpu_campaign(options: CampaignOptions, clock: Callable[[], float] = time.monotonic) -> int:
