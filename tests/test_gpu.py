@@ -169,6 +169,23 @@ class FakeClock:
         return self.now
 
 
+def test_a_part_that_would_not_fit_is_skipped_with_its_reason(tmp_path):
+    clock = FakeClock()
+    camp = gpu.Campaign(tmp_path, 100.0, "test", clock)
+    assert camp.fits("a", 50.0) and camp.ran_out_s is None
+    clock.now += 70.0
+    assert not camp.fits("b", 50.0) and camp.ran_out_s == 70.0  # 30 s left: not started
+    assert camp.fits("c", 10.0)  # a shorter part still fits
+    clock.now += 40.0
+    assert not camp.fits("d")  # past the deadline nothing starts
+    record = json.loads((tmp_path / "campaign.json").read_text())
+    assert record["ran_out_s"] == 70.0
+    assert [(p["part"], p["reason"]) for p in record["parts"]] == [
+        ("b", "30 s of the budget left, about 50 s needed"),
+        ("d", "the campaign's budget of 100 s ran out after 110.0 s"),
+    ]
+
+
 def test_a_budget_running_out_mid_campaign_stops_between_parts_with_what_finished_written(
     tmp_path, isolated_env, monkeypatch
 ):

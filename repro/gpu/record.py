@@ -20,6 +20,8 @@ from .paths import PARAMS, REPO_ROOT
 
 
 class Tee:
+    """A stream that writes to each of ``streams`` (the terminal's, then ``log.txt``)."""
+
     def __init__(self, *streams):
         self.streams = streams
 
