@@ -1,5 +1,6 @@
 """The GPU campaign's CPU dry run end to end (wheel folder, carried data, plan, runs, bench, record), its
-budget cut, and the pieces it is built from. Nothing here needs a GPU or a package registry."""
+budget (a deadline polled between parts), and the pieces it is built from. Nothing here needs a GPU or a package
+registry."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import pytest
 import torch
 
 from repro import gpu
+from repro.commands import gpu as gpu_cli
 from repro.config import load_params
 from repro.golden import load_curves
+from repro.gpu import wheels as gpu_wheels
 
 PROBE = "repro_dryrun_probe"
 
@@ -50,7 +53,7 @@ def make_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] 
 def write_manifest(folder: Path, wheels: list[tuple[Path, str]], data: list[dict] | None = None) -> None:
     rows = [
         {"name": p.name.split("-")[0], "version": p.name.split("-")[1], "module": module, "file": p.name,
-         "bytes": p.stat().st_size, "sha256": gpu.sha256_file(p), "requires": gpu.wheel_requirements(p)}
+         "bytes": p.stat().st_size, "sha256": gpu_wheels.sha256_file(p), "requires": gpu.wheel_requirements(p)}
         for p, module in wheels
     ]  # fmt: skip
     (folder / gpu.MANIFEST).write_text(json.dumps({"wheels": rows, "data": data or []}))
@@ -76,7 +79,7 @@ def test_dry_run_installs_from_the_wheel_folder_and_writes_every_output(tmp_path
     wheels = tmp_path / "wheels"
     write_manifest(wheels, [(make_wheel(wheels, PROBE, "0.1"), PROBE)], gpu.copy_data(wheels / gpu.DATA_SUBDIR))
     out, work = tmp_path / "out", tmp_path / "work"
-    rc = gpu.main(["campaign", "--out", str(out), "--work", str(work), "--wheels", str(wheels), "--dry-run"])
+    rc = gpu_cli.main(["campaign", "--out", str(out), "--work", str(work), "--wheels", str(wheels), "--dry-run"])
     record = json.loads((out / "campaign.json").read_text())
     assert rc == 0, record
     assert record["status"] == "done" and record["not_done"] == []
@@ -134,24 +137,99 @@ def test_dry_run_installs_from_the_wheel_folder_and_writes_every_output(tmp_path
     )  # within the 8 files that come back from one call
 
     # a dry run never lands as goldens
-    assert gpu.main(["land", str(out), "--goldens", str(tmp_path / "goldens")]) == 2
+    assert gpu_cli.main(["land", str(out), "--goldens", str(tmp_path / "goldens")]) == 2
     assert not (tmp_path / "goldens").exists()
 
 
 def test_a_cut_campaign_still_records_what_it_did(tmp_path, isolated_env):
     out = tmp_path / "out"
-    rc = gpu.run_campaign(out, budget_s=0.05, train_budget_s=0.05, wheels=None, work=tmp_path / "w", dry_run=True)
+    options = gpu.CampaignOptions(
+        out, budget_s=0.05, train_budget_s=0.05, wheels=None, work=tmp_path / "w", dry_run=True
+    )
+    rc = gpu.run_gpu_campaign(options)
     record = json.loads((out / "campaign.json").read_text())
     assert rc == 1 and record["status"] == "cut"
     done = [p["part"] for p in record["parts"] if p["status"] == "done"]
     assert len(done) < 2 + 3 + len(gpu.BENCH_MODELS)  # install, plan, three runs, the benches
-    # a part is done or cut, or (when the timer's exception was swallowed where it fired, a gc callback)
-    # skipped for lack of budget; never failed or left running
+    # the deadline is polled between parts: a part is done, or skipped for lack of budget; never cut, failed or
+    # left running
     assert all(
-        p["status"] in ("done", "cut") or (p["status"] == "skipped" and "budget" in p["reason"])
-        for p in record["parts"]
+        p["status"] == "done" or (p["status"] == "skipped" and "budget" in p["reason"]) for p in record["parts"]
     ), record["parts"]
     assert "ran out" in (out / "log.txt").read_text()
+
+
+class FakeClock:
+    """A monotonic clock that moves only when a stand-in says its work took time."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_part_that_would_not_fit_is_skipped_with_its_reason(tmp_path):
+    clock = FakeClock()
+    camp = gpu.Campaign(tmp_path, 100.0, "test", clock)
+    assert camp.fits("a", 50.0) and camp.ran_out_s is None
+    clock.now += 70.0
+    assert not camp.fits("b", 50.0) and camp.ran_out_s == 70.0  # 30 s left: not started
+    assert camp.fits("c", 10.0)  # a shorter part still fits
+    clock.now += 40.0
+    assert not camp.fits("d")  # past the deadline nothing starts
+    record = json.loads((tmp_path / "campaign.json").read_text())
+    assert record["ran_out_s"] == 70.0
+    assert [(p["part"], p["reason"]) for p in record["parts"]] == [
+        ("b", "30 s of the budget left, about 50 s needed"),
+        ("d", "the campaign's budget of 100 s ran out after 110.0 s"),
+    ]
+
+
+def test_a_budget_running_out_mid_campaign_stops_between_parts_with_what_finished_written(
+    tmp_path, isolated_env, monkeypatch
+):
+    clock, trained = FakeClock(), []
+
+    def train(cfg, run_dir, device=None, resume=False, command=None, on_eval=None, quiet=False):
+        trained.append(cfg.run_id)
+        clock.now += 60.0  # each run takes 60 s of the campaign's 100 s
+        points = [{"step": s, "fid": 50.0 - s, "val_loss": 1.0 / s} for s in range(2, cfg.train.steps + 1, 2)]
+        curve = {"run_id": cfg.run_id, "method": cfg.method, "seed": cfg.seed, "points": points}
+        on_eval(curve)
+        return curve
+
+    def bench(*args, **kwargs):
+        raise AssertionError("no bench fits after the deadline")
+
+    monkeypatch.setattr("repro.train.train", train)
+    monkeypatch.setattr("repro.bench.run_bench", bench)
+    out = tmp_path / "out"
+    options = gpu.CampaignOptions(out, budget_s=100, train_budget_s=100, wheels=None, work=tmp_path / "w", dry_run=True)
+    rc = gpu.run_gpu_campaign(options, clock=clock)
+
+    record = json.loads((out / "campaign.json").read_text())
+    assert rc == 1 and record["status"] == "cut" and record["ran_out_s"] == 120.0
+    status = {p["part"]: p["status"] for p in record["parts"]}
+    # two runs started before the deadline and finished (the second past it); nothing started after it
+    assert trained == ["small-dit-s0", "small-tread-s0"]
+    assert status == {
+        "install": "done",
+        "plan": "done",
+        "train small-dit-s0": "done",
+        "train small-tread-s0": "done",
+        "train small-sit-s0": "skipped",
+        **{f"bench {m}": "skipped" for m in gpu.BENCH_MODELS},
+    }
+    reasons = [p["reason"] for p in record["parts"] if p["status"] == "skipped"]
+    assert all("budget of 100 s ran out after 120.0 s" in r for r in reasons), reasons
+    assert record["not_done"] == ["train small-sit-s0", *(f"bench {m}" for m in gpu.BENCH_MODELS)]
+    # what finished is written: the plan, the two curves; no bench report, no curve of the run never started
+    assert (out / "plan.json").is_file() and not (out / "bench.json").exists()
+    curves = sorted(p.name for p in (out / "curves").iterdir())
+    assert curves == ["dit-s0.json", "tread-s0.json"]
+    assert json.loads((out / "curves" / "dit-s0.json").read_text())["points"][-1]["step"] == 6
+    assert "ran out at 120.0 s" in (out / "log.txt").read_text()
 
 
 def test_install_refuses_a_wheel_whose_hash_differs(tmp_path):
@@ -179,7 +257,7 @@ def test_wheel_requirements_leave_out_extras_and_other_pythons(tmp_path):
 def test_pinned_wheels_need_nothing_the_image_lacks():
     # each pin's own requirements (read from its wheel by `pack`) are checked there; here the pins themselves
     # must not shadow what the image brings, and must each name the module the campaign imports
-    assert not {gpu._normalize(n) for n in gpu.PINS} & gpu.IMAGE_HAS
+    assert not {gpu_wheels._normalize(n) for n in gpu.PINS} & gpu_wheels.IMAGE_HAS
     assert {"diffusers", "torch_fidelity"} <= {module for _, module in gpu.PINS.values()}
 
 
@@ -210,10 +288,10 @@ def test_small_scale_fits_seven_minutes_at_the_stated_throughput():
 
 
 def test_campaign_rejects_bad_budgets(tmp_path, capsys):
-    assert gpu.main(["campaign", "--out", str(tmp_path), "--budget-s", "0"]) == 2
+    assert gpu_cli.main(["campaign", "--out", str(tmp_path), "--budget-s", "0"]) == 2
     assert "--budget-s: 0.0" in capsys.readouterr().err
-    assert gpu.main(["campaign", "--out", str(tmp_path), "--mfu", "1.5"]) == 2
-    assert gpu.main(["campaign", "--out", str(tmp_path), "--budget-s", "100", "--train-budget-s", "200"]) == 2
+    assert gpu_cli.main(["campaign", "--out", str(tmp_path), "--mfu", "1.5"]) == 2
+    assert gpu_cli.main(["campaign", "--out", str(tmp_path), "--budget-s", "100", "--train-budget-s", "200"]) == 2
 
 
 def test_land_copies_a_gpu_campaign_into_the_goldens_layout(tmp_path):
@@ -241,3 +319,38 @@ def test_land_copies_a_gpu_campaign_into_the_goldens_layout(tmp_path):
     (out / "campaign.json").write_text(json.dumps({"provenance": {**prov, "cuda": None, "device": "cpu (x86_64)"}}))
     with pytest.raises(ValueError, match="only a GPU campaign"):
         gpu.land(out, goldens)
+
+
+def test_repro_gpu_registers_the_same_commands_and_the_library_has_no_argparse(tmp_path, capsys):
+    import argparse
+    import ast
+
+    parser = argparse.ArgumentParser(prog="repro")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gpu_cli.register(sub)
+    args = parser.parse_args(["gpu", "land", str(tmp_path), "--goldens", str(tmp_path / "g")])
+    assert args.command == "gpu" and args.func is gpu_cli.run  # the subcommand's name does not overwrite it
+    assert args.func(args) == 2 and "has no campaign.json" in capsys.readouterr().err
+    standalone = gpu_cli.build_parser().parse_args(["campaign", "--out", str(tmp_path)])
+    registered = parser.parse_args(["gpu", "campaign", "--out", str(tmp_path)])
+    same = {k: v for k, v in vars(registered).items() if k not in ("command", "gpu_command", "func", "invoked_as")}
+    assert same == {k: v for k, v in vars(standalone).items() if k not in ("command", "invoked_as")}
+
+    for path in (gpu.REPO_ROOT / "repro" / "gpu").glob("*.py"):
+        if path.name == "__main__.py":  # the command line: the parser of repro.commands.gpu, run
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n == "argparse" or "commands" in n for n in names), (path.name, names)
+
+    import subprocess  # and python -m repro.gpu runs that parser
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(gpu.REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "repro.gpu", "land", str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: land: ") and "has no campaign.json" in proc.stderr

@@ -1,4 +1,4 @@
-"""The GPU call's long-horizon and token-axis parts (repro/gpu_axes.py): their scales (17.5x the core budget; 256
+"""The GPU call's long-horizon and token-axis parts (repro/gpu/axes.py): their scales (17.5x the core budget; 256
 tokens at equal MACs), their plan from counted FLOPs and the measured step, their sizing within the time left (and
 skipping), and the CPU dry run end to end, landed in a temporary goldens folder where the ladder and the ledger
 read it. Nothing here needs a GPU."""
@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from repro import gpu, gpu_axes
+from repro import gpu
+from repro.commands import gpu as gpu_cli
 from repro.config import load_params, resolve
+from repro.gpu import axes as gpu_axes
+from repro.gpu.land import land_parts
 from repro.models import train_step_macs
 
 
@@ -195,7 +198,7 @@ def test_dry_run_of_both_parts_lands_where_the_ladder_and_the_ledger_read(tmp_pa
     out, work = tmp_path / "out", tmp_path / "work"
     argv = ["campaign", "--out", str(out), "--work", str(work), "--wheels", str(tmp_path / "no-wheels"),
             "--dry-run", "--parts", "long", "tokens"]  # fmt: skip
-    rc = gpu.main(argv)
+    rc = gpu_cli.main(argv)
     record = json.loads((out / "campaign.json").read_text())
     assert rc == 0, record
     assert record["status"] == "done" and record["parts_asked"] == ["long", "tokens"]
@@ -234,14 +237,14 @@ def test_dry_run_of_both_parts_lands_where_the_ladder_and_the_ledger_read(tmp_pa
     assert t["tread"]["points"][-1]["macs"] == pytest.approx(t["dit"]["points"][-1]["macs"], rel=1 / 8)
 
     # a dry run never lands as goldens; landed elsewhere, it is where the ladder and the ledger read a scale's files
-    assert gpu.main(["land", str(out), "--goldens", str(tmp_path / "refused")]) == 2
+    assert gpu_cli.main(["land", str(out), "--goldens", str(tmp_path / "refused")]) == 2
     assert not (tmp_path / "refused").exists()
     goldens = tmp_path / "goldens"
     with pytest.raises(ValueError, match="only a GPU campaign's parts"):
-        gpu_axes.land_parts(out, goldens / "small")
+        land_parts(out, goldens / "small")
     assert not goldens.exists()
     reference = gpu.REPO_ROOT / "goldens" / "micro" / "reference.json"
-    gpu_axes.land_parts(out, goldens / "small", reference=reference, allow_cpu=True)
+    land_parts(out, goldens / "small", reference=reference, allow_cpu=True)
     from repro.evidence.goldens import first_scale
     from repro.golden import load_curves
 
@@ -313,7 +316,7 @@ def test_land_puts_a_gpu_calls_parts_beside_the_small_campaign_never_over_it(tmp
 
 def test_parts_and_probe_seconds_are_checked(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        gpu.main(["campaign", "--out", str(tmp_path), "--parts", "long", "tokenz"])
+        gpu_cli.main(["campaign", "--out", str(tmp_path), "--parts", "long", "tokenz"])
     assert "tokenz" in capsys.readouterr().err
-    assert gpu.main(["campaign", "--out", str(tmp_path), "--parts", "long", "--probe-s", "0"]) == 2
+    assert gpu_cli.main(["campaign", "--out", str(tmp_path), "--parts", "long", "--probe-s", "0"]) == 2
     assert "--probe-s: 0.0" in capsys.readouterr().err

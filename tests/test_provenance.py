@@ -30,13 +30,13 @@ def test_sha256_file_matches_hashlib_over_the_whole_file(tmp_path, size):
 
 
 def test_every_module_hashes_files_the_same_way(tmp_path):
-    from repro import gpu
+    from repro.gpu import wheels
     from repro.metrics import featurenet
 
     path = tmp_path / "w.pt"
     path.write_bytes(b"weights")
     want = hashlib.sha256(b"weights").hexdigest()
-    assert featurenet.sha256_file(path) == gpu.sha256_file(path) == want
+    assert featurenet.sha256_file(path) == wheels.sha256_file(path) == want
 
 
 def test_shared_fields_then_the_callers(monkeypatch):

@@ -474,7 +474,7 @@ def test_a_campaign_of_one_scale_lists_no_stage_of_another(capsys, monkeypatch):
 
 
 def _gpu(capsys, *argv) -> tuple[int, str]:
-    from repro import gpu
+    from repro.commands import gpu
 
     rc = gpu.main([str(a) for a in argv])
     return rc, capsys.readouterr().err
@@ -970,12 +970,12 @@ def test_compare_names_a_point_without_its_step(tmp_path, capsys, side):
 def test_gpu_pack_without_a_registry_is_one_line(tmp_path, capsys, monkeypatch):
     import subprocess
 
-    from repro import gpu
+    from repro.gpu import wheels
 
     def no_registry(cmd, **kwargs):  # what pip does where no index can be reached
         raise subprocess.CalledProcessError(1, cmd)
 
-    monkeypatch.setattr(gpu.subprocess, "run", no_registry)
+    monkeypatch.setattr(wheels.subprocess, "run", no_registry)
     dest = tmp_path / "wheels"
     rc, err = _gpu(capsys, "pack", "--dest", dest)
     assert rc == 2  # before: a CalledProcessError traceback

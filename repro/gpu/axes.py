@@ -23,9 +23,10 @@ the token axis gives way), with a ``margin`` for error; each run is also capped 
 
 What a part writes: ``<out>/<part>.json``, one bundle (the 8-file limit of what comes back from a call): the
 scale, the campaign's provenance, the sizing (measured steps, estimates, what was skipped and why), each run's
-configuration, status and curve (rewritten after every evaluation), and the targets. :func:`land_parts` unpacks
-a bundle into ``goldens/small/<part>/`` (``runs/<method>-s<seed>.json``, ``targets.json``, ``part.json``) and writes
-the ladder over it to ``goldens/small/speedup-<part>.json``, the file the ledger reads at scale small.
+configuration, status and curve (rewritten after every evaluation), and the targets.
+:func:`repro.gpu.land.land_parts` unpacks a bundle into ``goldens/small/<part>/`` (``runs/<method>-s<seed>.json``,
+``targets.json``, ``part.json``) and writes the ladder over it to ``goldens/small/speedup-<part>.json``, the file
+the ledger reads at scale small.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ _RESOLVED: dict[str, list] = {}  # resolving counts MACs on the meta device: onc
 def part_configs(params: dict[str, Any], part: str, dry_run: bool, steps: int | None = None,
                  seeds: Sequence[int] | None = None) -> list:  # fmt: skip
     """The part's runs (fresh RunConfigs, method-major as the scale lists them), of ``seeds`` only when given."""
-    from .config import resolve, runs_of
+    from ..config import resolve, runs_of
 
     key = json.dumps([params, part, dry_run, steps], sort_keys=True, default=str)
     if key not in _RESOLVED:
@@ -137,7 +138,7 @@ def _counted(model, batch: int) -> tuple[int, int]:
     if key not in _MACS:
         import torch
 
-        from .models import DiT, dit_forward_macs, train_step_macs
+        from ..models import DiT, dit_forward_macs, train_step_macs
 
         with torch.device("meta"):
             dense = DiT(model.replace(routes=(), stochastic_depth=None))
@@ -146,7 +147,7 @@ def _counted(model, batch: int) -> tuple[int, int]:
 
 
 def run_estimate(cfg, tp, step_s: float | None = None) -> dict[str, Any]:
-    """Counted FLOPs of one run and its seconds: at the stated throughput ``tp`` (a :class:`repro.gpu.Throughput`),
+    """Counted FLOPs of one run and its seconds: at the stated throughput ``tp`` (a :class:`repro.gpu.plan.Throughput`),
     or, with ``step_s``, at the measured step (training) and at no less than a third of it per forward call
     (evaluation: at this width a forward call is launch-bound, not FLOP-bound)."""
     t, e = cfg.train, cfg.eval
@@ -195,7 +196,7 @@ def run_estimate(cfg, tp, step_s: float | None = None) -> dict[str, Any]:
 def measure_step(cfg, device: str, seconds: float, work: Path, train_fn: Callable | None = None) -> dict[str, Any]:
     """Train ``cfg``'s first ``seconds`` of steps in ``work`` (no sampling, a tiny validation loss at the end) and
     return the seconds per step measured after its first log line (start-up and warm-up left out)."""
-    from .train import train
+    from ..train import train
 
     c = copy.deepcopy(cfg)
     t = c.train
@@ -272,7 +273,7 @@ class Bundle:
         self.save()
 
     def save(self) -> None:
-        from .io import atomic_write_json
+        from ..io import atomic_write_json
 
         atomic_write_json(self.path, self.doc)
 
@@ -296,11 +297,13 @@ def run_parts(camp, parts: Sequence[str], params, dry_run: bool, device: str, tp
               reserve_s: float = 10.0, train_fn: Callable | None = None) -> None:  # fmt: skip
     """Measure each of ``parts``, share the time left between them (:func:`share_time`), then size and run each:
     tokens first, then long (the token axis is shorter and its length adapts, so the long part is sized on what it
-    actually left). ``camp`` is the :class:`repro.gpu.Campaign`."""
+    actually left). ``camp`` is the :class:`repro.gpu.record.Campaign`."""
     prov = camp.record.get("provenance") or {}
     rec = camp.record.setdefault("axes", {})
     steps: dict[str, dict[str, dict]] = {}
     for part in parts:  # each part's own first seconds, before either runs, so each is sized knowing the other's
+        if not camp.fits(f"measure {part}"):  # the campaign's deadline passed: the part is skipped unmeasured
+            continue
         with camp.part(f"measure {part}") as entry:
             seen: dict[str, dict] = {}
             for cfg in part_configs(params, part, dry_run, seeds=[part_configs(params, part, dry_run)[0].seed]):
@@ -416,10 +419,13 @@ def _train_run(camp, bundle: Bundle, cfg, device, work: Path, est: dict[str, Any
                train_fn) -> dict[str, Any] | None:  # fmt: skip
     """One run with a training-time cap; its curve kept in the bundle after every evaluation (a line printed at
     each one with FID), and its seconds recorded beside its estimate from the measured step."""
-    from .train import train
+    from ..train import train
 
-    if cap_s <= 1.0:
-        camp.skip(f"{bundle.doc['part']} {cfg.run_id}", f"{cap_s:.0f} s of training time left for it")
+    name = f"{bundle.doc['part']} {cfg.run_id}"
+    fits = camp.fits(name)  # False (and recorded as skipped) once the campaign's deadline has passed
+    if fits and cap_s <= 1.0:
+        camp.skip(name, f"{cap_s:.0f} s of training time left for it")
+    if not fits or cap_s <= 1.0:
         bundle.doc["runs"][cfg.run_id] = {"config": cfg.to_dict(), "status": "skipped", "curve": None}
         bundle.save()
         return None
@@ -476,8 +482,8 @@ def _run_tokens(camp, bundle, params, dry_run, device, tp, work, seen, left_s, t
 
 
 def _run_long(camp, bundle, params, dry_run, device, tp, work, seen, left_s, train_fn) -> None:
-    from .io import atomic_write_json
-    from .speedup import train_targets
+    from ..io import atomic_write_json
+    from ..speedup import train_targets
 
     cfgs = part_configs(params, LONG, dry_run)
     seeds = sorted({c.seed for c in cfgs}, key=[c.seed for c in cfgs].index)
@@ -539,80 +545,3 @@ def _format_sizing(part: str, s: dict[str, Any]) -> str:
     return (f"{head}\n  {s['dense_steps']:,} of at most {s['max_steps']:,} dense steps fit in {s['left_s']:.0f} s "
             f"(about {s['estimate_s']:.0f} s with x{s['margin']} margin)"
             + (": shortened" if s["shortened"] else ""))  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Landing
-
-
-def land_parts(out: str | Path, goldens: str | Path, reference: str | Path | None = None,
-               allow_cpu: bool = False) -> list[Path]:  # fmt: skip
-    """Unpack each part bundle in ``out`` into ``goldens/<part>/`` (``runs/<method>-s<seed>.json``, ``targets.json``,
-    ``part.json``: everything but the curves) and write its ladder to ``goldens/speedup-<part>.json``. Every curve
-    is checked, and every ladder computed, before anything is written. A bundle made on the CPU or by a dry run is
-    refused unless ``allow_cpu`` (a test landing a dry run in its own folder)."""
-    import tempfile
-
-    from .io import atomic_write_bytes, atomic_write_json
-    from .speedup import load_curves
-
-    out, goldens = Path(out), Path(goldens)
-    ready = []
-    for part in (LONG, TOKENS):
-        path = out / f"{part}.json"
-        if not path.is_file():
-            continue
-        doc = json.loads(path.read_text())
-        if doc.get("scale") != SCALES[part]:
-            raise ValueError(f"land: {path}: scale {doc.get('scale')!r}, expected {SCALES[part]!r}")
-        prov = doc.get("provenance") or {}
-        if not allow_cpu and (prov.get("dry_run") is not False or str(prov.get("device", "cpu")).startswith("cpu")):
-            where = f"device {prov.get('device')!r} with dry_run={prov.get('dry_run')!r}"
-            raise ValueError(f"land: {path} is from {where}; only a GPU campaign's parts land as goldens")
-        curves = []
-        with tempfile.TemporaryDirectory() as tmp:  # each curve checked by the ladder's own loader
-            for rid, r in doc.get("runs", {}).items():
-                if not r.get("curve"):
-                    continue
-                (Path(tmp) / "curve.json").write_text(json.dumps(r["curve"]))
-                try:
-                    load_curves([Path(tmp) / "curve.json"], include_incomplete=True)
-                except ValueError as e:
-                    raise ValueError(f"land: {path}: run {rid}: {e}") from None
-                if r["curve"].get("scale") != SCALES[part]:
-                    raise ValueError(f"land: {path}: run {rid} is of scale {r['curve'].get('scale')!r}")
-                curves.append((r["curve"], r.get("status")))
-        usable = [c for c, status in curves if status == "done" and c.get("complete") is True]
-        ready.append((part, doc, [c for c, _ in curves], ladder(part, usable, reference)))
-    written: list[Path] = []
-    for part, doc, curves, report in ready:
-        folder = goldens / part
-        for curve in curves:
-            name = f"{curve['method']}-s{curve['seed']}.json"
-            written.append(atomic_write_bytes(folder / "runs" / name, json.dumps(curve, indent=1).encode() + b"\n"))
-        if doc.get("targets"):
-            written.append(atomic_write_json(folder / "targets.json", doc["targets"]))
-        record = {**doc, "runs": {rid: {k: v for k, v in r.items() if k != "curve"} for rid, r in doc["runs"].items()}}
-        written.append(atomic_write_json(folder / "part.json", record))
-        if report is not None:
-            written.append(atomic_write_json(goldens / f"speedup-{part}.json", report))
-    return written
-
-
-def ladder(part: str, curves: Sequence[dict[str, Any]], reference: str | Path | None = None) -> dict[str, Any] | None:
-    """The ladder (one rung per DiT evaluation, in MACs, iterations and GPU seconds) over a part's finished curves
-    (done, not cut), DiT the baseline; the long part also reports the growth from the core budget to DiT's final
-    FID. None while DiT or the other method has none."""
-    from .speedup import DEFAULT_GATE, gate_from_reference, round_floats, speedup_report
-
-    methods = {c["method"] for c in curves}
-    if TARGET_BASELINE not in methods or len(methods) < 2:
-        return None
-    gate = gate_from_reference(reference, DEFAULT_GATE) if reference and Path(reference).is_file() else None
-    core = min(c["points"][-1]["step"] for c in curves if c["method"] == TARGET_BASELINE) / LONG_FACTOR
-    dit_steps = {p["step"] for c in curves if c["method"] == TARGET_BASELINE for p in c["points"] if "fid" in p}
-    growth = [(str(round(core)), "final")] if part == LONG and round(core) in dit_steps else []
-    report = speedup_report(curves, baseline=TARGET_BASELINE, ks=(1.0,), gate=gate,
-                            ladder_units=["macs", "iterations", "seconds"], growth_pairs=growth)  # fmt: skip
-    report["inputs"] = [{"path": f"{part}/runs/{c['method']}-s{c['seed']}.json", "run_id": c["run_id"]} for c in curves]
-    return round_floats(report)
