@@ -138,6 +138,7 @@ def test_dry_run_installs_from_the_wheel_folder_and_writes_every_output(tmp_path
     assert not (tmp_path / "goldens").exists()
 
 
+@pytest.mark.slow
 def test_a_cut_campaign_still_records_what_it_did(tmp_path, isolated_env):
     out = tmp_path / "out"
     rc = gpu.run_campaign(out, budget_s=0.05, train_budget_s=0.05, wheels=None, work=tmp_path / "w", dry_run=True)
