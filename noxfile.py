@@ -1,6 +1,6 @@
-"""Sessions: ``tests`` (default), ``lint``, ``property`` (the property tests on a few hundred random examples each),
-``mutation`` (the declared breaks of tests/mutants.yaml, each must be caught), ``repro`` (the CPU micro scale through
-DVC) and ``gpu_repro``.
+"""Sessions: ``tests`` (default), ``quick`` (the tests not marked slow), ``lint``, ``property`` (the property tests
+on a few hundred random examples each), ``mutation`` (the declared breaks of tests/mutants.yaml, each must be caught),
+``repro`` (the CPU micro scale through DVC) and ``gpu_repro``.
 
 All sessions share one environment (``.venv`` beside this file, or ``$REPRO_ENV``): torch alone is
 several GB, so building it once per session would waste minutes and disk. The environment is
@@ -100,6 +100,18 @@ def tests(session: nox.Session) -> None:
     session.env["HYPOTHESIS_PROFILE"] = "ci"
     session.run(str(bin_dir / "ruff"), "check", "repro", "tests", "noxfile.py", external=True)
     session.run(str(bin_dir / "python"), "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def quick(session: nox.Session) -> None:
+    """The contributor's loop: lint, then the tests not marked ``slow`` (``pytest -m "not slow"``, about 2 minutes
+    on 2 cores), with the same derandomized hypothesis profile ``ci`` as ``tests``. Arguments go to pytest
+    (``-- -k routing``). ``nox -s tests`` (and CI) still runs every test."""
+    bin_dir = _env(session)
+    _data(session, bin_dir)
+    session.env["HYPOTHESIS_PROFILE"] = "ci"
+    session.run(str(bin_dir / "ruff"), "check", "repro", "tests", "noxfile.py", external=True)
+    session.run(str(bin_dir / "python"), "-m", "pytest", "-m", "not slow", *session.posargs, external=True)
 
 
 @nox.session(name="property", venv_backend="none")

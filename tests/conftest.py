@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, Phase, settings
 # Hypothesis profiles, picked by HYPOTHESIS_PROFILE:
 # - "dev" (the default, for local runs): random examples, a fresh draw on every run, so repeated runs explore
 #   new inputs; a failure prints how to reproduce it, and hypothesis replays it first on the next run;
-# - "ci" (set by `nox -s tests`): derandomized, so a red CI run is reproducible and a green one stays green;
+# - "ci" (set by `nox -s tests` and `nox -s quick`): derandomized, so a red CI run is reproducible and a green
+#   one stays green;
 # - "thorough" (set by `nox -s property`): a few hundred random examples per property test.
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("ci", derandomize=True, max_examples=12, print_blob=True, **_COMMON)

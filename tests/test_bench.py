@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from repro.bench import method_config, run_bench
 from repro.cli import main
 
@@ -33,6 +35,7 @@ def test_bench_reports_every_method_with_units():
     assert "MACs" in rep["units"]["macs_per_step"] or "multiply" in rep["units"]["macs_per_step"]
 
 
+@pytest.mark.slow
 def test_bench_command_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main(

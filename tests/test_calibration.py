@@ -150,7 +150,8 @@ def run_experiments(
 
 @pytest.fixture(scope="module")
 def experiments():
-    """(grid, baseline seeds, method seeds, true speedup) -> results, computed once for the module."""
+    """(grid, baseline seeds, method seeds, true speedup) -> results, computed once for the module (about half a
+    minute on 2 cores: every test that uses it is marked slow, so that ``-m "not slow"`` does not compute it)."""
     cases = [(g, nb, nm, s) for g in PROCESSES for nb, nm in ((5, 3), (5, 5), (3, 3)) for s in (1.0,)]
     cases += [("validation-loss", 5, 5, 1.2), ("validation-loss", 3, 3, 2.0), ("FID", 5, 5, 1.2)]
     cases += [("validation-loss", 5, 3, 1.2), ("validation-loss", 5, 3, 2.0)]
@@ -167,6 +168,7 @@ def test_the_simulated_process_is_the_committed_dit_runs(report_measured):
         assert 0.005 < p.sd_shift < 0.2 and p.sd_noise > 0  # seeds differ, mostly by where they are on one curve
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid", sorted(PROCESSES))
 @pytest.mark.parametrize("seeds", [(5, 3), (5, 5), (3, 3)])
 def test_no_effect_is_rarely_confirmed_or_refuted(experiments, report_measured, grid, seeds):
@@ -182,6 +184,7 @@ def test_no_effect_is_rarely_confirmed_or_refuted(experiments, report_measured, 
         assert confirmed <= FALSE_RATE and refuted <= FALSE_RATE, target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case", [("validation-loss", 5, 5, 1.2), ("validation-loss", 3, 3, 2.0), ("validation-loss", 5, 3, 2.0)]
 )
@@ -197,6 +200,7 @@ def test_power_for_a_true_speedup(experiments, report_measured, case):
         assert refuted <= FALSE_RATE and power >= POWER, target
 
 
+@pytest.mark.slow
 def test_power_printed_where_it_is_not_required(experiments, report_measured):
     # FID's sparse grid and 1.2x with 3 method seeds: printed, so that a reader knows what "not supported" can mean
     for case in (("FID", 5, 5, 1.2), ("validation-loss", 5, 3, 1.2)):
@@ -221,6 +225,7 @@ def bca_interval(lb: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> tu
     return float(np.exp(res.confidence_interval.low)), float(np.exp(res.confidence_interval.high))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [("validation-loss", 5, 5, 1.0), ("validation-loss", 5, 3, 1.2), ("FID", 5, 3, 1.0)])
 def test_the_interval_covers_the_true_speedup_where_one_is_printed(experiments, report_measured, case):
     res, truth = experiments[case], case[3]
@@ -278,6 +283,7 @@ def margin_experiments():
     return cases
 
 
+@pytest.mark.slow
 def test_non_inferiority_is_decided_at_the_common_target(margin_experiments, report_measured):
     same, at_margin, slower = (margin_experiments[s] for s in (1.0, 0.8, 1 / 1.5))
     for target in ("final", "common"):
@@ -340,6 +346,7 @@ def _result(sid: str, record: dict, scale: str = "sim") -> Result:
     return Result(spec, verdict, ["first"], "", scale, family=family)
 
 
+@pytest.mark.slow
 def test_the_family_wise_error_rate_with_holm(report_measured):
     process, rng = PROCESSES["validation-loss"], np.random.default_rng(5)
     n = 500
@@ -363,6 +370,7 @@ def test_the_family_wise_error_rate_with_holm(report_measured):
     assert raw_any > holm_any  # the adjustment is what brings it down
 
 
+@pytest.mark.slow
 def test_repeated_looks_as_seeds_are_added(report_measured):
     """A claim re-derived after each piece of a campaign, its DiT and TREAD seeds growing 3 -> 4 -> 5 together."""
     process, rng = PROCESSES["validation-loss"], np.random.default_rng(9)

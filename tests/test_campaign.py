@@ -196,6 +196,7 @@ def _scratch_dvc_project(tmp_path, params: dict, cmd: str, out: str) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("dvc_and_git")
 def test_the_runner_runs_pending_stages_side_by_side_and_marks_them_done(tmp_path):
     """In a scratch DVC project: the pending matrix stages run (two at a time), each is recorded in dvc.lock,
@@ -233,6 +234,7 @@ def test_the_runner_runs_pending_stages_side_by_side_and_marks_them_done(tmp_pat
     assert logs[-2] == "2 training stage(s) of other methods left for later (--methods)"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("dvc_and_git")
 def test_a_diverged_run_is_recorded_and_not_rerun_by_the_next_piece(tmp_path):
     """A run that exits 3 (diverged) leaves a committed record with its log's tail; the next piece skips it
@@ -270,6 +272,7 @@ def test_a_diverged_run_is_recorded_and_not_rerun_by_the_next_piece(tmp_path):
     assert not record.exists() and (root / "out-b.txt").read_text() == "b"
 
 
+@pytest.mark.slow
 def test_campaign_methods_must_be_the_scales(capsys):
     from repro.cli import main
 
@@ -398,6 +401,7 @@ def test_the_campaign_reruns_every_stage_that_reads_the_curves_in_dependency_ord
                 assert downstream.index(outs[d]) < i, (n, d)
 
 
+@pytest.mark.slow
 def test_a_piece_whose_only_news_is_a_diverged_run_still_remakes_the_ledger(monkeypatch, capsys):
     """The claims stage reads the diverged records, so a piece that records one re-runs the downstream stages."""
     import repro.campaign as campaign

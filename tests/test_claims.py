@@ -99,6 +99,7 @@ def test_every_kind_is_represented_and_out_of_scope_has_a_reason(specs):
         assert (s.reason is not None) == (s.kind == "out-of-scope"), s.id
 
 
+@pytest.mark.slow
 def test_structure_node_ids_exist(specs):
     nodes = sorted({n for s in specs if s.kind == "structure" for n in s.check["tests"]})
     files = sorted({n.split("::")[0] for n in nodes})
@@ -578,6 +579,7 @@ def test_an_also_query_on_a_late_slope_without_enough_points_says_why(tmp_path):
     assert "fewer than two seeds" not in line
 
 
+@pytest.mark.slow
 def test_structure_verdicts_come_from_pytest(tmp_path):
     tests = tmp_path / "tests"
     tests.mkdir()

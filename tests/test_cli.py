@@ -66,6 +66,7 @@ def test_version_is_the_package_version():
     assert repro.__version__ == declared
 
 
+@pytest.mark.slow
 def test_scale_and_method_show_the_choices_of_params_yaml_and_reject_others_in_one_line():
     import yaml
 
@@ -93,6 +94,7 @@ def test_a_custom_params_file_brings_its_own_choices(tmp_path):
     assert (ns.scale, ns.method) == ("tiny", "mine")  # names from --params, not only from ./params.yaml
 
 
+@pytest.mark.slow
 def test_defaults_are_shown_once():
     parser = cli.build_parser("speedup")
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -113,6 +113,7 @@ def _own_directory_worker(rank: int, world: int, port: int, root: str):
             dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ranks_that_do_not_share_the_run_directory_stop_before_any_step(tmp_path):
     with pytest.raises(mp.ProcessRaisedException, match="do not see rank 0's run directory.*shared file system"):
         mp.start_processes(_own_directory_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
@@ -131,6 +132,7 @@ def _step_worker(rank: int, world: int, port: int, root: str):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ranks_that_would_resume_from_different_steps_are_one_clear_error(tmp_path):
     with pytest.raises(
         mp.ProcessRaisedException, match=r"read different checkpoints \(step 0: ranks 1; step 40: ranks 0\)"

@@ -71,6 +71,7 @@ def draw(objective, model, workers=1, compile=False, guidance_scale=1.0, n=13):
     return out, sg.get_state()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 @pytest.mark.parametrize("workers", [2, 3])
 def test_split_forward_samples_are_bitwise_the_whole_batchs(name, workers, two_threads):

@@ -66,6 +66,7 @@ def test_folders_and_command(tmp_path, capsys):
     assert refused.value.code == 2
 
 
+@pytest.mark.slow
 def test_rerun_side_by_side_gives_the_same_numbers(tmp_path, tiny_params):
     """Two runs trained side by side (two spawned processes, one thread each) have bitwise the curves of the
     same runs trained one after the other in this process; --jobs without train.threads is refused."""

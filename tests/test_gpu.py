@@ -141,6 +141,7 @@ def test_dry_run_installs_from_the_wheel_folder_and_writes_every_output(tmp_path
     assert not (tmp_path / "goldens").exists()
 
 
+@pytest.mark.slow
 def test_a_cut_campaign_still_records_what_it_did(tmp_path, isolated_env):
     out = tmp_path / "out"
     options = gpu.CampaignOptions(

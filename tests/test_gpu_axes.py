@@ -32,6 +32,7 @@ def isolated_env(monkeypatch, tmp_path):
     fashion_mnist.clear_cache()
 
 
+@pytest.mark.slow
 def test_the_long_scale_is_dit_at_17_5x_the_core_budget_with_tread_edm_at_equal_macs():
     params = load_params()
     core = resolve(params, gpu_axes.CORE_SCALE, "dit", 0)
@@ -56,6 +57,7 @@ def test_the_long_scale_is_dit_at_17_5x_the_core_budget_with_tread_edm_at_equal_
     assert {c.train.steps for c in dry if c.method == "dit"} == {gpu_axes.LONG_FACTOR * gpu_axes.DRY_CORE_STEPS}
 
 
+@pytest.mark.slow
 def test_the_token_axis_is_patch_2_on_32x32_that_is_256_tokens_at_equal_macs():
     params = load_params()
     runs = {c.method: c for c in gpu_axes.part_configs(params, "tokens", False)}

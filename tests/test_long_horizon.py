@@ -241,6 +241,7 @@ LONG_RUN = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git")
 def test_a_run_longer_than_a_piece_is_stopped_and_resumed_by_the_next(tmp_path):
     script = tmp_path / "long_run.py"

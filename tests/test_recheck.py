@@ -21,6 +21,7 @@ def params():
     return load_params(ROOT / "params.yaml")
 
 
+@pytest.mark.slow
 def test_the_micro_subset_runs_every_code_path_of_the_micro_methods(params):
     """Each objective, routing, block variant and initialisation a micro method uses is run by a member: a method
     that brings a new variant fails here until the subset gets a member for it (with its reason)."""
@@ -33,6 +34,7 @@ def test_the_micro_subset_runs_every_code_path_of_the_micro_methods(params):
         assert len(points) >= POINTS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model, objective, path",
     [
@@ -49,6 +51,7 @@ def test_a_new_variant_without_a_member_is_named(params, model, objective, path)
     assert uncovered(p, "micro") == {path: ["new-variant"]}
 
 
+@pytest.mark.slow
 def test_dropping_a_member_uncovers_its_code_path(params, monkeypatch):
     members = dict(MEMBERS["micro"])
     del members["tread-xavier"]

@@ -367,6 +367,7 @@ def test_cuda_device_without_cuda(tmp_path, capsys):
     assert_one_line_error(err, "--device", "CUDA is not available")
 
 
+@pytest.mark.slow
 def test_errors_exit_2_without_traceback_and_debug_shows_it(tmp_path):
     params = copy.deepcopy(PARAMS)
     _rename(_smoke(params), "train", "trian")

@@ -427,6 +427,7 @@ def test_sample_names_a_config_that_is_not_json(tmp_path, capsys):
 # repro campaign: a damaged dvc.lock is said, not read as "every run out of date"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("dvc_and_git")
 def test_a_truncated_dvc_lock_is_warned_about_or_refused(tmp_path):
     import sys
@@ -459,6 +460,7 @@ def test_a_truncated_dvc_lock_is_warned_about_or_refused(tmp_path):
     assert tree_hash(root / "out-b-0.txt") == outputs
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("dvc_and_git")
 def test_a_campaign_of_one_scale_lists_no_stage_of_another(capsys, monkeypatch):
     """``repro campaign --scale smoke --dry-run`` on this project: the smoke scale has no DVC training stage, so
@@ -642,6 +644,7 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
 @pytest.mark.usefixtures("dvc_and_git")
 def test_a_run_dies_with_its_killed_campaign(tmp_path):

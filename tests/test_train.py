@@ -206,6 +206,7 @@ def test_train_step_macs_counts_routing_saving():
     assert routed < sd < dense
 
 
+@pytest.mark.slow
 def test_params_resolve_every_scale_and_method():
     params = load_params()
     for scale in ("smoke", "micro", "small", "paper"):
@@ -218,6 +219,7 @@ def test_params_resolve_every_scale_and_method():
     assert (sd.start, sd.end, sd.prob) == (2, tread.depth - 4, 0.5)
 
 
+@pytest.mark.slow
 def test_paper_scale_dry_run():
     """DiT-XL/2 at batch 256 on ImageNet-256 latents: the model builds and a step's cost is counted."""
     params = load_params()
@@ -277,6 +279,7 @@ def test_scales_that_measure_speedups_give_every_method_the_same_budget():
         assert train.get("equal_cost") == "macs" or train.get("max_seconds"), scale
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", ["smoke", "micro"])
 @pytest.mark.parametrize("method", ["tread", "stochastic-depth"])
 def test_equal_mac_budget_evaluates_at_the_dense_runs_mac_points(scale, method):
@@ -323,6 +326,7 @@ def test_curve_records_the_training_set_size(tmp_path):
     assert curve["train_size"] == 96  # the synthetic subset: epochs = images / 96
 
 
+@pytest.mark.slow
 def test_clip_denoised_is_a_scale_setting_on_for_the_micro_campaign_and_refused_for_latents():
     params = load_params()
     for method, seed in runs_of(params, "smoke")[:4]:  # the smoke goldens were made unclipped
