@@ -915,7 +915,7 @@ def test_a_planted_vae_weights_file_is_refused_in_one_line(tmp_path, capsys):
 
     diffusers = pytest.importorskip("diffusers")
 
-    from repro.data import latents as lt
+    from repro.cli import main
 
     vae = tmp_path / "vae"
     tiny = diffusers.AutoencoderKL(
@@ -937,7 +937,9 @@ def test_a_planted_vae_weights_file_is_refused_in_one_line(tmp_path, capsys):
     images = tmp_path / "images" / "a"
     images.mkdir(parents=True)
     before = tree_hash(tmp_path)
-    rc = lt.main([str(tmp_path / "images"), str(tmp_path / "out"), "--vae", str(vae), "--device", "cpu"])
+    rc = main(
+        ["data", "latents", str(tmp_path / "images"), str(tmp_path / "out"), "--vae", str(vae), "--device", "cpu"]
+    )
     err = capsys.readouterr().err
     assert rc == 2  # before: a FileNotFoundError traceback
     line = [line for line in err.splitlines() if " error: " in line]
