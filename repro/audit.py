@@ -23,13 +23,11 @@ table or figure; every other number is computed.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import math
 import os
 import platform
-import sys
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -546,41 +544,3 @@ def summary_lines(audit: Mapping[str, Any]) -> list[str]:
         f"{sp['lightningdit_21x']['epoch_ratio']:.3f}x epochs"
     )
     return lines
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    audit = run_audit()
-    if args.check:
-        if not Path(args.out).exists():
-            print(f"audit: {args.out} does not exist; run `repro audit` to write it", file=sys.stderr)
-            return 1
-        diffs = diff_audits(load_audit(args.out), json.loads(json.dumps(audit)))
-        for d in diffs:
-            print(f"audit drift: {d}", file=sys.stderr)
-        if diffs:
-            return 1
-        print(f"audit: {args.out} matches a fresh count")
-        return 0
-    print("\n".join(summary_lines(audit)))
-    write_audit(audit, args.out, command=" ".join(["repro", *sys.argv[1:]]))
-    print(f"wrote {args.out}")
-    return 0
-
-
-def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    from .cli import add_command
-
-    p = add_command(
-        subparsers,
-        "audit",
-        _run_cli,
-        "Counts parameters and MACs of the DiT sizes, TREAD routes, adaLN and the SD-VAE on the meta "
-        "device and rebuilds the published speedup factors; writes goldens/audit.json.",
-    )
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the audit (default: %(default)s)")
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="recount and compare with --out instead of writing it; exit 1 on any difference",
-    )
-    return p

@@ -23,16 +23,13 @@ Timings are printed, never asserted.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import statistics
-import sys
 import time
 from types import SimpleNamespace
 
 import torch
 
-from .io import atomic_write_json
 from .models import StochasticDepth, config_for, train_step_macs, tread_routes
 from .objectives import make_objective
 from .runtime import cpu_setup
@@ -239,71 +236,3 @@ def format_report(rep: dict) -> str:
             f"{r.get('mac_ratio_vs_dit', float('nan')):>9.2f}x"
         )
     return "\n".join(lines)
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="step time, images/s, memory, MFU: DiT vs TREAD vs stochastic depth")
-    p.add_argument("--model", default="DiT-S/2", help="a named size, e.g. DiT-S/2, DiT-B/2, DiT-XL/2")
-    p.add_argument("--input-size", type=int, default=32, help="latent side (32 = 256x256 images, 256 tokens at /2)")
-    p.add_argument("--in-channels", type=int, default=4)
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--device", default=None)
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="autocast on GPU (CPU: fp32)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=(*METHODS, "sit"), help="sit: with --scale")
-    p.add_argument(
-        "--scale",
-        default=None,
-        help="a scale of params.yaml: time its model, batch, objectives (with --eval: its evaluation; default micro)",
-    )
-    p.add_argument("--compile", action="store_true", help="torch.compile the step, as `repro train --compile`")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads (default: torch's; with --eval: the scale's train.threads)",
-    )
-    p.add_argument("--json", default=None, help="also write the numbers to this file")
-    e = p.add_argument_group("evaluation (--eval)")
-    e.add_argument("--eval", action="store_true", help="time one evaluation of --scale instead (repro/evalbench.py)")
-    e.add_argument("--method", default="dit", help="params.yaml method of the timed run")
-    e.add_argument("--reps", type=int, default=3, help="timed evaluations per path, alternated")
-    e.add_argument("--run", default=None, help="run directory or checkpoint whose EMA weights sample (default: random)")
-    e.add_argument("--params", default="params.yaml")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    if args.threads is not None and args.threads < 1:  # both benches: the step's and the evaluation's
-        print(f"error: --threads: {args.threads} is not allowed; must be an integer >= 1", file=sys.stderr)
-        return 2
-    if args.eval:
-        from .evalbench import cli
-
-        args.scale = args.scale or "micro"
-        return cli(args)
-    for name in ("batch", "steps"):
-        if getattr(args, name) < 1:
-            print(f"error: --{name}: {getattr(args, name)} must be >= 1", file=sys.stderr)
-            return 2
-    rep = run_bench(
-        args.model,
-        args.batch,
-        args.steps,
-        args.warmup,
-        args.device,
-        args.precision,
-        args.methods,
-        input_size=args.input_size,
-        in_channels=args.in_channels,
-        num_classes=args.num_classes,
-        scale=args.scale,
-        compile=args.compile,
-        threads=args.threads,
-    )
-    print(format_report(rep))
-    if args.json:
-        atomic_write_json(args.json, rep)
-    return 0

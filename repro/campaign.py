@@ -27,7 +27,6 @@ a fix), or pass ``everything`` (``--all``), which runs every stage afresh.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -380,56 +379,3 @@ def run_downstream(root: Path, stages=DOWNSTREAM, log=print) -> None:
         out = subprocess.run(["dvc", "repro", "--single-item", name], cwd=root)
         if out.returncode != 0:
             raise RuntimeError(f"dvc repro --single-item {name} failed ({out.returncode})")
-
-
-def register_cli(subparsers) -> None:
-    from .cli import add_command, add_run_args, jobs_arg
-
-    p = add_command(subparsers, "campaign", _cli, (__doc__ or "").split("\n\n")[0])
-    add_run_args(p, method=False)
-    p.add_argument(
-        "--jobs",
-        type=jobs_arg,
-        default="auto",
-        help="runs side by side, each with the scale's train.threads (default auto: CPUs / train.threads)",
-    )
-    p.add_argument("--hours", type=float, default=None, help="length of this piece: start no run that would not fit")
-    p.add_argument("--all", action="store_true", help="every training stage afresh, up to date or not")
-    p.add_argument(
-        "--methods",
-        nargs="+",
-        default=None,
-        metavar="METHOD",
-        help="run the stages of these methods only (for example the core methods before the ablations)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="list the pending stages in their order, run nothing")
-    p.add_argument("--no-downstream", action="store_true", help="do not re-run the speedup, claims and summary stages")
-
-
-def _cli(args: argparse.Namespace) -> int:
-    from .cli import side_by_side
-    from .config import ConfigError, load_params, resolve, runs_of
-
-    if args.hours is not None and not args.hours > 0:
-        raise ConfigError(f"--hours: {args.hours!r} is not allowed; must be a positive number of hours")
-    params = load_params(args.params)
-    runs = runs_of(params, args.scale)
-    jobs = side_by_side(args.jobs, [resolve(params, args.scale, m, s).train.threads for m, s in runs], args.scale)
-    methods = list(dict.fromkeys(m for m, _ in runs))
-    for method in args.methods or []:
-        if method not in methods:
-            allowed = ", ".join(methods)
-            raise ConfigError(f"--methods: {method!r} is not a method of scale {args.scale}; allowed: {allowed}")
-    root = Path.cwd()
-    print(f"{len(runs)} runs in scale {args.scale}; {jobs} side by side")
-    result = run_campaign(
-        root, methods, jobs, args.hours, args.dry_run, everything=args.all, only=args.methods, scale=args.scale
-    )
-    failed = [k for k, v in result.items() if v.startswith("failed")]
-    changed = any(v == "done" or "diverged, recorded" in v for v in result.values())
-    if not args.dry_run and not args.no_downstream and changed:
-        # a new diverged record changes the ledger too (the claims stage reads goldens/diverged)
-        run_downstream(root, DOWNSTREAM_BY_SCALE.get(args.scale, ()))
-    if changed:
-        print("record the piece: git add dvc.lock goldens reports && git commit -m '<what this piece ran>'")
-    return 1 if failed else 0

@@ -1,9 +1,11 @@
-"""The ``repro`` command. Each subcommand lives next to the code it drives and registers itself here.
+"""The ``repro`` command: the top of the layers (see README, "Architecture"). Each subcommand is a module of
+:mod:`repro.commands` that parses its options and calls the library; no library module imports this one.
 
-``COMMANDS`` maps a subcommand to ``"module:function"``; the function receives the argparse subparsers
-object and adds its parser, with ``set_defaults(func=...)``. Modules are imported only when their command
-runs: ``repro --help`` prints the one-line helps of ``HELP`` and imports neither torch nor any subcommand
-module (a test keeps ``HELP`` equal to what each module registers).
+``COMMANDS`` maps a subcommand to its module, which defines ``register(subparsers)`` (adds its parser with the
+help of ``HELP`` and ``set_defaults(func=run)``) and ``run(args) -> int`` (the exit status). Modules are imported
+only when their command runs: ``repro --help`` prints the one-line helps of ``HELP`` and imports neither torch nor
+any command module (a test keeps ``HELP`` equal to what each module registers). Bad input, a ``ValueError`` or
+``OSError`` raised by a command, is one line ``repro COMMAND: error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,27 +14,33 @@ import argparse
 import copy
 import importlib
 import math
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 COMMANDS: dict[str, str] = {
-    "train": "repro.train:register_cli",
-    "sample": "repro.sample:register_cli",
-    "evaluate": "repro.metrics.fid:register_cli",
-    "rerun": "repro.golden:register_rerun",
-    "compare": "repro.golden:register_compare",
-    "campaign": "repro.campaign:register_cli",
-    "speedup": "repro.speedup:register_cli",
-    "targets": "repro.speedup:register_targets_cli",
-    "summary": "repro.summary:register_cli",
-    "audit": "repro.audit:register_cli",
-    "claims": "repro.evidence.report:register_cli",
-    "bench": "repro.bench:register_cli",
-    "land": "repro.land:register_cli",
-    "slurm": "repro.cluster:register_cli",
+    "train": "repro.commands.train",
+    "sample": "repro.commands.sample",
+    "evaluate": "repro.commands.evaluate",
+    "reference": "repro.commands.reference",
+    "rerun": "repro.commands.rerun",
+    "compare": "repro.commands.compare",
+    "campaign": "repro.commands.campaign",
+    "speedup": "repro.commands.speedup",
+    "targets": "repro.commands.targets",
+    "summary": "repro.commands.summary",
+    "audit": "repro.commands.audit",
+    "claims": "repro.commands.claims",
+    "bench": "repro.commands.bench",
+    "land": "repro.commands.land",
+    "slurm": "repro.commands.slurm",
+    "gpu": "repro.commands.gpu",
+    "data": "repro.commands.data",
+    "featurenet": "repro.commands.featurenet",
+    "ladder": "repro.commands.ladder",
+    "fidnoise": "repro.commands.fidnoise",
+    "adm": "repro.commands.adm",
 }
 
 # One-line help of each command, shown by ``repro --help`` without importing the command's module
@@ -40,6 +48,7 @@ HELP: dict[str, str] = {
     "train": "train one run of params.yaml (scale x method x seed)",
     "sample": "draw samples of a run or checkpoint (torchrun: distributed) into an ADM .npz",
     "evaluate": "sample quality against a Fashion-MNIST split or an ADM reference batch",
+    "reference": "the metrics' reference report: real-vs-real FIDs and the corruption ladder",
     "rerun": "re-train every run of a scale and compare with its goldens",
     "compare": "compare re-run curves with golden curves (pass/fail per run)",
     "campaign": "run a scale's training stages that are not up to date, side by side, in pieces",
@@ -51,6 +60,12 @@ HELP: dict[str, str] = {
     "bench": "step time, images/s, memory, MFU: DiT vs TREAD vs stochastic depth",
     "land": "land finished paper-scale run directories in goldens/paper/, with provenance",
     "slurm": "an sbatch script for a paper-scale run: torchrun, c10d, requeue on preemption",
+    "gpu": "the GPU campaign in one budgeted call, its offline wheels (pack), and landing",
+    "data": "prepare a data set: fashion-mnist (verified, manifest) or latents (SD-VAE)",
+    "featurenet": "retrain the metrics' feature network (frozen: every FID depends on it)",
+    "ladder": "PNG grids of the sanity gate's ladder: real images and their degraded copies",
+    "fidnoise": "the FID's sampling noise at a sample count, from independent sample sets",
+    "adm": "ADM's evaluation data: write a reference batch of an ImageFolder",
 }
 
 DESCRIPTION = (
@@ -121,11 +136,16 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_command(
-    subparsers: Any, name: str, run: Callable[[argparse.Namespace], int | None], description: str | None = None
+    subparsers: Any,
+    name: str,
+    run: Callable[[argparse.Namespace], int | None],
+    description: str | None = None,
+    **kwargs: Any,
 ) -> argparse.ArgumentParser:
     """The parser of command ``name``, with its one-line help from :data:`HELP`; ``run(args)`` is what it does
-    (its return value the exit status; a ``ValueError`` or ``OSError`` becomes a one-line error, status 2)."""
-    parser = subparsers.add_parser(name, help=HELP[name], description=description)
+    (its return value the exit status; a ``ValueError`` or ``OSError`` becomes a one-line error, status 2).
+    ``kwargs`` go to ``add_parser`` (e.g. ``allow_abbrev=False``)."""
+    parser = subparsers.add_parser(name, help=HELP[name], description=description, **kwargs)
     parser.set_defaults(func=run)
     return parser
 
@@ -144,7 +164,7 @@ def _params_names(path: str | Path, section: str) -> list[str] | None:
 
 def jobs_arg(text: str) -> int | str:
     """``--jobs``: a positive integer, or ``auto`` (as many runs side by side as the CPUs hold at the
-    scale's ``train.threads`` each: see :func:`side_by_side`)."""
+    scale's ``train.threads`` each: see :func:`repro.runtime.side_by_side`)."""
     if text == "auto":
         return text
     try:
@@ -154,25 +174,6 @@ def jobs_arg(text: str) -> int | str:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed; must be a positive integer or auto")
     return value
-
-
-def side_by_side(jobs: int | str, threads: Sequence[int | None], scale: str, cpu: bool = True) -> int:
-    """The number of runs to train side by side, checked: ``jobs``, or for ``auto`` the usable CPUs over the
-    largest of the runs' ``train.threads`` (1 when a run leaves it unset: torch then takes every CPU). More
-    than one at a time on the CPU needs every run's ``train.threads`` set: it is part of what a run computes."""
-    from .validation import ValidationError
-
-    if jobs == "auto":
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        jobs = max(1, cpus // max(threads)) if threads and None not in threads else 1
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValidationError(f"--jobs: {jobs!r} is not allowed; must be a positive integer or auto")
-    if jobs > 1 and cpu and None in threads:
-        raise ValidationError(
-            f"--jobs: {jobs} needs scales.{scale}.train.threads set (the threads of each run side by side); "
-            "allowed without it: --jobs 1"
-        )
-    return jobs
 
 
 def add_run_args(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
@@ -219,8 +220,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if name != only:
             sub.add_parser(name, help=HELP[name], add_help=False)
             continue
-        module, func = target.split(":")
-        getattr(importlib.import_module(module), func)(sub)
+        importlib.import_module(target).register(sub)
     return parser
 
 
@@ -254,11 +254,15 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 _MINUS_DIGIT = {f"-{d}" for d in "0123456789"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
+def main(argv: list[str] | None = None, invocation: str | None = None) -> int:
+    """Run the command of ``argv`` (default: ``sys.argv[1:]``); its exit status. ``args.invocation`` tells the
+    command how it was called, for the records it writes: ``invocation``, else ``repro ARGV``."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = _split_debug(given)
     argv = _join_negative_values(argv)
     only = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(only).parse_args(argv)
+    args.invocation = invocation or " ".join(["repro", *map(str, given)])
     from .runtime import cpu_setup
 
     cpu_setup()  # near-zero adaLN gates make denormals; they slow CPUs ~30x
@@ -274,6 +278,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"repro {args.command}: error: {message}", file=sys.stderr)
         return 2
     return int(rc or 0)
+
+
+def run_as_module(*command: str) -> None:
+    """``python -m repro.X ARGS`` as ``repro COMMAND ARGS``: the ``__main__`` shim of a library module that had
+    its own command line (its options and exit statuses are the command's; records name ``python -m repro.X``)."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    invocation = " ".join([f"python -m {spec.name}" if spec else sys.argv[0], *sys.argv[1:]])
+    sys.exit(main([*command, *sys.argv[1:]], invocation=invocation))
 
 
 if __name__ == "__main__":

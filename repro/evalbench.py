@@ -21,9 +21,7 @@ Timings are printed, never asserted.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -190,16 +188,3 @@ def format_eval_report(rep: dict[str, Any]) -> str:
         f"metrics and validation loss {d['metrics_max_abs']:.3g}"
     )
     return "\n".join(lines)
-
-
-def cli(args) -> int:
-    from .io import atomic_write_json
-
-    if args.reps < 1:
-        print(f"error: --reps: {args.reps} is not allowed; must be an integer >= 1", file=sys.stderr)
-        return 2
-    rep = run_eval_bench(args.scale, args.method, args.reps, args.run, args.params, args.threads)
-    print(format_eval_report(rep))
-    if args.json:
-        atomic_write_json(Path(args.json), rep)
-    return 0

@@ -1,16 +1,15 @@
 """The FID's sampling noise at a sample count, measured on one checkpoint: FIDs of independent sample sets.
 
-``python -m repro.fidnoise RUN [--checkpoint PT] --num 2000 --sets 4 --out fid-noise.json`` draws ``sets``
-independent sets of ``num`` class-balanced samples (each from its own noise seed) with the run's sampler and
-evaluation settings, and reports each set's FID against the run's reference, their mean and sd, and the same
-for the disjoint halves and quarters of each set (the sd at ``num / 2`` and ``num / 4``, to see how it falls
-with the sample count). This is how a scale's ``eval.num_samples`` is chosen: the sd at the chosen count must
-be well below the FID differences that decide a verdict.
+``repro fidnoise RUN [--checkpoint PT] --num 2000 --sets 4 --out fid-noise.json`` (or ``python -m
+repro.fidnoise``) draws ``sets`` independent sets of ``num`` class-balanced samples (each from its own noise seed)
+with the run's sampler and evaluation settings, and reports each set's FID against the run's reference, their mean
+and sd, and the same for the disjoint halves and quarters of each set (the sd at ``num / 2`` and ``num / 4``, to
+see how it falls with the sample count). This is how a scale's ``eval.num_samples`` is chosen: the sd at the
+chosen count must be well below the FID differences that decide a verdict.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -21,7 +20,11 @@ SEED_STRIDE = 1_000_003
 """Noise seed of set k: (k + 1) * SEED_STRIDE, far from the evaluation seed and from each other's batches."""
 
 
-def fid_noise(run_dir: Path, checkpoint: Path | None, num: int, sets: int, device: str = "cpu") -> dict[str, Any]:
+def fid_noise(
+    run_dir: Path, checkpoint: Path | None, num: int, sets: int, device: str = "cpu", command: str | None = None
+) -> dict[str, Any]:
+    """The report of ``sets`` independent sets of ``num`` samples of a run (see above); ``command`` is recorded
+    as what made it (default: ``python -m repro.fidnoise`` and this process's arguments)."""
     import torch
 
     from .metrics.fid import compute_metrics
@@ -63,38 +66,13 @@ def fid_noise(run_dir: Path, checkpoint: Path | None, num: int, sets: int, devic
         "sample_steps": ev.get("sample_steps"),
         "clip_denoised": run.get("objective", {}).get("clip_denoised", False),
         "seconds": round(time.perf_counter() - t0, 1),
-        "command": "python -m repro.fidnoise " + " ".join(sys.argv[1:]),
+        "command": command if command is not None else "python -m repro.fidnoise " + " ".join(sys.argv[1:]),
         "torch": torch.__version__,
         "device": device_name(dev),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .io import atomic_write_json
-    from .provenance import git_commit
+if __name__ == "__main__":  # `python -m repro.fidnoise ARGS` is `repro fidnoise ARGS`
+    from repro.cli import run_as_module
 
-    p = argparse.ArgumentParser(prog="python -m repro.fidnoise", description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("run", help="run directory (config.json, checkpoints/)")
-    p.add_argument("--checkpoint", default=None, help="a checkpoint of the run (default: checkpoints/last.pt)")
-    p.add_argument("--num", type=int, default=2000, help="samples a set (default: 2000)")
-    p.add_argument("--sets", type=int, default=4, help="independent sets (default: 4)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", required=True, help="JSON report to write")
-    args = p.parse_args(argv)
-    if args.num < 8 or args.num % 4:
-        p.error(f"--num: {args.num} is not allowed; must be a multiple of 4, >= 8 (it is split in quarters)")
-    if args.sets < 1:
-        p.error(f"--sets: {args.sets} is not allowed; must be >= 1")
-    report = fid_noise(
-        Path(args.run), Path(args.checkpoint) if args.checkpoint else None, args.num, args.sets, args.device
-    )
-    report["git_commit"] = git_commit()
-    atomic_write_json(args.out, report)
-    for size, r in report["by_sample_count"].items():
-        sd = "-" if r["sd"] is None else f"{r['sd']:.3f}"
-        print(f"{size:>6} samples: FID {r['mean']:.3f}, sd {sd} over {r['n']} sets")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    run_as_module("fidnoise")

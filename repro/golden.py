@@ -11,7 +11,6 @@ looser one. Wall-clock seconds are reported, never compared.
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import Any
@@ -258,9 +257,9 @@ def rerun(
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
-    from .cli import side_by_side
     from .config import ConfigError, load_params, resolve, runs_of
     from .io import atomic_write_json
+    from .runtime import side_by_side
 
     out_dir, golden_dir = Path(out_dir), Path(golden_dir)
     p = load_params(params)
@@ -327,77 +326,3 @@ def rerun(
         gap = largest_gap(curve, golden, rel_tol, abs_tol, points)
         report[cfg.run_id] = {"status": "fail" if problems else "pass", "problems": problems, "gap": gap}
     return report
-
-
-def register_rerun(subparsers) -> None:
-    from .cli import add_run_args, add_tolerance_args, jobs_arg
-
-    r = subparsers.add_parser(
-        "rerun",
-        help="re-train every run of a scale and compare with its goldens",
-        allow_abbrev=False,  # --method (train's) must not pass for --methods and silently re-train every seed
-        description="Re-train every run of a scale afresh and compare each curve with its golden. The default "
-        "tolerances are loose enough for other hardware (GPU kernels, bf16); `repro compare` defaults to a "
-        "tight one for a re-run on the same CPU type.",
-    )
-    add_run_args(r, method=False)
-    r.add_argument("--out", default=None, help="run folder (default: runs/<scale>-rerun)")
-    r.add_argument("--golden", default=None, help="golden curves (default: goldens/<scale>/runs)")
-    r.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    r.add_argument(
-        "--jobs",
-        type=jobs_arg,
-        default=1,
-        help="runs side by side, each with the scale's train.threads (same numbers); auto: CPUs / train.threads",
-    )
-    r.add_argument("--seeds", type=int, nargs="+", default=None, help="only the runs of these seeds")
-    r.add_argument("--methods", nargs="+", default=None, help="only the runs of these methods")
-    r.add_argument(
-        "--points",
-        type=int,
-        default=None,
-        help="train each run only to its golden's N-th evaluation and compare those N points",
-    )
-    add_tolerance_args(r, rel_tol=0.15, abs_tol=1.0)
-    r.set_defaults(func=_rerun_cli)
-
-
-def register_compare(subparsers) -> None:
-    from .cli import add_tolerance_args
-
-    p = subparsers.add_parser("compare", help="compare re-run curves with golden curves (pass/fail per run)")
-    p.add_argument("new", help="folder of re-run curve JSON files")
-    p.add_argument("golden", help="folder of golden curve JSON files")
-    add_tolerance_args(p, rel_tol=1e-3, abs_tol=1e-4)
-    p.set_defaults(func=_cli)
-
-
-def _rerun_cli(args: argparse.Namespace) -> int:
-    report = rerun(
-        args.scale,
-        args.out or f"runs/{args.scale}-rerun",
-        args.golden or f"goldens/{args.scale}/runs",
-        args.params,
-        args.device,
-        args.rel_tol,
-        args.abs_tol,
-        args.jobs,
-        args.seeds,
-        args.points,
-        args.methods,
-        log=lambda line: print(line, flush=True),
-    )
-    print_report(report)
-    return 0 if all(r["status"] in ("pass", "new", "no golden") for r in report.values()) else 1
-
-
-def _cli(args: argparse.Namespace) -> int:
-    for name in ("rel_tol", "abs_tol"):
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"--{name.replace('_', '-')}: {value} is not allowed; must be a finite number >= 0")
-    report = compare_folders(args.new, args.golden, args.rel_tol, args.abs_tol)
-    if not report:
-        raise ValueError(f"{args.golden}: no golden curves (*.json) in this folder")
-    print_report(report)
-    return 0 if all(r["status"] == "pass" for r in report.values()) else 1

@@ -30,7 +30,6 @@ an FID at a step with no curve point, two different FIDs for one step and guidan
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -259,31 +258,3 @@ def land(run_dirs: Sequence[Path], goldens: Path, extra: Sequence[Path] = (), co
     else:
         print(f"repro land: {out / 'speedup.json'} not written: {why}", file=sys.stderr)
     return written
-
-
-def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    from .cli import add_command
-
-    p = add_command(subparsers, "land", _run_cli, __doc__.split("\n\n")[1] if __doc__ else None)
-    p.allow_abbrev = False
-    p.add_argument(
-        "run_dirs", nargs="+", type=Path, help="finished paper-scale run directories (config.json, curve.json)"
-    )
-    p.add_argument(
-        "--goldens", type=Path, default=Path("goldens"), help="goldens folder; writes its paper/ (default: goldens)"
-    )
-    p.add_argument(
-        "--evaluations",
-        nargs="*",
-        type=Path,
-        default=[],
-        help="evaluation JSONs of repro evaluate kept elsewhere than RUN/samples/ (matched to runs by their run_id)",
-    )
-    return p
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    written = land(args.run_dirs, args.goldens, args.evaluations, "repro " + " ".join(sys.argv[1:]))
-    for path in written:
-        print(f"wrote {path}")
-    return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -78,3 +79,20 @@ def pick_device(requested: str | None = None) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", dist_info()[2])
     return torch.device("cpu")
+
+
+def side_by_side(jobs: int | str, threads: Sequence[int | None], scale: str, cpu: bool = True) -> int:
+    """The number of runs to train side by side, checked: ``jobs``, or for ``auto`` the usable CPUs over the
+    largest of the runs' ``train.threads`` (1 when a run leaves it unset: torch then takes every CPU). More
+    than one at a time on the CPU needs every run's ``train.threads`` set: it is part of what a run computes."""
+    if jobs == "auto":
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        jobs = max(1, cpus // max(threads)) if threads and None not in threads else 1
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValidationError(f"--jobs: {jobs!r} is not allowed; must be a positive integer or auto")
+    if jobs > 1 and cpu and None in threads:
+        raise ValidationError(
+            f"--jobs: {jobs} needs scales.{scale}.train.threads set (the threads of each run side by side); "
+            "allowed without it: --jobs 1"
+        )
+    return jobs

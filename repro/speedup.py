@@ -80,12 +80,10 @@ Definitions (all of them are what the JSON report means):
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import math
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -1142,7 +1140,7 @@ def load_curves(
     return curves
 
 
-def _check_replaceable(option: str, path: str | os.PathLike, keys: Sequence[str], what: str) -> None:
+def check_replaceable(option: str, path: str | os.PathLike, keys: Sequence[str], what: str) -> None:
     """``path`` may be replaced only when it does not exist or holds what this command writes (a JSON object with
     ``keys``): a curve or a report of another kind given by mistake is never overwritten."""
     path = Path(path)
@@ -1159,7 +1157,7 @@ def _check_replaceable(option: str, path: str | os.PathLike, keys: Sequence[str]
         )
 
 
-def _check_output(option: str, path: str | os.PathLike | None) -> None:
+def check_output(option: str, path: str | os.PathLike | None) -> None:
     """Fail before anything is computed or written when ``path`` cannot be written as a file."""
     if path is None:
         return
@@ -1219,162 +1217,3 @@ def train_targets(curves: Sequence[Mapping[str, Any]], objective: str) -> dict[s
         "sample-quality evaluations in a row"
     )
     return out
-
-
-def _run_targets(args: argparse.Namespace) -> int:
-    from .io import atomic_write_json
-    from .provenance import provenance
-
-    _check_output("--out", args.out)
-    curves = load_curves(find_curve_files(args.curves))
-    doc = train_targets(curves, args.objective)
-    doc["provenance"] = provenance(None, device="none (arithmetic on committed curves)")
-    _check_replaceable("--out", args.out, ("fid", "objective"), "a targets file")
-    atomic_write_json(args.out, round_floats(doc))
-    print(
-        f"wrote {args.out}: FID {doc['fid']:.4g}, validation loss {doc['val_loss']:.4g} ({args.objective}), "
-        f"from {len(curves)} runs"
-    )
-    return 0
-
-
-def register_targets_cli(subparsers: Any) -> argparse.ArgumentParser:
-    from .cli import add_command
-
-    p = add_command(
-        subparsers, "targets", _run_targets, "the targets runs trained to target stop at, from a baseline's runs"
-    )
-    p.add_argument("--curves", nargs="+", required=True, help="the baseline's finished curves (files, folders, globs)")
-    p.add_argument(
-        "--objective", required=True, choices=["ddpm", "interpolant", "edm"], help="the baseline's objective"
-    )
-    p.add_argument("--out", required=True, help="targets JSON path (train.to_target reads it)")
-    return p
-
-
-def _growth_pair(text: str) -> tuple[str, str]:
-    start, sep, end = text.partition(":")
-    if not sep or not start or not end:
-        raise ValueError(f"--growth {text!r} is not allowed; must be FROM:TO, e.g. 3000:final")
-    return start, end
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    _check_output("--out", args.out)
-    _check_output("--plot", args.plot)
-    _check_output("--ladder-plot", args.ladder_plot)
-    warn = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
-    files = find_curve_files(args.curves, warn=warn, allow_none=args.allow_no_runs)
-    curves = load_curves(files, include_incomplete=args.include_incomplete)
-    if args.allow_no_runs and args.baseline not in {c["method"] for c in curves}:
-        why = f"the baseline {args.baseline!r} has no curve in --curves {' '.join(args.curves)}"
-        _check_replaceable("--out", args.out, ("baseline", "unit_results"), "a speedup report")
-        write_json(no_runs_report(args.baseline, args.metric, args.units, args.k, why), args.out)
-        warn(f"{why}; wrote {args.out} without results" + (f" and no {args.plot}" if args.plot else ""))
-        return 0
-    report = speedup_report(
-        curves,
-        baseline=args.baseline,
-        units=args.units,
-        metric=args.metric,
-        ks=args.k,
-        anchor_unit=args.anchor_unit,
-        train_size=args.train_size,
-        gate=gate_from_reference(args.gate_reference, args.gate) if args.gate_reference else None,
-        ladder_units=[u for u in args.ladder_units if u in args.units],
-        growth_pairs=[_growth_pair(g) for g in args.growth],
-    )
-    report["inputs"] = [{"path": os.path.relpath(f), "run_id": c["run_id"]} for f, c in zip(files, curves)]
-    _check_replaceable("--out", args.out, ("baseline", "unit_results"), "a speedup report")
-    write_json(report, args.out)
-    if args.ladder_plot:
-        plot_ladder(report, args.ladder_plot, unit=report["ladder_units"][0] if report["ladder_units"] else "macs")
-    if args.plot:
-        named = {t: report["targets"][t] for t in ("final", "third")}
-        plot_curves(curves, args.plot_unit, args.plot, metric=args.metric, targets=named)
-    for method, per_target in report["unit_results"].items():
-        for target, per_unit in per_target.items():
-            if target == "ladder":  # a line per rung would drown the rest; the report holds them
-                continue
-            for unit, r in per_unit.items():
-                ratio = "null" if r["ratio"] is None else f"{r['ratio']:.3g}x"
-                ci = "" if r["ci_low"] is None else f" [{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
-                if r["mde"]:
-                    ci += f", detectable at 80% power: x{r['mde']['factor']:.3g} either way"
-                print(
-                    f"{method} vs {args.baseline}, {target} target, {unit}: {ratio}{ci} "
-                    f"(reached {r['reached']}; {r['status']})"
-                )
-    print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
-    return 0
-
-
-def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    from .cli import add_command
-
-    p = add_command(subparsers, "speedup", _run_cli, __doc__.splitlines()[0])
-    p.add_argument(
-        "--curves",
-        nargs="+",
-        required=True,
-        help="curve.json files, run directories or quoted globs (e.g. 'runs/micro/*/curve.json')",
-    )
-    p.add_argument("--baseline", default="dit", help="method the others are compared with (default: dit)")
-    p.add_argument("--out", required=True, help="report JSON path")
-    p.add_argument("--plot", default=None, help="PNG path for metric vs cost (optional)")
-    p.add_argument(
-        "--ladder-plot", default=None, help="PNG path for the speedup at each rung of the ladder against the "
-        "baseline's training length, with TREAD's published ladder (optional)"
-    )  # fmt: skip
-    p.add_argument("--plot-unit", default="macs", choices=list(UNITS), help="x axis of the plot (default: macs)")
-    p.add_argument("--metric", default="fid", choices=list(METRICS))
-    p.add_argument("--units", nargs="+", default=list(UNITS), choices=list(UNITS))
-    p.add_argument("--k", nargs="+", type=float, default=[1.0], help="test 'speedup >= k' for each k (default: 1)")
-    p.add_argument(
-        "--growth",
-        nargs="*",
-        default=[],
-        metavar="FROM:TO",
-        help="report how the speedup grows from one target to another (named or a ladder rung), e.g. 3000:final",
-    )
-    p.add_argument(
-        "--ladder-units",
-        nargs="*",
-        default=["macs"],
-        choices=list(UNITS),
-        help="units of the ladder of targets, one rung per baseline evaluation (default: macs; none: no ladder)",
-    )
-    p.add_argument(
-        "--anchor-unit",
-        default="iterations",
-        choices=list(UNITS),
-        help="unit placing the 'third' target and the late slopes (default: iterations)",
-    )
-    p.add_argument(
-        "--train-size",
-        type=int,
-        default=None,
-        help="training-set size, for the training length in epochs of curves that do not record it",
-    )
-    p.add_argument(
-        "--gate-reference",
-        default=None,
-        help="reference report (e.g. goldens/micro/reference.json) whose corruption ladder sets the sanity gate",
-    )
-    p.add_argument(
-        "--gate",
-        default=DEFAULT_GATE,
-        help=f"corruption of the ladder a run's final FID must beat, kind:strength (default: {DEFAULT_GATE})",
-    )
-    p.add_argument(
-        "--allow-no-runs",
-        action="store_true",
-        help="a comparison of a campaign in progress: when the baseline has no curve yet, write a report without "
-        "results (its claims stay pending) instead of failing",
-    )
-    p.add_argument(
-        "--include-incomplete",
-        action="store_true",
-        help="also use curves of runs that stopped before their last step (complete: false)",
-    )
-    return p

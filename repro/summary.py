@@ -23,12 +23,10 @@ from committed files by arithmetic; nothing here trains or samples.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
 import statistics
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,27 +129,6 @@ def _provenance(command: str) -> dict[str, Any]:
     from .io import git_commit
 
     return {"command": command, "git_commit": git_commit(), "inputs": "golden curves (arithmetic only)"}
-
-
-def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    from .cli import add_command
-
-    p = add_command(
-        subparsers,
-        "summary",
-        _run_cli,
-        "Writes a scale's small flat metrics files (final FID and val loss per method, speedups with intervals, "
-        "verdict counts: one narrow row each in `dvc metrics show`) and a flat table of every curve point for "
-        "`dvc plots`.",
-    )
-    p.add_argument("--curves", nargs="+", required=True, help="curve JSON files, run folders or quoted globs")
-    p.add_argument("--speedup", nargs="*", default=[], metavar="REPORT", help="speedup reports (repro speedup --out)")
-    p.add_argument("--claims", default=None, help="claims ledger JSON whose verdicts are counted (optional)")
-    p.add_argument("--target", default="final", help="speedup target of the reports to summarize")
-    p.add_argument("--unit", default="macs", help="cost unit of the speedups (one of the reports' units)")
-    p.add_argument("--out", required=True, help="folder for the metrics files (one small file per quantity)")
-    p.add_argument("--plot-data", default=None, help="also write every curve point here, flat, for dvc plots")
-    return p
 
 
 def _read_json(path: str, what: str) -> dict:
@@ -268,22 +245,37 @@ def _check_plot_data(path: Path) -> None:
         )
 
 
-def _run_cli(args: argparse.Namespace) -> int:
+def write_summary(
+    curves: Sequence[str],
+    out: str | Path,
+    *,
+    speedup: Sequence[str] = (),
+    claims: str | None = None,
+    target: str = "final",
+    unit: str = "macs",
+    plot_data: str | None = None,
+    command: str = "repro summary",
+) -> int:
+    """Write the flat metrics files of the curves found by ``curves`` (files, run folders or globs), the speedup
+    reports ``speedup`` and the claims ledger ``claims`` into the folder ``out`` (removing the files an earlier
+    summary wrote there that no input makes now), and with ``plot_data`` every curve point, flat, recorded as
+    made by ``command``. Every input is checked before anything is written; returns the number of files in
+    ``out``."""
     from .io import atomic_write_json
     from .speedup import find_curve_files, load_curves
 
-    out = Path(args.out)
+    out = Path(out)
     earlier = _check_out_folder(out)
-    if args.plot_data:
-        _check_plot_data(Path(args.plot_data))
-    curves = load_curves(find_curve_files(args.curves))
-    reports = [_read_json(r, "speedup report") for r in args.speedup]
-    for path, report in zip(args.speedup, reports):
-        _check_report(path, report, args.target, args.unit)
-    claims = _read_json(args.claims, "claims ledger") if args.claims else None
-    if claims is not None:
-        _check_claims(args.claims, claims)
-    summary = summarize(curves, reports, claims, target=args.target, unit=args.unit)
+    if plot_data:
+        _check_plot_data(Path(plot_data))
+    loaded = load_curves(find_curve_files(curves))
+    reports = [_read_json(r, "speedup report") for r in speedup]
+    for path, report in zip(speedup, reports):
+        _check_report(path, report, target, unit)
+    ledger = _read_json(claims, "claims ledger") if claims else None
+    if ledger is not None:
+        _check_claims(claims, ledger)
+    summary = summarize(loaded, reports, ledger, target=target, unit=unit)
     out.mkdir(parents=True, exist_ok=True)
     for name, row in summary.items():
         atomic_write_json(out / f"{name}.json", row)
@@ -292,8 +284,6 @@ def _run_cli(args: argparse.Namespace) -> int:
     for folder in sorted((d for d in out.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
         if not any(folder.iterdir()):
             folder.rmdir()
-    if args.plot_data:
-        command = "repro summary " + " ".join(sys.argv[2:])
-        atomic_write_json(args.plot_data, {"provenance": _provenance(command), "points": plot_points(curves)})
-    print(f"wrote {len(summary)} files to {out}" + (f" and {args.plot_data}" if args.plot_data else ""))
-    return 0
+    if plot_data:
+        atomic_write_json(plot_data, {"provenance": _provenance(command), "points": plot_points(loaded)})
+    return len(summary)

@@ -26,7 +26,6 @@ last checkpoint on disk holds finite weights.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
 import json
@@ -45,15 +44,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError, RunConfig, check_data_files, load_params, resolve, run_step_macs
+from .config import ConfigError, RunConfig, check_data_files, run_step_macs
 from .data.loader import SEED_STRIDE, TrainData, validation_batch
 from .evaluation import evaluate, extra_fid
 from .io import (
     CheckpointError,
     atomic_torch_save,
-    atomic_write_bytes,
     atomic_write_json,
-    check_writable,
     load_checkpoint,
     remove_stale_temporaries,
 )
@@ -880,92 +877,3 @@ def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, co
     if rank == 0 and curve["complete"]:
         atomic_write_json(run_dir / "curve.json", curve)
     return curve
-
-
-# ------------------------------------------------------------------------------------------
-# Command line
-# ------------------------------------------------------------------------------------------
-
-
-def register_cli(subparsers) -> None:
-    from .cli import add_run_args
-
-    p = subparsers.add_parser(
-        "train",
-        help="train one run of params.yaml (scale x method x seed)",
-        description="Train one run. Under torchrun, every process runs this same command.",
-    )
-    add_run_args(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the run (initialization, data order, noise)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/<scale>/<method>-s<seed>)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--steps", type=int, default=None, help="override train.steps (e.g. a dry run)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
-    p.add_argument(
-        "--to-target",
-        default=None,
-        metavar="FILE",
-        help="train to target: stop once the targets in FILE (written by repro targets) are reached (train.to_target)",
-    )
-    p.add_argument("--curve", default=None, help="also write the finished run's curve.json to this path")
-    p.add_argument(
-        "--grid", default=None, help="also copy the finished run's samples.png (final samples, a column per class) here"
-    )
-    p.add_argument(
-        "--compile", action="store_true", help="torch.compile the training step (equal up to float rounding)"
-    )
-    p.add_argument("--live", action="store_true", help="also log DVCLive scalars into <out>/dvclive")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no evaluation lines")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    cfg = resolve(load_params(args.params), args.scale, args.method, args.seed)
-    if args.steps is not None:
-        if isinstance(args.steps, bool) or args.steps < 1:
-            raise ConfigError(f"--steps: {args.steps!r} is not allowed; must be a positive integer")
-        cfg.train.steps = args.steps
-        cfg.validate()
-    if args.to_target is not None:
-        cfg.train.to_target = args.to_target
-        cfg.validate()
-        load_targets(args.to_target)  # a missing or broken file fails here, before anything is written
-    out = Path(args.out or Path("runs") / args.scale / f"{args.method}-s{args.seed}")
-    check_writable("--grid", args.grid)  # before the training, not after it
-    check_writable("--curve", args.curve)
-    try:
-        curve = train(
-            cfg,
-            out,
-            device=args.device,
-            resume=not args.no_resume,
-            command="repro " + " ".join(sys.argv[1:]),
-            compile=args.compile,
-            live=args.live,
-            quiet=args.quiet,
-        )
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    else:
-        if curve.get("stopped_by"):
-            if dist_info()[0] == 0:
-                print(
-                    f"{cfg.run_id}: stopped by {curve['stopped_by']} after step {curve['stopped_at']} with its "
-                    f"checkpoint written to {out / 'checkpoints' / 'last.pt'}; run the same command to resume",
-                    file=sys.stderr,
-                )
-            return EXIT_PREEMPTED
-        if curve["complete"] and dist_info()[0] == 0:
-            if args.grid:
-                grid = out / "samples.png"
-                if not grid.exists():
-                    print(f"error: --grid {args.grid}: {grid} was not written (no sample metrics?)", file=sys.stderr)
-                    return 2
-                atomic_write_bytes(args.grid, grid.read_bytes())
-            if args.curve:  # last: a curve in place marks the run done
-                atomic_write_json(args.curve, curve)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 0

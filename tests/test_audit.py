@@ -256,7 +256,8 @@ def test_diff_audits_names_changed_paths_and_ignores_provenance():
 
 def test_audit_command_is_registered():
     from repro.cli import COMMANDS, build_parser
+    from repro.commands import audit as command
 
-    assert COMMANDS["audit"] == "repro.audit:register_cli"
+    assert COMMANDS["audit"] == "repro.commands.audit"
     args = build_parser(only="audit").parse_args(["audit", "--check"])
-    assert args.check and args.func is A._run_cli
+    assert args.check and args.func is command.run

@@ -296,7 +296,8 @@ def test_ladder_grids_put_one_class_in_each_column():
 def test_side_by_side_jobs_are_resolved_and_checked(monkeypatch):
     import argparse
 
-    from repro.cli import jobs_arg, side_by_side
+    from repro.cli import jobs_arg
+    from repro.runtime import side_by_side
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert side_by_side("auto", [1, 1], "micro") == 4 and side_by_side("auto", [2, 1], "micro") == 2

@@ -48,9 +48,10 @@ def test_every_command_has_a_one_line_help():
 @pytest.mark.parametrize("name", list(cli.COMMANDS))
 def test_help_table_matches_what_each_command_registers(name):
     target, help_text = cli.COMMANDS[name], cli.HELP[name]
-    module, func = target.split(":")
+    assert target == f"repro.commands.{name.replace('-', '_')}"  # one module per command, registered one way
     sub = cli.Parser(prog="repro").add_subparsers(parser_class=cli.Parser)
-    getattr(importlib.import_module(module), func)(sub)
+    module = importlib.import_module(target)
+    module.register(sub)
     (registered,) = sub._choices_actions
     assert registered.dest == name
     assert registered.help == help_text
@@ -121,3 +122,33 @@ def test_compare_and_rerun_share_tolerance_names_and_rule():
         assert compare[dest].type is rerun[dest].type
     r = _run("compare", "a", "b", "--abs-tol", "-1")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--abs-tol" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "command"),
+    [
+        ("repro.data.fashion_mnist", "data fashion-mnist"),
+        ("repro.data.latents", "data latents"),
+        ("repro.metrics.fid", "reference"),
+        ("repro.metrics.featurenet", "featurenet"),
+        ("repro.metrics.ladder", "ladder"),
+        ("repro.metrics.adm", "adm"),
+        ("repro.fidnoise", "fidnoise"),
+    ],
+)
+def test_a_python_m_entry_is_its_repro_command(module, command):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith(f"usage: repro {command} "), r.stdout + r.stderr
+
+
+def test_a_python_m_entry_reports_bad_input_as_its_command_does():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = ["-m", "repro.fidnoise", "runs/none", "--num", "6", "--out", "none.json"]
+    r = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "repro fidnoise: error: --num: 6 is not allowed; must be a multiple of 4, >= 8 (it is split in quarters)"
+    )
+    r = subprocess.run([sys.executable, "-m", "repro.metrics.fid", "--help"], cwd=ROOT, env=env, capture_output=True)
+    assert b"--out OUT, --reference-report OUT" in r.stdout  # dvc.yaml's former spelling still parses

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from repro.cli import main
 from repro.data import fashion_mnist as fm
 from repro.data import latents as lt
 
@@ -354,15 +355,15 @@ def test_vae_that_is_not_there_is_a_clear_error(tmp_path):
 @needs_data
 def test_manifest_command(tmp_path, capsys):
     out = tmp_path / "goldens" / "fashion-mnist.json"
-    assert fm.main(["--manifest", str(out)]) == 0
+    assert main(["data", "fashion-mnist", "--manifest", str(out)]) == 0
     first = out.read_text()
     manifest = json.loads(first)
     assert manifest["splits"]["test"]["label_counts"] == [1000] * 10
     assert manifest["payload_sha256"] == fm.PAYLOAD_SHA256
     assert str(REAL) not in first  # describes the data, not the machine it was found on
-    assert fm.main(["--manifest", str(out)]) == 0 and out.read_text() == first
+    assert main(["data", "fashion-mnist", "--manifest", str(out)]) == 0 and out.read_text() == first
 
 
 def test_manifest_command_without_data(isolated, capsys):
-    assert fm.main(["--no-download"]) == 1
+    assert main(["data", "fashion-mnist", "--no-download"]) == 1
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err

@@ -277,7 +277,9 @@ def test_reference_report_command(monkeypatch, tmp_path):
 
     monkeypatch.setattr(fid, "compute_metrics", fake)
     out = tmp_path / "ref" / "reference.json"
-    assert fid.main(["--reference-report", str(out), "--sizes", "50", "100", "--curve-size", "30"]) == 0
+    # `python -m repro.metrics.fid --reference-report PATH` (dvc.yaml's former command) is `repro reference`
+    argv = ["--reference-report", str(out), "--sizes", "50", "100", "--curve-size", "30"]
+    assert cli.main(["reference", *argv]) == 0
     report = json.loads(out.read_text())
     assert list(report["floor"]) == ["50", "100"] and "num_samples" not in report["floor"]["50"]
     assert list(report["noise"]) == [str(s) for s in fid.CURVES["noise"]] and report["curve_size"] == 30

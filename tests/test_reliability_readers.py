@@ -920,7 +920,7 @@ def test_a_planted_vae_weights_file_is_refused_in_one_line(tmp_path, capsys, mon
 
     diffusers = pytest.importorskip("diffusers")
 
-    from repro.data import latents as lt
+    from repro.cli import main
 
     vae = tmp_path / "vae"
     tiny = diffusers.AutoencoderKL(
@@ -951,7 +951,9 @@ def test_a_planted_vae_weights_file_is_refused_in_one_line(tmp_path, capsys, mon
             monkeypatch.setattr(handler, "stream", sys.stderr)
             if "flush" in vars(handler):  # diffusers binds the stream's flush to its handler when it makes it
                 monkeypatch.setattr(handler, "flush", sys.stderr.flush)
-    rc = lt.main([str(tmp_path / "images"), str(tmp_path / "out"), "--vae", str(vae), "--device", "cpu"])
+    rc = main(
+        ["data", "latents", str(tmp_path / "images"), str(tmp_path / "out"), "--vae", str(vae), "--device", "cpu"]
+    )
     err = capsys.readouterr().err
     assert rc == 2  # before: a FileNotFoundError traceback
     line = [line for line in err.splitlines() if " error: " in line]

@@ -462,7 +462,7 @@ def test_every_method_has_one_color_in_every_plot():
 
 
 def test_cli_with_glob_and_run_directories(tmp_path, capsys):
-    assert cli.COMMANDS["speedup"] == "repro.speedup:register_cli"
+    assert cli.COMMANDS["speedup"] == "repro.commands.speedup"
     runs = tmp_path / "runs" / "micro"
     for c in micro_curves():
         (runs / c["run_id"]).mkdir(parents=True)

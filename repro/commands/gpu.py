@@ -15,7 +15,7 @@ from typing import Any
 
 PROG = "python -m repro.gpu"
 DESCRIPTION = "The small-scale GPU campaign as one prepared call, and the folder of wheels and data it travels with."
-HELP = "the small-scale GPU campaign in one budgeted call, its offline wheel folder (pack), and landing its outputs"
+HELP = "the GPU campaign in one budgeted call, its offline wheels (pack), and landing"
 
 
 def register(subparsers: Any) -> None:

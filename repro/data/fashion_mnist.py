@@ -26,14 +26,11 @@ place.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gzip
 import hashlib
-import json
 import os
 import shutil
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -44,8 +41,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from repro.io import atomic_write_text
 
 SPLITS = ("train", "test")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -357,23 +352,7 @@ def manifest() -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Find, verify and describe the data (``python -m repro.data.fashion_mnist [--manifest PATH]``)."""
-    parser = argparse.ArgumentParser(prog="python -m repro.data.fashion_mnist", description=main.__doc__)
-    parser.add_argument("--manifest", type=Path, default=None, help="write the description as JSON here")
-    parser.add_argument("--no-download", action="store_true", help="never download, even when online")
-    args = parser.parse_args(argv)
-    try:
-        directory = find_data_dir(download=False if args.no_download else None)
-        description = manifest()
-    except (DataNotFoundError, DataCorruptError) as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if args.manifest is not None:
-        atomic_write_text(args.manifest, json.dumps(description, indent=2) + "\n")
-    print(f"Fashion-MNIST verified in {directory}: " + ", ".join(f"{s} {len(load(s))}" for s in SPLITS))
-    return 0
+if __name__ == "__main__":  # `python -m repro.data.fashion_mnist ARGS` is `repro data fashion-mnist ARGS`
+    from repro.cli import run_as_module
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    run_as_module("data", "fashion-mnist")

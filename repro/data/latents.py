@@ -24,13 +24,11 @@ first unfinished shard (``progress.json``).
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import json
 import math
 import os
 import pickle
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +38,6 @@ from PIL import Image
 
 from repro.io import atomic_torch_save, atomic_write_text
 from repro.provenance import sha256_file
-from repro.runtime import cpu_setup
 
 SD_VAE_SCALE = 0.18215
 MANIFEST = "manifest.json"
@@ -468,65 +465,7 @@ class MappedLatents:
         return out.reshape(*index.shape, *out.shape[1:])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Encode an ImageFolder into SD-VAE latent shards (``python -m repro.data.latents``)."""
-    p = argparse.ArgumentParser(prog="python -m repro.data.latents", description=main.__doc__, allow_abbrev=False)
-    p.add_argument("image_dir", type=Path, help="ImageFolder root: one subfolder per class")
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--vae", default="stabilityai/sd-vae-ft-ema", help="local directory or hub id (online only)")
-    p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--shard-size", type=int, default=10_000)
-    p.add_argument("--scale", type=float, default=SD_VAE_SCALE)
-    p.add_argument("--posterior", choices=("sample", "mean"), default="sample")
-    p.add_argument("--hflip", action="store_true", help="also encode each image mirrored (DiT trains on random flips)")
-    p.add_argument(
-        "--val-per-class",
-        type=int,
-        default=0,
-        help="hold out this many images of every class as the validation set (val.pt; never trained on)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="stored dtype")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--num-workers", type=int, default=4)
-    args = p.parse_args(argv)
-    try:
-        return _encode_cli(args)
-    except (OSError, ValueError) as e:  # bad input: one line naming what is wrong, no traceback
-        print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+if __name__ == "__main__":  # `python -m repro.data.latents ARGS` is `repro data latents ARGS`
+    from repro.cli import run_as_module
 
-
-def _encode_cli(args: argparse.Namespace) -> int:
-    if not args.image_dir.is_dir():
-        raise ValueError(f"image_dir: {args.image_dir} is not a folder (an ImageFolder root: one subfolder per class)")
-    cpu_setup()
-    vae = load_vae(args.vae, device=args.device)
-    manifest = encode_image_folder(
-        args.image_dir,
-        args.out_dir,
-        vae,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        scale=args.scale,
-        posterior=args.posterior,
-        hflip=args.hflip,
-        seed=args.seed,
-        dtype=getattr(torch, args.dtype),
-        vae_source=str(args.vae),
-        num_workers=args.num_workers,
-        val_per_class=args.val_per_class,
-        say=lambda text: print(text, flush=True),
-    )
-    held = manifest["validation"]["count"] if manifest.get("validation") else 0
-    print(
-        f"{manifest['count']} latents {manifest['latent_shape']} in {len(manifest['shards'])} shards and {held} "
-        f"held-out validation latents -> {args.out_dir}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    run_as_module("data", "latents")

@@ -2,7 +2,7 @@
 
 import sys
 
-from repro.commands.gpu import build_parser, run
+if __name__ == "__main__":  # the command layer is imported only when run as a command
+    from repro.commands.gpu import build_parser, run
 
-if __name__ == "__main__":
     sys.exit(run(build_parser().parse_args()))

@@ -29,11 +29,8 @@ ImageFolder (center-cropped the ADM way), for data sets without a published one.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import sys
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -396,27 +393,7 @@ def image_folder_array(root: str | os.PathLike, image_size: int, limit: int | No
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m repro.metrics.adm reference IMAGE_DIR OUT.npz``: an ADM-layout reference batch of an ImageFolder."""
-    p = argparse.ArgumentParser(prog="python -m repro.metrics.adm", description=main.__doc__, allow_abbrev=False)
-    sub = p.add_subparsers(dest="what", required=True)
-    r = sub.add_parser("reference", help="write a reference batch (arr_0, mu, sigma, mu_s, sigma_s)")
-    r.add_argument("image_dir", type=Path, help="ImageFolder root")
-    r.add_argument("out", type=Path, help=".npz to write")
-    r.add_argument("--image-size", type=int, default=256)
-    r.add_argument("--limit", type=int, default=None, help="the first N images only (ADM's batches hold 10,000)")
-    r.add_argument("--weights", type=Path, default=None, help=f"Inception weights ({'{'}torch-fidelity's file{'}'})")
-    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    r.add_argument("--batch-size", type=int, default=100)
-    args = p.parse_args(argv)
-    from ..runtime import cpu_setup
+if __name__ == "__main__":  # `python -m repro.metrics.adm ARGS` is `repro adm ARGS`
+    from repro.cli import run_as_module
 
-    cpu_setup()
-    images = image_folder_array(args.image_dir, args.image_size, args.limit)
-    write_reference(images, args.out, weights=args.weights, device=args.device, batch_size=args.batch_size)
-    print(json.dumps({"out": str(args.out), "images": len(images), "image_size": args.image_size}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    run_as_module("adm")

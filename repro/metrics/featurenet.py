@@ -25,12 +25,10 @@ every FID, so the shipped weights are the instrument (DVC's ``featurenet`` stage
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +41,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from repro.data.fashion_mnist import iterate_batches, load, to_float
 from repro.io import atomic_torch_save, atomic_write_text
-from repro.provenance import git_commit, sha256_file
+from repro.provenance import sha256_file
 from repro.runtime import cpu_setup
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "weights"  # package data: repro/weights/
@@ -325,26 +323,7 @@ def register(weights_path: str | os.PathLike | None = None, *, expected_sha256: 
     return name
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Retrain the feature network and write its weights and record (``python -m repro.metrics.featurenet``)."""
-    parser = argparse.ArgumentParser(prog="python -m repro.metrics.featurenet", description=main.__doc__)
-    parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help="directory for featurenet.pt/.json")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--min-accuracy", type=float, default=0.90, help="refuse to write weights below this")
-    args = parser.parse_args(argv)
-    net, info = train_feature_net(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    if info["test_accuracy"] < args.min_accuracy:
-        print(f"test accuracy {info['test_accuracy']:.4f} < {args.min_accuracy}; nothing written", file=sys.stderr)
-        return 1
-    command = "python -m repro.metrics.featurenet " + " ".join(argv if argv is not None else sys.argv[1:])
-    info = {"command": command.strip(), "git_commit": git_commit(("repro/metrics", "repro/data")) or "unknown", **info}
-    record = save_feature_net(net, args.out, info)
-    print(json.dumps(record, indent=2))
-    return 0
+if __name__ == "__main__":  # `python -m repro.metrics.featurenet ARGS` is `repro featurenet ARGS`
+    from repro.cli import run_as_module
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    run_as_module("featurenet")

@@ -27,16 +27,13 @@ Results are returned under short keys: ``fid``, ``kid``, ``kid_std``, ``precisio
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import io
 import json
 import math
 import os
-import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,10 +44,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from repro.data.fashion_mnist import FILES, PAYLOAD_SHA256, SPLITS, cache_dir, load, to_float, to_uint8
-from repro.io import atomic_write_json, atomic_write_text
+from repro.io import atomic_write_json
 from repro.metrics import featurenet
 from repro.provenance import sha256_file
-from repro.runtime import cpu_setup
 
 METRICS = ("fid", "kid", "prc")
 FMNIST = "fmnist"
@@ -703,81 +699,23 @@ def _with_file(path: Path, convert) -> torch.Tensor:
         raise ValueError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``repro evaluate``."""
-    p = subparsers.add_parser(
-        "evaluate",
-        help="sample quality against a Fashion-MNIST split or an ADM reference batch",
-        description="Metrics of a folder of images or an .npy/.npz array of samples. Against a Fashion-MNIST split "
-        "(uint8 in [0, 255], or floats in the range given by --range; N x 1 x 32 x 32): FID, KID and precision/recall "
-        "in the feature network's space, via torch-fidelity. Against an ADM reference batch (--reference REF.npz, e.g. "
-        "VIRTUAL_imagenet256_labeled.npz; RGB samples of any size, arr_0 as ADM stores them): FID, sFID, Inception "
-        "Score and precision/recall as ADM's evaluator defines them, on torch-fidelity's Inception (--weights FILE).",
-        allow_abbrev=False,
-    )
-    p.add_argument("samples", type=Path, help="folder of .png/.jpg, or .npy / .npz file")
-    p.add_argument(
-        "--reference",
-        default="test",
-        help=f"a Fashion-MNIST split ({', '.join(SPLITS)}) or an ADM reference batch (.npz) (default: test)",
-    )
-    p.add_argument("--reference-size", type=int, default=None, help="use the first N reference images (a split)")
-    p.add_argument(
-        "--metrics",
-        default=None,
-        help=f"comma-separated subset of {','.join(METRICS)} (a split) or fid,sfid,is,prc (an ADM batch) "
-        "(default: all of them)",
-    )
-    p.add_argument(
-        "--feature-extractor",
-        choices=(FMNIST, INCEPTION),
-        default=None,
-        help="(default: fmnist for a split, inception-v3-compat for an ADM batch)",
-    )
-    p.add_argument("--weights", type=Path, default=None, help="feature-network (or Inception) weights file")
-    p.add_argument(
-        "--cache-dir", type=Path, default=None, help="cache root (default: $REPRO_CACHE_DIR or ~/.cache/repro)"
-    )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=100, help="images per Inception forward (an ADM batch)")
-    p.add_argument("--seed", type=int, default=2020, help="seed of KID's subsets")
-    p.add_argument("--recursive", action="store_true", help="look for images in subfolders too")
-    p.add_argument(
-        "--range",
-        dest="value_range",
-        choices=tuple(VALUE_RANGES),
-        default=None,
-        help="value range of float samples (required for floats; uint8 is [0, 255])",
-    )
-    p.add_argument("--json", type=Path, default=None, help="also write the result to this file")
-    p.set_defaults(func=run_cli)
-
-
-def _is_adm_reference(reference: str) -> bool:
-    return reference not in SPLITS
-
-
-def _metric_list(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(m.strip() for m in text.split(",") if m.strip())
-
-
-def _run_adm(args: argparse.Namespace) -> dict:
-    """``repro evaluate SAMPLES --reference REF.npz``: ADM's metrics (see :mod:`repro.metrics.adm`)."""
+def adm_metrics(
+    samples: Path,
+    reference: Path,
+    *,
+    metrics: Sequence[str] | None = None,
+    weights: Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 100,
+    recursive: bool = False,
+) -> dict:
+    """ADM's metrics (see :mod:`repro.metrics.adm`) of ``samples`` (a folder of images, read as they are, or an
+    ADM batch) against the reference batch ``reference``, with the samples' provenance where they carry one."""
     from . import adm
 
-    reference = Path(args.reference)
-    if reference.suffix != ".npz":
-        raise ValueError(
-            f"--reference {args.reference!r} is not allowed; a split ({', '.join(SPLITS)}) or an ADM reference "
-            "batch (.npz)"
-        )
-    if args.feature_extractor not in (None, INCEPTION):
-        raise ValueError(f"--feature-extractor {args.feature_extractor}: an ADM reference batch needs {INCEPTION}")
-    if args.value_range is not None or args.reference_size is not None:
-        raise ValueError("--range and --reference-size apply to a Fashion-MNIST split, not to an ADM reference batch")
-    samples = Path(args.samples)
+    samples = Path(samples)
     if samples.is_dir():  # a folder of images: read as they are (RGB stays RGB) into a temporary ADM batch
-        pattern = "**/*" if args.recursive else "*"
+        pattern = "**/*" if recursive else "*"
         files = sorted(
             p for p in samples.glob(pattern) if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.is_file()
         )
@@ -790,10 +728,10 @@ def _run_adm(args: argparse.Namespace) -> dict:
             result = adm.evaluate(
                 batch,
                 reference,
-                weights=args.weights,
-                metrics=_metric_list(args.metrics) or adm.METRICS,
-                device=args.device,
-                batch_size=args.batch_size,
+                weights=weights,
+                metrics=metrics or adm.METRICS,
+                device=device,
+                batch_size=batch_size,
             )
         result["samples_sha256"] = None  # a folder, not one file
         return result
@@ -802,10 +740,10 @@ def _run_adm(args: argparse.Namespace) -> dict:
     result = adm.evaluate(
         samples,
         reference,
-        weights=args.weights,
-        metrics=_metric_list(args.metrics) or adm.METRICS,
-        device=args.device,
-        batch_size=args.batch_size,
+        weights=weights,
+        metrics=metrics or adm.METRICS,
+        device=device,
+        batch_size=batch_size,
     )
     if samples.suffix == ".npz":
         with np.load(samples, allow_pickle=False) as z:
@@ -814,56 +752,7 @@ def _run_adm(args: argparse.Namespace) -> dict:
     return result
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    try:
-        if _is_adm_reference(args.reference):
-            result = _run_adm(args)
-        else:
-            samples = load_samples(args.samples, recursive=args.recursive, value_range=args.value_range)
-            result = compute_metrics(
-                samples,
-                args.reference,
-                _metric_list(args.metrics) or METRICS,
-                reference_size=args.reference_size,
-                feature_extractor=args.feature_extractor or FMNIST,
-                weights=args.weights,
-                cache_root=args.cache_dir,
-                device=args.device,
-                seed=args.seed,
-            )
-    except (OSError, ValueError) as exc:
-        where = f"{args.samples}: " if isinstance(exc, TooFewImages) else ""
-        print(f"repro evaluate: error: {where}{' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    report = {
-        "samples": str(args.samples),
-        "reference": args.reference,
-        "feature_extractor": args.feature_extractor or (INCEPTION if _is_adm_reference(args.reference) else FMNIST),
-        **result,
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json is not None:
-        atomic_write_text(args.json, text + "\n")
-    return 0
+if __name__ == "__main__":  # `python -m repro.metrics.fid ARGS` is `repro reference ARGS`
+    from repro.cli import run_as_module
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Write the metrics' reference values (``python -m repro.metrics.fid --reference-report PATH``)."""
-    parser = argparse.ArgumentParser(prog="python -m repro.metrics.fid", description=main.__doc__)
-    parser.add_argument("--reference-report", type=Path, required=True, help="JSON file to write")
-    parser.add_argument("--weights", type=Path, default=None, help="feature-network weights (default: committed)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 5000, 10_000], help="sample counts")
-    parser.add_argument("--curve-size", type=int, default=10_000, help="images in the corruption curves")
-    args = parser.parse_args(argv)
-    cpu_setup()
-    report = reference_report(args.sizes, args.curve_size, weights=args.weights)
-    atomic_write_json(args.reference_report, report)
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    run_as_module("reference")

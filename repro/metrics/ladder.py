@@ -1,7 +1,7 @@
 """The sanity gate's ladder, looked at: PNG grids of real training images and of their degraded copies.
 
-``python -m repro.metrics.ladder OUT_DIR`` writes ``real.png`` and one grid per rung of the reference report's
-ladder (``blur-1.0.png``, ``noise-0.2.png``, ...: :data:`repro.metrics.fid.CURVES`, made by
+``repro ladder OUT_DIR`` (or ``python -m repro.metrics.ladder``) writes ``real.png`` and one grid per rung of the
+reference report's ladder (``blur-1.0.png``, ``noise-0.2.png``, ...: :data:`repro.metrics.fid.CURVES`, made by
 :func:`repro.metrics.fid.corrupt`), 10 images of each class in its own column, like the sample grids of the runs.
 A run "generates" when its samples score a lower FID than the rung the gate names; these grids show what that
 rung looks like.
@@ -9,8 +9,6 @@ rung looks like.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -25,15 +23,14 @@ def class_columns(images: torch.Tensor, labels: torch.Tensor, per_class: int = 1
     return images[torch.stack(picks, dim=1).flatten()]
 
 
-def main(argv: list[str] | None = None) -> int:
+def write_ladder(out: str | Path) -> list[Path]:
+    """``real.png`` (the first 10 training images of each class) and one grid per rung of the ladder
+    (``<kind>-<strength>.png``) in the folder ``out``; the paths written."""
     from ..data.fashion_mnist import load
     from .fid import CURVES, corrupt
     from .grid import save_grid
 
-    p = argparse.ArgumentParser(prog="python -m repro.metrics.ladder", description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("out", help="folder for the PNG grids")
-    args = p.parse_args(argv)
-    out = Path(args.out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train = load("train")
     real = class_columns(train.images[:1000], train.labels[:1000])
@@ -41,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     for kind, strengths in CURVES.items():
         for s in strengths:
             written.append(save_grid(corrupt(real, kind, s), out / f"{kind}-{s}.png", nrow=10))
-    print("\n".join(map(str, written)))
-    return 0
+    return written
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m repro.metrics.ladder ARGS` is `repro ladder ARGS`
+    from repro.cli import run_as_module
+
+    run_as_module("ladder")

@@ -1,0 +1,64 @@
+"""``repro campaign``: a scale's training stages that are not up to date, side by side, in pieces
+(:func:`repro.campaign.run_campaign`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..cli import add_command, add_run_args, jobs_arg
+
+
+def register(subparsers: Any) -> None:
+    from .. import campaign
+
+    p = add_command(subparsers, "campaign", run, (campaign.__doc__ or "").split("\n\n")[0])
+    add_run_args(p, method=False)
+    p.add_argument(
+        "--jobs",
+        type=jobs_arg,
+        default="auto",
+        help="runs side by side, each with the scale's train.threads (default auto: CPUs / train.threads)",
+    )
+    p.add_argument("--hours", type=float, default=None, help="length of this piece: start no run that would not fit")
+    p.add_argument("--all", action="store_true", help="every training stage afresh, up to date or not")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="METHOD",
+        help="run the stages of these methods only (for example the core methods before the ablations)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the pending stages in their order, run nothing")
+    p.add_argument("--no-downstream", action="store_true", help="do not re-run the speedup, claims and summary stages")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import campaign
+    from ..config import ConfigError, load_params, resolve, runs_of
+    from ..runtime import side_by_side
+
+    if args.hours is not None and not args.hours > 0:
+        raise ConfigError(f"--hours: {args.hours!r} is not allowed; must be a positive number of hours")
+    params = load_params(args.params)
+    runs = runs_of(params, args.scale)
+    jobs = side_by_side(args.jobs, [resolve(params, args.scale, m, s).train.threads for m, s in runs], args.scale)
+    methods = list(dict.fromkeys(m for m, _ in runs))
+    for method in args.methods or []:
+        if method not in methods:
+            allowed = ", ".join(methods)
+            raise ConfigError(f"--methods: {method!r} is not a method of scale {args.scale}; allowed: {allowed}")
+    root = Path.cwd()
+    print(f"{len(runs)} runs in scale {args.scale}; {jobs} side by side")
+    result = campaign.run_campaign(
+        root, methods, jobs, args.hours, args.dry_run, everything=args.all, only=args.methods, scale=args.scale
+    )
+    failed = [k for k, v in result.items() if v.startswith("failed")]
+    changed = any(v == "done" or "diverged, recorded" in v for v in result.values())
+    if not args.dry_run and not args.no_downstream and changed:
+        # a new diverged record changes the ledger too (the claims stage reads goldens/diverged)
+        campaign.run_downstream(root, campaign.DOWNSTREAM_BY_SCALE.get(args.scale, ()))
+    if changed:
+        print("record the piece: git add dvc.lock goldens reports && git commit -m '<what this piece ran>'")
+    return 1 if failed else 0

@@ -1,0 +1,160 @@
+"""The layers of the package (README, "Architecture"), enforced on the source: every import of every module under
+repro/ is read with ``ast`` (function-level imports too) and checked against the arrows that must never exist.
+
+- The command line is on top: only ``repro/cli.py`` and ``repro/commands/`` parse arguments (``argparse``) or
+  import ``repro.cli`` / ``repro.commands``. A library module that had its own ``python -m`` command keeps it as a
+  shim under ``if __name__ == "__main__":``, which may import ``repro.cli`` (and nothing else of this rule).
+- ``repro/models/`` is the bottom of the library: it imports nothing of training, objectives, evaluation,
+  evidence or commands.
+- ``repro/objectives/`` imports nothing of training, evidence or commands.
+- ``repro/evidence/`` reads committed results and never trains or samples: no ``repro.train``, ``repro.campaign``
+  or ``repro.sample``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "repro"
+
+COMMAND_LINE = ("argparse", "repro.cli", "repro.commands")
+ON_TOP = ("repro/cli.py", "repro/commands/")  # where COMMAND_LINE may be imported
+
+# Files that may still import argparse, each with why. Shrink this list; do not grow it without a reason.
+ALLOWED_ARGPARSE = {
+    # not argument parsing: DiT's train.py pickles an argparse.Namespace into its checkpoints, and reading one
+    # weights-only needs that class on torch's allow-list
+    "repro/models/convert.py": "argparse",
+}
+
+NEVER: dict[str, tuple[str, ...]] = {
+    "repro/models/": ("repro.train", "repro.objectives", "repro.evaluation", "repro.evidence", "repro.commands"),
+    "repro/objectives/": ("repro.train", "repro.evidence", "repro.commands"),
+    "repro/evidence/": ("repro.train", "repro.campaign", "repro.sample"),
+}
+
+
+def _module_name(rel: str) -> str:
+    parts = rel.removesuffix(".py").split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_main_guard(node: ast.AST) -> bool:
+    """``if __name__ == "__main__":``"""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    test = node.test
+    sides = [test.left, *test.comparators]
+    return (
+        len(sides) == 2
+        and isinstance(test.ops[0], ast.Eq)
+        and any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides)
+        and any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides)
+    )
+
+
+def imports(source: str, rel: str) -> list[tuple[str, int, bool]]:
+    """``(module, line, under a __main__ guard)`` for every import in ``source``, the file at ``rel`` (relative
+    imports resolved against its package; ``from X import y`` gives both ``X`` and ``X.y``, y may be a module)."""
+    tree = ast.parse(source)
+    guarded: set[int] = set()
+    for node in ast.walk(tree):
+        if _is_main_guard(node):
+            guarded.update(id(n) for n in ast.walk(node))
+    name = _module_name(rel)
+    package = name if rel.endswith("__init__.py") else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        under_main = id(node) in guarded
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno, under_main) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - (node.level - 1)])
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            found.append((target, node.lineno, under_main))
+            found += [(f"{target}.{a.name}", node.lineno, under_main) for a in node.names if a.name != "*"]
+    return found
+
+
+def _matches(module: str, prefixes: tuple[str, ...]) -> str | None:
+    return next((p for p in prefixes if module == p or module.startswith(p + ".")), None)
+
+
+def violations(source: str, rel: str) -> list[str]:
+    """Every import of ``source`` (the file at ``rel``, relative to the repository root) that breaks a rule."""
+    out = []
+    for module, line, under_main in imports(source, rel):
+        hit = _matches(module, COMMAND_LINE)
+        if hit and not rel.startswith(ON_TOP):
+            shim = under_main and hit in ("repro.cli", "repro.commands")  # `python -m repro.X` calling its command
+            if not (shim or ALLOWED_ARGPARSE.get(rel) == hit):
+                out.append(f"{rel}:{line}: imports {hit} (only repro/cli.py and repro/commands/ may)")
+        for layer, forbidden in NEVER.items():
+            bad = _matches(module, forbidden) if rel.startswith(layer) else None
+            if bad:
+                out.append(f"{rel}:{line}: imports {bad} ({layer} must not import it)")
+    return sorted(set(out))
+
+
+def _sources() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_no_module_breaks_a_layer_rule():
+    found = []
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        found += violations(path.read_text(), rel)
+    assert not found, "\n".join(found)
+
+
+def test_every_command_is_a_module_of_repro_commands_and_back():
+    from repro import cli
+
+    modules = {f"repro.commands.{p.stem}" for p in (PACKAGE / "commands").glob("*.py") if not p.stem.startswith("_")}
+    assert set(cli.COMMANDS.values()) == modules
+
+
+@pytest.mark.parametrize(
+    ("rel", "source", "expected"),
+    [
+        ("repro/metrics/x.py", "import argparse\n", "imports argparse"),
+        ("repro/metrics/x.py", "def f():\n    from ..cli import add_command\n", "imports repro.cli"),
+        ("repro/x.py", "from .commands import train\n", "imports repro.commands"),
+        ("repro/x.py", "from . import cli\n", "imports repro.cli"),
+        ("repro/x.py", 'if __name__ == "__main__":\n    import argparse\n', "imports argparse"),
+        ("repro/models/x.py", "from ..train import train\n", "imports repro.train"),
+        ("repro/models/x.py", "from .. import objectives\n", "imports repro.objectives"),
+        ("repro/models/sub/x.py", "import repro.evaluation\n", "imports repro.evaluation"),
+        ("repro/objectives/__init__.py", "from ..evidence import rules\n", "imports repro.evidence"),
+        ("repro/evidence/x.py", "def f():\n    from ..sample import draw\n", "imports repro.sample"),
+        ("repro/evidence/x.py", "from repro.campaign import run_campaign\n", "imports repro.campaign"),
+    ],
+)
+def test_the_checker_finds_a_planted_violation(rel, source, expected):
+    found = violations(source, rel)
+    assert len(found) == 1 and expected in found[0], found
+
+
+@pytest.mark.parametrize(
+    ("rel", "source"),
+    [
+        ("repro/x.py", 'if __name__ == "__main__":\n    from repro.cli import run_as_module\n'),  # a shim
+        ("repro/commands/x.py", "import argparse\nfrom ..cli import add_command\nfrom ..train import train\n"),
+        ("repro/cli.py", "import argparse\n"),
+        ("repro/models/x.py", "from ..config import ConfigError\nfrom .layers import Attention\n"),
+        ("repro/objectives/x.py", "from ..models import DiT\n"),
+        ("repro/evidence/x.py", "from ..speedup import welch\nfrom ..io import read_yaml\n"),
+        ("repro/x.py", "import repro.trainer_notes\n"),  # a prefix of a name is not the module
+    ],
+)
+def test_the_checker_passes_allowed_imports(rel, source):
+    assert violations(source, rel) == []
