@@ -256,13 +256,15 @@ _MINUS_DIGIT = {f"-{d}" for d in "0123456789"}
 
 def main(argv: list[str] | None = None, invocation: str | None = None) -> int:
     """Run the command of ``argv`` (default: ``sys.argv[1:]``); its exit status. ``args.invocation`` tells the
-    command how it was called, for the records it writes: ``invocation``, else ``repro ARGV``."""
+    command how it was called, for the records it writes: ``invocation``, else ``repro ARGV``; ``args.argv`` is
+    ARGV itself. Commands read these, never ``sys.argv``."""
     given = list(sys.argv[1:] if argv is None else argv)
     argv, debug = _split_debug(given)
     argv = _join_negative_values(argv)
     only = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(only).parse_args(argv)
     args.invocation = invocation or " ".join(["repro", *map(str, given)])
+    args.argv = given  # what was parsed (sys.argv is another program's when main is called in-process)
     from .runtime import cpu_setup
 
     cpu_setup()  # near-zero adaLN gates make denormals; they slow CPUs ~30x

@@ -158,3 +158,14 @@ def test_the_checker_finds_a_planted_violation(rel, source, expected):
 )
 def test_the_checker_passes_allowed_imports(rel, source):
     assert violations(source, rel) == []
+
+
+def test_commands_record_what_they_parsed_not_sys_argv():
+    """A command's records name the arguments main() parsed (``args.invocation``, ``args.argv``): ``sys.argv`` is
+    another program's when a command runs in-process (a landing made inside pytest recorded pytest's options)."""
+    found = []
+    for path in sorted((PACKAGE / "commands").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "argv" and getattr(node.value, "id", None) == "sys":
+                found.append(f"{path.name}:{node.lineno}")
+    assert [f.split(":")[0] for f in found] == ["gpu.py"], found  # gpu's own `python -m repro.gpu` parser only

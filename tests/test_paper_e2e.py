@@ -170,6 +170,8 @@ def test_paper_scale_end_to_end_on_two_ranks(tmp_path, capsys, monkeypatch):
     # 5. land: goldens/paper/ with provenance; repro speedup works on the landed curves
     goldens = work / "goldens"
     assert main(["land", str(dit), str(tread), "--goldens", str(goldens)]) == 0
+    landed = json.loads((goldens / "paper" / "runs" / "paper-dit-s0.json").read_text())["provenance_of_landing"]
+    assert landed["command"] == f"repro land {dit} {tread} --goldens {goldens}"  # not pytest's own arguments
     final = json.loads((goldens / "paper" / "final.json").read_text())
     record = final["dit"]["records"]["unguided_fid"][0]
     assert final["dit"]["unguided_fid"] == record["fid"] and record["num_samples"] == 12

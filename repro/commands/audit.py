@@ -46,6 +46,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"audit: {args.out} matches a fresh count")
         return 0
     print("\n".join(A.summary_lines(audit)))
-    A.write_audit(audit, args.out, command=" ".join(["repro", *sys.argv[1:]]))
+    A.write_audit(audit, args.out, command=args.invocation)
     print(f"wrote {args.out}")
     return 0

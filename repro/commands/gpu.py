@@ -167,6 +167,6 @@ def campaign_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         parts=tuple(args.parts),
         probe_s=args.probe_s,
-        command=" ".join([args.invoked_as, *sys.argv[1:]]),
+        command=getattr(args, "invocation", None) or " ".join([args.invoked_as, *sys.argv[1:]]),  # python -m
     )
     return run_gpu_campaign(options)

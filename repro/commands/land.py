@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..land import land
 
-    written = land(args.run_dirs, args.goldens, args.evaluations, "repro " + " ".join(sys.argv[1:]))
+    written = land(args.run_dirs, args.goldens, args.evaluations, args.invocation)
     for path in written:
         print(f"wrote {path}")
     return 0

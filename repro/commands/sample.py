@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         "compiled": args.compile,
     }
     provenance = base_provenance(
-        "repro " + " ".join(sys.argv[1:]),
+        args.invocation,
         device=device_name(device),
         seed=args.seed,
         source=str(args.source),

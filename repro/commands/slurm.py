@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         partition=args.partition,
         account=args.account,
-        command="repro " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command="repro " + " ".join(shlex.quote(a) for a in args.argv),
     )
     if args.write is None:
         sys.stdout.write(script)

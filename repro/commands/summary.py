@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         target=args.target,
         unit=args.unit,
         plot_data=args.plot_data,
-        command="repro summary " + " ".join(sys.argv[2:]),
+        command=args.invocation,
     )
     print(f"wrote {written} files to {Path(args.out)}" + (f" and {args.plot_data}" if args.plot_data else ""))
     return 0

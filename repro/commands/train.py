@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             out,
             device=args.device,
             resume=not args.no_resume,
-            command="repro " + " ".join(sys.argv[1:]),
+            command=args.invocation,
             compile=args.compile,
             live=args.live,
             quiet=args.quiet,
