@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .evidence.goldens import DIVERGED as DIVERGED_DIR
+from .evidence.goldens import SCALE_ARG
 from .io import atomic_write_json
 
 TRAIN_PREFIX = "train"
@@ -69,14 +71,33 @@ DIVERGED_RC = 3
 """``repro train``'s exit status for a run whose loss turned NaN/Inf."""
 PREEMPTED_RC = 75
 """``repro train``'s exit status after SIGTERM/SIGUSR1: it wrote its checkpoint; the same command resumes."""
-_SCALE_ARG = re.compile(r"--scale[= ](?P<scale>\S+)")
-DIVERGED = Path("goldens") / "diverged"
-"""Where the runner records diverged runs (relative to the project root; committed with the piece)."""
+DIVERGED = Path("goldens") / DIVERGED_DIR
+"""Where the runner records diverged runs (relative to the project root; committed with the piece): the folder the
+ledger reads them from (:mod:`repro.evidence.goldens`), named once."""
 
 
 def diverged_record(root: Path, stage: Stage) -> Path:
     """The record of ``stage`` having diverged in an earlier piece (it may not exist)."""
     return root / DIVERGED / f"{stage.name}.json"
+
+
+def record_divergence(root: Path, stage: Stage, rc: int, seconds: float, log_tail: list[str]) -> Path:
+    """Write the record of ``stage`` having diverged (the ledger reads it: :func:`repro.evidence.goldens.
+    diverged_runs`); its path."""
+    record = diverged_record(root, stage)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        record,
+        {
+            "stage": stage.name,
+            "command": stage.cmd,
+            "exit_status": rc,
+            "minutes": round(seconds / 60, 2),
+            "ended_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "log_tail": log_tail,
+        },
+    )
+    return record
 
 
 def _log_tail(path: Path, lines: int = 20) -> list[str]:
@@ -175,7 +196,7 @@ def _locked_stages(root: Path) -> set[str]:
 
 
 def _stage_scale(cmd: str) -> str | None:
-    m = _SCALE_ARG.search(cmd)
+    m = SCALE_ARG.search(cmd)
     return m["scale"] if m else None
 
 
@@ -297,19 +318,7 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str
                 result[stage.name] = "done"
                 log(f"done  {stage.name} in {took / 60:.1f} min (dvc commit {stage.name})")
             elif rc == DIVERGED_RC:
-                record = diverged_record(root, stage)
-                record.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(
-                    record,
-                    {
-                        "stage": stage.name,
-                        "command": stage.cmd,
-                        "exit_status": rc,
-                        "minutes": round(took / 60, 2),
-                        "ended_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "log_tail": _log_tail(_stage_log(logs, stage)),
-                    },
-                )
+                record = record_divergence(root, stage, rc, took, _log_tail(_stage_log(logs, stage)))
                 result[stage.name] = f"failed (rc {rc}: diverged, recorded in {record.relative_to(root)})"
                 log(f"DIVERGED {stage.name} after {took / 60:.1f} min: recorded in {record.relative_to(root)}")
             else:

@@ -420,3 +420,18 @@ def test_a_piece_whose_only_news_is_a_diverged_run_still_remakes_the_ledger(monk
         assert len(calls) == remade, (result, calls)
         calls.clear()
     assert "record the piece" in capsys.readouterr().out
+
+
+def test_the_ledger_reads_the_divergence_records_the_campaign_writes(tmp_path):
+    """Writer (the campaign) and reader (the ledger) share the folder and the stage/scale patterns: a record the
+    campaign writes for a real training stage names that run as diverged, at its scale only, and is not broken."""
+    from repro.campaign import record_divergence
+    from repro.evidence.goldens import broken_diverged_records, diverged_runs
+
+    cmd = "repro train --scale micro --method tread-edm --seed 2 --no-resume --out runs/micro/tread-edm-s2"
+    path = record_divergence(tmp_path, Stage("train@tread-edm-2", "tread-edm", 2, cmd), 3, 90.0, ["loss nan"])
+    assert path == tmp_path / DIVERGED / "train@tread-edm-2.json"
+    goldens = tmp_path / DIVERGED.parent
+    assert broken_diverged_records(goldens) == []
+    assert diverged_runs(goldens, "micro", {"tread-edm"}) == ["tread-edm-s2"]
+    assert diverged_runs(goldens, "micro-long", set()) == [] and diverged_runs(goldens, "micro", {"dit"}) == []

@@ -86,7 +86,8 @@ def scope_of(scale: str, report: Mapping[str, Any]) -> str:
 DIVERGED = "diverged"
 """``goldens/diverged/<stage>.json``: the campaign's record of a run whose loss turned NaN/Inf (no curve)."""
 _STAGE = re.compile(r"@(?P<method>[a-z0-9][a-z0-9.-]*)-(?P<seed>\d+)$")
-_SCALE = re.compile(r"--scale[= ](?P<scale>\S+)")
+SCALE_ARG = re.compile(r"--scale[= ](?P<scale>\S+)")
+"""The scale a stage's command trains (``--scale NAME``); the campaign reads stages with it too."""
 
 
 def _diverged_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -111,7 +112,7 @@ def _diverged_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         )
     if stage != path.stem:
         return None, f"{path}: stage={json.dumps(stage)[:80]} is not allowed; must be the file's name, {path.stem!r}"
-    if _SCALE.search(command) is None:
+    if SCALE_ARG.search(command) is None:
         return None, f"{path}: command={json.dumps(command)[:80]} is not allowed; must name the scale (--scale NAME)"
     return record, None
 
@@ -131,7 +132,7 @@ def diverged_runs(goldens: Path, scale: str, methods: set[str]) -> list[str]:
         if record is None:
             out.append(f"{path.name} (unreadable record)")
             continue
-        name, at = _STAGE.search(record["stage"]), _SCALE.search(record["command"])
+        name, at = _STAGE.search(record["stage"]), SCALE_ARG.search(record["command"])
         if at["scale"] != scale:
             continue
         if not methods or name["method"] in methods:
