@@ -52,11 +52,12 @@ def _model(cfg, run: str | None):
 
 
 def _one_evaluation(model, objective, cfg, val, fast: bool) -> tuple[dict[str, float], torch.Tensor, dict[str, Any]]:
+    from .evaluation import generate
     from .metrics.fid import compute_metrics
     from .objectives.base import SplitForward
 
     workers = torch.get_num_threads() if fast else 1
-    ev, m = cfg.eval, cfg.model
+    ev = cfg.eval
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     x, y = val
@@ -67,26 +68,7 @@ def _one_evaluation(model, objective, cfg, val, fast: bool) -> tuple[dict[str, f
     times["val_loss_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    noise = torch.randn(
-        ev.num_samples, m.in_channels, m.input_size, m.input_size, generator=torch.Generator().manual_seed(ev.seed)
-    )
-    labels = torch.arange(ev.num_samples) % m.num_classes
-    parts = []
-    for i in range(0, ev.num_samples, ev.batch_size):
-        sg = torch.Generator().manual_seed(ev.seed + 1 + i)
-        s = slice(i, i + ev.batch_size)
-        parts.append(
-            objective.sample(
-                model,
-                noise[s],
-                labels[s],
-                steps=ev.sample_steps,
-                guidance_scale=ev.guidance_scale,
-                generator=sg,
-                workers=workers,
-            )
-        )
-    samples = torch.cat(parts).float()
+    samples = generate(model, objective, cfg, torch.device("cpu"), workers=workers)  # what a run's evaluation draws
     times["sampling_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

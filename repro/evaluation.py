@@ -12,16 +12,24 @@ from .config import RunConfig
 
 @torch.no_grad()
 def generate(
-    model, objective, cfg: RunConfig, device: torch.device, num: int | None = None, steps: int | None = None
+    model,
+    objective,
+    cfg: RunConfig,
+    device: torch.device,
+    num: int | None = None,
+    steps: int | None = None,
+    workers: int | None = None,
 ) -> torch.Tensor:
     """``num`` class-balanced samples from fixed noise (the same at every evaluation), in [-1, 1], in ``steps``
-    sampling steps (default: the scale's ``eval.sample_steps``)."""
+    sampling steps (default: the scale's ``eval.sample_steps``). ``workers``: the CPU workers a sampler splits each
+    batch over (default: one per torch thread on the CPU; the samples are the same for any count)."""
     num = num or cfg.eval.num_samples
     m = cfg.model
     g = torch.Generator(device="cpu").manual_seed(cfg.eval.seed)
     noise = torch.randn(num, m.in_channels, m.input_size, m.input_size, generator=g)
     labels = torch.arange(num) % m.num_classes
-    workers = torch.get_num_threads() if device.type == "cpu" else 1  # the same samples, all cores busy
+    if workers is None:
+        workers = torch.get_num_threads() if device.type == "cpu" else 1  # the same samples, all cores busy
     out = []
     for i in range(0, num, cfg.eval.batch_size):
         sg = torch.Generator(device="cpu").manual_seed(cfg.eval.seed + 1 + i)
