@@ -39,6 +39,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .plan import counted_macs
+
 LONG, TOKENS = "long", "tokens"
 SCALES = {LONG: "gpu-long", TOKENS: "gpu-tokens"}
 LONG_FACTOR = 17.5  # 7M / 400K: DiT's longest run over the core budget
@@ -128,30 +130,12 @@ def with_samples(cfg, step: int) -> bool:
 # Estimates: counted FLOPs, and the measured step
 
 
-_MACS: dict[str, tuple[int, int]] = {}
-
-
-def _counted(model, batch: int) -> tuple[int, int]:
-    """A training step's MACs at ``batch`` and the dense model's forward MACs per sample, counted on the meta device
-    (once per model configuration)."""
-    key = f"{model!r}/{batch}"
-    if key not in _MACS:
-        import torch
-
-        from ..models import DiT, dit_forward_macs, train_step_macs
-
-        with torch.device("meta"):
-            dense = DiT(model.replace(routes=(), stochastic_depth=None))
-        _MACS[key] = (train_step_macs(model, batch), sum(dit_forward_macs(dense, 1).values()))
-    return _MACS[key]
-
-
 def run_estimate(cfg, tp, step_s: float | None = None) -> dict[str, Any]:
     """Counted FLOPs of one run and its seconds: at the stated throughput ``tp`` (a :class:`repro.gpu.plan.Throughput`),
     or, with ``step_s``, at the measured step (training) and at no less than a third of it per forward call
     (evaluation: at this width a forward call is launch-bound, not FLOP-bound)."""
     t, e = cfg.train, cfg.eval
-    step_macs, fwd = _counted(cfg.model, t.batch_size)
+    step_macs, fwd = counted_macs(cfg)  # the same count as the small runs' plan, a regularizer's work included
     evals = [s for s in range(1, t.steps + 1) if t.is_eval_step(s)]
     sampled = [s for s in evals if with_samples(cfg, s)]
     extra = e.extra_fid if e.extra_fid and cfg.seed in e.extra_fid["seeds"] else None

@@ -61,18 +61,29 @@ def small_configs(params: dict[str, Any], dry_run: bool, seed: int | None = None
     return [resolve(p, "small", method, sd) for method, sd in runs]
 
 
+_COUNTED: dict[str, tuple[int, int]] = {}
+
+
+def counted_macs(cfg) -> tuple[int, int]:
+    """A run's training-step MACs (its regularizer's extra work included, :func:`repro.config.run_step_macs`) and
+    its dense model's forward MACs per sample, counted on the meta device once per model, batch and regularizer."""
+    key = f"{cfg.model!r}/{cfg.train.batch_size}/{cfg.regularizer!r}"
+    if key not in _COUNTED:
+        import torch
+
+        from ..config import run_step_macs
+        from ..models import DiT, dit_forward_macs
+
+        with torch.device("meta"):
+            dense = DiT(cfg.model.replace(routes=(), stochastic_depth=None))
+        _COUNTED[key] = (run_step_macs(cfg), sum(dit_forward_macs(dense, 1).values()))
+    return _COUNTED[key]
+
+
 def run_plan(cfg, tp: Throughput) -> dict[str, Any]:
     """Counted FLOPs and estimated seconds of one run: training, sampling for FID, validation loss."""
-    import torch
-
-    from ..config import run_step_macs
-    from ..models import DiT, dit_forward_macs
-
     t, e = cfg.train, cfg.eval
-    step_macs = run_step_macs(cfg)  # a regularizer's extra MACs included
-    with torch.device("meta"):
-        dense = DiT(cfg.model.replace(routes=(), stochastic_depth=None))
-    fwd = sum(dit_forward_macs(dense, 1).values())
+    step_macs, fwd = counted_macs(cfg)
     n_evals = sum(1 for s in range(1, t.steps + 1) if t.is_eval_step(s))
     cfg_factor = 2 if e.guidance_scale > 1 else 1
     sample_macs = n_evals * e.num_samples * e.sample_steps * fwd * cfg_factor if e.metrics else 0
