@@ -29,16 +29,30 @@ def cpu_setup(device: torch.device | str | None = None, threads: int | None = No
 
 
 def cpu_model() -> str | None:
-    """The CPU's model name as the kernel reports it (``/proc/cpuinfo``), or None where it does not say. Seconds
-    are comparable only on one CPU model: records name it."""
+    """The CPU's model as the kernel reports it (``/proc/cpuinfo``: :func:`cpu_model_from`), or None where it
+    says nothing. Seconds are comparable only on one CPU model: records name it."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, sep, value = line.partition(":")
-            if sep and key.strip() in ("model name", "Model", "cpu model") and value.strip():
-                return value.strip()
+        return cpu_model_from(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    return None
+        return None
+
+
+def cpu_model_from(cpuinfo: str) -> str | None:
+    """The model name in a ``/proc/cpuinfo`` text, with the first processor's family, model and stepping where
+    the text gives them (a virtual machine may name only "AMD EPYC", which spans generations whose seconds
+    differ); None where it names no model."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        key, sep, value = line.partition(":")
+        if sep and value.strip():
+            fields.setdefault(key.strip(), value.strip())
+    name = next((fields[k] for k in ("model name", "Model", "cpu model") if k in fields), None)
+    ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields]
+    return f"{name} ({', '.join(ids)})" if name and ids else name
 
 
 def device_name(device: torch.device) -> str:

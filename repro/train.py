@@ -831,8 +831,7 @@ def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, co
 
     step_fn = make_step_fn(cfg, state, objective, data, dev, rank, world, compile)
     step_macs, prov = run_step_macs(cfg), run_provenance(cfg, dev, world, command)
-    if compile:
-        prov["compiled"] = True
+    prov["compiled"] = bool(compile)
     if dev.type == "cuda":
         prov.update(cuda=torch.version.cuda, gpu_count=world)
     if world > 1:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from repro import provenance as P
-from repro.runtime import cpu_setup, device_name
+from repro.runtime import cpu_model_from, cpu_setup, device_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,6 +69,30 @@ def test_run_provenance_states_what_applies_on_the_device():
     assert record["precision"] == "fp32" and record["tf32"] is False
     assert record["seed"] == 7 and record["world_size"] == 1
     assert record["device"] == device_name(torch.device("cpu"))
+
+
+def test_cpu_model_names_the_generation_where_the_kernel_gives_it():
+    # a virtual machine's "AMD EPYC" spans generations: family/model/stepping tell them apart
+    two = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+        "stepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: other\n"
+    )
+    assert cpu_model_from(two) == "AMD EPYC (cpu family 26, model 2, stepping 1)"
+    assert cpu_model_from("\nprocessor : 0\nmodel name : Intel Xeon\n") == "Intel Xeon"  # no ids: the name alone
+    assert cpu_model_from("processor : 0\nModel : Raspberry Pi 4\n") == "Raspberry Pi 4"  # ARM names it "Model"
+    assert cpu_model_from("processor : 0\nBogoMIPS : 50.00\n") is None
+
+
+def test_a_training_run_records_its_cpu_and_whether_it_was_compiled(tmp_path):
+    from repro.config import load_params, resolve
+    from repro.train import train
+
+    cfg = resolve(load_params(), "smoke", "dit", 0)
+    cfg.train.steps = cfg.train.eval_every = cfg.train.ckpt_every = 2
+    result = train(cfg, tmp_path / "run", quiet=True)
+    prov = result["provenance"]
+    assert prov["compiled"] is False
+    assert prov["device"] == device_name(torch.device("cpu"))
 
 
 def test_git_commit_is_head_with_a_dirty_mark():
