@@ -32,7 +32,8 @@ import torch
 
 from .models import StochasticDepth, config_for, train_step_macs, tread_routes
 from .objectives import make_objective
-from .runtime import cpu_setup
+from .provenance import provenance
+from .runtime import cpu_setup, device_name
 
 # Dense peak FLOP/s (no sparsity) from the vendors' data sheets, by precision
 PEAK_TFLOPS = {
@@ -93,7 +94,8 @@ def bench_method(
 ) -> tuple[float, float]:
     """Median seconds of the training step that ``repro train`` runs (draws, forward, loss, backward,
     AdamW, EMA) on fixed data, and the peak memory in MiB. ``objective`` (default: SiT's interpolant) and
-    ``compile`` as keywords."""
+    ``compile`` as keywords, and ``train`` (a scale's training settings: gradient clipping and EMA decay; by
+    default none and 0.999, DiT's)."""
     from .models import DiT
     from .train import RunState, draw_micro_batch, train_step
 
@@ -107,7 +109,8 @@ def bench_method(
     x = torch.randn(batch, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g).clamp(-1, 1).to(device)
     y = torch.randint(0, cfg.num_classes, (batch,), generator=g).to(device)
 
-    tc = SimpleNamespace(grad_clip=None, ema_decay=0.999, precision=precision)
+    train = kw.get("train") or SimpleNamespace(grad_clip=None, ema_decay=0.999)
+    tc = SimpleNamespace(grad_clip=train.grad_clip, ema_decay=train.ema_decay, precision=precision)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -155,16 +158,23 @@ def run_bench(
         precision = "fp32"  # bf16 autocast on CPU measures the CPU's bf16 emulation, not the model
     peak = peak_tflops(dev, precision)
     configs = {}
+    if scale is not None:
+        overrides = {}  # the scale's model, not the command line's size
     for method in methods:
         if scale is not None:
             from .config import load_params, resolve
 
             rc = resolve(load_params(), scale, method, 0)
-            configs[method] = (rc.model, make_objective(**rc.objective))
+            if rc.regularizer is not None:  # the bench times the bare step; a regularizer's work would be missing
+                raise ValueError(
+                    f"--methods: {method!r} trains with a regularizer, which the bench does not time; "
+                    "allowed: methods without one"
+                )
+            configs[method] = (rc.model, make_objective(**rc.objective), rc.train)
             batch = rc.train.batch_size
             model = scale
         else:
-            configs[method] = (method_config(model, method, **overrides), None)
+            configs[method] = (method_config(model, method, **overrides), None, None)
     first = next(iter(configs.values()))[0]
     rows_mlp = batch * first.num_tokens
     rates = {
@@ -172,8 +182,10 @@ def run_bench(
         "mlp_fc1": matmul_rate(rows_mlp, first.hidden_size, int(first.hidden_size * first.mlp_ratio), dev),
     }
     rows = {}
-    for method, (cfg, objective) in configs.items():
-        sec, mem = bench_method(cfg, batch, steps, warmup, dev, precision, objective=objective, compile=compile)
+    for method, (cfg, objective, train) in configs.items():
+        sec, mem = bench_method(
+            cfg, batch, steps, warmup, dev, precision, objective=objective, compile=compile, train=train
+        )
         macs = train_step_macs(cfg, batch)
         achieved = 2 * macs / sec
         rows[method] = {
@@ -191,14 +203,13 @@ def run_bench(
             r["measured_speedup_vs_dit"] = rows["dit"]["ms_per_step"] / r["ms_per_step"]
             r["mac_ratio_vs_dit"] = rows["dit"]["macs_per_step"] / r["macs_per_step"]
             r["speedup_over_mac_ratio"] = r["measured_speedup_vs_dit"] / r["mac_ratio_vs_dit"]
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     return {
         "model": model,
         "overrides": overrides,
         "batch": batch,
         "steps": steps,
         "warmup": warmup,
-        "device": name,
+        "device": device_name(dev),
         "precision": precision,
         "compiled": compile,
         "peak_tflops": peak,
@@ -212,6 +223,7 @@ def run_bench(
             "peak_memory_mb": "MiB (GPU: allocated; CPU: process peak RSS)",
         },
         "methods": rows,
+        "provenance": provenance(None, device=device_name(dev), precision=precision, compiled=compile),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from repro.bench import method_config, run_bench
 from repro.cli import main
@@ -77,3 +78,35 @@ def test_method_configs_follow_the_paper_rule():
     assert (route.start, route.end, route.rate) == (2, 8, 0.5)
     sd = method_config("DiT-XL/2", "stochastic-depth").stochastic_depth
     assert (sd.start, sd.end, sd.prob) == (2, 24, 0.5)
+
+
+def test_bench_of_a_scale_times_its_training_settings_and_says_how_it_was_made(monkeypatch):
+    from repro import bench
+    from repro.config import load_params, resolve
+    from repro.runtime import device_name
+
+    seen = []
+
+    def fake_step(cfg, batch, steps, warmup, dev, precision, **kw):
+        seen.append(kw["train"])
+        return 0.01, 1.0
+
+    monkeypatch.setattr(bench, "bench_method", fake_step)
+    monkeypatch.setattr(bench, "matmul_rate", lambda *a, **k: 1e9)
+    rep = bench.run_bench("DiT-S/2", 7, 1, 0, "cpu", "fp32", ["dit", "tread-edm"], scale="micro", input_size=99)
+    want = resolve(load_params(), "micro", "dit", 0).train
+    assert len(seen) == 2  # both methods timed, each with the scale's training settings
+    for train in seen:
+        assert train.ema_decay == want.ema_decay and train.grad_clip == want.grad_clip  # the scale's, not constants
+    assert rep["batch"] == want.batch_size and rep["overrides"] == {}  # the command line's size does not apply
+    assert set(rep["methods"]) == {"dit", "tread-edm"}
+    prov = rep["provenance"]
+    assert prov["device"] == rep["device"] == device_name(torch.device("cpu"))
+    assert prov["compiled"] is False and prov["git_commit"] and prov["command"]
+
+
+def test_bench_refuses_a_method_whose_regularizer_it_would_not_time():
+    from repro.bench import run_bench
+
+    with pytest.raises(ValueError, match=r"--methods: 'dit-sra'.*regularizer"):
+        run_bench("DiT-S/2", 2, 1, 0, "cpu", "fp32", ["dit-sra"], scale="micro")

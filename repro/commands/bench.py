@@ -23,7 +23,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default=None)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="autocast on GPU (CPU: fp32)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=(*METHODS, "sit"), help="sit: with --scale")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help=f"of {', '.join(METHODS)} (default: all); with --scale also any other method of params.yaml that "
+        "trains without a regularizer (sit, tread-edm, ...)",
+    )
     p.add_argument(
         "--scale",
         default=None,
@@ -65,9 +71,14 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             atomic_write_json(Path(args.json), rep)
         return 0
-    from ..bench import format_report, run_bench
+    from ..bench import METHODS, format_report, run_bench
 
     _at_least_one(args, "batch", "steps")
+    methods = args.methods or list(METHODS)
+    if args.scale is None:
+        for m in methods:
+            if m not in METHODS:
+                raise ValueError(f"--methods: {m!r} is not allowed without --scale; allowed: {', '.join(METHODS)}")
     rep = run_bench(
         args.model,
         args.batch,
@@ -75,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         args.warmup,
         args.device,
         args.precision,
-        args.methods,
+        methods,
         input_size=args.input_size,
         in_channels=args.in_channels,
         num_classes=args.num_classes,
