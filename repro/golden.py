@@ -130,17 +130,54 @@ def describe_gap(gap: dict) -> str:
     )
 
 
-def compare_folders(new_dir: str | Path, golden_dir: str | Path, rel_tol: float = 1e-3, abs_tol: float = 1e-4) -> dict:
-    """Per golden run: ``{"status": "pass"|"fail"|"missing", "problems": [...]}``."""
+def common_steps(new: dict, golden: dict) -> tuple[dict, dict]:
+    """The two curves cut to the steps both evaluated, each point keeping of the compared metrics only those both
+    have there: the first 3,000 steps of a long run against the core run of the same method and seed, whose
+    evaluation grids differ. The cut curves count as complete (what is compared is their common prefix)."""
+    steps = {p["step"] for p in new["points"]} & {p["step"] for p in golden["points"]}
+
+    def cut(curve: dict, other: dict) -> dict:
+        there = {p["step"]: p for p in other["points"]}
+        points = [
+            {k: v for k, v in p.items() if k not in COMPARED or k in there[p["step"]]}
+            for p in curve["points"]
+            if p["step"] in steps
+        ]
+        return {**curve, "points": points, "complete": True}
+
+    return cut(new, golden), cut(golden, new)
+
+
+def compare_folders(
+    new_dir: str | Path,
+    golden_dir: str | Path,
+    rel_tol: float = 1e-3,
+    abs_tol: float = 1e-4,
+    common: bool = False,
+) -> dict:
+    """Per golden run: ``{"status": "pass"|"fail"|"missing", "problems": [...]}``. With ``common``, runs are
+    paired by method and seed (their scales may differ) and compared at the steps both evaluated
+    (:func:`common_steps`); a pair with no step in common fails."""
     new, golden = load_curves(new_dir), load_curves(golden_dir)
+    if common:
+        by_run = {(c.get("method"), c.get("seed")): c for c in new.values()}
+        new = {rid: by_run[key] for rid, g in golden.items() if (key := (g.get("method"), g.get("seed"))) in by_run}
     report = {}
     for run_id, g in golden.items():
         if run_id not in new:
             report[run_id] = {"status": "missing", "problems": ["no re-run curve"]}
             continue
-        problems = compare_curve(new[run_id], g, rel_tol, abs_tol)
-        gap = largest_gap(new[run_id], g, rel_tol, abs_tol)
+        n = new[run_id]
+        if common:
+            n, g = common_steps(n, g)
+            if not g["points"]:
+                report[run_id] = {"status": "fail", "problems": ["no evaluated step in common"]}
+                continue
+        problems = compare_curve(n, g, rel_tol, abs_tol)
+        gap = largest_gap(n, g, rel_tol, abs_tol)
         report[run_id] = {"status": "fail" if problems else "pass", "problems": problems, "gap": gap}
+        if common:
+            report[run_id]["steps"] = [p["step"] for p in g["points"]]
     return report
 
 
@@ -150,6 +187,9 @@ def print_report(report: dict) -> None:
     status = max((len(r["status"]) for r in report.values()), default=4)
     for run_id, r in report.items():
         gap = f"  {describe_gap(r['gap'])}" if "gap" in r else ""
+        if r.get("steps"):
+            steps = r["steps"]
+            gap += f" at the {len(steps)} steps both evaluated ({steps[0]}..{steps[-1]})"
         print(f"{run_id:<{width}}  {r['status'].upper():<{status}}{gap}".rstrip())
         for p in r["problems"][:5]:
             print(f"{'':<{width}}    {p}")

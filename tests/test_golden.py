@@ -88,3 +88,59 @@ def test_rerun_side_by_side_gives_the_same_numbers(tmp_path, tiny_params):
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match="train.threads"):
         rerun("tiny", tmp_path / "three", tmp_path / "gold", str(path), device="cpu", jobs=2)
+
+
+def _long_and_core():
+    """A core run evaluated every 100 steps (FID at 200 and 400) and a long run of another scale, same method and
+    seed, evaluated every 200 steps to 800 (FID at 200, 400 and 800, a 250-step FID beside it at 400)."""
+    core = curve("micro-dit-s0", fids=(None, 30.0, None, 20.0))
+    for p in core["points"]:
+        if p["fid"] is None:
+            del p["fid"]
+    long = {**curve("micro-long-dit-s0", fids=(None,) * 8), "method": "dit", "scale": "micro-long", "complete": False}
+    there = {p["step"]: p for p in core["points"]}
+    long["points"] = [p for p in long["points"] if p["step"] % 200 == 0]
+    for p in long["points"]:
+        p.pop("fid")
+        if p["step"] in there:
+            p["val_loss"] = there[p["step"]]["val_loss"]
+        p["seconds"] *= 3  # another grid, another clock: never compared
+    long["points"][0]["fid"] = 30.0
+    long["points"][1].update(fid=20.0, **{"fid@250": 15.0})
+    long["points"][3]["fid"] = 11.0  # at step 800, which the core run never reached
+    return long, core
+
+
+def test_a_long_run_is_compared_with_the_core_run_at_the_steps_both_evaluated(tmp_path, capsys):
+    long, core = _long_and_core()
+    new, gold = tmp_path / "long", tmp_path / "core"
+    new.mkdir(), gold.mkdir()
+    (new / "dit-s0.json").write_text(json.dumps(long))
+    (gold / "dit-s0.json").write_text(json.dumps(core))
+    assert compare_folders(new, gold)["micro-dit-s0"]["status"] == "missing"  # run ids differ: not paired by default
+    report = compare_folders(new, gold, rel_tol=0, abs_tol=0, common=True)["micro-dit-s0"]
+    assert report["status"] == "pass", report["problems"]
+    assert report["steps"] == [200, 400]  # 600 and 800: the core run has none; 100 and 300: the long run has none
+    assert report["gap"]["compared"] == 4  # val_loss and FID at 200 and 400 (not the long run's fid@250)
+    assert main(["compare", str(new), str(gold), "--common-steps", "--rel-tol", "0", "--abs-tol", "0"]) == 0
+    assert "2 steps both evaluated (200..400)" in capsys.readouterr().out
+
+    long["points"][1]["val_loss"] += 1e-9  # one value off at a common step fails with zero tolerance
+    (new / "dit-s0.json").write_text(json.dumps(long))
+    problems = compare_folders(new, gold, rel_tol=0, abs_tol=0, common=True)["micro-dit-s0"]["problems"]
+    assert problems and "step 400: val_loss" in problems[0]
+
+
+def test_common_steps_pairs_by_method_and_seed_and_fails_without_a_common_step(tmp_path):
+    long, core = _long_and_core()
+    new, gold = tmp_path / "long", tmp_path / "core"
+    new.mkdir(), gold.mkdir()
+    other = {**long, "run_id": "micro-long-dit-s1", "seed": 1}
+    (new / "dit-s1.json").write_text(json.dumps(other))
+    (gold / "dit-s0.json").write_text(json.dumps(core))
+    assert compare_folders(new, gold, common=True)["micro-dit-s0"]["status"] == "missing"  # another seed
+    for p in long["points"]:
+        p["step"] += 50
+    (new / "dit-s0.json").write_text(json.dumps(long))
+    report = compare_folders(new, gold, common=True)["micro-dit-s0"]
+    assert report["status"] == "fail" and report["problems"] == ["no evaluated step in common"]
