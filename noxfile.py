@@ -195,7 +195,9 @@ def repro(session: nox.Session) -> None:
         "--abs-tol", "1e-4", *args, external=True,
     )  # fmt: skip
     downstream = session.run(  # the stages that read the curves, as repro campaign re-runs them
-        str(bin_dir / "python"), "-c", "from repro.campaign import DOWNSTREAM; print(*DOWNSTREAM)",
+        str(bin_dir / "python"), "-c",
+        "from pathlib import Path; from repro.campaign import downstream_stages as d; "
+        "print(*(n for n, _ in d(Path('.'), 'micro')))",
         external=True, silent=True,
     ).split()  # fmt: skip
     lock = ROOT / "dvc.lock"

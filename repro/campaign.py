@@ -46,27 +46,6 @@ TRAIN_PREFIX = "train"
 """dvc.yaml's training stages are the matrix stages named ``train...`` (one stage per run): ``train``,
 ``train-extra`` (a scale's ``extra_seeds``), ``train-long`` and ``train-long-to-target``; a scale's are those whose
 command says ``--scale <scale>``."""
-DOWNSTREAM_BY_SCALE = {
-    "micro": (
-        "speedup",
-        "speedup-val-loss",
-        "speedup-vs-tread",
-        "speedup-vs-tread-val-loss",
-        "speedup-edm",
-        "speedup-edm-val-loss",
-        "claims",
-        "summary",
-    ),
-    "micro-long": (
-        "targets-long",
-        "speedup-long",
-        "speedup-long-val-loss",
-        "speedup-long-edm-val-loss",
-        "claims",
-    ),
-}
-"""The stages that read a scale's curves, in dependency order (claims before summary)."""
-DOWNSTREAM = DOWNSTREAM_BY_SCALE["micro"]
 DIVERGED_RC = 3
 """``repro train``'s exit status for a run whose loss turned NaN/Inf."""
 PREEMPTED_RC = 75
@@ -371,16 +350,59 @@ def _stage_log(logs: Path, stage: Stage) -> Path:
     return logs / f"{stage.method}-s{stage.seed}.log"
 
 
-def run_downstream(root: Path, stages=DOWNSTREAM, log=print) -> None:
-    """Re-run the stages that read the curves, each alone (``--single-item``: never the training upstream); a
-    stage whose inputs are not made yet (the long horizon's targets before the baseline's runs) is skipped."""
-    import yaml
+def _inside(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` or lies in it (DVC paths, relative to the project root)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
-    defined = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})
-    for name in stages:
-        if name not in defined:
-            continue
-        missing = [d for d in defined[name].get("deps", []) if isinstance(d, str) and not (root / d).exists()]
+
+def downstream_stages(root: Path, scale: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The stages that read ``scale``'s curves (``goldens/<scale>/runs``, or a folder holding it), and those that read
+    what such a stage writes, as ``(name, deps)`` in dependency order (ties: dvc.yaml's order), never a training
+    stage (they run in the campaign). Read from the pipeline DVC expands (``foreach`` and ``matrix`` included), so
+    a report added to dvc.yaml is re-run by the campaign without another list to keep."""
+    from dvc.repo import Repo
+
+    runs = f"goldens/{scale}/runs"
+    with Repo(str(root)) as repo:
+        stages = [
+            (st.name, tuple(str(d.def_path) for d in st.deps), tuple(str(o.def_path) for o in st.outs))
+            for st in repo.index.stages
+            if getattr(st, "cmd", None) and not st.name.startswith(TRAIN_PREFIX)
+        ]
+
+    def reads(dep: str, path: str) -> bool:  # a dependency on a path, a folder holding it, or a file inside it
+        return _inside(dep, path) or _inside(path, dep)
+
+    readers = {name for name, deps, _ in stages if any(reads(d, runs) for d in deps)}
+    writes = {name: outs for name, _, outs in stages}
+    grew = True
+    while grew:
+        grew = False
+        for name, deps, _ in stages:
+            if name not in readers and any(reads(d, o) for r in readers for o in writes[r] for d in deps):
+                readers.add(name)
+                grew = True
+    order: list[tuple[str, tuple[str, ...]]] = []
+    left = [(name, deps) for name, deps, _ in stages if name in readers]
+    while left:  # each stage after every reader whose output it reads
+        ready = [
+            (n, deps)
+            for n, deps in left
+            if not any(m != n and reads(d, o) for m, _ in left for o in writes[m] for d in deps)
+        ]
+        if not ready:
+            raise ValueError(f"dvc.yaml: the stages {', '.join(n for n, _ in left)} read each other's outputs")
+        order += ready
+        left = [x for x in left if x not in ready]
+    return order
+
+
+def run_downstream(root: Path, scale: str, log=print) -> None:
+    """Re-run the stages that read ``scale``'s curves (:func:`downstream_stages`), each alone (``--single-item``:
+    never the training upstream); a stage whose inputs are not made yet (the long horizon's targets before the
+    baseline's runs) is skipped."""
+    for name, deps in downstream_stages(root, scale):
+        missing = [d for d in deps if not (root / d).exists()]
         if missing:
             log(f"skip {name}: its inputs are not made yet ({', '.join(missing)})")
             continue

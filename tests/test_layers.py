@@ -169,3 +169,61 @@ def test_commands_record_what_they_parsed_not_sys_argv():
             if isinstance(node, ast.Attribute) and node.attr == "argv" and getattr(node.value, "id", None) == "sys":
                 found.append(f"{path.name}:{node.lineno}")
     assert [f.split(":")[0] for f in found] == ["gpu.py"], found  # gpu's own `python -m repro.gpu` parser only
+
+
+# What `repro train` imports but a training stage need not depend on, each with why. The training stages' deps in
+# dvc.yaml are the one declared list of what makes a run; this keeps it from missing a file the run imports.
+NOT_A_TRAIN_DEP = {
+    "repro/__init__.py": "the package's docstring and version string",
+    "repro/cli.py": "dispatches `repro train` to repro/commands/train.py (a dep); it computes nothing of a run",
+    "repro/commands/__init__.py": "the command modules' package docstring",
+    "repro/data/latents.py": "read only when data.name is latents (the paper scale); the CPU scales train on images",
+}
+
+
+def _module_file(module: str) -> Path | None:
+    base = ROOT / module.replace(".", "/")
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def import_closure(module: str) -> set[str]:
+    """The repository files ``module`` imports, transitively (function-level imports included, ``__main__``
+    shims not), with the packages on the way."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if path is None:
+            continue
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # its packages' __init__ run first
+        todo += [m for m, _, under_main in imports(path.read_text(), rel) if m.startswith("repro") and not under_main]
+    return seen
+
+
+def test_every_training_stage_depends_on_every_file_a_run_imports():
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    training = {name: s for name, s in stages.items() if name.startswith("train")}
+    assert training, "dvc.yaml has no training stage"
+    needed = import_closure("repro.commands.train")
+    assert "repro/train.py" in needed and "repro/models/dit.py" in needed  # the walk reaches the model
+    for name, stage in training.items():
+        deps = [d for d in stage["deps"] if isinstance(d, str)]
+        missing = sorted(
+            f
+            for f in needed
+            if f not in NOT_A_TRAIN_DEP and not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)
+        )
+        assert not missing, f"{name}: a run imports {missing}, which the stage does not depend on"
+    stale = sorted(set(NOT_A_TRAIN_DEP) - needed)
+    assert not stale, f"NOT_A_TRAIN_DEP names files a run no longer imports: {stale}"

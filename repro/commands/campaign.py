@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     changed = any(v == "done" or "diverged, recorded" in v for v in result.values())
     if not args.dry_run and not args.no_downstream and changed:
         # a new diverged record changes the ledger too (the claims stage reads goldens/diverged)
-        campaign.run_downstream(root, campaign.DOWNSTREAM_BY_SCALE.get(args.scale, ()))
+        campaign.run_downstream(root, args.scale)
     if changed:
         print("record the piece: git add dvc.lock goldens reports && git commit -m '<what this piece ran>'")
     return 1 if failed else 0
