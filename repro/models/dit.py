@@ -402,12 +402,7 @@ class DiT(nn.Module):
         """
         if draws is not None:
             force_drop_ids, keep_ids = draws.drop_ids, draws.keep_ids
-        x = self.x_embedder(x)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed
-        t = self.t_embedder(t)
-        y = self.y_embedder(y, self.training, force_drop_ids=force_drop_ids, generator=generator)
-        c = t + y
+        x, c = self.embed(x, t, y, generator=generator, force_drop_ids=force_drop_ids)
         hidden = {} if capture else None
         x = self.forward_blocks(
             x,
@@ -425,15 +420,23 @@ class DiT(nn.Module):
             x = x[:, : self.in_channels]
         return x if hidden is None else (x, hidden)
 
+    def embed(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, generator=None, force_drop_ids=None):
+        """How every forward starts: the patch tokens with their positions (B, N, hidden_size) and the conditioning
+        c = t embedding + y embedding (B, hidden_size), the timestep embedded first, then the labels (with label
+        dropout in training mode, drawn from ``generator``, or where ``force_drop_ids`` says)."""
+        x = self.x_embedder(x)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        t = self.t_embedder(t)
+        y = self.y_embedder(y, self.training, force_drop_ids=force_drop_ids, generator=generator)
+        return x, t + y
+
     def features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, block: int, force_drop_ids=None):
         """The tokens (B, N, hidden_size) after block ``block`` (0-based) of a dense forward, the blocks after it
         and the final layer not run: a representation target (SRA's EMA teacher) at the cost of the blocks it needs.
         Label dropout only where ``force_drop_ids`` says (eval mode, as the teacher runs)."""
         check_int("block", block, low=0, high=self.config.depth - 1)
-        x = self.x_embedder(x)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed
-        c = self.t_embedder(t) + self.y_embedder(y, self.training, force_drop_ids=force_drop_ids)
+        x, c = self.embed(x, t, y, force_drop_ids=force_drop_ids)
         block_c = self.t_block(c) if self.t_block is not None else c
         rope = self._rope(None)
         for i in range(block + 1):
