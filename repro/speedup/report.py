@@ -122,6 +122,72 @@ def build_report(
     growth_pairs: Sequence[tuple[str, str]] = (),
 ) -> SpeedupReport:
     """:func:`speedup_report`'s record (the same arguments)."""
+    units, ladder_units = _checked(metric, units, anchor_unit, ladder_units, ks, alpha, train_size)
+    by_method = _group(curves)
+    if baseline not in by_method:
+        raise ValueError(f"baseline={baseline!r} has no curve; methods given: {', '.join(sorted(by_method)) or 'none'}")
+    scales = sorted({str(c.get("scale")) for c in curves})
+    if len(scales) > 1:
+        raise ValueError(f"curves come from different scales: {', '.join(scales)}")
+    targets = targets_from_baseline(by_method[baseline], metric, anchor_unit)
+    ladder = ladder_from_baseline(by_method[baseline], metric, anchor_unit) if ladder_units or growth_pairs else {}
+    named = {**ladder, **targets}
+    for pair in growth_pairs:
+        for t in pair:
+            if t not in named:
+                raise ValueError(
+                    f"growth target {t!r} is neither a named target nor a rung; allowed: {', '.join(named)}"
+                )
+    runs = _run_entries(by_method, units, targets, anchor_unit, metric, gate)
+    costs = {r["run_id"]: r for r in runs}
+    base = (by_method[baseline], [costs[c["run_id"]] for c in by_method[baseline]])
+    unit_results: dict[str, Any] = {}
+    common: dict[str, float] = {}
+    matched: dict[str, MatchedSlope] = {}
+    growths: dict[str, Any] = {}
+    for method in sorted(m for m in by_method if m != baseline):
+        arm = (by_method[method], [costs[c["run_id"]] for c in by_method[method]])
+        unit_results[method], common[method] = _method_results(
+            base, arm, units, ladder_units, ladder, metric, ks, alpha
+        )
+        matched[method] = MatchedSlope.from_json(
+            matched_slope(by_method[baseline], by_method[method], anchor_unit, metric)
+        )
+        if growth_pairs:
+            growths[method] = {
+                f"{a}:{b}": {unit: _growth(base, arm, named[a], named[b], unit, metric, ks, alpha) for unit in units}
+                for a, b in growth_pairs
+            }
+    return SpeedupReport(
+        scale=None if scales == ["None"] else scales[0],
+        baseline=baseline,
+        metric=metric,
+        anchor_unit=anchor_unit,
+        units=units,
+        ks=[float(k) for k in ks],
+        alpha=alpha,
+        interval={
+            "method": "Welch t on log cost",
+            "level": 1.0 - alpha,
+            "one_sided_alpha": alpha / 2.0,
+            "power": POWER,
+        },
+        training=_training(by_method, train_size),
+        gate=None if gate is None else gate_summary(runs, gate),
+        targets={**targets, "common": common, "ladder": ladder},
+        ladder_units=ladder_units,
+        run_ids=[r["run_id"] for r in runs],
+        runs=runs,
+        late_slope=_late_slopes(by_method, anchor_unit, metric),
+        matched_slope=matched,
+        final_values=_final_values(by_method, costs),
+        unit_results=unit_results,
+        growth=growths if growth_pairs else None,
+    )
+
+
+def _checked(metric, units, anchor_unit, ladder_units, ks, alpha, train_size) -> tuple[list[str], list[str]]:
+    """The report's arguments checked: its units and ladder units as lists (MACs the ladder's by default)."""
     if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
         raise ValueError(f"train_size={train_size!r} must be a positive integer")
     _check_metric(metric)
@@ -140,23 +206,13 @@ def build_report(
         raise ValueError(f"ks={list(ks)!r} must be a non-empty list of positive finite numbers")
     if not (0 < alpha < 1):
         raise ValueError(f"alpha={alpha!r} is not allowed; must be in (0, 1)")
-    by_method = _group(curves)
-    if baseline not in by_method:
-        raise ValueError(f"baseline={baseline!r} has no curve; methods given: {', '.join(sorted(by_method)) or 'none'}")
-    scales = sorted({str(c.get("scale")) for c in curves})
-    if len(scales) > 1:
-        raise ValueError(f"curves come from different scales: {', '.join(scales)}")
-    targets = targets_from_baseline(by_method[baseline], metric, anchor_unit)
-    ladder = ladder_from_baseline(by_method[baseline], metric, anchor_unit) if ladder_units or growth_pairs else {}
-    named = {**ladder, **targets}
-    for pair in growth_pairs:
-        for t in pair:
-            if t not in named:
-                raise ValueError(
-                    f"growth target {t!r} is neither a named target nor a rung; allowed: {', '.join(named)}"
-                )
+    return units, ladder_units
 
-    runs, costs = [], {}
+
+def _run_entries(by_method, units, targets, anchor_unit: str, metric: str, gate) -> list[dict[str, Any]]:
+    """Each run's record (``runs``): its final metric, its cost to each named target, budget and first evaluation
+    per unit, and its sanity gate where there is one."""
+    runs = []
     for method in sorted(by_method):
         for curve in by_method[method]:
             pts = _points(curve)
@@ -176,10 +232,12 @@ def build_report(
                 entry["budget"][unit] = float(costs_u[-1])
                 entry["first"][unit] = float(costs_u[0])
                 entry["cost"][unit] = {t: cost_to_target(pts, targets[t], unit, metric) for t in TARGETS}
-            costs[curve["run_id"]] = entry
             runs.append(entry)
+    return runs
 
-    slopes: dict[str, Any] = {}
+
+def _late_slopes(by_method, anchor_unit: str, metric: str) -> dict[str, Sample]:
+    slopes: dict[str, Sample] = {}
     for method in sorted(by_method):
         per_seed = [late_slope(_points(c), anchor_unit, metric) for c in by_method[method]]
         window = [late_window_points(_points(c), anchor_unit, metric) for c in by_method[method]]
@@ -195,8 +253,11 @@ def build_report(
                 f"{min(window)} evaluation(s) in the last third of {method}'s budget; a late-slope fit needs "
                 f"{MIN_LATE_POINTS}"
             )
+    return slopes
 
-    final_values: dict[str, Any] = {}
+
+def _final_values(by_method, costs) -> dict[str, Sample]:
+    final_values: dict[str, Sample] = {}
     for method in sorted(by_method):
         per_seed = [costs[c["run_id"]]["final_metric"] for c in by_method[method]]
         final_values[method] = Sample(
@@ -204,7 +265,11 @@ def build_report(
             std=float(np.std(per_seed, ddof=1)) if len(per_seed) >= 2 else None,
             per_seed=per_seed,
         )
+    return final_values
 
+
+def _training(by_method, train_size: int | None) -> dict[str, Any]:
+    """Per method, the mean images seen at the end of the budget and the epochs they make."""
     training: dict[str, Any] = {}
     for method in sorted(by_method):
         images, epochs = [], []
@@ -217,85 +282,51 @@ def build_report(
             "images": float(np.mean(images)) if np.isfinite(images).all() else None,
             "epochs": float(np.mean(epochs)) if np.isfinite(epochs).all() else None,
         }
+    return training
 
-    base_runs = [costs[c["run_id"]] for c in by_method[baseline]]
-    base_points = [_points(c) for c in by_method[baseline]]
-    unit_results: dict[str, Any] = {}
-    common: dict[str, float] = {}
-    matched: dict[str, Any] = {}
-    growths: dict[str, Any] = {}
-    for method in sorted(m for m in by_method if m != baseline):
-        m_runs = [costs[c["run_id"]] for c in by_method[method]]
-        m_points = [_points(c) for c in by_method[method]]
-        unit_results[method] = {
-            t: {
-                unit: comparison(
-                    [r["cost"][unit][t] for r in base_runs],
-                    [r["budget"][unit] for r in base_runs],
-                    [r["cost"][unit][t] for r in m_runs],
-                    ks,
-                    alpha,
-                    [r["budget"][unit] for r in m_runs],
-                    [r["first"][unit] for r in base_runs],
-                    [r["first"][unit] for r in m_runs],
-                )
-                for unit in units
-            }
-            for t in TARGETS
-        }
-        # every seed of both arms reaches the worst final value of both: the uncensored target at a shared budget
-        common[method] = max(r["final_metric"] for r in base_runs + m_runs)
-        unit_results[method]["common"] = {
-            unit: _versus(base_points, base_runs, m_points, m_runs, common[method], unit, metric, ks, alpha)
+
+def _method_results(base, arm, units, ladder_units, ladder, metric, ks, alpha) -> tuple[dict[str, Any], float]:
+    """One method's ``unit_results`` entry (the named targets, ``common`` and the ``ladder``) and its common target.
+    ``base`` and ``arm``: each arm's curves and run records."""
+    (base_curves, base_runs), (m_curves, m_runs) = base, arm
+    base_points, m_points = [_points(c) for c in base_curves], [_points(c) for c in m_curves]
+    results: dict[str, Any] = {
+        t: {
+            unit: comparison(
+                [r["cost"][unit][t] for r in base_runs],
+                [r["budget"][unit] for r in base_runs],
+                [r["cost"][unit][t] for r in m_runs],
+                ks,
+                alpha,
+                [r["budget"][unit] for r in m_runs],
+                [r["first"][unit] for r in base_runs],
+                [r["first"][unit] for r in m_runs],
+            )
             for unit in units
         }
-        for record in unit_results[method]["common"].values():
-            record.target = common[method]
-        unit_results[method]["ladder"] = {
-            rung: {
-                unit: _versus(base_points, base_runs, m_points, m_runs, target, unit, metric, ks, alpha)
-                for unit in ladder_units
-            }
-            for rung, target in ladder.items()
+        for t in TARGETS
+    }
+    # every seed of both arms reaches the worst final value of both: the uncensored target at a shared budget
+    common = max(r["final_metric"] for r in base_runs + m_runs)
+    results["common"] = {
+        unit: _versus(base_points, base_runs, m_points, m_runs, common, unit, metric, ks, alpha) for unit in units
+    }
+    for record in results["common"].values():
+        record.target = common
+    results["ladder"] = {
+        rung: {
+            unit: _versus(base_points, base_runs, m_points, m_runs, target, unit, metric, ks, alpha)
+            for unit in ladder_units
         }
-        matched[method] = MatchedSlope.from_json(
-            matched_slope(by_method[baseline], by_method[method], anchor_unit, metric)
-        )
-        if growth_pairs:
-            unit_growth = {}
-            for a, b in growth_pairs:
-                unit_growth[f"{a}:{b}"] = {
-                    unit: growth(base_points, base_runs, m_points, m_runs, named[a], named[b], unit, metric, ks, alpha)
-                    for unit in units
-                }
-            growths[method] = unit_growth
+        for rung, target in ladder.items()
+    }
+    return results, common
 
-    return SpeedupReport(
-        scale=None if scales == ["None"] else scales[0],
-        baseline=baseline,
-        metric=metric,
-        anchor_unit=anchor_unit,
-        units=units,
-        ks=[float(k) for k in ks],
-        alpha=alpha,
-        interval={
-            "method": "Welch t on log cost",
-            "level": 1.0 - alpha,
-            "one_sided_alpha": alpha / 2.0,
-            "power": POWER,
-        },
-        training=training,
-        gate=None if gate is None else gate_summary(runs, gate),
-        targets={**targets, "common": common, "ladder": ladder},
-        ladder_units=ladder_units,
-        run_ids=[r["run_id"] for r in runs],
-        runs=runs,
-        late_slope=slopes,
-        matched_slope=matched,
-        final_values=final_values,
-        unit_results=unit_results,
-        growth=growths if growth_pairs else None,
-    )
+
+def _growth(base, arm, start: float, end: float, unit: str, metric: str, ks, alpha: float):
+    (base_curves, base_runs), (m_curves, m_runs) = base, arm
+    base_points, m_points = [_points(c) for c in base_curves], [_points(c) for c in m_curves]
+    return growth(base_points, base_runs, m_points, m_runs, start, end, unit, metric, ks, alpha)
 
 
 def no_runs_report(baseline: str, metric: str, units: Sequence[str], ks: Sequence[float], why: str) -> dict[str, Any]:
