@@ -49,6 +49,18 @@ def test_a_committed_report_parses_and_serialises_back_to_the_same_bytes(path, t
     assert written.read_bytes() == raw
 
 
+def test_a_landed_paper_report_round_trips_with_what_the_landing_adds():
+    from repro.evidence import paper
+
+    report = json.loads((ROOT / "goldens/micro/speedup.json").read_bytes())
+    report["fid_records"] = {"paper-dit-s0": [{"fid": 19.47, "step": 400000}]}
+    head = {"format": paper.FORMAT, "landed_by": paper.LANDED_BY, "scale": "paper"}
+    landed = paper.seal({**report, **head, "provenance": {"command": "repro land", "git_commit": "e" * 40}})
+    again = SpeedupReport.from_json(json.loads(json.dumps(landed))).to_json()
+    assert json.dumps(again) == json.dumps(landed)
+    assert paper.digest(again) == landed["digest"]
+
+
 @pytest.mark.parametrize("path", GOLDENS, ids=[str(p.relative_to(ROOT)) for p in GOLDENS])
 def test_every_record_of_a_committed_report_is_typed(path):
     data = json.loads(path.read_bytes())

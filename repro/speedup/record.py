@@ -332,12 +332,17 @@ class SpeedupReport(_Record):
     """The curve files the command read (``path``, ``run_id``), in order: written by ``repro speedup``."""
     fid_records: dict[str, Any] | None = field(default=None, metadata=OMIT)
     """Each landed paper-scale run's unguided FID records (``repro land``)."""
+    format: str | None = field(default=None, metadata=OMIT)
+    landed_by: str | None = field(default=None, metadata=OMIT)
+    provenance: dict[str, Any] | None = field(default=None, metadata=OMIT)
+    digest: str | None = field(default=None, metadata=OMIT)
+    """``format``, ``landed_by``, ``provenance`` and ``digest``: what ``repro land`` adds to a paper-scale report."""
     version: int = field(default=VERSION, metadata={"skip": True})
 
     ORDER: ClassVar[tuple[str, ...]] = (
         "scale", "baseline", "metric", "anchor_unit", "units", "ks", "alpha", "interval", "status", "training", "gate",
         "targets", "ladder_units", "run_ids", "runs", "late_slope", "matched_slope", "final_values", "unit_results",
-        "growth", "inputs", "fid_records",
+        "growth", "inputs", "fid_records", "format", "landed_by", "provenance", "digest",
     )  # fmt: skip
     """The keys in the order the report has them."""
 
@@ -376,6 +381,10 @@ class SpeedupReport(_Record):
             },
             inputs=data.get("inputs"),
             fid_records=data.get("fid_records"),
+            format=data.get("format"),
+            landed_by=data.get("landed_by"),
+            provenance=data.get("provenance"),
+            digest=data.get("digest"),
         )
 
 
