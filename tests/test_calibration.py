@@ -43,7 +43,7 @@ from scipy import stats
 from repro.evidence import CONFIRMED, REFUTED, Result, apply_holm, experiment_test
 from repro.evidence.rules import _test_key
 from repro.evidence.schema import parse_spec
-from repro.speedup import speedup_report
+from repro.speedup import Comparison, Sample, speedup_report
 
 ROOT = Path(__file__).resolve().parents[1]
 N_EXPERIMENTS = 1000
@@ -139,10 +139,11 @@ def run_experiments(
         curves = curves_of("dit", base[e], process.grid) + curves_of("tread", meth[e], process.grid)
         rep = speedup_report(curves, units=("macs",), ks=(k,), ladder_units=())
         finals = rep["final_values"]
-        out["final_values"]["verdicts"].append(experiment_test(finals["tread"], "<=", finals["dit"], 3)[0])
+        tread, dit = Sample.from_json(finals["tread"]), Sample.from_json(finals["dit"])
+        out["final_values"]["verdicts"].append(experiment_test(tread, "<=", dit, 3)[0])
         for t in targets:
             record = rep["unit_results"]["tread"][t]["macs"]
-            out[t]["verdicts"].append(experiment_test(record, ">=", k, min_seeds=3)[0])
+            out[t]["verdicts"].append(experiment_test(Comparison.from_json(record), ">=", k, min_seeds=3)[0])
             out[t]["ci"].append((record["ci_low"], record["ci_high"]))
             out[t]["bound"].append(record["ratio_is"] != "estimate")
     return out
@@ -315,7 +316,7 @@ def test_a_margin_on_final_values_is_a_calibrated_non_inferiority_test(report_me
         base, meth = process.simulate(N_EXPERIMENTS, 5, 1.0, rng), factor * process.simulate(N_EXPERIMENTS, 3, 1.0, rng)
         verdicts[factor] = []
         for e in range(N_EXPERIMENTS):
-            finals = [{"per_seed": list(arm[e, :, -1])} for arm in (meth, base)]
+            finals = [Sample(None, None, list(arm[e, :, -1])) for arm in (meth, base)]
             verdicts[factor].append(experiment_test(finals[0], "<=", finals[1], 3, margin=margin)[0])
     same, edge, worse = (verdicts[f] for f in (1.0, 1.0 + margin, 1.10))
     report_measured(
@@ -341,7 +342,7 @@ def _result(sid: str, record: dict, scale: str = "sim") -> Result:
     spec = parse_spec(
         {"id": sid, "source": "s", "claim": "c", "kind": "experiment", "check": check}, Path(f"{sid}.yaml")
     )
-    verdict, test = experiment_test(record, ">=", 1.0, 3)
+    verdict, test = experiment_test(Comparison.from_json(record), ">=", 1.0, 3)
     family = {"key": _test_key(scale, spec.check), "test": test, "if_hold": CONFIRMED}
     return Result(spec, verdict, ["first"], "", scale, family=family)
 
@@ -381,7 +382,7 @@ def test_repeated_looks_as_seeds_are_added(report_measured):
         for n in (3, 4, 5):
             curves = curves_of("dit", base[e, :n], process.grid) + curves_of("tread", meth[e, :n], process.grid)
             record = speedup_report(curves, units=("macs",), ladder_units=())["unit_results"]["tread"]["common"]["macs"]
-            looks.append(experiment_test(record, ">=", 1.0, 3)[0])
+            looks.append(experiment_test(Comparison.from_json(record), ">=", 1.0, 3)[0])
         any_look.append(next((v for v in looks if v in (CONFIRMED, REFUTED)), looks[-1]))
         last_look.append(looks[-1])
     report_measured(

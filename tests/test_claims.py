@@ -358,13 +358,16 @@ def speedup_record(ratio, lo, hi, seeds=5, ge=None, lt=None, status="ok", **extr
         "ci_low": lo,
         "ci_high": hi,
         "seeds": seeds,
+        "reached": f"{seeds}/{seeds}",
         "baseline_seeds": seeds,
+        "baseline_reached": f"{seeds}/{seeds}",
         "p_value_ge_k": {"1.0": None if ge is None else 0.01 if ge else 0.4},
         "p_value_lt_k": {"1.0": None if lt is None else 0.01 if lt else 0.4},
         "ge_k": {"1.0": ge},
         "lt_k": {"1.0": lt},
         "mde": {"factor": 1.4, "power": 0.8, "alpha_one_sided": 0.025},
         "status": status,
+        "costs": {"baseline": [1.0] * seeds, "method": [1.0] * seeds},
         **extra,
     }
 

@@ -9,6 +9,9 @@ repro/ is read with ``ast`` (function-level imports too) and checked against the
 - ``repro/objectives/`` imports nothing of training, evidence or commands.
 - ``repro/evidence/`` reads committed results and never trains or samples: no ``repro.train``, ``repro.campaign``
   or ``repro.sample``.
+- ``repro/speedup/`` is arithmetic over committed curves: it imports no training code (``repro.train``,
+  ``repro.campaign``, ``repro.sample``, ``repro.models``, ``repro.objectives``) and not the ledger (``repro.evidence``
+  reads its records, not the other way round).
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ NEVER: dict[str, tuple[str, ...]] = {
     "repro/models/": ("repro.train", "repro.objectives", "repro.evaluation", "repro.evidence", "repro.commands"),
     "repro/objectives/": ("repro.train", "repro.evidence", "repro.commands"),
     "repro/evidence/": ("repro.train", "repro.campaign", "repro.sample"),
-}
+    "repro/speedup/": (
+        "repro.train", "repro.campaign", "repro.sample", "repro.models", "repro.objectives", "repro.evidence",
+    ),
+}  # fmt: skip
 
 
 def _module_name(rel: str) -> str:
@@ -137,6 +143,9 @@ def test_every_command_is_a_module_of_repro_commands_and_back():
         ("repro/objectives/__init__.py", "from ..evidence import rules\n", "imports repro.evidence"),
         ("repro/evidence/x.py", "def f():\n    from ..sample import draw\n", "imports repro.sample"),
         ("repro/evidence/x.py", "from repro.campaign import run_campaign\n", "imports repro.campaign"),
+        ("repro/speedup/x.py", "def f():\n    from ..train import train\n", "imports repro.train"),
+        ("repro/speedup/x.py", "from ..evidence.rules import holm\n", "imports repro.evidence"),
+        ("repro/speedup/__init__.py", "from ..models import DiT\n", "imports repro.models"),
     ],
 )
 def test_the_checker_finds_a_planted_violation(rel, source, expected):
@@ -153,6 +162,7 @@ def test_the_checker_finds_a_planted_violation(rel, source, expected):
         ("repro/models/x.py", "from ..config import ConfigError\nfrom .layers import Attention\n"),
         ("repro/objectives/x.py", "from ..models import DiT\n"),
         ("repro/evidence/x.py", "from ..speedup import welch\nfrom ..io import read_yaml\n"),
+        ("repro/speedup/x.py", "from ..io import atomic_path\nfrom .record import Comparison\n"),
         ("repro/x.py", "import repro.trainer_notes\n"),  # a prefix of a name is not the module
     ],
 )

@@ -13,6 +13,7 @@ from repro.evidence import paper
 from repro.evidence.rules import evaluate_experiment
 from repro.evidence.schema import load_specs
 from repro.evidence.verdicts import CHECK_FAILED, CONFIRMED, NOT_CHECKABLE
+from repro.speedup import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = {s.id: s for s in load_specs(ROOT / "specs")}
@@ -137,8 +138,7 @@ def test_paper_goldens_that_cannot_stand_for_fid50k_are_refused(tmp_path, report
 
 
 # a one-seed speedup record as `repro speedup` writes it: no test can run, so each p-value table holds None
-ONE_SEED = {"ratio": 5.0, "seeds": 1, "baseline_seeds": 1, "status": "one seed: a data point, not a verdict"}
-ONE_SEED.update({table: {"1.0": None} for table in ("p_value_ge_k", "p_value_lt_k", "ge_k", "lt_k")})
+ONE_SEED = compare([100.0], [100.0], [20.0], method_final=[100.0])  # one seed each, as repro speedup writes it
 
 
 def test_a_speedup_report_must_be_on_fid_with_records_for_every_run(tmp_path):

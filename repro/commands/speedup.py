@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         speedup.write_json(speedup.no_runs_report(args.baseline, args.metric, args.units, args.k, why), args.out)
         warn(f"{why}; wrote {args.out} without results" + (f" and no {args.plot}" if args.plot else ""))
         return 0
-    report = speedup.speedup_report(
+    record = speedup.build_report(
         curves,
         baseline=args.baseline,
         units=args.units,
@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         ladder_units=[u for u in args.ladder_units if u in args.units],
         growth_pairs=[_growth_pair(g) for g in args.growth],
     )
-    report["inputs"] = [{"path": os.path.relpath(f), "run_id": c["run_id"]} for f, c in zip(files, curves)]
+    record.inputs = [{"path": os.path.relpath(f), "run_id": c["run_id"]} for f, c in zip(files, curves)]
+    report = record.to_json()
     speedup.check_replaceable("--out", args.out, ("baseline", "unit_results"), "a speedup report")
     speedup.write_json(report, args.out)
     if args.ladder_plot:

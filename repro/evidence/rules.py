@@ -4,7 +4,7 @@ How an experiment query is decided (:func:`experiment_verdict`). The value at th
 
 - a speedup record as ``repro speedup`` writes under ``unit_results.<method>.<target>.<cost unit>`` (targets:
   ``final``, ``third``, ``final-mean``, ``common``, or a rung of the ladder, ``ladder.<rung>``; see
-  ``repro/speedup.py``). With a number threshold ``k`` and ``>=``/``>``: holds when the one-sided test of
+  ``repro/speedup/``). With a number threshold ``k`` and ``>=``/``>``: holds when the one-sided test of
   "speedup >= k" is significant at 0.025 (``p_value_ge_k``), fails only when the test of the opposite effect,
   "speedup < k", is (``p_value_lt_k``): both decide exactly when the 95% interval excludes ``k``. A seed that did
   not reach the target is censored: the ratio is then a bound, printed as one without an interval, and only the
@@ -57,6 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..speedup.record import BrokenRecord, Comparison, Sample, record_at
+from ..speedup.stats import detectable_shift, welch_tests
 from .goldens import (
     DIVERGED,
     MISSING,
@@ -173,61 +175,6 @@ def evaluate_audit(spec: Spec, audit: Mapping[str, Any] | None, audit_path: Path
     return Result(spec, verdict, evidence, recheck, "audit")
 
 
-def _k_key(k: float) -> str:
-    return repr(float(k))
-
-
-class BrokenRecord(ValueError):
-    """A golden record whose field cannot be what the report writer writes: the claim's check fails on it."""
-
-    def __init__(self, field: str, value: Any, allowed: str):
-        if value is MISSING:
-            super().__init__(f"{field} is missing; must be {allowed}")
-        else:
-            super().__init__(f"{field}={json.dumps(value)[:80]} is not allowed; must be {allowed}")
-
-
-def _table(record: Mapping[str, Any], field: str) -> Mapping[str, Any]:
-    """A per-k table of a speedup record, which ``repro speedup`` always writes (its entries may be null)."""
-    table = record.get(field, MISSING)
-    if not isinstance(table, Mapping):
-        raise BrokenRecord(field, table, "a mapping of k to a p-value or null")
-    return table
-
-
-def _p(record: Mapping[str, Any], field: str, key: str) -> float | None:
-    """A one-sided p-value of a record (None: the test did not run), checked to be a number in [0, 1]."""
-    table = _table(record, field)
-    p = table.get(key)
-    if p is None:
-        return None
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0.0 <= p <= 1.0):
-        raise BrokenRecord(f"{field}.{key}", p, "a number in [0, 1] or null")
-    return float(p)
-
-
-def _outcome(record: Mapping[str, Any], field: str, key: str, p: float | None) -> None:
-    """Checks the test's outcome as written beside its p-value (``ge_k``, ``lt_k``): a boolean that agrees with the
-    p-value at the record's one-sided level (``mde.alpha_one_sided``, else ALPHA / 2), or null. A string
-    (``"false"``), a flag beside a test that did not run, or a flag that contradicts its p-value is a record no
-    report writer writes."""
-    table = record.get(field, MISSING)
-    if table is MISSING:
-        return  # records of reports older than the outcome tables
-    if not isinstance(table, Mapping):
-        raise BrokenRecord(field, table, "a mapping of k to true, false or null")
-    flag = table.get(key)
-    if flag is None:
-        return  # not written: the p-value alone decides
-    mde = record.get("mde")
-    level = mde.get("alpha_one_sided") if isinstance(mde, Mapping) else None
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        level = ALPHA / 2
-    allowed = "null (the test did not run)" if p is None else f"{str(p < level).lower()} (p = {p:.3g} at {level:g})"
-    if not isinstance(flag, bool) or p is None or flag != (p < level):
-        raise BrokenRecord(f"{field}.{key}", flag, allowed)
-
-
 @dataclass(frozen=True)
 class Test:
     """A claim's test as it ran: its one-sided p-values for and against the claim (None: that test did not run)."""
@@ -269,69 +216,31 @@ class Test:
         return pf <= pa
 
 
-def _welch_mde(a: Sequence[float], b: Sequence[float] | float) -> float | None:
-    """Shift (in the samples' units) the one-sided test at ALPHA / 2 detects with 80 % power at these seed counts."""
-    import numpy as np
-
-    from ..speedup import detectable_shift, welch
-
-    a = np.asarray(a, dtype=float)
-    if isinstance(b, (int, float)):
-        se, df = float(a.std(ddof=1) / math.sqrt(a.size)), float(a.size - 1)
-    else:
-        _, se, df = welch(np.asarray(b, dtype=float), a)
-    return detectable_shift(se, df, ALPHA) if se > 0 else None
-
-
 def _compare_samples(a: Sequence[float], b: Sequence[float] | float, relation: str) -> Test:
-    """One-sided t-tests (Welch for two samples) of ``a relation b``, both directions."""
-    from scipy import stats
-
+    """One-sided t-tests (Welch's for two samples, :func:`repro.speedup.stats.welch_tests`) of ``a relation b``, both
+    directions, with the shift they detect with 80 % power at these seed counts."""
+    p_above, p_below, se, df = welch_tests(a, b)
     greater = relation in (">", ">=")
-    if isinstance(b, (int, float)):
-        p_hold = stats.ttest_1samp(a, b, alternative="greater" if greater else "less").pvalue
-        p_fail = stats.ttest_1samp(a, b, alternative="less" if greater else "greater").pvalue
-    else:
-        p_hold = stats.ttest_ind(a, b, equal_var=False, alternative="greater" if greater else "less").pvalue
-        p_fail = stats.ttest_ind(a, b, equal_var=False, alternative="less" if greater else "greater").pvalue
-    mde = _welch_mde(a, b)
+    p_hold, p_fail = (p_above, p_below) if greater else (p_below, p_above)
+    mde = detectable_shift(se, df, ALPHA) if se > 0 else None
     text = f"one-sided Welch t-tests at {ALPHA / 2:g}: p = {p_hold:.3g} for the claim, {p_fail:.3g} against it; " + (
         f"minimum detectable difference (80% power): {mde:.3g}" if mde is not None else "no spread"
     )
     return Test(float(p_hold), float(p_fail), text)
 
 
-def _ratio(record: Mapping[str, Any]) -> float | None:
-    ratio = record.get("ratio")
-    if ratio is None:
-        return None
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0 < ratio < math.inf):
-        raise BrokenRecord("ratio", ratio, "a positive finite number or null")
-    return float(ratio)
-
-
-def _interval(record: Mapping[str, Any]) -> tuple[float, float] | None:
-    lo, hi = record.get("ci_low"), record.get("ci_high")
-    if lo is None or hi is None:
-        return None
-    for field, v in (("ci_low", lo), ("ci_high", hi)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < math.inf):
-            raise BrokenRecord(field, v, "a positive finite number or null")
-    return float(lo), float(hi)
-
-
 BOUNDS = {"upper bound": "at most", "lower bound": "at least"}
 
 
-def _decide_speedup(record: Mapping[str, Any], relation: str, k: float) -> Test:
+def _decide_speedup(record: Comparison, relation: str, k: float) -> Test:
     """The tests of "speedup >= k" (or ``<``) in the record, at ALPHA / 2 each side.
 
     The claim holds when the test for it is significant and fails only when the test of the opposite effect is; a
     seed that did not reach the target blocks one of the tests (``repro speedup`` leaves it null), makes the ratio a
     bound (printed as one, with no interval) and never decides by itself.
     """
-    ratio, ci = _ratio(record), _interval(record)
-    bound = record.get("ratio_is")
+    ratio, bound = record.ratio, record.ratio_is
+    ci = (record.ci_low, record.ci_high) if record.ci_low is not None and record.ci_high is not None else None
     if ratio is None:
         head = "no ratio"
     elif bound in BOUNDS:
@@ -340,15 +249,12 @@ def _decide_speedup(record: Mapping[str, Any], relation: str, k: float) -> Test:
         head = f"ratio {ratio:.3g}x (censored on both sides: no interval)"
     else:
         head = f"ratio {ratio:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}] (95% Welch t on log cost)" if ci else "")
-    if isinstance(record.get("target"), (int, float)):
-        head += f"; target {record['target']:.4g}"
+    if isinstance(record.target, (int, float)):
+        head += f"; target {record.target:.4g}"
     parts = [head]
-    if record.get("status"):
-        parts.append(str(record["status"]))
-    key = _k_key(k)
-    p_ge, p_lt = _p(record, "p_value_ge_k", key), _p(record, "p_value_lt_k", key)
-    _outcome(record, "ge_k", key, p_ge)
-    _outcome(record, "lt_k", key, p_lt)
+    if record.status:
+        parts.append(str(record.status))
+    p_ge, p_lt = record.p("ge", k), record.p("lt", k)
     tests = []
     if p_ge is not None:
         tests.append(f"p(speedup >= {k:g}) = {p_ge:.3g}")
@@ -357,11 +263,10 @@ def _decide_speedup(record: Mapping[str, Any], relation: str, k: float) -> Test:
     if tests:
         on = " on the bound" if bound in BOUNDS else ""
         parts.append(", ".join(tests) + f" (one-sided Welch t{on} at {ALPHA / 2:g})")
-    mde = record.get("mde")
-    if isinstance(mde, Mapping) and mde.get("factor"):
-        f = float(mde["factor"])
+    if record.mde is not None and record.mde.factor:
+        f = float(record.mde.factor)
         parts.append(
-            f"minimum detectable effect at {record.get('seeds')} vs {record.get('baseline_seeds')} seeds "
+            f"minimum detectable effect at {record.seeds} vs {record.baseline_seeds} seeds "
             f"(80% power): speedup >= {k * f:.3g} or <= {k / f:.3g}"
         )
     text = "; ".join(parts)
@@ -373,25 +278,11 @@ def _decide_speedup(record: Mapping[str, Any], relation: str, k: float) -> Test:
 
 
 def _seeds(record: Any) -> int:
-    if isinstance(record, Mapping):
-        if "per_seed" in record and isinstance(record["per_seed"], list):
-            return sum(v is not None for v in record["per_seed"])
-        if isinstance(record.get("seeds"), int):
-            return record["seeds"]
+    if isinstance(record, Sample):
+        return sum(v is not None for v in record.per_seed)
+    if isinstance(record, Comparison) and isinstance(record.seeds, int):
+        return record.seeds
     return 1
-
-
-def _samples(record: Any, field: str = "per_seed") -> list[float] | None:
-    if isinstance(record, Mapping) and isinstance(record.get("per_seed"), list):
-        out = []
-        for i, v in enumerate(record["per_seed"]):
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise BrokenRecord(f"{field}[{i}]", v, "a finite number or null")
-            out.append(float(v))
-        return out
-    return None
 
 
 def _margined(b: Sequence[float] | float, relation: str, margin: float) -> Sequence[float] | float:
@@ -403,13 +294,15 @@ def _margined(b: Sequence[float] | float, relation: str, margin: float) -> Seque
 
 
 def _decide(value: Any, relation: str, threshold: Any, margin: float = 0.0) -> Test:
-    if isinstance(value, Mapping) and "ratio" in value:
+    if isinstance(value, Comparison):
         if not isinstance(threshold, (int, float)):
             return Test(None, None, "a speedup record is compared with a number threshold only")
         return _decide_speedup(value, relation, float(threshold))
-    a = _samples(value)
-    if a is not None:
-        b = _samples(threshold, "threshold.per_seed") if isinstance(threshold, Mapping) else threshold
+    if isinstance(value, Sample):
+        a = value.values()
+        b = threshold.values("threshold.per_seed") if isinstance(threshold, Sample) else threshold
+        if isinstance(b, bool) or not isinstance(b, (int, float, list)):
+            b = None  # nothing to compare the sample with
         if b is None or len(a) < 2 or (not isinstance(b, (int, float)) and len(b) < 2):
             return Test(None, None, "fewer than two seeds on a side")
         mean_b = b if isinstance(b, (int, float)) else sum(b) / len(b)
@@ -421,7 +314,20 @@ def _decide(value: Any, relation: str, threshold: Any, margin: float = 0.0) -> T
     if isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(threshold, (int, float)):
         ok = _holds(value, relation, threshold, None, None)
         return Test(0.0 if ok else None, None if ok else 0.0, f"value {fmt_value(value)}", exact=True)
+    value, threshold = _plain(value), _plain(threshold)
     return Test(None, None, f"cannot compare {json.dumps(value)[:80]} with {json.dumps(threshold)[:80]}")
+
+
+def _typed(report: Any, keys: Sequence[str]) -> Any:
+    """The value at ``keys`` of a speedup report, typed by where it sits (:func:`repro.speedup.record.record_at`):
+    :data:`MISSING` where there is none; raises :class:`BrokenRecord` on a record no report writer writes."""
+    value = lookup(report, keys)
+    return value if value is MISSING else record_at(keys, value)
+
+
+def _plain(value: Any) -> Any:
+    """A typed record as the JSON it was read from (for a message)."""
+    return value.to_json() if hasattr(value, "to_json") else value
 
 
 def _verdict(test: Test, seeds: int, min_seeds: int, if_hold: str, value: Any) -> str:
@@ -457,8 +363,8 @@ def experiment_verdict(
 
 
 def _not_checkable(*records: Any) -> list[str]:
-    """The ``not_checkable`` reasons the records carry (a late slope fitted through too few evaluations)."""
-    return [str(r["not_checkable"]) for r in records if isinstance(r, Mapping) and r.get("not_checkable")]
+    """The ``not_checkable`` reasons the samples carry (a late slope fitted through too few evaluations)."""
+    return [str(r.not_checkable) for r in records if isinstance(r, Sample) and r.not_checkable]
 
 
 def _read_report(path: Path, read: dict[Path, Any]) -> Any:
@@ -482,7 +388,11 @@ def _also(spec: Spec, goldens: Path, scale: str, reports: dict[Path, Any]) -> li
         if report is None:
             lines.append(f"also {path}: not there yet")
             continue
-        value = lookup(report, keys)
+        try:
+            value = _typed(report, keys)
+        except BrokenRecord as e:
+            lines.append(f"also {path} (not deciding): {CHECK_FAILED}: {show(keys)}: {e}")
+            continue
         if value is MISSING:
             lines.append(f"also {path}: no {show(keys)} yet")
             continue
@@ -491,7 +401,11 @@ def _also(spec: Spec, goldens: Path, scale: str, reports: dict[Path, Any]) -> li
         if "threshold" in extra:
             threshold = extra["threshold"]
         elif threshold_path is not None:
-            threshold = lookup(report, keys_of(threshold_path))
+            try:
+                threshold = _typed(report, keys_of(threshold_path))
+            except BrokenRecord as e:
+                lines.append(f"also {path} (not deciding): {CHECK_FAILED}: {threshold_path}: {e}")
+                continue
             if threshold is MISSING:
                 lines.append(f"also {path}: no {threshold_path} yet")
                 continue
@@ -524,12 +438,15 @@ def _shares(spec: Spec, goldens: Path, scale: str, reports: dict[Path, Any]) -> 
     for item in [shares["whole"], *shares["parts"]]:
         path = goldens / scale / item["file"]
         report = _read_report(path, reports)
-        record = MISSING if report is None else lookup(report, keys_of(item["value"]))
-        ratio = record.get("ratio") if isinstance(record, Mapping) else None
-        if ratio is None or not ratio > 0:
+        try:
+            record = MISSING if report is None else _typed(report, keys_of(item["value"]))
+        except BrokenRecord:
+            record = MISSING
+        ratio = record.ratio if isinstance(record, Comparison) else None
+        if ratio is None:
             missing.append(f"{item['label']} ({path}: {show(keys_of(item['value']))})")
         else:
-            bound = record.get("ratio_is")
+            bound = record.ratio_is
             ratios.append((item["label"], float(ratio), f", {bound}" if bound and bound != "estimate" else ""))
     if missing:
         return [f"shares: waiting for {'; '.join(missing)}"]
@@ -593,14 +510,20 @@ def evaluate_experiment(spec: Spec, goldens: Path) -> Result:
         if refused:
             return Result(spec, CHECK_FAILED, refused, recheck, scale)
     keys = keys_of(c["value"])
-    value = lookup(report, keys)
+    try:
+        value = _typed(report, keys)
+    except BrokenRecord as e:
+        return Result(spec, CHECK_FAILED, [f"{path}: {show(keys)}: {e}"], recheck, scale, scope_of(scale, report))
     if value is MISSING:
         status = f" ({report['status']})" if isinstance(report, Mapping) and report.get("status") else ""
         return Result(spec, PENDING, [f"{path} has no {show(keys)} yet{status}"], recheck, scale)
     methods = methods_of(keys, report)
     if "threshold_path" in c:
         tkeys = keys_of(c["threshold_path"])
-        threshold = lookup(report, tkeys)
+        try:
+            threshold = _typed(report, tkeys)
+        except BrokenRecord as e:
+            return Result(spec, CHECK_FAILED, [f"{path}: {show(tkeys)}: {e}"], recheck, scale, scope_of(scale, report))
         if threshold is MISSING:
             return Result(spec, PENDING, [f"{path} has no {show(tkeys)} yet"], recheck, scale)
         against = show(tkeys)
@@ -709,10 +632,13 @@ def _amendments(spec: Spec, goldens: Path, scale: str, reports: dict[Path, Any])
     threshold_text = show(keys_of(reg["threshold_path"])) if "threshold_path" in reg else fmt_value(reg["threshold"])
     query = f"{path}: {show(keys)} {reg['relation']} {threshold_text}"
     head = f"as first registered ({reg['commit']}; not deciding): {query}?"
-    value = MISSING if report is None else lookup(report, keys)
-    if value is MISSING:
-        return [*lines, f"{head} no such value in the goldens"]
-    threshold = lookup(report, keys_of(reg["threshold_path"])) if "threshold_path" in reg else reg["threshold"]
+    try:
+        value = MISSING if report is None else _typed(report, keys)
+        if value is MISSING:
+            return [*lines, f"{head} no such value in the goldens"]
+        threshold = _typed(report, keys_of(reg["threshold_path"])) if "threshold_path" in reg else reg["threshold"]
+    except BrokenRecord as e:
+        return [*lines, f"{head} {CHECK_FAILED}: {e}"]
     blocked = _not_checkable(value, threshold)
     if blocked:
         return [*lines, f"{head} would be {NOT_CHECKABLE}: {'; '.join(blocked)}"]
