@@ -157,7 +157,8 @@ def run_bench(
     configs = {}
     for method in methods:
         if scale is not None:
-            from .config import load_params, resolve
+            from .build import resolve
+            from .config import load_params
 
             rc = resolve(load_params(), scale, method, 0)
             configs[method] = (rc.model, make_objective(**rc.objective))
