@@ -162,7 +162,8 @@ def run_bench(
         overrides = {}  # the scale's model, not the command line's size
     for method in methods:
         if scale is not None:
-            from .config import load_params, resolve
+            from .build import resolve
+            from .config import load_params
 
             rc = resolve(load_params(), scale, method, 0)
             if rc.regularizer is not None:  # the bench times the bare step; a regularizer's work would be missing

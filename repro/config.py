@@ -10,21 +10,24 @@ Every section and key is checked before anything runs: an unknown or duplicated 
 wrong type or out of range, and settings the data cannot serve (image size, channels, classes, more
 images than the data set holds, a reference set that does not exist) fail with a :class:`ConfigError`
 whose one line names the dotted field, the value and what is allowed.
+
+This module is a leaf: it imports nothing of the library but :mod:`repro.io` and :mod:`repro.validation`. The
+checks that need a model, an objective, a regularizer or the feature network, and :func:`resolve` itself, live in
+:mod:`repro.build`, where those are built. A resolved :class:`RunConfig` and its sections are frozen: a change is a
+new config (``dataclasses.replace`` or :meth:`RunConfig.with_train` / :meth:`RunConfig.with_eval`, which re-check
+it).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .io import read_yaml
-from .models import DiTConfig, config_for, tread_routes
-from .models.routing import StochasticDepth
 from .validation import (
     ValidationError,
     as_mapping,
@@ -35,7 +38,6 @@ from .validation import (
     check_name,
     check_real,
     invalid,
-    one_line,
 )
 
 PRECISIONS = ("fp32", "bf16")
@@ -47,13 +49,39 @@ METHOD_SECTIONS = ("objective", "model", "eval", "regularizer")
 # What the Fashion-MNIST data can serve (images padded to 32x32, one channel, 10 classes).
 FASHION_MNIST = {"input_size": 32, "in_channels": 1, "num_classes": 10, "train": 60_000, "test": 10_000}
 SYNTHETIC_DEFAULT_SIZE = 1024
+# The keys of a model section: "name" and the fields of repro.models.DiTConfig (a test keeps the two the same).
+MODEL_FIELDS = (
+    "input_size",
+    "patch_size",
+    "in_channels",
+    "hidden_size",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+    "class_dropout_prob",
+    "num_classes",
+    "learn_sigma",
+    "discard_sigma",
+    "norm_placement",
+    "conditioning",
+    "norm",
+    "mlp",
+    "pos_embed",
+    "qk_norm",
+    "qk_norm_eps",
+    "adaln_shift",
+    "routes",
+    "stochastic_depth",
+    "fp32_after_route",
+    "init",
+)
 
 
 # A configuration that cannot run: the one-line message names the dotted field, the value and what is allowed.
 ConfigError = ValidationError
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     steps: int = 1000
     batch_size: int = 64  # global batch, over all processes and accumulation steps
@@ -138,7 +166,7 @@ class TrainConfig:
             raise invalid(f"{prefix}.batch_size", self.batch_size, f"must be divisible by grad_accum={self.grad_accum}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     num_samples: int = 1000
     sample_steps: int = 25
@@ -219,7 +247,7 @@ class EvalConfig:
                 raise invalid(f"{where}.{key}", values, "a list of integers")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     name: str = "fashion-mnist"
     subset: int | None = None  # use only the first N training images (after the seeded shuffle)
@@ -237,14 +265,58 @@ class DataConfig:
             raise invalid(f"{prefix}.path", self.path, f"only data.name latents reads a path, not {self.name!r}")
 
 
-@dataclass
+@dataclass(frozen=True)
+class ObjectiveConfig(Mapping):
+    """A method's objective: its ``name`` (ddpm, interpolant or edm) and the settings its class is built with, in
+    params.yaml's order. It reads as the mapping ``{"name": ..., **settings}`` (what ``to_dict`` records), so
+    ``make_objective(**cfg.objective)`` builds it; :func:`repro.build.check_objective` checks that it does."""
+
+    name: str
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "objective") -> ObjectiveConfig:
+        if not isinstance(d, Mapping) or "name" not in d:
+            raise invalid(prefix, d, "must be a mapping with a name: ddpm, interpolant or edm")
+        if list(d)[0] != "name":  # to_dict writes the name first: a config.json must read back as it was
+            d = {"name": d["name"], **d}
+        return cls(d["name"], tuple((k, copy.deepcopy(v)) for k, v in d.items() if k != "name"))
+
+    def with_settings(self, **changes: Any) -> ObjectiveConfig:
+        """This objective with ``changes`` set (a new key goes last, as it would in a dict)."""
+        settings = dict(self.settings)
+        settings.update(changes)
+        return dataclasses.replace(self, settings=tuple(settings.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **{k: copy.deepcopy(v) for k, v in self.settings}}
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "name":
+            return self.name
+        for k, v in self.settings:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        yield "name"
+        yield from (k for k, _ in self.settings)
+
+    def __len__(self) -> int:
+        return 1 + len(self.settings)
+
+
+@dataclass(frozen=True)
 class RunConfig:
+    """One run's resolved configuration (built by :func:`repro.build.resolve`), frozen: a change is a new config."""
+
     run_id: str
     scale: str
     method: str
     seed: int
-    model: DiTConfig
-    objective: dict[str, Any]
+    model: Any  # a repro.models.DiTConfig (built and checked by repro.build)
+    objective: ObjectiveConfig
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -252,15 +324,28 @@ class RunConfig:
     # repro/objectives/regularizers.py); None, the default, trains the objective alone, as every run before it did.
     regularizer: dict[str, Any] | None = None
 
+    def __post_init__(self):
+        objective = self.objective  # a mapping with a name (as params.yaml and config.json hold it) reads as one
+        if isinstance(objective, Mapping) and not isinstance(objective, ObjectiveConfig) and "name" in objective:
+            object.__setattr__(self, "objective", ObjectiveConfig.from_dict(self.objective))
+
     def validate(self) -> None:
+        """The checks that need neither a model, an objective class nor a regularizer (those are
+        :func:`repro.build.validate`'s, which runs these in the same order around its own)."""
+        self.check_sections()
+        self.check_combination()
+
+    def check_sections(self) -> None:
+        """Each section on its own: names, seed, data, train and eval."""
         for name in ("scale", "method"):
             check_name(name, getattr(self, name))
         check_int("seed", self.seed, low=0)
         self.data.validate()
         self.train.validate()
         self.eval.validate()
-        predicts_sigma = self.model.learn_sigma and not self.model.discard_sigma  # SiT's layout discards it
-        check_objective(self.objective, "objective", predicts_sigma, "model.learn_sigma")
+
+    def check_combination(self) -> None:
+        """The sections together: what the data can serve, evaluation schedules on the training's."""
         check_against_data(self, lambda section, key: f"{section}.{key}")
         every = self.eval.sample_every
         if every is not None and every % self.train.eval_every:
@@ -270,24 +355,18 @@ class RunConfig:
                 raise invalid("eval.sample_at", a, f"must be a multiple of train.eval_every={self.train.eval_every}")
         if self.eval.clip_denoised and self.data.name == "latents":
             raise invalid("eval.clip_denoised", True, "false for latents: they have no bounded range to clip to")
-        if self.regularizer is not None:
-            self.built_regularizer()
 
-    def built_regularizer(self):
-        """The regularizer of ``self.regularizer``, its blocks resolved for the model (None without one); checked
-        against the model, the objective and the micro-batch."""
-        if self.regularizer is None:
-            return None
-        from .objectives.regularizers import check_regularizer, make_regularizer
+    def with_train(self, **changes: Any) -> RunConfig:
+        """This config with ``changes`` to its train section, checked again (:meth:`validate`)."""
+        cfg = dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))
+        cfg.validate()
+        return cfg
 
-        where = lambda key: f"regularizer.{key}"  # noqa: E731
-        try:
-            reg = make_regularizer(copy.deepcopy(self.regularizer), self.model.depth)
-            micro = self.train.batch_size // self.train.grad_accum
-            check_regularizer(reg, self.model, self.objective.get("name"), micro)
-        except (ValueError, TypeError) as e:
-            raise ConfigError(where(one_line(e))) from None
-        return reg
+    def with_eval(self, **changes: Any) -> RunConfig:
+        """This config with ``changes`` to its eval section, checked again (:meth:`validate`)."""
+        cfg = dataclasses.replace(self, eval=dataclasses.replace(self.eval, **changes))
+        cfg.validate()
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -296,31 +375,13 @@ class RunConfig:
             "method": self.method,
             "seed": self.seed,
             "model": self.model.to_dict(),
-            "objective": dict(self.objective),
+            "objective": self.objective.to_dict(),
             "data": dataclasses.asdict(self.data),
             "train": dataclasses.asdict(self.train),
             "eval": dataclasses.asdict(self.eval),
             # only when set: the recorded configurations of runs without one stay as they were
             **({"regularizer": copy.deepcopy(self.regularizer)} if self.regularizer is not None else {}),
         }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        d = copy.deepcopy(d)
-        cfg = cls(
-            run_id=d["run_id"],
-            scale=d["scale"],
-            method=d["method"],
-            seed=d["seed"],
-            model=_model_config(d["model"], lambda key: f"model.{key}"),
-            objective=d["objective"],
-            data=_build(DataConfig, d.get("data", {}), "data"),
-            train=_build(TrainConfig, d.get("train", {}), "train"),
-            eval=_build(EvalConfig, d.get("eval", {}), "eval"),
-            regularizer=d.get("regularizer"),
-        )
-        cfg.validate()
-        return cfg
 
 
 def _fields(cls) -> list[str]:
@@ -380,7 +441,7 @@ def check_params(params: Any, source: str = "params") -> None:
     for section in TOP_SECTIONS:
         if not isinstance(params.get(section), dict) or not params[section]:
             raise invalid(section, params.get(section), "must be a non-empty mapping of names to settings")
-    model_keys = ["name", *_fields(DiTConfig)]
+    model_keys = ["name", *MODEL_FIELDS]
     eval_keys = _fields(EvalConfig)
     for prefix, m in _entries(params, "methods", METHOD_SECTIONS, "an objective (and optionally model, eval)"):
         if "objective" not in m:
@@ -440,99 +501,8 @@ def _check_extra_seeds(prefix: str, s: dict[str, Any], methods: dict[str, Any]) 
 
 
 # ------------------------------------------------------------------------------------------
-# Model, objective and data checks
+# Data checks
 # ------------------------------------------------------------------------------------------
-
-_MODEL_BOOLS = ("learn_sigma", "qk_norm", "adaln_shift", "fp32_after_route")
-_MODEL_NUMBERS = ("mlp_ratio", "class_dropout_prob", "qk_norm_eps")
-_NAMED = "tread"  # routes: tread / stochastic_depth: tread
-
-
-def _tread_stochastic_depth(depth: int) -> StochasticDepth:
-    """Stochastic depth over TREAD's blocks, each skipped with TREAD's rate as the probability."""
-    return StochasticDepth(*dataclasses.astuple(tread_routes(depth)[0]))
-
-
-# What ``tread`` stands for under each key, and what else the key takes
-_TREAD = {
-    "routes": (tread_routes, "a list of [start, end, rate]"),
-    "stochastic_depth": (_tread_stochastic_depth, "[start, end, prob]"),
-}
-
-
-def _model_config(model: Any, where) -> DiTConfig:
-    """A :class:`DiTConfig` from a model section; ``where(key)`` is the dotted name an error on ``key`` reports."""
-    section = where("")[:-1]
-    model = dict(as_mapping(section, model))
-    known = _fields(DiTConfig)
-    check_keys(section, model, ["name", *known])
-    name = model.pop("name", None)
-    depth = model.get("depth")
-    if name is not None:
-        try:
-            base_depth = config_for(name).depth
-        except (ValueError, TypeError, AttributeError):
-            from .models.dit import MODEL_NAMES
-
-            raise invalid(where("name"), name, f"allowed: {', '.join(MODEL_NAMES)}") from None
-    else:
-        base_depth = DiTConfig.__dataclass_fields__["depth"].default
-    for key in _MODEL_BOOLS:
-        if key in model:
-            check_bool(where(key), model[key])
-    for key in _MODEL_NUMBERS:
-        if key in model:
-            check_real(where(key), model[key])
-    if depth is None:
-        depth = base_depth
-    else:
-        check_int(where("depth"), depth)
-    for key, (expand, otherwise) in _TREAD.items():
-        value = model.get(key)
-        if isinstance(value, str):
-            if value != _NAMED:
-                raise invalid(where(key), value, f"allowed: tread (TREAD's blocks 2 to depth-4) or {otherwise}")
-            if depth < 5:
-                raise invalid(where("depth"), depth, f"{key}: tread (blocks 2 to depth-4) needs depth >= 5")
-            model[key] = expand(depth)
-    routes = model.get("routes")
-    if routes is not None and not isinstance(routes, (list, tuple)):
-        raise invalid(where("routes"), routes, "allowed: tread or a list of [start, end, rate]")
-    try:
-        return config_for(name, **model) if name else DiTConfig(**model)
-    except (ValueError, TypeError) as e:
-        raise _attribute(e, where, known, section) from None
-
-
-def _attribute(e: BaseException, where, keys, fallback: str) -> ConfigError:
-    """``e``'s message (``"key...: what"``) with its leading key replaced by the dotted name ``where(key)``."""
-    msg = one_line(e)
-    m = re.match(r"[a-z_][a-z0-9_]*", msg)
-    if m and m.group() in keys:
-        return ConfigError(where(m.group()) + msg[m.end() :])
-    return ConfigError(f"{fallback}: {msg}")
-
-
-def check_objective(objective: Any, prefix: str, learn_sigma: bool, sigma_field: str) -> None:
-    """The objective settings build an objective, and the model's ``learn_sigma`` is what it needs."""
-    from .objectives import OBJECTIVES
-
-    if not isinstance(objective, dict) or "name" not in objective:
-        raise invalid(prefix, objective, "must be a mapping with a name: ddpm, interpolant or edm")
-    name = objective["name"]
-    if not isinstance(name, str) or name not in OBJECTIVES:
-        raise invalid(f"{prefix}.name", name, f"allowed: {', '.join(OBJECTIVES)}")
-    cls = OBJECTIVES[name]
-    allowed = [f.name for f in dataclasses.fields(cls) if f.init]
-    settings = {k: v for k, v in objective.items() if k != "name"}
-    check_keys(prefix, settings, ["name", *allowed], f"setting of objective {name!r}")
-    try:
-        built = cls(**settings)
-    except (ValueError, TypeError) as e:
-        raise _attribute(e, lambda key: f"{prefix}.{key}", allowed, prefix) from None
-    wants_sigma = getattr(built, "learn_sigma", False)
-    if wants_sigma != learn_sigma:
-        raise invalid(sigma_field, learn_sigma, f"objective {name!r} needs learn_sigma={wants_sigma}")
 
 
 def check_against_data(cfg: RunConfig, where) -> None:
@@ -565,138 +535,9 @@ def check_against_data(cfg: RunConfig, where) -> None:
                 raise invalid(where("eval", "val_size"), e.val_size, f"must be <= {n}, the synthetic data's size")
 
 
-def check_data_files(cfg: RunConfig) -> None:
-    """What only the files can tell, checked before training starts: latent shards that match the model (channels,
-    size, classes, counts), and the feature network the sample metrics need."""
-    d, m, e = cfg.data, cfg.model, cfg.eval
-    if d.name == "latents":
-        path = Path(d.path) / "manifest.json"
-        if not path.is_file():
-            raise invalid("data.path", d.path, "must be a folder of latent shards with a manifest.json")
-        try:
-            manifest = json.loads(path.read_text())
-            channels, height, width = manifest["latent_shape"][-3:]
-            classes, count = len(manifest["classes"]), int(manifest["count"])
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise ConfigError(f"{path}: not a latent-shards manifest ({type(exc).__name__}: {exc})") from None
-        for key, value, want in (("in_channels", m.in_channels, channels), ("input_size", m.input_size, height)):
-            if value != want:
-                raise invalid(f"model.{key}", value, f"the latents in {d.path} need {key} = {want}")
-        if height != width:
-            raise ConfigError(f"{path}: latents of {height}x{width}; the model needs square inputs")
-        if m.num_classes < classes:
-            raise invalid("model.num_classes", m.num_classes, f"must be >= {classes}, the classes in {d.path}")
-        if d.subset is not None and d.subset > count:
-            raise invalid("data.subset", d.subset, f"must be <= {count}, the latents in {d.path}")
-        if e.val_size > (d.subset or count):
-            raise invalid("eval.val_size", e.val_size, f"must be <= {d.subset or count}, the latents used")
-    if d.name == "fashion-mnist" and cfg.eval.metrics:
-        from .metrics import featurenet
-
-        featurenet.register(None)  # raises naming the weights file when it is missing or does not match
-
-
 # ------------------------------------------------------------------------------------------
 # One run
 # ------------------------------------------------------------------------------------------
-
-
-def resolve(params: dict[str, Any], scale: str, method: str, seed: int) -> RunConfig:
-    """The complete configuration of one run: the scale's settings merged with the method's."""
-    check_params(params)
-    scales, methods = params["scales"], params["methods"]
-    if scale not in scales:
-        raise invalid("--scale", scale, f"allowed: {', '.join(scales)}")
-    if method not in methods:
-        raise invalid("--method", method, f"allowed: {', '.join(methods)}")
-    check_int("--seed", seed, low=0)
-    s, m = scales[scale], methods[method]
-    s_model, m_model = as_mapping("model", s.get("model")), as_mapping("model", m.get("model"))
-    s_eval, m_eval = as_mapping("eval", s.get("eval")), as_mapping("eval", m.get("eval"))
-
-    def where(section: str, key: str) -> str:
-        if section in ("model", "eval") and key in (m_model if section == "model" else m_eval):
-            return f"methods.{method}.{section}.{key}"
-        if section in ("objective", "regularizer"):
-            return f"methods.{method}.{section}.{key}"
-        return f"scales.{scale}.{section}.{key}"
-
-    cfg = RunConfig(
-        run_id=f"{scale}-{method}-s{seed}",
-        scale=scale,
-        method=method,
-        seed=seed,
-        model=_model_config({**s_model, **m_model}, lambda key: where("model", key)),
-        objective=dict(m["objective"]),
-        data=_build(DataConfig, s.get("data"), f"scales.{scale}.data"),
-        train=_build(TrainConfig, s.get("train"), f"scales.{scale}.train"),
-        eval=_build(EvalConfig, {**s_eval, **m_eval}, f"scales.{scale}.eval"),
-        regularizer=copy.deepcopy(m["regularizer"]) if "regularizer" in m else None,
-    )
-    if cfg.eval.clip_denoised is True:  # a property of the data (pixels): every method's sampler clips
-        cfg.objective["clip_denoised"] = True
-    _validate_as(cfg, where)
-    if cfg.regularizer is not None:  # recorded with its blocks resolved for the scale's depth
-        from .objectives.regularizers import settings_of
-
-        cfg.regularizer = settings_of(cfg.built_regularizer())
-    if cfg.train.equal_cost == "macs":
-        equalize_macs(cfg)
-        _validate_as(cfg, where)
-    return cfg
-
-
-def _validate_as(cfg: RunConfig, where) -> None:
-    """``cfg.validate()`` with its errors naming params.yaml's dotted fields."""
-    try:
-        cfg.validate()
-    except ConfigError as e:
-        msg = str(e)
-        section, _, rest = msg.partition(".")
-        if section in ("model", "data", "train", "eval", "objective", "regularizer") and rest:
-            raise _attribute(ConfigError(rest), lambda key: where(section, key), _all_keys(section), section) from None
-        raise
-
-
-def _all_keys(section: str) -> list[str]:
-    from .objectives import OBJECTIVES
-
-    classes = {"model": [DiTConfig], "data": [DataConfig], "train": [TrainConfig], "eval": [EvalConfig]}
-    classes["objective"] = list(OBJECTIVES.values())
-    if section == "regularizer":
-        from .objectives.regularizers import SRA, Dispersive
-
-        classes["regularizer"] = [Dispersive, SRA]
-    return ["name"] + [f.name for c in classes[section] for f in dataclasses.fields(c)]
-
-
-def run_step_macs(cfg: RunConfig) -> int:
-    """Training MACs of one step of the run: the model's forward and backward (routes active, stochastic depth at
-    its expectation) and its regularizer's extra work (SRA's EMA teacher and projector, the dispersive loss's
-    pairwise products)."""
-    from .models import train_step_macs
-
-    macs = train_step_macs(cfg.model, cfg.train.batch_size)
-    if cfg.regularizer is None:
-        return macs
-    from .objectives.regularizers import extra_macs
-
-    return macs + extra_macs(cfg.built_regularizer(), cfg.model, cfg.train.batch_size)
-
-
-def equalize_macs(cfg: RunConfig) -> None:
-    """Scale the step count by (dense step MACs) / (this method's step MACs); evaluations and checkpoints
-    follow at the same MAC points as the dense run's (``TrainConfig.step_scale``). The dense step is the model's
-    without routes, stochastic depth or a regularizer, so a regularizer's extra MACs buy it fewer steps."""
-    if not cfg.model.routes and cfg.model.stochastic_depth is None and cfg.regularizer is None:
-        return
-    from .models import train_step_macs
-
-    dense = cfg.model.replace(routes=(), stochastic_depth=None)
-    ratio = train_step_macs(dense, cfg.train.batch_size) / run_step_macs(cfg)
-    t = cfg.train
-    t.step_scale = ratio
-    t.steps = max(1, round(t.steps * ratio))
 
 
 def runs_of(params: dict[str, Any], scale: str) -> list[tuple[str, int]]:

@@ -98,7 +98,8 @@ def run_eval_bench(
     """Time ``reps`` evaluations of each path, alternated; see the module docstring. ``threads``: the CPU threads
     (default: the scale's ``train.threads``, what its runs evaluate with); the fast path's workers are one per
     thread, so at one thread the two paths do the same work."""
-    from .config import load_params, resolve
+    from .build import resolve
+    from .config import load_params
     from .metrics import fid
     from .runtime import cpu_setup, device_name
     from .train import TrainData, validation_batch

@@ -254,15 +254,15 @@ class Progress:
         self.log(f"[{i + 1}/{len(self.expected)}] finished {run_id} in {_minutes(self.took[i])}; {self._tail()}")
 
 
-def prefix_config(cfg, golden: dict, points: int) -> float | None:
-    """Make ``cfg`` train to ``golden``'s ``points``-th evaluation, computing sample quality only where the golden
-    has some to compare in that prefix (else its last point would score an FID nothing compares); the golden's
-    training seconds there (None when not recorded)."""
+def prefix_config(cfg, golden: dict, points: int):
+    """``cfg`` made to train to ``golden``'s ``points``-th evaluation, computing sample quality only where the
+    golden has some to compare in that prefix (else its last point would score an FID nothing compares), and the
+    golden's training seconds there (None when not recorded)."""
     prefix = golden["points"][:points]
-    cfg.train.steps = prefix[-1]["step"]
+    cfg = cfg.with_train(steps=prefix[-1]["step"])
     if all(pt.get("fid") is None for pt in prefix):
-        cfg.eval.metrics = ()
-    return _number(prefix[-1].get("seconds"))
+        cfg = cfg.with_eval(metrics=())
+    return cfg, _number(prefix[-1].get("seconds"))
 
 
 def rerun(
@@ -297,7 +297,8 @@ def rerun(
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
-    from .config import ConfigError, load_params, resolve, runs_of
+    from .build import resolve
+    from .config import ConfigError, load_params, runs_of
     from .io import atomic_write_json
     from .runtime import side_by_side
 
@@ -326,7 +327,9 @@ def rerun(
             raise ConfigError(f"--points: {points!r} is not allowed; must be a positive integer")
         absent = [r for r in runs if (r[0], r[1]) not in goldens]
         runs = [r for r in runs if r not in absent]  # a prefix needs its golden: a campaign not yet run has none
-        expected = [prefix_config(cfg, goldens[method, seed], points) for method, seed, cfg in runs]
+        prefixed = [prefix_config(cfg, goldens[method, seed], points) for method, seed, cfg in runs]
+        runs = [(method, seed, cfg) for (method, seed, _), (cfg, _) in zip(runs, prefixed)]
+        expected = [seconds for _, seconds in prefixed]
     cpu = (device or "cpu").startswith("cpu")
     jobs = side_by_side(jobs, [cfg.train.threads for *_, cfg in runs], scale, cpu)
     args = [(cfg, str(out_dir / cfg.run_id), device) for *_, cfg in runs]  # a RunConfig pickles to a worker

@@ -63,7 +63,7 @@ def _paths(method_cfg: Any) -> set[tuple[str, str]]:
 def uncovered(params: dict[str, Any], scale: str) -> dict[str, list[str]]:
     """``"field=value" -> [methods]``: each code path that a method of ``scale`` takes and no member of the
     scale's declared subset takes, with the methods that take it. Empty when the subset covers the scale."""
-    from .config import resolve
+    from .build import resolve
 
     methods = params["scales"][scale]["methods"]
     members = MEMBERS.get(scale, {})

@@ -44,7 +44,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError, RunConfig, check_data_files, run_step_macs
+from .build import built_regularizer, check_data_files, run_step_macs
+from .config import ConfigError, RunConfig
 from .data.loader import SEED_STRIDE, TrainData, validation_batch
 from .evaluation import evaluate, extra_fid
 from .io import (
@@ -93,7 +94,7 @@ class RunState:
         ema = copy.deepcopy(model).requires_grad_(False).eval()
         tc = cfg.train
         # built after the model from a generator of its own: the model's initial weights are those without it
-        projector = projector_for(cfg.built_regularizer(), cfg.model.hidden_size, cfg.seed)
+        projector = projector_for(built_regularizer(cfg), cfg.model.hidden_size, cfg.seed)
         params = model.parameters()
         if projector is not None:
             projector = projector.to(device)
@@ -380,8 +381,8 @@ class BudgetHook(Hook):
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             out = bool(flag.item())
         if out and run.state.step < tc.steps:
-            tc.steps = run.state.step  # an equal wall-clock budget: this is the run's last step
-            run.say(f"{run.cfg.run_id}: training time budget of {tc.max_seconds} s reached at step {tc.steps}")
+            run.cfg = run.cfg.with_train(steps=run.state.step)  # an equal wall-clock budget: this is the last step
+            run.say(f"{run.cfg.run_id}: training time budget of {tc.max_seconds} s reached at step {run.state.step}")
 
 
 class EvalHook(Hook):
@@ -391,7 +392,8 @@ class EvalHook(Hook):
     GRID = 100  # final samples in samples.png: 10 rows x 10 columns, a column per class
 
     def __init__(self, run: Run, on_eval: Callable[[dict], None] | None):
-        super().__init__(run.cfg.train.is_eval_step)  # reads train.steps when asked: a budget may end it early
+        # reads run.cfg when asked: reaching the targets ends the run early (a new config with fewer steps)
+        super().__init__(lambda step: run.cfg.train.is_eval_step(step))
         self.on_eval = on_eval
         self.val = validation_batch(run.cfg, run.data)
 
@@ -420,7 +422,7 @@ class EvalHook(Hook):
             stop = not last and run.targets is not None and targets_reached(run, [*s.points, point])
             extra = run.cfg.eval.extra_fid
             if extra and with_samples and run.cfg.seed in extra["seeds"]:
-                steps = extra["sample_steps"].get(run.cfg.objective["name"])
+                steps = extra["sample_steps"].get(run.cfg.objective.name)
                 if steps and (last or stop or run.cfg.train.at_dense(s.step, extra["at"])):
                     point.update(extra_fid(s.ema, run.objective, run.cfg, run.device, steps))
             if (last or stop) and "samples" in keep and run.cfg.model.in_channels in (1, 3):
@@ -435,7 +437,7 @@ class EvalHook(Hook):
             dist.broadcast(flag, 0)
             stop = bool(flag.item())
         if stop:  # every rank ends here: this step is now the run's last, so the checkpoint hook saves it
-            run.cfg.train.steps = run.state.step
+            run.cfg = run.cfg.with_train(steps=run.state.step)
             run.say(f"{run.cfg.run_id}: targets reached at {run.cfg.train.target_patience} evaluations in a row")
         if run.rank == 0 and self.on_eval is not None:
             self.on_eval(run.curve())
@@ -467,7 +469,7 @@ def targets_reached(run: Run, points: Sequence[dict[str, Any]]) -> bool:
     """Whether the last ``train.target_patience`` sample-quality points of ``points`` all reach the targets that
     apply to this run (FID; the validation loss only on the targets' objective)."""
     t, need = run.targets, run.cfg.train.target_patience
-    same = t["val_loss"] is not None and t["objective"] == run.cfg.objective["name"]
+    same = t["val_loss"] is not None and t["objective"] == run.cfg.objective.name
     sampled = [p for p in points if p.get("fid") is not None]
     if len(sampled) < need:
         return False
@@ -479,7 +481,7 @@ class CheckpointHook(Hook):
     the last step, after checking that the loss since the last check is finite."""
 
     def __init__(self, run: Run):
-        super().__init__(run.cfg.train.is_ckpt_step)
+        super().__init__(lambda step: run.cfg.train.is_ckpt_step(step))
 
     def __call__(self, run: Run) -> None:
         run.loss.check()  # raises before a diverged state could be written
@@ -700,7 +702,7 @@ def make_step_fn(
     :func:`train_step` through DDP when ``world > 1`` and ``torch.compile`` when ``compile``."""
     tc = run_cfg.train
     micro = tc.batch_size // (world * tc.grad_accum)
-    regularizer = run_cfg.built_regularizer()
+    regularizer = built_regularizer(run_cfg)
     if state.projector is not None and world > 1:
         raise ConfigError(
             f"regularizer: {run_cfg.regularizer['name']!r} trains a projector outside DDP; allowed: one process"
@@ -845,7 +847,7 @@ def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, co
     if tc.to_target is not None:
         run.targets = load_targets(tc.to_target)
         if targets_reached(run, state.points):  # stopped there before a kill left curve.json unwritten
-            tc.steps = state.step
+            run.cfg = run.cfg.with_train(steps=state.step)
     log = LogHook(run, quiet, live)
     hooks = [log]
     if tc.max_seconds is not None:

@@ -16,7 +16,8 @@ import math
 import pytest
 import torch
 
-from repro.config import load_params, resolve
+from repro.build import resolve
+from repro.config import load_params
 from repro.models import DiT
 from repro.objectives import make_objective
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from repro.build import from_dict
 from repro.campaign import DIVERGED, Stage, parse_stage_name, pending, plan_fits, run_campaign, seed_major
 from repro.config import ConfigError, RunConfig, check_params, load_params, runs_of
 
@@ -53,7 +54,7 @@ def _fashion_run(tmp_path, **eval_overrides) -> RunConfig:
         "eval": dict(metrics=["fid"], num_samples=20, sample_steps=2, batch_size=20, val_size=8, val_points=2),
     }
     d["eval"].update(eval_overrides)
-    return RunConfig.from_dict(d)
+    return from_dict(d)
 
 
 def test_sample_every_must_be_a_multiple_of_eval_every(tmp_path):

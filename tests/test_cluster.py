@@ -14,13 +14,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from repro.build import from_dict
 from repro.cli import main
 from repro.config import RunConfig
 from repro.train import EXIT_PREEMPTED, EvalHook, agree_on_step, train
 
 
 def tiny_run(**train_overrides) -> RunConfig:
-    return RunConfig.from_dict(
+    return from_dict(
         {
             "run_id": "test-dit-s0",
             "scale": "smoke",

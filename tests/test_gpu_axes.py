@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from repro import gpu
+from repro.build import resolve
 from repro.commands import gpu as gpu_cli
-from repro.config import load_params, resolve
+from repro.config import load_params
 from repro.gpu import axes as gpu_axes
 from repro.gpu.land import land_parts
 from repro.models import train_step_macs

@@ -12,6 +12,9 @@ repro/ is read with ``ast`` (function-level imports too) and checked against the
 - ``repro/speedup/`` is arithmetic over committed curves: it imports no training code (``repro.train``,
   ``repro.campaign``, ``repro.sample``, ``repro.models``, ``repro.objectives``) and not the ledger (``repro.evidence``
   reads its records, not the other way round).
+- ``repro/config.py`` is a leaf: no ``repro.models``, ``repro.objectives``, ``repro.metrics``, ``repro.train`` or
+  ``repro.data`` (what needs them is ``repro/build.py``'s); of the library it imports only ``repro.io`` and
+  ``repro.validation``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ NEVER: dict[str, tuple[str, ...]] = {
     "repro/speedup/": (
         "repro.train", "repro.campaign", "repro.sample", "repro.models", "repro.objectives", "repro.evidence",
     ),
+    "repro/config.py": ("repro.models", "repro.objectives", "repro.metrics", "repro.train", "repro.data"),
 }  # fmt: skip
+# What repro/config.py may import of the library: the leaf helpers.
+CONFIG_LEAVES = ("repro.io", "repro.validation")
 
 
 def _module_name(rel: str) -> str:
@@ -122,6 +128,14 @@ def test_no_module_breaks_a_layer_rule():
     assert not found, "\n".join(found)
 
 
+def test_config_imports_only_leaf_helpers_of_the_library():
+    rel = "repro/config.py"
+    found = {m for m, _, _ in imports((ROOT / rel).read_text(), rel) if m == "repro" or m.startswith("repro.")}
+    assert found, "the checker must see config.py's imports of repro.io and repro.validation"
+    outside = sorted(m for m in found if not _matches(m, CONFIG_LEAVES))
+    assert not outside, f"{rel} imports {outside}; only {CONFIG_LEAVES} of the library"
+
+
 def test_every_command_is_a_module_of_repro_commands_and_back():
     from repro import cli
 
@@ -146,6 +160,11 @@ def test_every_command_is_a_module_of_repro_commands_and_back():
         ("repro/speedup/x.py", "def f():\n    from ..train import train\n", "imports repro.train"),
         ("repro/speedup/x.py", "from ..evidence.rules import holm\n", "imports repro.evidence"),
         ("repro/speedup/__init__.py", "from ..models import DiT\n", "imports repro.models"),
+        ("repro/config.py", "from .models import DiTConfig\n", "imports repro.models"),
+        ("repro/config.py", "def f():\n    from .objectives import OBJECTIVES\n", "imports repro.objectives"),
+        ("repro/config.py", "def f():\n    from .metrics import featurenet\n", "imports repro.metrics"),
+        ("repro/config.py", "import repro.train\n", "imports repro.train"),
+        ("repro/config.py", "from .data.loader import TrainData\n", "imports repro.data"),
     ],
 )
 def test_the_checker_finds_a_planted_violation(rel, source, expected):

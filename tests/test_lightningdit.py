@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.config import load_params, resolve
+from repro.build import resolve
+from repro.config import load_params
 from repro.models import DiT, DiTConfig
 from repro.models.layers import swiglu_width
 from repro.models.lightningdit import (

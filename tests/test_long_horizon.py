@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from repro.build import from_dict, resolve
 from repro.campaign import pending, run_campaign
-from repro.config import ConfigError, RunConfig, load_params, resolve
+from repro.config import ConfigError, RunConfig, load_params
 from repro.speedup import compare, published_tread_ladder, speedup_report, train_targets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def fashion_run(**changes) -> RunConfig:
     }
     for section, values in changes.items():
         d[section].update(values)
-    return RunConfig.from_dict(d)
+    return from_dict(d)
 
 
 @pytest.fixture

@@ -237,7 +237,8 @@ def test_the_sanity_gate_is_not_laxer_than_the_runs_own_fid_protocol(report_meas
     images and another reference both raise the FID, so the committed rung should not be above the matched one."""
     from pathlib import Path
 
-    from repro.config import load_params, resolve
+    from repro.build import resolve
+    from repro.config import load_params
 
     root = Path(__file__).resolve().parents[1]
     rung = json.loads((root / "goldens" / "micro" / "reference.json").read_text())["blur"]["1.0"]

@@ -10,8 +10,9 @@ import json
 
 import pytest
 
+from repro.build import resolve
 from repro.cli import main
-from repro.config import load_params, resolve, runs_of
+from repro.config import load_params, runs_of
 from repro.golden import compare_folders
 from repro.io import atomic_write_json
 from repro.train import train

@@ -84,11 +84,12 @@ def test_cpu_model_names_the_generation_where_the_kernel_gives_it():
 
 
 def test_a_training_run_records_its_cpu_and_whether_it_was_compiled(tmp_path):
-    from repro.config import load_params, resolve
+    from repro.build import resolve
+    from repro.config import load_params
     from repro.train import train
 
     cfg = resolve(load_params(), "smoke", "dit", 0)
-    cfg.train.steps = cfg.train.eval_every = cfg.train.ckpt_every = 2
+    cfg = cfg.with_train(steps=2, eval_every=2, ckpt_every=2)
     result = train(cfg, tmp_path / "run", quiet=True)
     prov = result["provenance"]
     assert prov["compiled"] is False

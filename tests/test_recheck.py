@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from repro.config import ConfigError, load_params, resolve
+from repro.build import resolve
+from repro.config import ConfigError, load_params
 from repro.golden import Progress, describe_gap, largest_gap, prefix_config, print_report
 from repro.recheck import MEMBERS, POINTS, SEED, uncovered
 
@@ -98,10 +99,11 @@ def test_the_report_prints_each_runs_gap(capsys):
 def test_a_prefix_computes_sample_quality_only_where_the_golden_has_some(params):
     cfg = resolve(params, "micro", "dit", 0)
     assert cfg.eval.metrics
-    assert prefix_config(cfg, _curve([1.0, 0.5, 0.3], [None, None, 20.0]), 2) == 20.0
-    assert cfg.train.steps == 200 and cfg.eval.metrics == ()
-    cfg = resolve(params, "micro", "dit", 0)
-    prefix_config(cfg, _curve([1.0, 0.5, 0.3], [None, None, 20.0]), 3)
+    prefixed, seconds = prefix_config(cfg, _curve([1.0, 0.5, 0.3], [None, None, 20.0]), 2)
+    assert seconds == 20.0
+    assert prefixed.train.steps == 200 and prefixed.eval.metrics == ()
+    assert cfg.train.steps != 200 and cfg.eval.metrics  # the resolved config is left as it was
+    cfg, _ = prefix_config(cfg, _curve([1.0, 0.5, 0.3], [None, None, 20.0]), 3)
     assert cfg.train.steps == 300 and cfg.eval.metrics == tuple(params["scales"]["micro"]["eval"]["metrics"])
 
 

@@ -14,7 +14,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from repro.config import RunConfig, load_params, resolve, run_step_macs
+from repro.build import built_regularizer, from_dict, resolve, run_step_macs
+from repro.config import load_params
 from repro.models import DiT, DiTConfig, dit_forward_macs, train_step_macs
 from repro.objectives import make_objective
 from repro.objectives.regularizers import (
@@ -106,7 +107,7 @@ def test_dispersive_loss_needs_a_batch_of_two(shape):
 def test_dispersive_needs_two_samples_a_micro_batch_in_a_run():
     d = _run_dict("dispersive", batch_size=2, grad_accum=2)
     with pytest.raises(ValueError, match=r"regularizer\.name.*needs >= 2 samples a micro-batch"):
-        RunConfig.from_dict(d)
+        from_dict(d)
 
 
 def test_dispersive_gradient_reaches_the_model_only_through_the_chosen_blocks_tokens():
@@ -197,7 +198,7 @@ def test_sra_blocks_default_to_the_releases_fractions_of_the_depth():
 
 
 def _sra_setup(seed=0):
-    cfg = RunConfig.from_dict(_run_dict("sra"))
+    cfg = from_dict(_run_dict("sra"))
     state = RunState.create(cfg, torch.device("cpu"))
     for m in (state.model, state.ema):  # open the gates and let t matter: every block's weights and t count
         for block in m.blocks:
@@ -207,7 +208,7 @@ def _sra_setup(seed=0):
         for lin in (m.t_embedder.mlp[0], m.t_embedder.mlp[2]):
             torch.nn.init.normal_(lin.weight, generator=torch.Generator().manual_seed(2), std=0.5)
     objective = make_objective(**cfg.objective)
-    reg = cfg.built_regularizer()
+    reg = built_regularizer(cfg)
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(6, 1, 8, 8, generator=g), torch.randint(0, 4, (6,), generator=g)
     return cfg, state, objective, reg, draw_micro_batch(objective, state.model, x, y, g, reg)
@@ -286,19 +287,19 @@ def test_sra_refuses_what_it_does_not_implement():
     d = _run_dict("sra")
     d["objective"], d["model"]["learn_sigma"] = {"name": "interpolant"}, False
     with pytest.raises(ValueError, match=r"regularizer\.name.*ddpm"):
-        RunConfig.from_dict(d)
+        from_dict(d)
     d = _run_dict("sra")
     d["model"]["routes"] = [(1, 2, 0.5)]
     with pytest.raises(ValueError, match=r"regularizer\.name.*routes"):
-        RunConfig.from_dict(d)
+        from_dict(d)
     d = _run_dict("sra")
     d["regularizer"]["teacher_block"] = 4
     with pytest.raises(ValueError, match=r"regularizer\.teacher_block"):
-        RunConfig.from_dict(d)
+        from_dict(d)
     d = _run_dict("dispersive")
     d["regularizer"]["tau"] = 0.5
     with pytest.raises(ValueError, match=r"regularizer\.tau.*not a setting"):
-        RunConfig.from_dict(d)
+        from_dict(d)
 
 
 def test_a_bad_regularizer_in_params_names_its_dotted_field(tmp_path):
@@ -367,8 +368,8 @@ def test_new_methods_are_in_no_scales_list_of_runs():
 def test_without_a_regularizer_the_step_is_the_objectives_alone():
     """The same state after a step: train_step with no regularizer, and the loss, backward, AdamW and EMA update
     written out here."""
-    cfg = RunConfig.from_dict({**_run_dict("dispersive"), "regularizer": None})
-    assert cfg.built_regularizer() is None and "regularizer" not in cfg.to_dict()
+    cfg = from_dict({**_run_dict("dispersive"), "regularizer": None})
+    assert built_regularizer(cfg) is None and "regularizer" not in cfg.to_dict()
     step_fn = make_step_fn(cfg, RunState.create(cfg, torch.device("cpu")), None, None, "cpu", 0, 1, False)
     assert not hasattr(step_fn, "objective_meter")  # its log lines keep their keys
     a, b = (RunState.create(cfg, torch.device("cpu")) for _ in range(2))
@@ -393,7 +394,7 @@ def test_without_a_regularizer_the_step_is_the_objectives_alone():
 
 @pytest.mark.parametrize("name", ["dispersive", "sra"])
 def test_smoke_training_is_finite_resumes_bitwise_and_records_its_macs(tmp_path, name):
-    cfg = RunConfig.from_dict(_run_dict(name))
+    cfg = from_dict(_run_dict(name))
     curve = train(cfg, tmp_path / "full", quiet=True)
     assert curve["complete"] and curve["train_step_macs"] == run_step_macs(cfg)
     assert curve["train_step_macs"] > train_step_macs(cfg.model, cfg.train.batch_size)
@@ -401,14 +402,14 @@ def test_smoke_training_is_finite_resumes_bitwise_and_records_its_macs(tmp_path,
     logged = [line["loss"] for line in lines]
     assert len(logged) == 6 and all(math.isfinite(v) for v in logged)
     # the objective's loss alone is logged beside the total; their difference is the weighted term
-    term = [(line["loss"] - line["objective_loss"]) / cfg.built_regularizer().weight for line in lines]
+    term = [(line["loss"] - line["objective_loss"]) / built_regularizer(cfg).weight for line in lines]
     if name == "dispersive":  # a term in [-log 6, 0] (a micro-batch of 6)
         assert all(-math.log(6) - 1e-4 <= v <= 1e-6 for v in term)
     else:  # a smooth L1 distance: positive
         assert all(v > 0 for v in term)
     assert all(math.isfinite(p["val_loss"]) for p in curve["points"])
     recorded = json.loads((tmp_path / "full" / "config.json").read_text())
-    assert recorded["regularizer"]["name"] == name and RunConfig.from_dict(recorded).to_dict() == cfg.to_dict()
+    assert recorded["regularizer"]["name"] == name and from_dict(recorded).to_dict() == cfg.to_dict()
     # interrupted at the step-4 checkpoint and resumed: the same weights (the projector too) as without a break
     train(cfg, tmp_path / "split", quiet=True, stop_after=4)
     train(cfg, tmp_path / "split", quiet=True)
@@ -423,8 +424,7 @@ def test_smoke_training_is_finite_resumes_bitwise_and_records_its_macs(tmp_path,
 @pytest.mark.parametrize("method", ["dit-dispersive", "dit-sra"])
 def test_smoke_scale_runs_each_method(tmp_path, method, fashion_mnist_data):
     cfg = resolve(load_params("params.yaml"), "smoke", method, 0)
-    cfg.train.steps, cfg.eval.metrics = 3, ()
-    cfg.validate()
+    cfg = cfg.with_train(steps=3).with_eval(metrics=())
     curve = train(cfg, tmp_path / method, quiet=True)
     assert curve["complete"] and all(math.isfinite(p["val_loss"]) for p in curve["points"])
 

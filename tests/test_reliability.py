@@ -325,7 +325,8 @@ def test_unreadable_params_files(tmp_path, capsys, text, names, before):
 
 
 def test_a_scale_may_have_any_name(tmp_path):
-    from repro.config import load_params, resolve
+    from repro.build import resolve
+    from repro.config import load_params
 
     params = copy.deepcopy(PARAMS)
     params["scales"]["laptop"] = params["scales"]["smoke"]
@@ -470,7 +471,8 @@ def test_the_lock_is_held_by_a_process_not_a_file(tmp_path):
 
 
 def test_resume_reports_its_step_cleans_leftovers_and_logs_each_step_once(tmp_path, capsys):
-    from repro.config import load_params, resolve
+    from repro.build import resolve
+    from repro.config import load_params
     from repro.train import train
 
     params = load_params(write_yaml(tmp_path / "tiny.yaml", TINY))
@@ -519,7 +521,8 @@ CHECKPOINTS = _checkpoint_cases()
 
 @pytest.mark.parametrize("damage,names,before", [c[1:] for c in CHECKPOINTS], ids=[c[0] for c in CHECKPOINTS])
 def test_damaged_checkpoints_name_the_file(tmp_path, capsys, tiny_params, damage, names, before):
-    from repro.config import load_params, resolve
+    from repro.build import resolve
+    from repro.config import load_params
     from repro.train import train
 
     out = tmp_path / "run"
@@ -534,7 +537,8 @@ def test_damaged_checkpoints_name_the_file(tmp_path, capsys, tiny_params, damage
 
 
 def test_a_checkpoint_without_its_config_is_not_resumed(tmp_path, capsys, tiny_params):
-    from repro.config import load_params, resolve
+    from repro.build import resolve
+    from repro.config import load_params
     from repro.train import train
 
     out = tmp_path / "run"

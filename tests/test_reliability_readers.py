@@ -343,7 +343,8 @@ def test_rerun_checks_its_goldens_before_training(tmp_path, capsys):
 def _tiny_run(tmp_path: Path, stop_after: int) -> tuple[Path, Path]:
     from test_reliability import TINY, write_yaml
 
-    from repro.config import load_params, resolve
+    from repro.build import resolve
+    from repro.config import load_params
     from repro.train import train
 
     params = write_yaml(tmp_path / "tiny.yaml", TINY)
@@ -393,7 +394,8 @@ def test_sample_refuses_a_checkpoint_of_another_model_in_a_run_directory(tmp_pat
 
     from test_reliability import TINY, write_yaml
 
-    from repro.config import load_params, resolve
+    from repro.build import resolve
+    from repro.config import load_params
     from repro.train import train
 
     _, run = _tiny_run(tmp_path, 2)

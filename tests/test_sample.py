@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from repro.build import resolve
 from repro.cli import main
-from repro.config import load_params, resolve
+from repro.config import load_params
 from repro.metrics.grid import grid_array, save_grid, to_uint8
 from repro.models import DiT
 from repro.objectives import make_objective

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from repro.config import load_params, resolve
+from repro.build import resolve
+from repro.config import load_params
 from repro.models import DiT, config_for, create
 from repro.objectives import Interpolant
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import socket
@@ -12,7 +13,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from repro.config import RunConfig, load_params, resolve, runs_of
+from repro.build import from_dict, resolve
+from repro.config import RunConfig, load_params, runs_of
 from repro.models import DiT, train_step_macs
 from repro.objectives import make_objective
 from repro.train import MicroBatch, RunState, TrainingDiverged, draw_micro_batch, train, train_step
@@ -44,7 +46,7 @@ def tiny_run(tmp_path=None, **train_overrides) -> RunConfig:
         },
         "eval": dict(metrics=[], val_size=8, val_points=2),
     }
-    return RunConfig.from_dict(d)
+    return from_dict(d)
 
 
 def state(run_dir):
@@ -62,7 +64,7 @@ def test_run_directory_and_curve(tmp_path):
         assert p["seconds"] > 0 and p["val_loss"] > 0
     assert curve["provenance"]["torch"] == torch.__version__ and curve["provenance"]["seed"] == 0
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert RunConfig.from_dict(cfg).to_dict() == tiny_run().to_dict()
+    assert from_dict(cfg).to_dict() == tiny_run().to_dict()
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
 
@@ -250,7 +252,7 @@ def test_bad_run_config_names_the_field(section, key, value, field):
     d = tiny_run().to_dict()
     d[section][key] = value
     with pytest.raises(ValueError) as err:
-        RunConfig.from_dict(d)
+        from_dict(d)
     assert field in str(err.value)
 
 
@@ -258,7 +260,7 @@ def test_objective_and_learned_sigma_must_agree():
     d = tiny_run().to_dict()
     d["objective"] = {"name": "ddpm"}
     with pytest.raises(ValueError, match="learn_sigma"):
-        RunConfig.from_dict(d)
+        from_dict(d)
 
 
 def test_equal_mac_budget_gives_cheaper_steps_more_steps():
@@ -295,8 +297,7 @@ def test_equal_mac_budget_evaluates_at_the_dense_runs_mac_points(scale, method):
 
 
 def test_schedule_without_a_step_scale_is_every_k_steps_and_the_last():
-    t = tiny_run().train
-    t.steps, t.eval_every = 10, 3
+    t = dataclasses.replace(tiny_run().train, steps=10, eval_every=3)
     assert [s for s in range(1, 11) if t.is_eval_step(s)] == [3, 6, 9, 10]
     with pytest.raises(ValueError, match="train.step_scale"):
         tiny_run(step_scale=0).validate()
@@ -343,7 +344,7 @@ def test_clip_denoised_is_a_scale_setting_on_for_the_micro_campaign_and_refused_
     d = tiny_run().to_dict()
     d["eval"]["fid_blocks"] = 0
     with pytest.raises(ValueError, match="eval.fid_blocks: 0"):
-        RunConfig.from_dict(d)
+        from_dict(d)
 
 
 @pytest.mark.usefixtures("fashion_mnist_data")
@@ -364,7 +365,7 @@ def test_evaluation_stores_the_fid_sd_from_disjoint_blocks(monkeypatch):
     d["model"].update(input_size=32, patch_size=8, num_classes=10, routes=[])
     d["data"] = {"name": "fashion-mnist", "subset": 64}
     d["eval"].update(metrics=["fid"], num_samples=40, sample_steps=2, batch_size=40, fid_blocks=4)
-    cfg = RunConfig.from_dict(d)
+    cfg = from_dict(d)
     model = DiT(cfg.model).eval()
     out = evaluate(
         model, make_objective(**cfg.objective), cfg, torch.device("cpu"), validation_batch(cfg, TrainData(cfg))
@@ -373,7 +374,7 @@ def test_evaluation_stores_the_fid_sd_from_disjoint_blocks(monkeypatch):
     assert len(out["fid_blocks"]) == 4 and out["fid_sd"] == pytest.approx(fid.fid_sd_from_blocks(out["fid_blocks"]))
     d["eval"]["fid_blocks"] = 1  # the default: no blocks, no new fields
     calls.clear()
-    cfg = RunConfig.from_dict(d)
+    cfg = from_dict(d)
     out = evaluate(
         model, make_objective(**cfg.objective), cfg, torch.device("cpu"), validation_batch(cfg, TrainData(cfg))
     )

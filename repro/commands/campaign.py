@@ -36,7 +36,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import campaign
-    from ..config import ConfigError, load_params, resolve, runs_of
+    from ..build import resolve
+    from ..config import ConfigError, load_params, runs_of
     from ..runtime import side_by_side
 
     if args.hours is not None and not args.hours > 0:

@@ -38,7 +38,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from ..config import ConfigError, load_params, resolve
+    from ..build import resolve
+    from ..config import ConfigError, load_params
     from ..io import atomic_write_bytes, atomic_write_json, check_writable
     from ..runtime import dist_info
     from ..train import EXIT_PREEMPTED, TrainingDiverged, load_targets, train
@@ -47,11 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         if isinstance(args.steps, bool) or args.steps < 1:
             raise ConfigError(f"--steps: {args.steps!r} is not allowed; must be a positive integer")
-        cfg.train.steps = args.steps
-        cfg.validate()
+        cfg = cfg.with_train(steps=args.steps)
     if args.to_target is not None:
-        cfg.train.to_target = args.to_target
-        cfg.validate()
+        cfg = cfg.with_train(to_target=args.to_target)
         load_targets(args.to_target)  # a missing or broken file fails here, before anything is written
     out = Path(args.out or Path("runs") / args.scale / f"{args.method}-s{args.seed}")
     check_writable("--grid", args.grid)  # before the training, not after it

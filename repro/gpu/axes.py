@@ -32,6 +32,7 @@ the ledger reads at scale small.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -106,7 +107,8 @@ _RESOLVED: dict[str, list] = {}  # resolving counts MACs on the meta device: onc
 def part_configs(params: dict[str, Any], part: str, dry_run: bool, steps: int | None = None,
                  seeds: Sequence[int] | None = None) -> list:  # fmt: skip
     """The part's runs (fresh RunConfigs, method-major as the scale lists them), of ``seeds`` only when given."""
-    from ..config import resolve, runs_of
+    from ..build import resolve
+    from ..config import runs_of
 
     key = json.dumps([params, part, dry_run, steps], sort_keys=True, default=str)
     if key not in _RESOLVED:
@@ -139,9 +141,9 @@ def run_estimate(cfg, tp, step_s: float | None = None) -> dict[str, Any]:
     evals = [s for s in range(1, t.steps + 1) if t.is_eval_step(s)]
     sampled = [s for s in evals if with_samples(cfg, s)]
     extra = e.extra_fid if e.extra_fid and cfg.seed in e.extra_fid["seeds"] else None
-    extra_steps = extra["sample_steps"].get(cfg.objective["name"], 0) if extra else 0
+    extra_steps = extra["sample_steps"].get(cfg.objective.name, 0) if extra else 0
     extra_at = [s for s in sampled if s == t.steps or t.at_dense(s, extra["at"])] if extra_steps else []
-    heun = 2 if cfg.objective["name"] == "edm" else 1  # EDM's Heun sampler: two model calls per step
+    heun = 2 if cfg.objective.name == "edm" else 1  # EDM's Heun sampler: two model calls per step
     batches = math.ceil(e.num_samples / e.batch_size)
     guidance = 2 if e.guidance_scale > 1 else 1
     sample_calls = len(sampled) * batches * e.sample_steps * heun + len(extra_at) * batches * extra_steps * heun
@@ -182,13 +184,25 @@ def measure_step(cfg, device: str, seconds: float, work: Path, train_fn: Callabl
     return the seconds per step measured after its first log line (start-up and warm-up left out)."""
     from ..train import train
 
-    c = copy.deepcopy(cfg)
-    t = c.train
-    t.steps, t.max_seconds, t.to_target = 10**7, seconds, None
-    t.eval_every = t.ckpt_every = 10**7
-    t.log_every = max(1, min(t.log_every, 10))
-    c.eval.metrics, c.eval.sample_at, c.eval.sample_every, c.eval.extra_fid = (), None, None, None
-    c.eval.val_size, c.eval.val_points = min(c.eval.val_size, 8), 1
+    t = dataclasses.replace(
+        cfg.train,
+        steps=10**7,
+        max_seconds=seconds,
+        to_target=None,
+        eval_every=10**7,
+        ckpt_every=10**7,
+        log_every=max(1, min(cfg.train.log_every, 10)),
+    )
+    e = dataclasses.replace(
+        cfg.eval,
+        metrics=(),
+        sample_at=None,
+        sample_every=None,
+        extra_fid=None,
+        val_size=min(cfg.eval.val_size, 8),
+        val_points=1,
+    )
+    c = copy.deepcopy(dataclasses.replace(cfg, train=t, eval=e))
     c.validate()
     t0 = time.monotonic()
     (train_fn or train)(c, work, device=device, resume=False, quiet=True)
@@ -372,8 +386,7 @@ def _tokens_estimate(params, dry_run, tp, seen) -> Callable[[int], float]:
     def estimate(dense_steps: int) -> float:
         total = 0.0
         for cfg in base:
-            c = copy.deepcopy(cfg)
-            c.train.steps = max(1, round(dense_steps * c.train.step_scale))
+            c = cfg.with_train(steps=max(1, round(dense_steps * cfg.train.step_scale)))
             total += run_estimate(c, tp, seen[c.method]["step_s"])["estimate_s"]
         return total
 
@@ -414,7 +427,7 @@ def _train_run(camp, bundle: Bundle, cfg, device, work: Path, est: dict[str, Any
         bundle.save()
         return None
     entry = bundle.run(cfg)
-    cfg.train.max_seconds = cap_s
+    cfg = cfg.with_train(max_seconds=cap_s)
 
     def keep(curve):
         entry["curve"] = curve
@@ -432,7 +445,7 @@ def _train_run(camp, bundle: Bundle, cfg, device, work: Path, est: dict[str, Any
                                     command=camp.command, on_eval=keep, quiet=True)  # fmt: skip
         entry["curve"] = curve
         last = curve["points"][-1]["step"] if curve["points"] else 0
-        at_target = reached_target({**curve, "objective": cfg.objective["name"]}, cfg.train.target_patience)
+        at_target = reached_target({**curve, "objective": cfg.objective.name}, cfg.train.target_patience)
         stopped_at_target = last < rec["steps_planned"] and at_target
         capped = last < rec["steps_planned"] and not stopped_at_target
         rec.update({"steps_done": last, "time_capped": capped, "stopped_at_target": stopped_at_target})
@@ -505,8 +518,7 @@ def _run_long(camp, bundle, params, dry_run, device, tp, work, seen, left_s, tra
     bundle.doc["targets"] = targets
     path = atomic_write_json(work / "targets.json", targets)
     for j, cfg in enumerate(others):
-        cfg.train.to_target = str(path)
-        cfg.validate()
+        cfg = others[j] = cfg.with_train(to_target=str(path))
         later = sum(est[c.run_id]["estimate_s"] for c in others[j + 1 :])
         cap = _cap(camp, deadline, est[cfg.run_id], later)
         _train_run(camp, bundle, cfg, device, work, est[cfg.run_id], cap, train_fn)

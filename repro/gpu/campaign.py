@@ -268,7 +268,7 @@ def _train_small(camp: Campaign, prep: _Prepared, rows: list[dict[str, Any]], tr
         if cap <= 1.0:
             camp.skip(name, f"{left:.0f} s of the training budget left, {eval_left:.0f} s of evaluation still planned")
             continue
-        cfg.train.max_seconds = cap
+        cfg = cfg.with_train(max_seconds=cap)
         curve_path = camp.out / "curves" / f"{cfg.method}-s{cfg.seed}.json"
         with camp.part(name) as entry:
             entry.update({"steps_planned": cfg.train.steps, "time_cap_s": round(cap, 2)})

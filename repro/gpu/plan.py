@@ -44,7 +44,8 @@ class Throughput:
 
 def small_configs(params: dict[str, Any], dry_run: bool, seed: int | None = None) -> list:
     """The small scale's runs (each a RunConfig), or their tiny dry-run versions."""
-    from ..config import resolve, runs_of
+    from ..build import resolve
+    from ..config import runs_of
 
     p = copy.deepcopy(params)
     s = p["scales"]["small"]
@@ -65,13 +66,13 @@ _COUNTED: dict[str, tuple[int, int]] = {}
 
 
 def counted_macs(cfg) -> tuple[int, int]:
-    """A run's training-step MACs (its regularizer's extra work included, :func:`repro.config.run_step_macs`) and
+    """A run's training-step MACs (its regularizer's extra work included, :func:`repro.build.run_step_macs`) and
     its dense model's forward MACs per sample, counted on the meta device once per model, batch and regularizer."""
     key = f"{cfg.model!r}/{cfg.train.batch_size}/{cfg.regularizer!r}"
     if key not in _COUNTED:
         import torch
 
-        from ..config import run_step_macs
+        from ..build import run_step_macs
         from ..models import DiT, dit_forward_macs
 
         with torch.device("meta"):
