@@ -13,7 +13,7 @@ environment instead of making one (needed where that interpreter is itself a vir
 whose packages a ``--system-site-packages`` child would not see).
 
 Without a package registry (a GPU machine whose image brings torch): set ``REPRO_WHEELS`` to a folder
-made by ``python -m repro.gpu pack``. pip then installs with ``--no-index --find-links $REPRO_WHEELS``
+made by ``python -m repro.experiments.gpu pack``. pip then installs with ``--no-index --find-links $REPRO_WHEELS``
 and no build isolation, the package without its dev tools (dvc, nox and ruff are not carried), and the
 data is read from ``$REPRO_WHEELS/data`` unless ``REPRO_DATA_DIR`` is set::
 
@@ -139,10 +139,10 @@ def lint(session: nox.Session) -> None:
 
 
 def _recheck():
-    """repro/recheck.py, the main job's declared subset (stdlib only, so nox's own interpreter reads it)."""
+    """repro/experiments/recheck.py, the main job's declared subset (stdlib only, so nox's own interpreter reads it)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("repro_recheck", ROOT / "repro" / "recheck.py")
+    spec = importlib.util.spec_from_file_location("repro_recheck", ROOT / "repro" / "experiments" / "recheck.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -152,8 +152,8 @@ def _recheck():
 def repro(session: nox.Session) -> None:
     """The main job on the CPU micro scale: re-check the committed campaign, or (``-- --full``) re-run it.
 
-    Default: re-train the declared subset (repro/recheck.py: a run per code path, each to its golden's second
-    evaluation) and compare it with the committed goldens point by point (tolerance for the same CPU type), a
+    Default: re-train the declared subset (repro/experiments/recheck.py: a run per code path, each to its golden's
+    second evaluation) and compare it with the committed goldens point by point (tolerance for the same CPU type), a
     line per run started and finished and the largest gap of each comparison; then recompute
     the speedups, the ledger and the summary from the committed curves and check that they equal the
     committed files. ``-- --full``: every training run of the campaign afresh (``repro campaign --all``,
@@ -185,7 +185,7 @@ def repro(session: nox.Session) -> None:
     members = recheck.MEMBERS["micro"]
     session.log(
         f"re-checking {len(members)} runs (seed {recheck.SEED}, {recheck.POINTS} evaluations each), one per "
-        "code path (repro/recheck.py); `nox -s repro -- --full` re-runs the whole campaign:"
+        "code path (repro/experiments/recheck.py); `nox -s repro -- --full` re-runs the whole campaign:"
     )
     for method, why in members.items():
         session.log(f"  {method}: {why}")
@@ -196,7 +196,7 @@ def repro(session: nox.Session) -> None:
     )  # fmt: skip
     downstream = session.run(  # the stages that read the curves, as repro campaign re-runs them
         str(bin_dir / "python"), "-c",
-        "from pathlib import Path; from repro.campaign import downstream_stages as d; "
+        "from pathlib import Path; from repro.experiments.campaign import downstream_stages as d; "
         "print(*(n for n, _ in d(Path('.'), 'micro')))",
         external=True, silent=True,
     ).split()  # fmt: skip
@@ -247,7 +247,7 @@ def gpu_repro(session: nox.Session) -> None:
 
     Without CUDA it skips with a message, or fails when ``REQUIRE_GPU=1``. Arguments go to ``repro rerun``.
     The whole prepared campaign (runs, curves, benchmarks, provenance, in one budgeted call) is
-    ``python -m repro.gpu campaign --out DIR``; this session re-runs the committed curves only.
+    ``python -m repro.experiments.gpu campaign --out DIR``; this session re-runs the committed curves only.
     """
     bin_dir = _env(session)
     python = str(bin_dir / "python")

@@ -3,7 +3,7 @@
 :func:`provenance` returns the fields every record shares (command, git commit, torch, python, device,
 and the seed and precision where they apply); each caller adds its own. :func:`sha256_file` is the one
 file hash (weights, data shards, wheels, caches). Importing this module does not import torch, so the
-packing step of :mod:`repro.gpu` can use it on a machine without it.
+packing step of :mod:`repro.experiments.gpu` can use it on a machine without it.
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from repro import audit as A
-from repro.published import PUBLISHED, load
-from repro.speedup import first_crossing
+from repro.evidence import audit as A
+from repro.evidence.published import PUBLISHED, load
+from repro.evidence.speedup import first_crossing
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# DiT (arXiv 2212.09748), Table 4, as printed: the one copy in repro/published.yaml, which the audit reads too
+# DiT (arXiv 2212.09748), Table 4, as printed: the one copy in repro/evidence/published.yaml, which the audit reads too
 TABLE4 = PUBLISHED["dit_table4"]
 PAPER_GMACS = TABLE4["gmacs"]
 PAPER_PARAMS_M = {f"DiT-{size}/2": millions for size, millions in TABLE4["params_m"].items()}
@@ -188,7 +188,7 @@ def test_published_tread_curve_crossing_is_monotone_in_target(a, b):
 
 def test_the_audit_reads_published_curves_with_the_golden_runs_rule():
     """One rule for a cost to reach a FID: the audit's crossing on TREAD's Figure 1 is speedup's cost_to_target."""
-    from repro.speedup import cost_to_target
+    from repro.evidence.speedup import cost_to_target
 
     points = [{"macs": h, "fid": f} for h, f in PUBLISHED["tread_figure1"]["tread_xl2"]]
     for target in (20.0, 9.62, 7.38, 5.1):

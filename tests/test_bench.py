@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from repro.bench import method_config, run_bench
 from repro.cli import main
+from repro.experiments.bench import method_config, run_bench
 
 
 def test_bench_reports_every_method_with_units():
@@ -81,8 +81,9 @@ def test_method_configs_follow_the_paper_rule():
 
 
 def test_bench_of_a_scale_times_its_training_settings_and_says_how_it_was_made(monkeypatch):
-    from repro import bench
-    from repro.config import load_params, resolve
+    from repro.build import resolve
+    from repro.config import load_params
+    from repro.experiments import bench
     from repro.runtime import device_name
 
     seen = []
@@ -106,7 +107,7 @@ def test_bench_of_a_scale_times_its_training_settings_and_says_how_it_was_made(m
 
 
 def test_bench_refuses_a_method_whose_regularizer_it_would_not_time():
-    from repro.bench import run_bench
+    from repro.experiments.bench import run_bench
 
     with pytest.raises(ValueError, match=r"--methods: 'dit-sra'.*regularizer"):
         run_bench("DiT-S/2", 2, 1, 0, "cpu", "fp32", ["dit-sra"], scale="micro")

@@ -1,6 +1,6 @@
 """Calibration of the experiment verdicts, on simulated training curves, through the ledger's own code path.
 
-Every simulated experiment is a set of curves that goes through :func:`repro.speedup.speedup_report` and then
+Every simulated experiment is a set of curves that goes through :func:`repro.evidence.speedup.speedup_report` and then
 :func:`repro.evidence.experiment_test` (and, for the family, :func:`repro.evidence.apply_holm`), exactly as
 ``repro speedup`` and ``repro claims`` treat the golden runs.
 
@@ -43,7 +43,7 @@ from scipy import stats
 from repro.evidence import CONFIRMED, REFUTED, Result, apply_holm, experiment_test
 from repro.evidence.rules import _test_key
 from repro.evidence.schema import parse_spec
-from repro.speedup import Comparison, Sample, speedup_report
+from repro.evidence.speedup import Comparison, Sample, speedup_report
 
 ROOT = Path(__file__).resolve().parents[1]
 N_EXPERIMENTS = 1000

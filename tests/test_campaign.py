@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from repro.build import from_dict
-from repro.campaign import DIVERGED, Stage, parse_stage_name, pending, plan_fits, run_campaign, seed_major
 from repro.config import ConfigError, RunConfig, check_params, load_params, runs_of
+from repro.experiments.campaign import DIVERGED, Stage, parse_stage_name, pending, plan_fits, run_campaign, seed_major
 
 
 def _params_with(extra) -> dict:
@@ -71,8 +71,8 @@ def test_sample_quality_on_its_own_schedule_and_a_grid_of_the_final_samples(tmp_
     """Validation loss at every evaluation, FID only every sample_every steps and at the last one; the last
     evaluation's samples are written as a grid with a column per class, and --grid copies it."""
     from repro.cli import main
+    from repro.experiments.train import train
     from repro.metrics import fid
-    from repro.train import train
 
     calls = []
 
@@ -87,7 +87,7 @@ def test_sample_quality_on_its_own_schedule_and_a_grid_of_the_final_samples(tmp_
     assert steps == [2, 4, 6, 8] and all("val_loss" in p for p in curve["points"])
     assert [p["step"] for p in curve["points"] if "fid" in p] == [6, 8] and calls == [20, 20]
     # the FID's noise at a sample count, from independent sample sets of the final checkpoint
-    from repro.fidnoise import fid_noise
+    from repro.experiments.fidnoise import fid_noise
 
     calls.clear()
     noise = fid_noise(tmp_path / "run", None, num=8, sets=2)
@@ -121,7 +121,7 @@ def test_sample_quality_on_its_own_schedule_and_a_grid_of_the_final_samples(tmp_
 def test_a_prefix_of_a_run_reproduces_the_golden_prefix(tmp_path, tiny_params):
     """--points N trains to the golden's N-th evaluation and compares those points: equal when nothing
     changed, a failure when a golden value is off, and runs without a golden are reported, not trained."""
-    from repro.golden import rerun
+    from repro.experiments.rerun import rerun
 
     _, path = tiny_params(steps=6, seeds=(0, 1))
     gold = tmp_path / "gold"
@@ -398,7 +398,7 @@ def test_the_campaign_reruns_every_stage_that_reads_the_curves_in_dependency_ord
     dvc.yaml read by hand, and the order checked against each stage's inputs."""
     from pathlib import Path
 
-    from repro.campaign import downstream_stages
+    from repro.experiments.campaign import downstream_stages
 
     downstream = [name for name, _ in downstream_stages(Path(__file__).resolve().parent.parent, scale)]
     stages = _stages()
@@ -439,7 +439,7 @@ def test_the_campaign_reruns_every_stage_that_reads_the_curves_in_dependency_ord
 @pytest.mark.slow
 def test_a_piece_whose_only_news_is_a_diverged_run_still_remakes_the_ledger(monkeypatch, capsys):
     """The claims stage reads the diverged records, so a piece that records one re-runs the downstream stages."""
-    import repro.campaign as campaign
+    import repro.experiments.campaign as campaign
     from repro.cli import main
 
     assert str(DIVERGED) in _stages()["claims"]["deps"]
@@ -459,8 +459,8 @@ def test_a_piece_whose_only_news_is_a_diverged_run_still_remakes_the_ledger(monk
 def test_the_ledger_reads_the_divergence_records_the_campaign_writes(tmp_path):
     """Writer (the campaign) and reader (the ledger) share the folder and the stage/scale patterns: a record the
     campaign writes for a real training stage names that run as diverged, at its scale only, and is not broken."""
-    from repro.campaign import record_divergence
     from repro.evidence.goldens import broken_diverged_records, diverged_runs
+    from repro.experiments.campaign import record_divergence
 
     cmd = "repro train --scale micro --method tread-edm --seed 2 --no-resume --out runs/micro/tread-edm-s2"
     path = record_divergence(tmp_path, Stage("train@tread-edm-2", "tread-edm", 2, cmd), 3, 90.0, ["loss nan"])

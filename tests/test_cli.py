@@ -133,7 +133,7 @@ def test_compare_and_rerun_share_tolerance_names_and_rule():
         ("repro.metrics.featurenet", "featurenet"),
         ("repro.metrics.ladder", "ladder"),
         ("repro.metrics.adm", "adm"),
-        ("repro.fidnoise", "fidnoise"),
+        ("repro.experiments.fidnoise", "fidnoise"),
     ],
 )
 def test_a_python_m_entry_is_its_repro_command(module, command):
@@ -144,7 +144,7 @@ def test_a_python_m_entry_is_its_repro_command(module, command):
 
 def test_a_python_m_entry_reports_bad_input_as_its_command_does():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = ["-m", "repro.fidnoise", "runs/none", "--num", "6", "--out", "none.json"]
+    argv = ["-m", "repro.experiments.fidnoise", "runs/none", "--num", "6", "--out", "none.json"]
     r = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == (

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from repro.build import from_dict
 from repro.cli import main
 from repro.config import RunConfig
-from repro.train import EXIT_PREEMPTED, EvalHook, agree_on_step, train
+from repro.experiments.train import EXIT_PREEMPTED, EvalHook, agree_on_step, train
 
 
 def tiny_run(**train_overrides) -> RunConfig:
@@ -187,7 +187,7 @@ def test_the_slurm_script_checkpoints_and_requeues_before_the_time_limit(tmp_pat
 
     import yaml
 
-    from repro.cluster import render
+    from repro.experiments.cluster import render
 
     params = {
         "methods": {"dit": {"objective": {"name": "ddpm"}, "model": {"learn_sigma": True}}},

@@ -88,5 +88,12 @@ def test_importing_config_loads_no_model_objective_metric_training_or_data_modul
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     loaded = eval(out.stdout)
     assert "repro.config" in loaded
-    heavy = ("repro.models", "repro.objectives", "repro.metrics", "repro.train", "repro.data", "repro.build")
+    heavy = (
+        "repro.models",
+        "repro.objectives",
+        "repro.metrics",
+        "repro.experiments.train",
+        "repro.data",
+        "repro.build",
+    )
     assert not [m for m in loaded if m.startswith(heavy)], loaded

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from repro.cli import main
-from repro.golden import compare_curve, compare_folders
+from repro.experiments.rerun import compare_curve, compare_folders
 
 
 def curve(run_id="micro-dit-s0", fids=(50.0, 20.0)):
@@ -73,7 +73,7 @@ def test_rerun_side_by_side_gives_the_same_numbers(tmp_path, tiny_params):
     import yaml
 
     from repro.config import ConfigError
-    from repro.golden import rerun
+    from repro.experiments.rerun import rerun
 
     params, path = tiny_params(steps=4, dit_model={"routes": [[0, 0, 0.5]]})
     one = rerun("tiny", tmp_path / "one", tmp_path / "gold", str(path), device="cpu", jobs=1)

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro import gpu
 from repro.commands import gpu as gpu_cli
 from repro.config import load_params
-from repro.golden import load_curves
-from repro.gpu import wheels as gpu_wheels
+from repro.experiments import gpu
+from repro.experiments.gpu import wheels as gpu_wheels
+from repro.experiments.rerun import curves_by_run
 
 PROBE = "repro_dryrun_probe"
 
@@ -107,7 +107,7 @@ def test_dry_run_installs_from_the_wheel_folder_and_writes_every_output(tmp_path
     assert plan["total_estimate_s"] == pytest.approx(sum(p["estimate_s"] for p in plan["parts"]))
 
     # curves: one per run, loadable by the checked loader, every planned evaluation with FID and validation loss
-    curves = load_curves(out / "curves")
+    curves = curves_by_run(out / "curves")
     assert set(curves) == {"small-dit-s0", "small-tread-s0", "small-sit-s0"}
     for run_id, c in curves.items():
         assert len(c["points"]) == runs[f"train {run_id}"]["evaluations"] >= 2
@@ -203,8 +203,8 @@ def test_a_budget_running_out_mid_campaign_stops_between_parts_with_what_finishe
     def bench(*args, **kwargs):
         raise AssertionError("no bench fits after the deadline")
 
-    monkeypatch.setattr("repro.train.train", train)
-    monkeypatch.setattr("repro.bench.run_bench", bench)
+    monkeypatch.setattr("repro.experiments.train.train", train)
+    monkeypatch.setattr("repro.experiments.bench.run_bench", bench)
     out = tmp_path / "out"
     options = gpu.CampaignOptions(out, budget_s=100, train_budget_s=100, wheels=None, work=tmp_path / "w", dry_run=True)
     rc = gpu.run_gpu_campaign(options, clock=clock)
@@ -337,7 +337,7 @@ def test_repro_gpu_registers_the_same_commands_and_the_library_has_no_argparse(t
     same = {k: v for k, v in vars(registered).items() if k not in ("command", "gpu_command", "func", "invoked_as")}
     assert same == {k: v for k, v in vars(standalone).items() if k not in ("command", "invoked_as")}
 
-    for path in (gpu.REPO_ROOT / "repro" / "gpu").glob("*.py"):
+    for path in (gpu.REPO_ROOT / "repro" / "experiments" / "gpu").glob("*.py"):
         if path.name == "__main__.py":  # the command line: the parser of repro.commands.gpu, run
             continue
         for node in ast.walk(ast.parse(path.read_text())):
@@ -345,13 +345,13 @@ def test_repro_gpu_registers_the_same_commands_and_the_library_has_no_argparse(t
             names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n == "argparse" or "commands" in n for n in names), (path.name, names)
 
-    import subprocess  # and python -m repro.gpu runs that parser
+    import subprocess  # and python -m repro.experiments.gpu runs that parser
 
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(gpu.REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "repro.gpu", "land", str(tmp_path)], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "repro.experiments.gpu", "land", str(tmp_path)], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 2 and proc.stderr.startswith("error: land: ") and "has no campaign.json" in proc.stderr

@@ -1,7 +1,7 @@
-"""The GPU call's long-horizon and token-axis parts (repro/gpu/axes.py): their scales (17.5x the core budget; 256
-tokens at equal MACs), their plan from counted FLOPs and the measured step, their sizing within the time left (and
-skipping), and the CPU dry run end to end, landed in a temporary goldens folder where the ladder and the ledger
-read it. Nothing here needs a GPU."""
+"""The GPU call's long-horizon and token-axis parts (repro/experiments/gpu/axes.py): their scales (17.5x the core
+budget; 256 tokens at equal MACs), their plan from counted FLOPs and the measured step, their sizing within the time
+left (and skipping), and the CPU dry run end to end, landed in a temporary goldens folder where the ladder and the
+ledger read it. Nothing here needs a GPU."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from repro import gpu
 from repro.build import resolve
 from repro.commands import gpu as gpu_cli
 from repro.config import load_params
-from repro.gpu import axes as gpu_axes
-from repro.gpu.land import land_parts
+from repro.experiments import gpu
+from repro.experiments.gpu import axes as gpu_axes
+from repro.experiments.gpu.land import land_parts
 from repro.models import train_step_macs
 
 
@@ -132,8 +132,8 @@ def test_time_is_shared_so_the_long_part_keeps_its_room():
 
 
 class FakeTrain:
-    """Stands in for repro.train.train: the measurement's log says ``step_s`` per step; a run's curve falls with
-    every evaluation. Records what each call was asked (the configuration and its cap)."""
+    """Stands in for repro.experiments.train.train: the measurement's log says ``step_s`` per step; a run's curve falls
+    with every evaluation. Records what each call was asked (the configuration and its cap)."""
 
     def __init__(self, step_s: float):
         self.step_s, self.calls = step_s, []
@@ -249,11 +249,11 @@ def test_dry_run_of_both_parts_lands_where_the_ladder_and_the_ledger_read(tmp_pa
     reference = gpu.REPO_ROOT / "goldens" / "micro" / "reference.json"
     land_parts(out, goldens / "small", reference=reference, allow_cpu=True)
     from repro.evidence.goldens import first_scale
-    from repro.golden import load_curves
+    from repro.experiments.rerun import curves_by_run
 
-    landed = load_curves(goldens / "small" / "long" / "runs")
+    landed = curves_by_run(goldens / "small" / "long" / "runs")
     assert set(landed) == {"gpu-long-dit-s0", "gpu-long-dit-s1", "gpu-long-tread-edm-s0", "gpu-long-tread-edm-s1"}
-    assert set(load_curves(goldens / "small" / "tokens" / "runs")) == {"gpu-tokens-dit-s0", "gpu-tokens-tread-s0"}
+    assert set(curves_by_run(goldens / "small" / "tokens" / "runs")) == {"gpu-tokens-dit-s0", "gpu-tokens-tread-s0"}
     assert not (goldens / "small" / "runs").exists()  # apart from the small campaign's own runs
     for part, method in (("long", "tread-edm"), ("tokens", "tread")):
         scale, path = first_scale(goldens, ["micro", "small"], f"speedup-{part}.json")

@@ -4,17 +4,16 @@ repro/ is read with ``ast`` (function-level imports too) and checked against the
 - The command line is on top: only ``repro/cli.py`` and ``repro/commands/`` parse arguments (``argparse``) or
   import ``repro.cli`` / ``repro.commands``. A library module that had its own ``python -m`` command keeps it as a
   shim under ``if __name__ == "__main__":``, which may import ``repro.cli`` (and nothing else of this rule).
-- ``repro/models/`` is the bottom of the library: it imports nothing of training, objectives, evaluation,
-  evidence or commands.
-- ``repro/objectives/`` imports nothing of training, evidence or commands.
-- ``repro/evidence/`` reads committed results and never trains or samples: no ``repro.train``, ``repro.campaign``
-  or ``repro.sample``.
-- ``repro/speedup/`` is arithmetic over committed curves: it imports no training code (``repro.train``,
-  ``repro.campaign``, ``repro.sample``, ``repro.models``, ``repro.objectives``) and not the ledger (``repro.evidence``
-  reads its records, not the other way round).
-- ``repro/config.py`` is a leaf: no ``repro.models``, ``repro.objectives``, ``repro.metrics``, ``repro.train`` or
-  ``repro.data`` (what needs them is ``repro/build.py``'s); of the library it imports only ``repro.io`` and
-  ``repro.validation``.
+- The library (``repro/models/``, ``repro/objectives/``, ``repro/data/``, ``repro/metrics/``) and the modules at
+  the package root (the config, its builder, I/O, validation, provenance, the runtime) import nothing of
+  ``repro.experiments``, ``repro.evidence`` or ``repro.commands``; ``repro/models/`` is the bottom of the library
+  and imports nothing of ``repro.objectives`` either.
+- ``repro/evidence/`` reads committed results and never trains or samples: no ``repro.experiments.train``,
+  ``repro.experiments.campaign`` or ``repro.experiments.sample``.
+- ``repro/evidence/speedup/`` is arithmetic over committed curves: nothing of ``repro.experiments``, the models or
+  the objectives, and not the ledger (the ledger's modules read its records, not the other way round).
+- ``repro/config.py`` is a leaf: no ``repro.models``, ``repro.objectives``, ``repro.metrics`` or ``repro.data``
+  (what needs them is ``repro/build.py``'s); of the library it imports only ``repro.io`` and ``repro.validation``.
 """
 
 from __future__ import annotations
@@ -37,15 +36,25 @@ ALLOWED_ARGPARSE = {
     "repro/models/convert.py": "argparse",
 }
 
+# The library and the modules at the package root sit below running experiments, the evidence and the commands.
+ABOVE_THE_LIBRARY = ("repro.experiments", "repro.evidence", "repro.commands")
+ROOT_MODULES = tuple(f"repro/{p.name}" for p in sorted(PACKAGE.glob("*.py")) if p.name not in ("cli.py", "__init__.py"))
+LEDGER = tuple(
+    f"repro.evidence.{p.stem}"
+    for p in sorted((PACKAGE / "evidence").glob("*.py"))
+    if p.stem not in ("__init__", "published")
+)
+
 NEVER: dict[str, tuple[str, ...]] = {
-    "repro/models/": ("repro.train", "repro.objectives", "repro.evaluation", "repro.evidence", "repro.commands"),
-    "repro/objectives/": ("repro.train", "repro.evidence", "repro.commands"),
-    "repro/evidence/": ("repro.train", "repro.campaign", "repro.sample"),
-    "repro/speedup/": (
-        "repro.train", "repro.campaign", "repro.sample", "repro.models", "repro.objectives", "repro.evidence",
-    ),
-    "repro/config.py": ("repro.models", "repro.objectives", "repro.metrics", "repro.train", "repro.data"),
-}  # fmt: skip
+    "repro/models/": ("repro.objectives", *ABOVE_THE_LIBRARY),
+    "repro/objectives/": ABOVE_THE_LIBRARY,
+    "repro/data/": ABOVE_THE_LIBRARY,
+    "repro/metrics/": ABOVE_THE_LIBRARY,
+    **{module: ABOVE_THE_LIBRARY for module in ROOT_MODULES},
+    "repro/config.py": ("repro.models", "repro.objectives", "repro.metrics", "repro.data", *ABOVE_THE_LIBRARY),
+    "repro/evidence/": ("repro.experiments.train", "repro.experiments.campaign", "repro.experiments.sample"),
+    "repro/evidence/speedup/": ("repro.experiments", "repro.models", "repro.objectives", *LEDGER),
+}
 # What repro/config.py may import of the library: the leaf helpers.
 CONFIG_LEAVES = ("repro.io", "repro.validation")
 
@@ -151,19 +160,31 @@ def test_every_command_is_a_module_of_repro_commands_and_back():
         ("repro/x.py", "from .commands import train\n", "imports repro.commands"),
         ("repro/x.py", "from . import cli\n", "imports repro.cli"),
         ("repro/x.py", 'if __name__ == "__main__":\n    import argparse\n', "imports argparse"),
-        ("repro/models/x.py", "from ..train import train\n", "imports repro.train"),
+        ("repro/models/x.py", "from ..experiments.train import train\n", "imports repro.experiments"),
         ("repro/models/x.py", "from .. import objectives\n", "imports repro.objectives"),
-        ("repro/models/sub/x.py", "import repro.evaluation\n", "imports repro.evaluation"),
+        ("repro/models/sub/x.py", "import repro.experiments.evaluation\n", "imports repro.experiments"),
         ("repro/objectives/__init__.py", "from ..evidence import rules\n", "imports repro.evidence"),
-        ("repro/evidence/x.py", "def f():\n    from ..sample import draw\n", "imports repro.sample"),
-        ("repro/evidence/x.py", "from repro.campaign import run_campaign\n", "imports repro.campaign"),
-        ("repro/speedup/x.py", "def f():\n    from ..train import train\n", "imports repro.train"),
-        ("repro/speedup/x.py", "from ..evidence.rules import holm\n", "imports repro.evidence"),
-        ("repro/speedup/__init__.py", "from ..models import DiT\n", "imports repro.models"),
+        ("repro/data/x.py", "from ..experiments.rundir import RunLock\n", "imports repro.experiments"),
+        ("repro/metrics/x.py", "def f():\n    from ..evidence.speedup import welch\n", "imports repro.evidence"),
+        ("repro/runtime.py", "from .experiments.train import train\n", "imports repro.experiments"),
+        ("repro/build.py", "from .evidence import rules\n", "imports repro.evidence"),
+        (
+            "repro/evidence/x.py",
+            "def f():\n    from ..experiments.sample import draw\n",
+            "imports repro.experiments.sample",
+        ),
+        ("repro/evidence/x.py", "from repro.experiments.campaign import run\n", "imports repro.experiments.campaign"),
+        (
+            "repro/evidence/speedup/x.py",
+            "def f():\n    from ...experiments.rundir import RunLock\n",
+            "imports repro.experiments",
+        ),
+        ("repro/evidence/speedup/x.py", "from ..rules import holm\n", "imports repro.evidence.rules"),
+        ("repro/evidence/speedup/__init__.py", "from ...models import DiT\n", "imports repro.models"),
         ("repro/config.py", "from .models import DiTConfig\n", "imports repro.models"),
         ("repro/config.py", "def f():\n    from .objectives import OBJECTIVES\n", "imports repro.objectives"),
         ("repro/config.py", "def f():\n    from .metrics import featurenet\n", "imports repro.metrics"),
-        ("repro/config.py", "import repro.train\n", "imports repro.train"),
+        ("repro/config.py", "import repro.experiments.train\n", "imports repro.experiments"),
         ("repro/config.py", "from .data.loader import TrainData\n", "imports repro.data"),
     ],
 )
@@ -176,12 +197,13 @@ def test_the_checker_finds_a_planted_violation(rel, source, expected):
     ("rel", "source"),
     [
         ("repro/x.py", 'if __name__ == "__main__":\n    from repro.cli import run_as_module\n'),  # a shim
-        ("repro/commands/x.py", "import argparse\nfrom ..cli import add_command\nfrom ..train import train\n"),
+        ("repro/commands/x.py", "import argparse\nfrom ..cli import add_command\nfrom ..experiments.train import t\n"),
         ("repro/cli.py", "import argparse\n"),
         ("repro/models/x.py", "from ..config import ConfigError\nfrom .layers import Attention\n"),
         ("repro/objectives/x.py", "from ..models import DiT\n"),
-        ("repro/evidence/x.py", "from ..speedup import welch\nfrom ..io import read_yaml\n"),
-        ("repro/speedup/x.py", "from ..io import atomic_path\nfrom .record import Comparison\n"),
+        ("repro/evidence/x.py", "from .speedup import welch\nfrom ..io import read_yaml\n"),
+        ("repro/evidence/speedup/x.py", "from ...io import atomic_path\nfrom .record import Comparison\n"),
+        ("repro/experiments/x.py", "from ..evidence.speedup import train_targets\nfrom ..models import DiT\n"),
         ("repro/x.py", "import repro.trainer_notes\n"),  # a prefix of a name is not the module
     ],
 )
@@ -197,7 +219,9 @@ def test_commands_record_what_they_parsed_not_sys_argv():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr == "argv" and getattr(node.value, "id", None) == "sys":
                 found.append(f"{path.name}:{node.lineno}")
-    assert [f.split(":")[0] for f in found] == ["gpu.py"], found  # gpu's own `python -m repro.gpu` parser only
+    assert [f.split(":")[0] for f in found] == ["gpu.py"], (
+        found
+    )  # gpu's own `python -m repro.experiments.gpu` parser only
 
 
 # What `repro train` imports but a training stage need not depend on, each with why. The training stages' deps in
@@ -207,6 +231,7 @@ NOT_A_TRAIN_DEP = {
     "repro/cli.py": "dispatches `repro train` to repro/commands/train.py (a dep); it computes nothing of a run",
     "repro/commands/__init__.py": "the command modules' package docstring",
     "repro/data/latents.py": "read only when data.name is latents (the paper scale); the CPU scales train on images",
+    "repro/experiments/__init__.py": "the running layer's package docstring",
 }
 
 
@@ -245,7 +270,7 @@ def test_every_training_stage_depends_on_every_file_a_run_imports():
     training = {name: s for name, s in stages.items() if name.startswith("train")}
     assert training, "dvc.yaml has no training stage"
     needed = import_closure("repro.commands.train")
-    assert "repro/train.py" in needed and "repro/models/dit.py" in needed  # the walk reaches the model
+    assert "repro/experiments/train.py" in needed and "repro/models/dit.py" in needed  # the walk reaches the model
     for name, stage in training.items():
         deps = [d for d in stage["deps"] if isinstance(d, str)]
         missing = sorted(

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from repro.build import from_dict, resolve
-from repro.campaign import pending, run_campaign
 from repro.config import ConfigError, RunConfig, load_params
-from repro.speedup import compare, published_tread_ladder, speedup_report, train_targets
+from repro.evidence.speedup import compare, published_tread_ladder, speedup_report, train_targets
+from repro.experiments.campaign import pending, run_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def fashion_run(**changes) -> RunConfig:
 @pytest.fixture
 def fake_fid(monkeypatch):
     """FID faked as a function of the sampling steps and the samples: calls recorded as (samples, steps)."""
-    from repro import evaluation
+    from repro.experiments import evaluation
     from repro.metrics import fid
 
     calls, steps_seen = [], []
@@ -62,7 +62,7 @@ def fake_fid(monkeypatch):
 
 
 def test_fid_on_a_log_spaced_grid_and_a_second_samplers_fid_for_the_listed_seeds(tmp_path, fake_fid):
-    from repro.train import train
+    from repro.experiments.train import train
 
     extra = {"sample_steps": {"ddpm": 7, "edm": 3}, "at": [4], "seeds": [0]}
     cfg = fashion_run(eval={"sample_at": [4, 6, 10], "extra_fid": extra})
@@ -101,7 +101,7 @@ def write_targets(path, **values):
 
 
 def test_a_run_trained_to_target_stops_at_the_second_evaluation_in_a_row_that_reaches_it(tmp_path, fake_fid):
-    from repro.train import train
+    from repro.experiments.train import train
 
     # the fake FID falls 100 -> 90 -> 80 -> ...: the target 85 is reached at the 2nd and 3rd sampled evaluations
     targets = write_targets(tmp_path / "targets.json", fid=85.0, val_loss=1e9)
@@ -142,7 +142,7 @@ def test_a_run_trained_to_target_stops_at_the_second_evaluation_in_a_row_that_re
 )
 def test_a_broken_targets_file_is_refused_before_training(tmp_path, content, message, capsys):
     from repro.cli import main
-    from repro.train import load_targets
+    from repro.experiments.train import load_targets
 
     path = tmp_path / "targets.json"
     path.write_text(content)
@@ -208,7 +208,7 @@ def test_the_ladder_plot_is_written(tmp_path):
     base = [_curve(f"d{s}", "dit", s, [60 - s, 40, 30, 25, 22, 20]) for s in range(2)]
     meth = [_curve(f"m{s}", "tread", s, [50 - s, 32, 26, 22, 20, 19]) for s in range(2)]
     rep = speedup_report(base + meth, units=("macs",), growth_pairs=[("200", "final")])
-    from repro.speedup import plot_ladder
+    from repro.evidence.speedup import plot_ladder
 
     out = plot_ladder(rep, tmp_path / "ladder.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

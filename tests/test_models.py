@@ -10,6 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from repro.evidence.published import PUBLISHED
 from repro.models import (
     DiT,
     DiTConfig,
@@ -24,7 +25,6 @@ from repro.models import (
 )
 from repro.models.layers import apply_rope, get_2d_sincos_pos_embed, rope_2d_tables
 from repro.models.routing import sample_keep_ids
-from repro.published import PUBLISHED
 
 VARIANTS = dict(
     norm=st.sampled_from(["layernorm", "rmsnorm"]),
@@ -103,7 +103,7 @@ def test_official_state_dict_keys(name, depth, d, patch, released_shapes):
     assert got == released_shapes(depth, d, patch)
 
 
-# Published parameter counts (DiT paper, Table 4), in millions as printed: repro/published.yaml
+# Published parameter counts (DiT paper, Table 4), in millions as printed: repro/evidence/published.yaml
 PAPER_PARAMS_M = {f"DiT-{size}/2": m for size, m in PUBLISHED["dit_table4"]["params_m"].items()}
 
 

@@ -12,8 +12,8 @@ import pytest
 from repro.evidence import paper
 from repro.evidence.rules import evaluate_experiment
 from repro.evidence.schema import load_specs
+from repro.evidence.speedup import compare
 from repro.evidence.verdicts import CHECK_FAILED, CONFIRMED, NOT_CHECKABLE
-from repro.speedup import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = {s.id: s for s in load_specs(ROOT / "specs")}

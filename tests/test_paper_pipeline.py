@@ -122,7 +122,7 @@ def test_latent_training_records_its_latent_set_and_validates_on_the_held_out_se
 
 
 def test_latent_samples_are_decoded_through_the_runs_vae(latent_run, tmp_path, capsys):
-    from repro.sample import Decoder
+    from repro.experiments.sample import Decoder
 
     root, run = latent_run
     assert main(["sample", str(run), "--num-samples", "5", "--batch-size", "3", "--steps", "2"]) == 0

@@ -13,9 +13,9 @@ import pytest
 from repro.build import resolve
 from repro.cli import main
 from repro.config import load_params, runs_of
-from repro.golden import compare_folders
+from repro.experiments.rerun import compare_folders
+from repro.experiments.train import train
 from repro.io import atomic_write_json
-from repro.train import train
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def test_sha256_file_matches_hashlib_over_the_whole_file(tmp_path, size):
 
 
 def test_every_module_hashes_files_the_same_way(tmp_path):
-    from repro.gpu import wheels
+    from repro.experiments.gpu import wheels
     from repro.metrics import featurenet
 
     path = tmp_path / "w.pt"
@@ -86,7 +86,7 @@ def test_cpu_model_names_the_generation_where_the_kernel_gives_it():
 def test_a_training_run_records_its_cpu_and_whether_it_was_compiled(tmp_path):
     from repro.build import resolve
     from repro.config import load_params
-    from repro.train import train
+    from repro.experiments.train import train
 
     cfg = resolve(load_params(), "smoke", "dit", 0)
     cfg = cfg.with_train(steps=2, eval_every=2, ckpt_every=2)

@@ -1,4 +1,4 @@
-"""The main job's declared re-check subset (repro/recheck.py) and what a re-check reports."""
+"""The main job's declared re-check subset (repro/experiments/recheck.py) and what a re-check reports."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from repro.build import resolve
 from repro.config import ConfigError, load_params
-from repro.golden import Progress, describe_gap, largest_gap, prefix_config, print_report
-from repro.recheck import MEMBERS, POINTS, SEED, uncovered
+from repro.experiments.recheck import MEMBERS, POINTS, SEED, uncovered
+from repro.experiments.rerun import Progress, describe_gap, largest_gap, prefix_config, print_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,7 +128,7 @@ def test_progress_lines_say_elapsed_and_left():
 
 
 def test_rerun_keeps_the_methods_asked_for(tmp_path, tiny_params):
-    from repro.golden import rerun
+    from repro.experiments.rerun import rerun
 
     _, path = tiny_params(steps=2)
     report = rerun("tiny", tmp_path / "out", tmp_path / "gold", str(path), device="cpu", methods=["sit"])

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from repro.build import built_regularizer, from_dict, resolve, run_step_macs
 from repro.config import load_params
+from repro.experiments.train import RunState, draw_micro_batch, make_step_fn, train, train_step
 from repro.models import DiT, DiTConfig, dit_forward_macs, train_step_macs
 from repro.objectives import make_objective
 from repro.objectives.regularizers import (
@@ -27,7 +28,6 @@ from repro.objectives.regularizers import (
     make_regularizer,
     regularized_loss,
 )
-from repro.train import RunState, draw_micro_batch, make_step_fn, train, train_step
 
 TINY = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=4, num_heads=2, num_classes=4)
 

@@ -447,7 +447,7 @@ def test_a_run_stopped_by_its_time_budget_stays_finished(tmp_path, capsys):
 
 
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, capsys, tiny_params):
-    from repro.rundir import RunLock
+    from repro.experiments.rundir import RunLock
 
     out = tmp_path / "run"
     with RunLock(out):  # another open file description: flock conflicts as with another process
@@ -458,7 +458,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, capsys, tiny_
 
 
 def test_the_lock_is_held_by_a_process_not_a_file(tmp_path):
-    from repro.rundir import LOCK_FILE, RunLock
+    from repro.experiments.rundir import LOCK_FILE, RunLock
 
     out = tmp_path / "run"
     with RunLock(out):
@@ -473,7 +473,7 @@ def test_the_lock_is_held_by_a_process_not_a_file(tmp_path):
 def test_resume_reports_its_step_cleans_leftovers_and_logs_each_step_once(tmp_path, capsys):
     from repro.build import resolve
     from repro.config import load_params
-    from repro.train import train
+    from repro.experiments.train import train
 
     params = load_params(write_yaml(tmp_path / "tiny.yaml", TINY))
     cfg = resolve(params, "tiny", "dit", 0)
@@ -523,7 +523,7 @@ CHECKPOINTS = _checkpoint_cases()
 def test_damaged_checkpoints_name_the_file(tmp_path, capsys, tiny_params, damage, names, before):
     from repro.build import resolve
     from repro.config import load_params
-    from repro.train import train
+    from repro.experiments.train import train
 
     out = tmp_path / "run"
     train(resolve(load_params(tiny_params), "tiny", "dit", 0), out, quiet=True, stop_after=2)
@@ -539,7 +539,7 @@ def test_damaged_checkpoints_name_the_file(tmp_path, capsys, tiny_params, damage
 def test_a_checkpoint_without_its_config_is_not_resumed(tmp_path, capsys, tiny_params):
     from repro.build import resolve
     from repro.config import load_params
-    from repro.train import train
+    from repro.experiments.train import train
 
     out = tmp_path / "run"
     train(resolve(load_params(tiny_params), "tiny", "dit", 0), out, quiet=True, stop_after=2)

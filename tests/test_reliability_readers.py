@@ -239,7 +239,7 @@ def test_speedup_refuses_negative_values(tmp_path, capsys, edit, names, before):
 
 def test_speedup_keeps_a_negative_kid(tmp_path, capsys):
     """KID's unbiased estimate is negative near zero: a curve holding one is still read."""
-    from repro.speedup import load_curves
+    from repro.evidence.speedup import load_curves
 
     curves = copy_curves(tmp_path / "curves", ["dit-s0"])
     edit_curve(curves / "dit-s0.json", _set_point("kid", -0.0004))
@@ -345,7 +345,7 @@ def _tiny_run(tmp_path: Path, stop_after: int) -> tuple[Path, Path]:
 
     from repro.build import resolve
     from repro.config import load_params
-    from repro.train import train
+    from repro.experiments.train import train
 
     params = write_yaml(tmp_path / "tiny.yaml", TINY)
     out = tmp_path / f"run-{stop_after}"
@@ -396,7 +396,7 @@ def test_sample_refuses_a_checkpoint_of_another_model_in_a_run_directory(tmp_pat
 
     from repro.build import resolve
     from repro.config import load_params
-    from repro.train import train
+    from repro.experiments.train import train
 
     _, run = _tiny_run(tmp_path, 2)
     wider = copy.deepcopy(TINY)
@@ -436,7 +436,7 @@ def test_a_truncated_dvc_lock_is_warned_about_or_refused(tmp_path):
 
     from test_campaign import _scratch_dvc_project
 
-    from repro.campaign import run_campaign
+    from repro.experiments.campaign import run_campaign
 
     write = f"{sys.executable} -c \"import sys; open(sys.argv[1], 'w').write(sys.argv[2])\""
     root = _scratch_dvc_project(
@@ -485,7 +485,7 @@ def _gpu(capsys, *argv) -> tuple[int, str]:
 
 
 def _manifest(folder: Path, text: str) -> Path:
-    from repro.gpu import MANIFEST
+    from repro.experiments.gpu import MANIFEST
 
     folder.mkdir()
     (folder / MANIFEST).write_text(text)
@@ -514,7 +514,7 @@ def test_gpu_campaign_flags_are_checked_before_anything_is_written(tmp_path, cap
     argv.update({k: v.format(tmp=tmp_path) for k, v in zip(extra[::2], extra[1::2])})
     rc, err = _gpu(capsys, "campaign", *[x for kv in argv.items() for x in kv if x is not None])
     assert rc == 2  # before: a plan of -0.0 s, or a traceback
-    assert_one_line_error(err.replace("error: ", "python -m repro.gpu: error: "), *names)
+    assert_one_line_error(err.replace("error: ", "python -m repro.experiments.gpu: error: "), *names)
     assert tree_hash(tmp_path) == before_hash and not (tmp_path / "out").exists()
 
 
@@ -535,7 +535,7 @@ def test_gpu_land_names_a_broken_campaign_record(tmp_path, capsys, text, names, 
     before_hash = tree_hash(tmp_path)
     rc, err = _gpu(capsys, "land", out, "--goldens", goldens)
     assert rc == 2
-    assert_one_line_error(err.replace("error: ", "python -m repro.gpu: error: "), *names)
+    assert_one_line_error(err.replace("error: ", "python -m repro.experiments.gpu: error: "), *names)
     assert tree_hash(tmp_path) == before_hash and not goldens.exists()
 
 
@@ -544,12 +544,14 @@ def test_gpu_pack_refuses_a_destination_that_is_a_file(tmp_path, capsys):
     dest.write_text("kept\n")
     rc, err = _gpu(capsys, "pack", "--dest", dest)
     assert rc == 2  # before: a FileExistsError traceback
-    assert_one_line_error(err.replace("error: ", "python -m repro.gpu: error: "), "--dest", str(dest), "is a file")
+    assert_one_line_error(
+        err.replace("error: ", "python -m repro.experiments.gpu: error: "), "--dest", str(dest), "is a file"
+    )
     assert dest.read_text() == "kept\n"
 
 
 def test_gpu_read_manifest_names_the_file(tmp_path):
-    from repro.gpu import MANIFEST, read_manifest
+    from repro.experiments.gpu import MANIFEST, read_manifest
 
     folder = _manifest(tmp_path / "wheels", "[1, 2]")
     with pytest.raises(ValueError, match=str(folder / MANIFEST)):
@@ -667,7 +669,7 @@ def test_a_run_dies_with_its_killed_campaign(tmp_path):
         tmp_path, {"m": {"a": {"k": 1}}, "seeds": [0]}, f"{run} {pids}/${{item.method}}-${{item.seed}}", "never.txt"
     )
     code = (
-        "from pathlib import Path; from repro.campaign import run_campaign; "
+        "from pathlib import Path; from repro.experiments.campaign import run_campaign; "
         f"run_campaign(Path({str(root)!r}), ['a'], 1, None)"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -699,7 +701,7 @@ def test_a_campaign_stopped_by_an_error_stops_its_runs(tmp_path, monkeypatch):
 
     from test_campaign import _scratch_dvc_project
 
-    from repro import campaign
+    from repro.experiments import campaign
 
     pids = tmp_path / "pids"
     pids.mkdir()
@@ -737,7 +739,9 @@ def test_a_stale_lock_says_whose_it_was(tmp_path, capsys):
 
     params = write_yaml(tmp_path / "tiny.yaml", TINY)
     out = tmp_path / "run"
-    killed = "import os, sys; from repro.rundir import RunLock; RunLock(sys.argv[1]).__enter__(); os._exit(9)"
+    killed = (
+        "import os, sys; from repro.experiments.rundir import RunLock; RunLock(sys.argv[1]).__enter__(); os._exit(9)"
+    )
     holder = subprocess.run([sys.executable, "-c", killed, str(out)], env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert holder.returncode == 9 and (out / ".lock").read_text().strip()
     pid = (out / ".lock").read_text().split()[0]
@@ -911,7 +915,9 @@ def test_gpu_campaign_checks_its_wheels_before_it_starts(tmp_path, capsys):
     out = tmp_path / "out"
     rc, err = _gpu(capsys, "campaign", "--out", out, "--dry-run", "--wheels", wheels)
     assert rc == 2  # before: its first line clear, then a traceback, with the campaign's outputs begun
-    assert_one_line_error(err.replace("error: ", "python -m repro.gpu: error: "), "--wheels", path.name, "sha256")
+    assert_one_line_error(
+        err.replace("error: ", "python -m repro.experiments.gpu: error: "), "--wheels", path.name, "sha256"
+    )
     assert tree_hash(tmp_path) == before and not out.exists()
 
 
@@ -977,7 +983,7 @@ def test_compare_names_a_point_without_its_step(tmp_path, capsys, side):
 def test_gpu_pack_without_a_registry_is_one_line(tmp_path, capsys, monkeypatch):
     import subprocess
 
-    from repro.gpu import wheels
+    from repro.experiments.gpu import wheels
 
     def no_registry(cmd, **kwargs):  # what pip does where no index can be reached
         raise subprocess.CalledProcessError(1, cmd)
@@ -986,4 +992,6 @@ def test_gpu_pack_without_a_registry_is_one_line(tmp_path, capsys, monkeypatch):
     dest = tmp_path / "wheels"
     rc, err = _gpu(capsys, "pack", "--dest", dest)
     assert rc == 2  # before: a CalledProcessError traceback
-    assert_one_line_error(err.replace("error: ", "python -m repro.gpu: error: "), "pip download failed", "registry")
+    assert_one_line_error(
+        err.replace("error: ", "python -m repro.experiments.gpu: error: "), "pip download failed", "registry"
+    )

@@ -65,7 +65,7 @@ def test_save_grid_writes_a_png(tmp_path):
 
 
 def test_sample_writes_the_ema_samples_of_the_run_and_evaluate_reads_them(tmp_path, capsys):
-    from repro.sample import batch_seed, noise_seed
+    from repro.experiments.sample import batch_seed, noise_seed
 
     run, model, ema = _fake_run(tmp_path)
     out = tmp_path / "s.npz"
@@ -174,7 +174,7 @@ def test_evaluate_scores_the_samples(tmp_path):
 
 
 def test_an_interrupted_sampling_keeps_its_finished_batches_and_refuses_another_plan(tmp_path, monkeypatch, capsys):
-    from repro import sample
+    from repro.experiments import sample
 
     run, _, _ = _fake_run(tmp_path)
     out = tmp_path / "s.npz"

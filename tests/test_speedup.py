@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from repro import cli
-from repro.speedup import (
+from repro.evidence.speedup import (
     ONE_SEED_NOTE,
     compare,
     cost_to_target,
@@ -444,7 +444,7 @@ def test_every_method_has_one_color_in_every_plot():
     """A method's colour does not depend on which methods share its plot (the FID plot draws 11 methods, the
     validation loss plot 8: before, each numbered its own methods, so a method changed colour between them)."""
     from repro.config import load_params
-    from repro.speedup import METHOD_COLORS, method_colors
+    from repro.evidence.speedup import METHOD_COLORS, method_colors
 
     methods = list(load_params(os.path.join(os.path.dirname(__file__), "..", "params.yaml"))["methods"])
     assert set(methods) <= set(METHOD_COLORS), "give each method of params.yaml its colour in METHOD_COLORS"

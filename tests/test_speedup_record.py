@@ -1,7 +1,7 @@
-"""The speedup report as a declared record (repro/speedup/record.py) and the one Welch implementation.
+"""The speedup report as a declared record (repro/evidence/speedup/record.py) and the one Welch implementation.
 
 The committed reports parse into the dataclasses and serialise back to the same bytes; the ledger reads them by
-type; Welch's t-test is computed in one place (repro/speedup/stats.py), checked against a hand computation and
+type; Welch's t-test is computed in one place (repro/evidence/speedup/stats.py), checked against a hand computation and
 against scipy's independent implementation.
 """
 
@@ -17,8 +17,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from repro.evidence import CONFIRMED, REFUTED, experiment_test
-from repro.speedup import files
-from repro.speedup.record import (
+from repro.evidence.speedup import files
+from repro.evidence.speedup.record import (
     VERSION,
     BrokenRecord,
     Comparison,
@@ -29,7 +29,7 @@ from repro.speedup.record import (
     k_key,
     record_at,
 )
-from repro.speedup.stats import compare, one_sample, welch, welch_tests
+from repro.evidence.speedup.stats import compare, one_sample, welch, welch_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDENS = sorted((ROOT / "goldens").glob("*/speedup*.json"))
@@ -119,7 +119,7 @@ def test_one_key_formatter_for_k():
     assert list(record.p_value_ge_k) == ["1.0", "2.0"] == [k_key(1), k_key(2.0)]
     sources = {p.relative_to(ROOT).as_posix(): p.read_text() for p in (ROOT / "repro").rglob("*.py")}
     formatters = [rel for rel, text in sources.items() if "repr(float(k))" in text]
-    assert formatters == ["repro/speedup/record.py"]
+    assert formatters == ["repro/evidence/speedup/record.py"]
 
 
 def test_welch_matches_a_hand_computation():
@@ -156,12 +156,12 @@ def test_the_ledger_compares_samples_with_the_one_welch():
 
 
 def test_welch_is_implemented_once():
-    """No module but repro/speedup/stats.py computes a Welch test: no scipy t-test, no second df derivation."""
+    """No module but repro/evidence/speedup/stats.py computes a Welch test: no scipy t-test, no second df derivation."""
     found = []
     for path in sorted((ROOT / "repro").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
         text = path.read_text()
         for pattern in (r"ttest_ind", r"ttest_1samp", r"equal_var", r"\bdef welch\b", r"var\(ddof=1\) / "):
-            if re.search(pattern, text) and rel != "repro/speedup/stats.py":
+            if re.search(pattern, text) and rel != "repro/evidence/speedup/stats.py":
                 found.append(f"{rel}: {pattern}")
     assert not found, found

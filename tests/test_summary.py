@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from repro.evidence import VERDICTS
-from repro.summary import plot_points, summarize
+from repro.evidence.summary import plot_points, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = ROOT / "goldens" / "micro"
@@ -105,7 +105,12 @@ def test_dvc_yaml_declares_only_the_small_files_as_metrics_and_static_images_as_
     ]
     assert metrics == ["goldens/micro/summary"]
     assert not dvc.get("plots")  # no top-level (data) plots
-    plots = [next(iter(p)) if isinstance(p, dict) else p for s in dvc["stages"].values() for p in s.get("plots", [])]
+    plots = []
+    for s in dvc["stages"].values():
+        for key, item in (s.get("foreach") or {None: None}).items():  # a foreach stage: each item's plot
+            for p in (s["do"] if item is not None else s).get("plots", []):
+                p = next(iter(p)) if isinstance(p, dict) else p
+                plots.append(p if item is None else p.replace("${key}", key).replace("${item.plot}", item["plot"]))
     assert {"goldens/micro/fid_vs_cost.png", "goldens/micro/val_loss_vs_cost.png"} <= set(plots)
     assert all(p.endswith(".png") for p in plots), plots
     assert (ROOT / ".dvc" / "plots" / "by_run.json").exists() and (SCALE / "curves.json").exists()

@@ -15,9 +15,9 @@ import torch.multiprocessing as mp
 
 from repro.build import from_dict, resolve
 from repro.config import RunConfig, load_params, runs_of
+from repro.experiments.train import MicroBatch, RunState, TrainingDiverged, draw_micro_batch, train, train_step
 from repro.models import DiT, train_step_macs
 from repro.objectives import make_objective
-from repro.train import MicroBatch, RunState, TrainingDiverged, draw_micro_batch, train, train_step
 
 
 def tiny_run(tmp_path=None, **train_overrides) -> RunConfig:
@@ -350,7 +350,7 @@ def test_clip_denoised_is_a_scale_setting_on_for_the_micro_campaign_and_refused_
 @pytest.mark.usefixtures("fashion_mnist_data")
 def test_evaluation_stores_the_fid_sd_from_disjoint_blocks(monkeypatch):
     from repro.data.loader import TrainData, validation_batch
-    from repro.evaluation import evaluate
+    from repro.experiments.evaluation import evaluate
     from repro.metrics import fid
     from repro.objectives import make_objective
 
@@ -402,7 +402,7 @@ def test_progress_bar_and_dvclive_scalars(tmp_path, capsys):
 
 def test_logged_loss_is_the_mean_since_the_last_line(tmp_path, monkeypatch):
     """metrics.jsonl's loss is the mean of the steps since the previous line, read back only there."""
-    from repro import train as train_module
+    from repro.experiments import train as train_module
 
     seen = []
     real = train_module.train_step

@@ -10,9 +10,9 @@ import functools
 import pytest
 import torch
 
+from repro.experiments.train import RunState, draw_micro_batch, ema_update, train_step
 from repro.models import DiT, DiTConfig, StochasticDepth
 from repro.objectives import make_objective
-from repro.train import RunState, draw_micro_batch, ema_update, train_step
 
 VARIANTS = {
     "dense": {},

@@ -1,5 +1,5 @@
 """``repro audit``: parameters and MACs counted on the meta device, and the published speedups rebuilt
-(:mod:`repro.audit`); ``--check`` recounts and compares with the committed audit."""
+(:mod:`repro.evidence.audit`); ``--check`` recounts and compares with the committed audit."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..cli import add_command
 
 
 def register(subparsers: Any) -> None:
-    from ..audit import DEFAULT_OUT
+    from ..evidence.audit import DEFAULT_OUT
 
     p = add_command(
         subparsers,
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import audit as A
+    from ..evidence import audit as A
 
     audit = A.run_audit()
     if args.check:

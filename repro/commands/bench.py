@@ -1,5 +1,6 @@
-"""``repro bench``: step time, images/s, memory and MFU of DiT, TREAD and stochastic depth (:mod:`repro.bench`),
-or with ``--eval`` the time of one evaluation of a scale (:mod:`repro.evalbench`)."""
+"""``repro bench``: step time, images/s, memory and MFU of DiT, TREAD and stochastic depth
+(:mod:`repro.experiments.bench`), or with ``--eval`` the time of one evaluation of a scale
+(:mod:`repro.experiments.bench_eval`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ..cli import add_command
 
 
 def register(subparsers: Any) -> None:
-    from ..bench import METHODS
+    from ..experiments.bench import METHODS
 
     p = add_command(subparsers, "bench", run)
     p.add_argument("--model", default="DiT-S/2", help="a named size, e.g. DiT-S/2, DiT-B/2, DiT-XL/2")
@@ -44,7 +45,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     e = p.add_argument_group("evaluation (--eval)")
-    e.add_argument("--eval", action="store_true", help="time one evaluation of --scale instead (repro/evalbench.py)")
+    e.add_argument(
+        "--eval", action="store_true", help="time one evaluation of --scale instead (repro/experiments/bench_eval.py)"
+    )
     e.add_argument("--method", default="dit", help="params.yaml method of the timed run")
     e.add_argument("--reps", type=int, default=3, help="timed evaluations per path, alternated")
     e.add_argument("--run", default=None, help="run directory or checkpoint whose EMA weights sample (default: random)")
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     _at_least_one(args, "threads")  # both benches: the step's and the evaluation's
     if args.eval:
-        from ..evalbench import format_eval_report, run_eval_bench
+        from ..experiments.bench_eval import format_eval_report, run_eval_bench
 
         _at_least_one(args, "reps")
         rep = run_eval_bench(args.scale or "micro", args.method, args.reps, args.run, args.params, args.threads)
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             atomic_write_json(Path(args.json), rep)
         return 0
-    from ..bench import METHODS, format_report, run_bench
+    from ..experiments.bench import METHODS, format_report, run_bench
 
     _at_least_one(args, "batch", "steps")
     methods = args.methods or list(METHODS)

@@ -1,5 +1,5 @@
 """``repro campaign``: a scale's training stages that are not up to date, side by side, in pieces
-(:func:`repro.campaign.run_campaign`)."""
+(:func:`repro.experiments.campaign.run_campaign`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..cli import add_command, add_run_args, jobs_arg
 
 
 def register(subparsers: Any) -> None:
-    from .. import campaign
+    from ..experiments import campaign
 
     p = add_command(subparsers, "campaign", run, (campaign.__doc__ or "").split("\n\n")[0])
     add_run_args(p, method=False)
@@ -35,9 +35,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import campaign
     from ..build import resolve
     from ..config import ConfigError, load_params, runs_of
+    from ..experiments import campaign
     from ..runtime import side_by_side
 
     if args.hours is not None and not args.hours > 0:

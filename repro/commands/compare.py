@@ -1,5 +1,5 @@
 """``repro compare``: re-run curves against golden curves, pass or fail per run
-(:func:`repro.golden.compare_folders`)."""
+(:func:`repro.experiments.rerun.compare_folders`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import golden
+    from ..experiments import rerun as golden
 
     for name in ("rel_tol", "abs_tol"):
         value = getattr(args, name)

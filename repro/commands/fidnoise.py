@@ -1,5 +1,5 @@
 """``repro fidnoise``: the FID's sampling noise at a sample count, from independent sample sets of one checkpoint
-(:func:`repro.fidnoise.fid_noise`)."""
+(:func:`repro.experiments.fidnoise.fid_noise`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
         "fidnoise",
         run,
         "FIDs of independent sample sets of one checkpoint, and their sd at the count, its half and its quarter: "
-        "how a scale's eval.num_samples is chosen (`python -m repro.fidnoise` runs this command).",
+        "how a scale's eval.num_samples is chosen (`python -m repro.experiments.fidnoise` runs this command).",
     )
     p.add_argument("run", help="run directory (config.json, checkpoints/)")
     p.add_argument("--checkpoint", default=None, help="a checkpoint of the run (default: checkpoints/last.pt)")
@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..fidnoise import fid_noise
+    from ..experiments.fidnoise import fid_noise
     from ..io import atomic_write_json
     from ..provenance import git_commit
 

@@ -1,8 +1,8 @@
-"""The arguments of ``python -m repro.gpu`` (``pack``, ``campaign``, ``land``) and their checks, made before the
-campaign starts its clock or writes anything; the work itself is :mod:`repro.gpu`'s.
+"""The arguments of ``python -m repro.experiments.gpu`` (``pack``, ``campaign``, ``land``) and their checks, made before
+the campaign starts its clock or writes anything; the work itself is :mod:`repro.experiments.gpu`'s.
 
 ``register(subparsers)`` adds the same three as ``repro gpu``; :func:`build_parser` is the parser of
-``python -m repro.gpu``, and :func:`main` parses and runs it.
+``python -m repro.experiments.gpu``, and :func:`main` parses and runs it.
 """
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PROG = "python -m repro.gpu"
+PROG = "python -m repro.experiments.gpu"
 DESCRIPTION = "The small-scale GPU campaign as one prepared call, and the folder of wheels and data it travels with."
 HELP = "the GPU campaign in one budgeted call, its offline wheels (pack), and landing"
 
 
 def register(subparsers: Any) -> None:
-    """``repro gpu pack|campaign|land``: the same arguments as ``python -m repro.gpu``."""
+    """``repro gpu pack|campaign|land``: the same arguments as ``python -m repro.experiments.gpu``."""
     parser = subparsers.add_parser("gpu", help=HELP, description=DESCRIPTION)
     add_arguments(parser, dest="gpu_command")
     parser.set_defaults(func=run, invoked_as="repro")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m repro.gpu``."""
+    """The parser of ``python -m repro.experiments.gpu``."""
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     add_arguments(parser, dest="command")
     parser.set_defaults(invoked_as=PROG)
@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_arguments(parser: argparse.ArgumentParser, dest: str) -> None:
     """The three subcommands under ``parser``; each sets ``gpu_run``, the function :func:`run` calls."""
-    from repro.gpu import DEFAULT_WHEELS, GOLDENS, H200_BF16_TFLOPS, PARTS, REPO_ROOT
-    from repro.gpu.campaign import DEFAULT_PARTS
+    from repro.experiments.gpu import DEFAULT_WHEELS, GOLDENS, H200_BF16_TFLOPS, PARTS, REPO_ROOT
+    from repro.experiments.gpu.campaign import DEFAULT_PARTS
 
     sub = parser.add_subparsers(dest=dest, required=True)
     p = sub.add_parser("pack", help="download the pinned wheels and copy the data into a folder (needs a registry)")
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m repro.gpu``: parse ``argv`` (default: the command line's) and run it."""
+    """``python -m repro.experiments.gpu``: parse ``argv`` (default: the command line's) and run it."""
     return run(build_parser().parse_args(argv))
 
 
@@ -84,7 +84,7 @@ def _error(message: str) -> int:
 
 
 def land_command(args: argparse.Namespace) -> int:
-    from repro.gpu.land import land
+    from repro.experiments.gpu.land import land
 
     try:
         written = land(args.out, args.goldens)
@@ -96,7 +96,7 @@ def land_command(args: argparse.Namespace) -> int:
 
 
 def pack_command(args: argparse.Namespace) -> int:
-    from repro.gpu.wheels import pack
+    from repro.experiments.gpu.wheels import pack
 
     if args.dest.exists() and not args.dest.is_dir():
         return _error(f"--dest: {args.dest} is a file; a folder is needed")
@@ -117,7 +117,7 @@ def pack_command(args: argparse.Namespace) -> int:
 def campaign_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the campaign's arguments, in one line, or None: checked before its clock starts and
     before anything is written."""
-    from repro.gpu.wheels import MANIFEST, check_wheels
+    from repro.experiments.gpu.wheels import MANIFEST, check_wheels
 
     for name in ("budget_s", "train_budget_s", "mfu", "peak_tflops"):
         v = getattr(args, name)
@@ -147,7 +147,7 @@ def campaign_problem(args: argparse.Namespace) -> str | None:
 
 
 def campaign_command(args: argparse.Namespace) -> int:
-    from repro.gpu.campaign import CampaignOptions, run_gpu_campaign
+    from repro.experiments.gpu.campaign import CampaignOptions, run_gpu_campaign
 
     problem = campaign_problem(args)
     if problem:

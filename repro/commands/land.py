@@ -1,5 +1,5 @@
 """``repro land``: finished paper-scale run directories landed in ``goldens/paper/``, with provenance
-(:func:`repro.land.land`)."""
+(:func:`repro.experiments.land.land`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..cli import add_command
 
 
 def register(subparsers: Any) -> None:
-    from .. import land
+    from ..experiments import land
 
     p = add_command(subparsers, "land", run, land.__doc__.split("\n\n")[1] if land.__doc__ else None)
     p.allow_abbrev = False
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..land import land
+    from ..experiments.land import land
 
     written = land(args.run_dirs, args.goldens, args.evaluations, args.invocation)
     for path in written:

@@ -1,5 +1,5 @@
 """``repro rerun``: re-train a scale's runs afresh and compare each curve with its golden
-(:func:`repro.golden.rerun`)."""
+(:func:`repro.experiments.rerun.rerun`)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import golden
+    from ..experiments import rerun as golden
 
     report = golden.rerun(
         args.scale,

@@ -1,5 +1,5 @@
-"""``repro sample``: samples of a run or a checkpoint as one ADM ``.npz`` (:mod:`repro.sample`), under torchrun
-too: every process runs this same command."""
+"""``repro sample``: samples of a run or a checkpoint as one ADM ``.npz`` (:mod:`repro.experiments.sample`), under
+torchrun too: every process runs this same command."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _nonnegative_int(text: str) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from .. import sample
+    from ..experiments import sample
 
     doc = sample.__doc__.split("\n\n")[1] if sample.__doc__ else None
     # allow_abbrev=False: under torchrun a prefix could also be one of torchrun's options
@@ -58,11 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from ..metrics.grid import save_grid
-    from ..provenance import provenance as base_provenance
-    from ..provenance import sha256_file
-    from ..runtime import cpu_setup, device_name, dist_info, pick_device, setup_distributed
-    from ..sample import (
+    from ..experiments.sample import (
         Decoder,
         check_samples_out,
         default_out,
@@ -72,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         load_for_sampling,
         sample_set,
     )
+    from ..metrics.grid import save_grid
+    from ..provenance import provenance as base_provenance
+    from ..provenance import sha256_file
+    from ..runtime import cpu_setup, device_name, dist_info, pick_device, setup_distributed
 
     if args.out is not None and not str(args.out).endswith(".npz"):
         print(f"repro sample: error: --out {args.out!r}: allowed: a path ending in .npz", file=sys.stderr)

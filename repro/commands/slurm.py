@@ -1,5 +1,5 @@
 """``repro slurm``: an sbatch script for one paper-scale run: torchrun on every node, c10d rendezvous, a requeue
-on preemption (:func:`repro.cluster.render`)."""
+on preemption (:func:`repro.experiments.cluster.render`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..cli import add_command
 
 
 def register(subparsers: Any) -> None:
-    from .. import cluster
+    from ..experiments import cluster
 
     p = add_command(subparsers, "slurm", run, cluster.__doc__.split("\n\n")[1] if cluster.__doc__ else None)
     p.allow_abbrev = False
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cluster import render
+    from ..experiments.cluster import render
 
     script = render(
         method=args.method,

@@ -1,5 +1,5 @@
 """``repro speedup``: speedups to a target metric from training curves, with intervals and tests
-(:func:`repro.speedup.speedup_report`)."""
+(:func:`repro.evidence.speedup.speedup_report`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from ..cli import add_command
 
 
 def register(subparsers: Any) -> None:
-    from .. import speedup
-    from ..speedup import DEFAULT_GATE, METRICS, UNITS
+    from ..evidence import speedup
+    from ..evidence.speedup import DEFAULT_GATE, METRICS, UNITS
 
     p = add_command(subparsers, "speedup", run, (speedup.__doc__ or "").splitlines()[0])
     p.add_argument(
@@ -90,7 +90,7 @@ def _growth_pair(text: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import speedup
+    from ..evidence import speedup
 
     speedup.check_output("--out", args.out)
     speedup.check_output("--plot", args.plot)

@@ -1,5 +1,5 @@
 """``repro summary``: a scale's flat metrics and plot files from its goldens, for DVC
-(:func:`repro.summary.write_summary`)."""
+(:func:`repro.evidence.summary.write_summary`)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..summary import write_summary
+    from ..evidence.summary import write_summary
 
     written = write_summary(
         args.curves,

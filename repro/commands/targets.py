@@ -1,5 +1,5 @@
 """``repro targets``: the targets that runs trained to target stop at, from a baseline's finished runs
-(:func:`repro.speedup.train_targets`)."""
+(:func:`repro.evidence.speedup.train_targets`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import speedup
+    from ..evidence import speedup
     from ..io import atomic_write_json
     from ..provenance import provenance
 

@@ -1,4 +1,4 @@
-"""``repro train``: one run of params.yaml (:func:`repro.train.train`)."""
+"""``repro train``: one run of params.yaml (:func:`repro.experiments.train.train`)."""
 
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..build import resolve
     from ..config import ConfigError, load_params
+    from ..experiments.train import EXIT_PREEMPTED, TrainingDiverged, load_targets, train
     from ..io import atomic_write_bytes, atomic_write_json, check_writable
     from ..runtime import dist_info
-    from ..train import EXIT_PREEMPTED, TrainingDiverged, load_targets, train
 
     cfg = resolve(load_params(args.params), args.scale, args.method, args.seed)
     if args.steps is not None:

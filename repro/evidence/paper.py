@@ -2,8 +2,8 @@
 
 The paper-scale claims (``dit-xl2-curve``, ``tread-final``, ``tread-table2``, ``dit-conditioning-ablation``) are
 about FID-50K on ImageNet-256: 50,000 samples scored against ADM's reference batch. Their goldens under
-``goldens/paper/`` are written by ``repro land`` (:mod:`repro.land`) from cluster run directories, and each one
-must show how every number in it was made. :func:`admit` refuses (the verdict is then ``check failed``) a golden
+``goldens/paper/`` are written by ``repro land`` (:mod:`repro.experiments.land`) from cluster run directories, and each
+one must show how every number in it was made. :func:`admit` refuses (the verdict is then ``check failed``) a golden
 
 - that ``repro land`` did not write, or that was edited after it did (``format``, ``landed_by``, and a
   ``digest``: the sha256 of the file's canonical JSON without it, recomputed here; it catches hand edits, it is

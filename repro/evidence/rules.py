@@ -4,7 +4,7 @@ How an experiment query is decided (:func:`experiment_verdict`). The value at th
 
 - a speedup record as ``repro speedup`` writes under ``unit_results.<method>.<target>.<cost unit>`` (targets:
   ``final``, ``third``, ``final-mean``, ``common``, or a rung of the ladder, ``ladder.<rung>``; see
-  ``repro/speedup/``). With a number threshold ``k`` and ``>=``/``>``: holds when the one-sided test of
+  ``repro/evidence/speedup/``). With a number threshold ``k`` and ``>=``/``>``: holds when the one-sided test of
   "speedup >= k" is significant at 0.025 (``p_value_ge_k``), fails only when the test of the opposite effect,
   "speedup < k", is (``p_value_lt_k``): both decide exactly when the 95% interval excludes ``k``. A seed that did
   not reach the target is censored: the ratio is then a bound, printed as one without an interval, and only the
@@ -57,8 +57,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..speedup.record import BrokenRecord, Comparison, Sample, record_at
-from ..speedup.stats import detectable_shift, welch_tests
 from .goldens import (
     DIVERGED,
     MISSING,
@@ -73,6 +71,8 @@ from .goldens import (
     show,
 )
 from .schema import Spec
+from .speedup.record import BrokenRecord, Comparison, Sample, record_at
+from .speedup.stats import detectable_shift, welch_tests
 from .verdicts import (
     CHECK_FAILED,
     CONFIRMED,
@@ -217,8 +217,8 @@ class Test:
 
 
 def _compare_samples(a: Sequence[float], b: Sequence[float] | float, relation: str) -> Test:
-    """One-sided t-tests (Welch's for two samples, :func:`repro.speedup.stats.welch_tests`) of ``a relation b``, both
-    directions, with the shift they detect with 80 % power at these seed counts."""
+    """One-sided t-tests (Welch's for two samples, :func:`repro.evidence.speedup.stats.welch_tests`) of ``a relation
+    b``, both directions, with the shift they detect with 80 % power at these seed counts."""
     p_above, p_below, se, df = welch_tests(a, b)
     greater = relation in (">", ">=")
     p_hold, p_fail = (p_above, p_below) if greater else (p_below, p_above)
@@ -319,8 +319,9 @@ def _decide(value: Any, relation: str, threshold: Any, margin: float = 0.0) -> T
 
 
 def _typed(report: Any, keys: Sequence[str]) -> Any:
-    """The value at ``keys`` of a speedup report, typed by where it sits (:func:`repro.speedup.record.record_at`):
-    :data:`MISSING` where there is none; raises :class:`BrokenRecord` on a record no report writer writes."""
+    """The value at ``keys`` of a speedup report, typed by where it sits
+    (:func:`repro.evidence.speedup.record.record_at`): :data:`MISSING` where there is none; raises :class:`BrokenRecord`
+    on a record no report writer writes."""
     value = lookup(report, keys)
     return value if value is MISSING else record_at(keys, value)
 

@@ -284,8 +284,8 @@ def projector_for(reg: Dispersive | SRA | None, hidden_size: int, seed: int) -> 
 
 def regularized_loss(reg, objective, call, batch, *, ema=None, projector=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(the objective's mean loss, the mean loss plus ``weight`` x the regularizer's term) of one micro-batch whose
-    draws are made (``batch``: a ``repro.train.MicroBatch``); ``call(x, t, y, generator=None, capture=...)`` is
-    the network with the batch's draws bound."""
+    draws are made (``batch``: a ``repro.experiments.train.MicroBatch``); ``call(x, t, y, generator=None, capture=...)``
+    is the network with the batch's draws bound."""
     hidden: dict[int, torch.Tensor] = {}
 
     def net(x, t, y, generator=None):

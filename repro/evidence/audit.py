@@ -17,7 +17,7 @@ Sections of the audit (``repro audit`` writes them to ``goldens/audit.json``):
 - ``speedups``: TREAD's 14x and 37x, REPA's 17.5x and LightningDiT's 21.8x rebuilt from the published
   points, as (iteration ratio) x (per-iteration cost ratio).
 
-The published numbers used here are read from ``repro/published.yaml``, where each one names its paper and
+The published numbers used here are read from ``repro/evidence/published.yaml``, where each one names its paper and
 table or figure; every other number is computed.
 """
 
@@ -36,18 +36,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from .io import atomic_write_json
-from .models import SIZES, DiT, dit_forward_macs, meta_dit, num_params, tread_routes
-from .models.cost import ElementCounter, attention_macs, dit_train_step_macs, macs_by_op
-from .models.lightningdit import RELEASED_MODEL, lightningdit_config
-from .provenance import provenance
+from ..io import atomic_write_json
+from ..models import SIZES, DiT, dit_forward_macs, meta_dit, num_params, tread_routes
+from ..models.cost import ElementCounter, attention_macs, dit_train_step_macs, macs_by_op
+from ..models.lightningdit import RELEASED_MODEL, lightningdit_config
+from ..provenance import provenance
+from ..runtime import cpu_setup
 from .published import PUBLISHED
-from .runtime import cpu_setup
 
 DEFAULT_OUT = Path("goldens/audit.json")
 
 # ------------------------------------------------------------------------------------------------------------
-# Published numbers: read from repro/published.yaml, where each one names its source
+# Published numbers: read from repro/evidence/published.yaml, where each one names its source
 # ------------------------------------------------------------------------------------------------------------
 
 # DiT's Table 4: forward "Gflops" (= GMACs) at 256x256 as printed, and parameters in millions per size.
@@ -317,7 +317,7 @@ def _jsonable(obj: Any) -> Any:
 
 def _cost_to_reach(points: Sequence[tuple[float, float]], target: float) -> float | None:
     """Cost at which a published curve of (cost, FID) points first reaches ``target`` FID or better (``None``: never),
-    by the same rule as the golden runs' (:func:`repro.speedup.first_crossing`)."""
+    by the same rule as the golden runs' (:func:`repro.evidence.speedup.first_crossing`)."""
     from .speedup import first_crossing
 
     costs, fids = zip(*sorted(points))
@@ -468,7 +468,7 @@ def write_audit(audit: Mapping[str, Any], path: str | os.PathLike, command: str)
 
 
 def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parent.parent.parent
 
 
 def load_audit(path: str | os.PathLike = DEFAULT_OUT) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The speedup report as a declared record: what :func:`repro.speedup.report.speedup_report` writes, typed.
+"""The speedup report as a declared record: what :func:`repro.evidence.speedup.report.speedup_report` writes, typed.
 
 Each dataclass serialises (:meth:`to_json`) to exactly the JSON the report has always had: the same keys in the same
 order (a field whose metadata says ``omit`` is left out when it is None: the keys a record of that kind does not

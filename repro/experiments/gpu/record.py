@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..provenance import provenance
+from ...provenance import provenance
 from .paths import PARAMS, REPO_ROOT
 
 
@@ -110,7 +110,7 @@ class Campaign:
         return self.deadline - self.clock()
 
     def save(self) -> None:
-        from ..io import atomic_write_json
+        from ...io import atomic_write_json
 
         self.record["elapsed_s"] = round(self.elapsed(), 3)
         atomic_write_json(self.out / "campaign.json", self.record)

@@ -1,12 +1,13 @@
-"""The small-scale GPU campaign in one call of at most ``--budget-s`` seconds (``python -m repro.gpu campaign``).
+"""The small-scale GPU campaign in one call of at most ``--budget-s`` seconds (``python -m repro.experiments.gpu
+campaign``).
 
-Install from the wheel folder whatever is not importable (:mod:`repro.gpu.wheels`; nothing from a registry), point
-the data loader at the carried copy, print and save the plan (:mod:`repro.gpu.plan`: the FLOPs of every part and its
-time at a stated throughput), train the small scale's runs (DiT, TREAD, SiT at equal training MACs) with FID and
-validation-loss curves of the EMA weights, then ``repro bench`` DiT-S/2, -B/2 and -XL/2 at the largest batch up to
-256 that fits (:mod:`repro.gpu.batch`). The budget is a deadline polled between parts (no timer interrupts a
-part): a part that would not fit in what is left, or comes after the deadline, is skipped and recorded as such;
-every run gets a time cap from what is left, checked by the training loop between its steps. Whatever exists is
+Install from the wheel folder whatever is not importable (:mod:`repro.experiments.gpu.wheels`; nothing from a registry),
+point the data loader at the carried copy, print and save the plan (:mod:`repro.experiments.gpu.plan`: the FLOPs of
+every part and its time at a stated throughput), train the small scale's runs (DiT, TREAD, SiT at equal training MACs)
+with FID and validation-loss curves of the EMA weights, then ``repro bench`` DiT-S/2, -B/2 and -XL/2 at the largest
+batch up to 256 that fits (:mod:`repro.experiments.gpu.batch`). The budget is a deadline polled between parts (no timer
+interrupts a part): a part that would not fit in what is left, or comes after the deadline, is skipped and recorded as
+such; every run gets a time cap from what is left, checked by the training loop between its steps. Whatever exists is
 always written to ``--out``:
 
 - ``plan.json``: assumptions and per-part FLOPs and estimated seconds;
@@ -19,8 +20,8 @@ always written to ``--out``:
 
 ``parts`` picks what runs (default ``small bench``, the above); ``long`` and ``tokens`` are the long horizon to 17.5x
 the core budget (scale ``gpu-long``) and the token axis at 256 tokens (scale ``gpu-tokens``), each sized from
-counted FLOPs and the step measured in its own first ``probe_s`` seconds (:mod:`repro.gpu.axes`). ``dry_run`` runs
-the same code at a tiny size on the CPU (the tests run it).
+counted FLOPs and the step measured in its own first ``probe_s`` seconds (:mod:`repro.experiments.gpu.axes`).
+``dry_run`` runs the same code at a tiny size on the CPU (the tests run it).
 """
 
 from __future__ import annotations
@@ -55,13 +56,13 @@ from .plan import (
 from .record import Campaign, Tee, campaign_provenance
 from .wheels import MANIFEST, install_missing, use_carried_data
 
-PARTS = ("small", "bench", "long", "tokens")  # what parts may name; long and tokens: repro/gpu/axes.py
+PARTS = ("small", "bench", "long", "tokens")  # what parts may name; long and tokens: repro/experiments/gpu/axes.py
 DEFAULT_PARTS = ("small", "bench")
 
 
 @dataclass(frozen=True)
 class CampaignOptions:
-    """What one campaign call runs and within what budget: the options of ``python -m repro.gpu campaign``
+    """What one campaign call runs and within what budget: the options of ``python -m repro.experiments.gpu campaign``
     (``bench_steps``, ``bench_warmup`` and ``command`` have no flag). Paths are kept as :class:`~pathlib.Path`."""
 
     out: Path
@@ -116,7 +117,7 @@ def run_gpu_campaign(options: CampaignOptions, clock: Callable[[], float] = time
     what finished is written whatever happens."""
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
-    command = options.command or " ".join(["python -m repro.gpu", *sys.argv[1:]])
+    command = options.command or " ".join(["python -m repro.experiments.gpu", *sys.argv[1:]])
     camp = Campaign(out, options.budget_s, command, clock)
     log_file = open(out / "log.txt", "a", buffering=1)  # noqa: SIM115 - closed in finally
     old_out, old_err = sys.stdout, sys.stderr
@@ -196,8 +197,8 @@ def _prepare(camp: Campaign, options: CampaignOptions, work: Path) -> _Prepared:
     and the call's provenance in the record."""
     import torch
 
-    from ..config import load_params
-    from ..runtime import cpu_setup
+    from ...config import load_params
+    from ...runtime import cpu_setup
 
     dry_run, parts = options.dry_run, options.parts
     dev = torch.device(options.device or ("cuda" if torch.cuda.is_available() and not dry_run else "cpu"))
@@ -230,7 +231,7 @@ def _prepare(camp: Campaign, options: CampaignOptions, work: Path) -> _Prepared:
 
 def _plan(camp: Campaign, options: CampaignOptions, prep: _Prepared) -> list[dict[str, Any]]:
     """``plan.json`` and its table: every part's counted FLOPs and seconds at the stated throughput."""
-    from ..io import atomic_write_json
+    from ...io import atomic_write_json
 
     with camp.part("plan") as entry:
         tp = prep.tp
@@ -253,7 +254,7 @@ def _plan(camp: Campaign, options: CampaignOptions, prep: _Prepared) -> list[dic
 def _train_small(camp: Campaign, prep: _Prepared, rows: list[dict[str, Any]], train_end: float) -> None:
     """The small runs, each with a time cap from what is left until ``train_end`` (on the campaign's clock) after
     the evaluations still planned, shared equally by the runs still to go."""
-    from ..io import atomic_write_json
+    from ...io import atomic_write_json
     from ..train import train
 
     camp.record["runs"] = {}
@@ -293,8 +294,8 @@ def _bench(camp: Campaign, prep: _Prepared, rows: list[dict[str, Any]]) -> None:
     """The benchmarks: the largest batch up to the maximum that fits, while the budget lasts."""
     import torch
 
+    from ...io import atomic_write_json
     from ..bench import format_report
-    from ..io import atomic_write_json
 
     gc.collect()
     if prep.device.type == "cuda":

@@ -1,5 +1,5 @@
-"""Two further parts of the GPU call (``python -m repro.gpu campaign --parts long tokens``): the long horizon to
-17.5x the core budget (the 37x analogue) and the token axis at 256 tokens.
+"""Two further parts of the GPU call (``python -m repro.experiments.gpu campaign --parts long tokens``): the long
+horizon to 17.5x the core budget (the 37x analogue) and the token axis at 256 tokens.
 
 ``long`` (scale ``gpu-long``)
     The micro model at 17.5x the core budget: DiT (DDPM) for 52,500 dense steps, then TREAD's recipe
@@ -24,9 +24,9 @@ the token axis gives way), with a ``margin`` for error; each run is also capped 
 What a part writes: ``<out>/<part>.json``, one bundle (the 8-file limit of what comes back from a call): the
 scale, the campaign's provenance, the sizing (measured steps, estimates, what was skipped and why), each run's
 configuration, status and curve (rewritten after every evaluation), and the targets.
-:func:`repro.gpu.land.land_parts` unpacks a bundle into ``goldens/small/<part>/`` (``runs/<method>-s<seed>.json``,
-``targets.json``, ``part.json``) and writes the ladder over it to ``goldens/small/speedup-<part>.json``, the file
-the ledger reads at scale small.
+:func:`repro.experiments.gpu.land.land_parts` unpacks a bundle into ``goldens/small/<part>/``
+(``runs/<method>-s<seed>.json``, ``targets.json``, ``part.json``) and writes the ladder over it to
+``goldens/small/speedup-<part>.json``, the file the ledger reads at scale small.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ _RESOLVED: dict[str, list] = {}  # resolving counts MACs on the meta device: onc
 def part_configs(params: dict[str, Any], part: str, dry_run: bool, steps: int | None = None,
                  seeds: Sequence[int] | None = None) -> list:  # fmt: skip
     """The part's runs (fresh RunConfigs, method-major as the scale lists them), of ``seeds`` only when given."""
-    from ..build import resolve
-    from ..config import runs_of
+    from ...build import resolve
+    from ...config import runs_of
 
     key = json.dumps([params, part, dry_run, steps], sort_keys=True, default=str)
     if key not in _RESOLVED:
@@ -133,9 +133,9 @@ def with_samples(cfg, step: int) -> bool:
 
 
 def run_estimate(cfg, tp, step_s: float | None = None) -> dict[str, Any]:
-    """Counted FLOPs of one run and its seconds: at the stated throughput ``tp`` (a :class:`repro.gpu.plan.Throughput`),
-    or, with ``step_s``, at the measured step (training) and at no less than a third of it per forward call
-    (evaluation: at this width a forward call is launch-bound, not FLOP-bound)."""
+    """Counted FLOPs of one run and its seconds: at the stated throughput ``tp`` (a
+    :class:`repro.experiments.gpu.plan.Throughput`), or, with ``step_s``, at the measured step (training) and at no less
+    than a third of it per forward call (evaluation: at this width a forward call is launch-bound, not FLOP-bound)."""
     t, e = cfg.train, cfg.eval
     step_macs, fwd = counted_macs(cfg)  # the same count as the small runs' plan, a regularizer's work included
     evals = [s for s in range(1, t.steps + 1) if t.is_eval_step(s)]
@@ -271,7 +271,7 @@ class Bundle:
         self.save()
 
     def save(self) -> None:
-        from ..io import atomic_write_json
+        from ...io import atomic_write_json
 
         atomic_write_json(self.path, self.doc)
 
@@ -295,7 +295,7 @@ def run_parts(camp, parts: Sequence[str], params, dry_run: bool, device: str, tp
               reserve_s: float = 10.0, train_fn: Callable | None = None) -> None:  # fmt: skip
     """Measure each of ``parts``, share the time left between them (:func:`share_time`), then size and run each:
     tokens first, then long (the token axis is shorter and its length adapts, so the long part is sized on what it
-    actually left). ``camp`` is the :class:`repro.gpu.record.Campaign`."""
+    actually left). ``camp`` is the :class:`repro.experiments.gpu.record.Campaign`."""
     prov = camp.record.get("provenance") or {}
     rec = camp.record.setdefault("axes", {})
     steps: dict[str, dict[str, dict]] = {}
@@ -479,8 +479,8 @@ def _run_tokens(camp, bundle, params, dry_run, device, tp, work, seen, left_s, t
 
 
 def _run_long(camp, bundle, params, dry_run, device, tp, work, seen, left_s, train_fn) -> None:
-    from ..io import atomic_write_json
-    from ..speedup import train_targets
+    from ...evidence.speedup import train_targets
+    from ...io import atomic_write_json
 
     cfgs = part_configs(params, LONG, dry_run)
     seeds = sorted({c.seed for c in cfgs}, key=[c.seed for c in cfgs].index)

@@ -19,11 +19,11 @@ EXACT = ("step", "images", "macs")
 COMPARED = ("fid", "val_loss")
 
 
-def load_curves(folder: str | Path) -> dict[str, dict[str, Any]]:
+def curves_by_run(folder: str | Path) -> dict[str, dict[str, Any]]:
     """``run_id -> curve`` of every ``*.json`` curve file in ``folder`` (each checked as ``repro speedup`` does).
 
     Two files with one run id are an error: which of them is compared would be an accident of file names."""
-    from .speedup import load_curves as load_checked
+    from ..evidence.speedup import load_curves as load_checked
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -41,9 +41,9 @@ def load_curves(folder: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def _golden_curve(path: Path) -> dict[str, Any]:
-    """A golden curve, checked as :func:`load_curves` checks curves (valid JSON, the fields a curve needs, each
+    """A golden curve, checked as :func:`curves_by_run` checks curves (valid JSON, the fields a curve needs, each
     point with a step): a one-line error naming the file and the field, not a ``KeyError`` after the training."""
-    from .speedup import load_curves as load_checked
+    from ..evidence.speedup import load_curves as load_checked
 
     curve = load_checked([path], include_incomplete=True, finite_values=False)[0]
     _check_steps(path, curve)
@@ -158,7 +158,7 @@ def compare_folders(
     """Per golden run: ``{"status": "pass"|"fail"|"missing", "problems": [...]}``. With ``common``, runs are
     paired by method and seed (their scales may differ) and compared at the steps both evaluated
     (:func:`common_steps`); a pair with no step in common fails."""
-    new, golden = load_curves(new_dir), load_curves(golden_dir)
+    new, golden = curves_by_run(new_dir), curves_by_run(golden_dir)
     if common:
         by_run = {(c.get("method"), c.get("seed")): c for c in new.values()}
         new = {rid: by_run[key] for rid, g in golden.items() if (key := (g.get("method"), g.get("seed"))) in by_run}
@@ -297,10 +297,10 @@ def rerun(
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
-    from .build import resolve
-    from .config import ConfigError, load_params, runs_of
-    from .io import atomic_write_json
-    from .runtime import side_by_side
+    from ..build import resolve
+    from ..config import ConfigError, load_params, runs_of
+    from ..io import atomic_write_json
+    from ..runtime import side_by_side
 
     out_dir, golden_dir = Path(out_dir), Path(golden_dir)
     p = load_params(params)

@@ -1,6 +1,6 @@
 """``repro bench --eval``: seconds per evaluation of a scale, the reference path against the fast one.
 
-One evaluation is what the training loop does at an evaluation step (:func:`repro.train.evaluate`): the
+One evaluation is what the training loop does at an evaluation step (:func:`repro.experiments.train.evaluate`): the
 validation loss at the fixed noise levels, ``eval.num_samples`` samples of the EMA weights, and FID / KID /
 precision-recall of their features against the reference. Two paths compute it, in one process, alternated
 (reference, fast, reference, fast, ...) so that both see the same machine load; medians are reported:
@@ -32,8 +32,8 @@ PARTS = ("sampling_s", "metrics_s", "val_loss_s")
 def _model(cfg, run: str | None):
     """The EMA weights of ``run`` (a run directory or checkpoint), or, without one, the scale's model with its
     zero-initialized layers given random weights (for timing: the same operations as a trained model)."""
-    from .models import DiT
-    from .objectives import make_objective
+    from ..models import DiT
+    from ..objectives import make_objective
 
     if run is not None:
         from .sample import find_checkpoint, load_for_sampling
@@ -52,9 +52,9 @@ def _model(cfg, run: str | None):
 
 
 def _one_evaluation(model, objective, cfg, val, fast: bool) -> tuple[dict[str, float], torch.Tensor, dict[str, Any]]:
+    from ..metrics.fid import compute_metrics
+    from ..objectives.base import SplitForward
     from .evaluation import generate
-    from .metrics.fid import compute_metrics
-    from .objectives.base import SplitForward
 
     workers = torch.get_num_threads() if fast else 1
     ev = cfg.eval
@@ -98,10 +98,10 @@ def run_eval_bench(
     """Time ``reps`` evaluations of each path, alternated; see the module docstring. ``threads``: the CPU threads
     (default: the scale's ``train.threads``, what its runs evaluate with); the fast path's workers are one per
     thread, so at one thread the two paths do the same work."""
-    from .build import resolve
-    from .config import load_params
-    from .metrics import fid
-    from .runtime import cpu_setup, device_name
+    from ..build import resolve
+    from ..config import load_params
+    from ..metrics import fid
+    from ..runtime import cpu_setup, device_name
     from .train import TrainData, validation_batch
 
     cfg = resolve(load_params(params), scale, method, 0)

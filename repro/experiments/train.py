@@ -5,7 +5,7 @@ loads itself; :func:`train_step`, one optimizer step on given inputs; :func:`fit
 the step and then whichever :class:`Hook` is due (logging, the time budget, evaluation, checkpoints);
 and :func:`train`, which sets a run up from its configuration and run directory.
 
-A run directory (see :mod:`repro.rundir`) holds ``config.json``, ``metrics.jsonl`` (one line per logged
+A run directory (see :mod:`repro.experiments.rundir`) holds ``config.json``, ``metrics.jsonl`` (one line per logged
 step: the mean loss over the steps since the last line, across ranks too), ``checkpoints/last.pt``
 (atomic) and ``curve.json``: one point per evaluation with its cost (step, images seen, counted
 training MACs, training wall-clock seconds on the named device, evaluation excluded) and its quality
@@ -44,23 +44,23 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .build import built_regularizer, check_data_files, run_step_macs
-from .config import ConfigError, RunConfig
-from .data.loader import SEED_STRIDE, TrainData, validation_batch
-from .evaluation import evaluate, extra_fid
-from .io import (
+from ..build import built_regularizer, check_data_files, run_step_macs
+from ..config import ConfigError, RunConfig
+from ..data.loader import SEED_STRIDE, TrainData, validation_batch
+from ..io import (
     CheckpointError,
     atomic_torch_save,
     atomic_write_json,
     load_checkpoint,
     remove_stale_temporaries,
 )
-from .models import DiT
-from .objectives import make_objective
-from .objectives.regularizers import projector_for, regularized_loss
-from .provenance import run_provenance
+from ..models import DiT
+from ..objectives import make_objective
+from ..objectives.regularizers import projector_for, regularized_loss
+from ..provenance import run_provenance
+from ..runtime import cpu_setup, dist_info, pick_device, setup_distributed
+from .evaluation import evaluate, extra_fid
 from .rundir import RunLock, check_run_directory, completed_curve, plain, start_over, trim_metrics_log
-from .runtime import cpu_setup, dist_info, pick_device, setup_distributed
 
 CHECKPOINT_KEYS = ("config", "model", "ema", "opt", "step", "seconds", "points")
 
@@ -426,7 +426,7 @@ class EvalHook(Hook):
                 if steps and (last or stop or run.cfg.train.at_dense(s.step, extra["at"])):
                     point.update(extra_fid(s.ema, run.objective, run.cfg, run.device, steps))
             if (last or stop) and "samples" in keep and run.cfg.model.in_channels in (1, 3):
-                from .metrics.grid import save_grid
+                from ..metrics.grid import save_grid
 
                 save_grid(keep["samples"][: self.GRID], run.dir / "samples.png", nrow=run.cfg.model.num_classes)
             s.points.append(point)
@@ -769,14 +769,14 @@ def train(
     curve (also written to ``run_dir/curve.json``).
 
     A run directory belongs to one configuration: resuming one whose ``config.json`` differs, or one
-    that another process is writing, raises :class:`~repro.rundir.RunDirectoryError`. A finished run is
+    that another process is writing, raises :class:`~repro.experiments.rundir.RunDirectoryError`. A finished run is
     returned as it is, never trained further.
     """
     run_dir = Path(run_dir)
     pick_device(device)  # a bad --device fails before anything is written
     check_data_files(cfg)
     if cfg.data.name == "latents":  # a held-out validation set large enough, before anything is written
-        from .data.latents import LatentShards
+        from ..data.latents import LatentShards
 
         LatentShards(cfg.data.path).validation(cfg.eval.val_size)
     with RunLock(run_dir) if dist_info()[0] == 0 else nullcontext() as lock:
@@ -839,7 +839,7 @@ def _train(cfg, run_dir, device, resume, stop_after, command, quiet, on_eval, co
     if world > 1:
         prov["nodes"] = hosts
     if cfg.data.name == "latents":
-        from .data.latents import manifest_sha256
+        from ..data.latents import manifest_sha256
 
         prov["latents"] = {"path": cfg.data.path, "manifest_sha256": manifest_sha256(cfg.data.path)}
     run = Run(cfg, run_dir, dev, rank, world, state, objective, data, step_fn, step_macs, prov, LossMeter(dev, world))

@@ -127,8 +127,8 @@ def load_for_sampling(
     A checkpoint of ``repro train`` needs its run's ``config.json``; an official DiT checkpoint (see
     :func:`repro.models.convert.load_official_checkpoint`) is sampled with DiT's recipe (DDPM, 250 steps, no
     guidance) unless ``config_path`` gives a run configuration."""
-    from .models import DiT, DiTConfig
-    from .objectives import make_objective
+    from ..models import DiT, DiTConfig
+    from ..objectives import make_objective
 
     if weights not in WEIGHTS:
         raise ValueError(f"weights: {weights!r}; allowed: {', '.join(WEIGHTS)}")
@@ -147,7 +147,7 @@ def load_for_sampling(
         model.load_state_dict(ckpt[weights], strict=True)
         step = ckpt.get("step")
     else:
-        from .models.convert import load_official_checkpoint
+        from ..models.convert import load_official_checkpoint
 
         try:
             cfg, state, info = load_official_checkpoint(ckpt_path, weights)
@@ -247,7 +247,7 @@ def draw(
     compile: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``num`` samples in [-1, 1] (float32, on CPU) and their labels, noise from one generator seeded by ``seed``
-    and batch ``i``'s sampler noise from ``seed + 1 + i``: the scheme of ``python -m repro.fidnoise``, whose
+    and batch ``i``'s sampler noise from ``seed + 1 + i``: the scheme of ``python -m repro.experiments.fidnoise``, whose
     committed numbers it reproduces (``repro sample`` draws by sample index instead: see the module docstring).
 
     On a CPU each forward runs on slices of the batch in parallel one-thread workers, one per thread of the
@@ -282,7 +282,7 @@ def draw(
 
 def _vae_config(config: dict) -> dict:
     """A VAE config as compared: the public fields (diffusers' ``_name_or_path`` and versions left out)."""
-    from .data.latents import _jsonable
+    from ..data.latents import _jsonable
 
     return {k: _jsonable(v) for k, v in dict(config).items() if not str(k).startswith("_")}
 
@@ -291,7 +291,7 @@ def _weights_sha256(folder: Path) -> str | None:
     """sha256 over a diffusers folder's weight files (names and bytes), or None when it has none."""
     import hashlib
 
-    from .provenance import sha256_file
+    from ..provenance import sha256_file
 
     files = sorted(p for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt", ".ckpt"))
     if not files:
@@ -311,7 +311,7 @@ class Decoder:
             if vae is not None:
                 raise ValueError("--vae: the run trains on pixels; a VAE decodes latent models only")
             return
-        from .data.latents import MANIFEST, SD_VAE_SCALE, load_vae, manifest_sha256
+        from ..data.latents import MANIFEST, SD_VAE_SCALE, load_vae, manifest_sha256
 
         data = run.get("data") or {}
         manifest_path = Path(data["path"]) / MANIFEST if data.get("path") else None
@@ -345,7 +345,7 @@ class Decoder:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         if not self.latent:
-            from .metrics.grid import to_uint8
+            from ..metrics.grid import to_uint8
 
             return np.ascontiguousarray(to_uint8(x).transpose(0, 2, 3, 1))
         param = next(self.vae.parameters())
@@ -378,7 +378,7 @@ def _read_part(path: Path, count: int) -> dict[str, np.ndarray] | None:
 
 
 def _write_part(path: Path, part: dict[str, np.ndarray]) -> None:
-    from .io import atomic_path
+    from ..io import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **part)
@@ -392,7 +392,7 @@ def _write_npz_member(z: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
 def assemble(parts: Path, out: Path, num: int, batch_size: int, provenance: dict[str, Any], latent: bool) -> None:
     """The parts as one ADM ``.npz`` (``arr_0``, ``arr_1``, ``provenance``; written atomically, streamed through a
     memory-mapped ``.npy`` so 50,000 images never sit in memory) and, for latents, ``OUT.latents.npz``."""
-    from .io import atomic_path
+    from ..io import atomic_path
 
     batches = math.ceil(num / batch_size)
     first = _read_part(_part_path(parts, 0), min(batch_size, num))
@@ -480,7 +480,7 @@ def sample_set(
                     "another --out"
                 )
         else:
-            from .io import atomic_write_json
+            from ..io import atomic_write_json
 
             atomic_write_json(plan_path, plan)
     if world > 1:

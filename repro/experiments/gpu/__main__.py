@@ -1,4 +1,4 @@
-"""``python -m repro.gpu``: the parser of :mod:`repro.commands.gpu`, run."""
+"""``python -m repro.experiments.gpu``: the parser of :mod:`repro.commands.gpu`, run."""
 
 import sys
 

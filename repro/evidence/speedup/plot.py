@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_path
+from ...io import atomic_path
 from .cost import first_crossing
 from .curves import UNIT_LABELS, _check_metric, _check_unit, _group, _points, _series
 

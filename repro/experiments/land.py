@@ -37,9 +37,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .evidence.paper import FORMAT, LANDED_BY, seal
-from .io import atomic_write_json
-from .provenance import git_commit, sha256_file
+from ..evidence.paper import FORMAT, LANDED_BY, seal
+from ..io import atomic_write_json
+from ..provenance import git_commit, sha256_file
 
 SCALE = "paper"
 QUALITY = ("fid", "sfid", "inception_score", "precision", "recall")
@@ -215,7 +215,7 @@ def final_report(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def speedup(curves: Sequence[dict[str, Any]], baseline: str = "dit") -> tuple[dict[str, Any] | None, str]:
     """``repro speedup``'s report on FID over the landed curves (None with the reason when it cannot be made)."""
-    from .speedup import speedup_report
+    from ..evidence.speedup import speedup_report
 
     with_fid = [c for c in curves if any(p.get("fid") is not None for p in c["points"])]
     methods = {c["method"] for c in with_fid}

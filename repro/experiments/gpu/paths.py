@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_WHEELS = REPO_ROOT / ".whl"
 PARAMS = REPO_ROOT / "params.yaml"
 GOLDENS = REPO_ROOT / "goldens" / "small"

@@ -5,7 +5,7 @@ with SiT's linear-interpolant loss and AdamW for ``--steps`` timed steps after `
 TREAD uses the paper's route (block 2 to depth-4, rate 0.5), stochastic depth skips the same blocks
 per sample with probability 0.5. ``--scale micro`` takes instead the model, batch, objective and method
 flags of that scale of params.yaml: the step the golden runs train. The step timed is the trainer's own
-(:func:`repro.train.train_step`: draws, forward, loss, backward, AdamW, EMA), optionally compiled.
+(:func:`repro.experiments.train.train_step`: draws, forward, loss, backward, AdamW, EMA), optionally compiled.
 Reported per method:
 
 - ms/step (median over the timed steps) and images/s, on the named device;
@@ -30,10 +30,10 @@ from types import SimpleNamespace
 
 import torch
 
-from .models import StochasticDepth, config_for, train_step_macs, tread_routes
-from .objectives import make_objective
-from .provenance import provenance
-from .runtime import cpu_setup, device_name
+from ..models import StochasticDepth, config_for, train_step_macs, tread_routes
+from ..objectives import make_objective
+from ..provenance import provenance
+from ..runtime import cpu_setup, device_name
 
 # Dense peak FLOP/s (no sparsity) from the vendors' data sheets, by precision
 PEAK_TFLOPS = {
@@ -96,7 +96,7 @@ def bench_method(
     AdamW, EMA) on fixed data, and the peak memory in MiB. ``objective`` (default: SiT's interpolant) and
     ``compile`` as keywords, and ``train`` (a scale's training settings: gradient clipping and EMA decay; by
     default none and 0.999, DiT's)."""
-    from .models import DiT
+    from ..models import DiT
     from .train import RunState, draw_micro_batch, train_step
 
     torch.manual_seed(seed)
@@ -162,8 +162,8 @@ def run_bench(
         overrides = {}  # the scale's model, not the command line's size
     for method in methods:
         if scale is not None:
-            from .build import resolve
-            from .config import load_params
+            from ..build import resolve
+            from ..config import load_params
 
             rc = resolve(load_params(), scale, method, 0)
             if rc.regularizer is not None:  # the bench times the bare step; a regularizer's work would be missing

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write_text
+from ...io import atomic_write_text
 
 
 def round_floats(obj: Any, digits: int = 6) -> Any:

@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..provenance import git_commit, sha256_file
+from ...provenance import git_commit, sha256_file
 from .paths import DEFAULT_WHEELS
 
 MANIFEST = "manifest.json"
@@ -85,7 +85,7 @@ def copy_data(dest: Path) -> list[dict[str, Any]]:
     """Fashion-MNIST's four IDX files (gzip) into ``dest``, each payload checked against the pinned sha256."""
     import gzip
 
-    from ..data import fashion_mnist as fm
+    from ...data import fashion_mnist as fm
 
     source = fm.find_data_dir(download=None)
     dest.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def copy_data(dest: Path) -> list[dict[str, Any]]:
 
 def pack(dest: Path = DEFAULT_WHEELS, pins: dict[str, tuple[str, str]] = PINS, data: bool = True) -> dict[str, Any]:
     """Download the pinned wheels into ``dest`` (pip, the default index), copy the data, write the manifest."""
-    from ..io import atomic_write_json
+    from ...io import atomic_write_json
 
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
@@ -127,7 +127,7 @@ def pack(dest: Path = DEFAULT_WHEELS, pins: dict[str, tuple[str, str]] = PINS, d
         raise RuntimeError(f"pack: the pinned wheels require {missing}, which neither the image nor the pins provide")
     rows = copy_data(dest / DATA_SUBDIR) if data else []
     manifest = {
-        "made_by": "python -m repro.gpu pack",
+        "made_by": "python -m repro.experiments.gpu pack",
         "git_commit": git_commit(),
         "python": PYTHON_VERSION,
         "platforms": list(PLATFORMS),
@@ -148,13 +148,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(
-            f"--wheels: {folder} has no {MANIFEST}; make the folder with `python -m repro.gpu pack`"
+            f"--wheels: {folder} has no {MANIFEST}; make the folder with `python -m repro.experiments.gpu pack`"
         )
     try:
         manifest = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(
-            f"{path}: not valid JSON ({exc}); make the folder again with `python -m repro.gpu pack`"
+            f"{path}: not valid JSON ({exc}); make the folder again with `python -m repro.experiments.gpu pack`"
         ) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("wheels"), list):
         raise ValueError(f"{path}: 'wheels' must be a list of wheel records")
@@ -214,7 +214,7 @@ def use_carried_data(folder: Path) -> Path | None:
     if os.environ.get("REPRO_DATA_DIR") or not data.is_dir():
         return None
     os.environ["REPRO_DATA_DIR"] = str(data)
-    from ..data import fashion_mnist
+    from ...data import fashion_mnist
 
     fashion_mnist.clear_cache()
     return data

@@ -1,4 +1,4 @@
-"""Landing a GPU campaign's outputs as the small scale's goldens (``python -m repro.gpu land OUT``).
+"""Landing a GPU campaign's outputs as the small scale's goldens (``python -m repro.experiments.gpu land OUT``).
 
 ``land`` copies ``curves/*.json`` to ``goldens/small/runs/`` (where ``repro rerun --scale small`` and
 ``nox -s gpu_repro`` compare re-runs with them) and the record, plan and bench beside them; the ``long`` /
@@ -25,8 +25,8 @@ LANDED = ("campaign.json", "plan.json", "bench.json")
 def land(out: str | os.PathLike, goldens: str | os.PathLike = GOLDENS) -> list[Path]:
     """Copy a GPU campaign's outputs into ``goldens``: ``curves/*.json`` -> ``runs/``, the record, plan and bench
     beside it. Refuses a dry run and a record that did not run on CUDA, so CPU numbers never become goldens."""
-    from ..io import atomic_write_bytes
-    from ..speedup import load_curves
+    from ...evidence.speedup import load_curves
+    from ...io import atomic_write_bytes
 
     out, goldens = Path(out), Path(goldens)
     record_path = out / "campaign.json"
@@ -60,7 +60,7 @@ def land(out: str | os.PathLike, goldens: str | os.PathLike = GOLDENS) -> list[P
 def land_axes(out: Path, goldens: Path) -> list[Path]:
     """The long / tokens bundles into ``goldens/long/`` and ``goldens/tokens/``, with the call's record and plan
     beside each, and their ladders (:func:`land_parts`)."""
-    from ..io import atomic_write_bytes
+    from ...io import atomic_write_bytes
 
     written = land_parts(out, goldens, reference=MICRO_REFERENCE)
     for part in ("long", "tokens"):
@@ -77,8 +77,8 @@ def land_parts(out: str | Path, goldens: str | Path, reference: str | Path | Non
     ``part.json``: everything but the curves) and write its ladder to ``goldens/speedup-<part>.json``. Every curve
     is checked, and every ladder computed, before anything is written. A bundle made on the CPU or by a dry run is
     refused unless ``allow_cpu`` (a test landing a dry run in its own folder)."""
-    from ..io import atomic_write_bytes, atomic_write_json
-    from ..speedup import load_curves
+    from ...evidence.speedup import load_curves
+    from ...io import atomic_write_bytes, atomic_write_json
 
     out, goldens = Path(out), Path(goldens)
     ready = []
@@ -127,7 +127,7 @@ def ladder(part: str, curves: Sequence[dict[str, Any]], reference: str | Path | 
     """The ladder (one rung per DiT evaluation, in MACs, iterations and GPU seconds) over a part's finished curves
     (done, not cut), DiT the baseline; the long part also reports the growth from the core budget to DiT's final
     FID. None while DiT or the other method has none."""
-    from ..speedup import DEFAULT_GATE, gate_from_reference, round_floats, speedup_report
+    from ...evidence.speedup import DEFAULT_GATE, gate_from_reference, round_floats, speedup_report
 
     methods = {c["method"] for c in curves}
     if TARGET_BASELINE not in methods or len(methods) < 2:

@@ -44,8 +44,8 @@ class Throughput:
 
 def small_configs(params: dict[str, Any], dry_run: bool, seed: int | None = None) -> list:
     """The small scale's runs (each a RunConfig), or their tiny dry-run versions."""
-    from ..build import resolve
-    from ..config import runs_of
+    from ...build import resolve
+    from ...config import runs_of
 
     p = copy.deepcopy(params)
     s = p["scales"]["small"]
@@ -72,8 +72,8 @@ def counted_macs(cfg) -> tuple[int, int]:
     if key not in _COUNTED:
         import torch
 
-        from ..build import run_step_macs
-        from ..models import DiT, dit_forward_macs
+        from ...build import run_step_macs
+        from ...models import DiT, dit_forward_macs
 
         with torch.device("meta"):
             dense = DiT(cfg.model.replace(routes=(), stochastic_depth=None))
@@ -112,8 +112,8 @@ def run_plan(cfg, tp: Throughput) -> dict[str, Any]:
 
 
 def bench_plan(model: str, batch: int, steps: int, warmup: int, tp: Throughput, overrides: dict) -> dict[str, Any]:
+    from ...models import train_step_macs
     from ..bench import method_config
-    from ..models import train_step_macs
 
     macs = {m: train_step_macs(method_config(model, m, **overrides), batch) for m in BENCH_METHODS}
     total = (steps + warmup) * sum(macs.values())

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig
+from ..config import RunConfig
 
 
 @torch.no_grad()
@@ -60,7 +60,7 @@ def evaluate(
 ) -> dict:
     """The validation loss and, with ``with_samples`` (on Fashion-MNIST with metrics), sample quality.
     ``keep``, when given, receives the samples under ``"samples"`` (for a grid)."""
-    from .objectives.base import SplitForward
+    from ..objectives.base import SplitForward
 
     x, y = val
     g = torch.Generator(device="cpu").manual_seed(cfg.eval.seed)
@@ -69,7 +69,7 @@ def evaluate(
         val_loss = float(objective.fixed_t_loss(net, x.to(device), y.to(device), g, points=cfg.eval.val_points).mean())
     out: dict[str, Any] = {"val_loss": val_loss}
     if with_samples and cfg.data.name == "fashion-mnist" and cfg.eval.metrics:
-        from .metrics.fid import compute_metrics
+        from ..metrics.fid import compute_metrics
 
         samples = generate(model, objective, cfg, device)
         if keep is not None:
@@ -83,7 +83,7 @@ def evaluate(
         )
         out.update({k: res[k] for k in ("fid", "kid", "precision", "recall") if k in res})
         if "fid" in res and cfg.eval.fid_blocks > 1:
-            from .metrics.fid import block_fids, fid_sd_from_blocks
+            from ..metrics.fid import block_fids, fid_sd_from_blocks
 
             blocks = block_fids(
                 samples.clamp(-1, 1),
@@ -99,7 +99,7 @@ def evaluate(
 
 def extra_fid(model, objective, cfg: RunConfig, device: torch.device, steps: int) -> dict[str, float]:
     """``{"fid@<steps>": FID}`` of the same fixed noise sampled in ``steps`` steps (``eval.extra_fid``)."""
-    from .metrics.fid import compute_metrics
+    from ..metrics.fid import compute_metrics
 
     samples = generate(model, objective, cfg, device, steps=steps)
     res = compute_metrics(

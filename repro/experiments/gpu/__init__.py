@@ -1,18 +1,18 @@
 """The small-scale GPU campaign as one prepared call, and the folder of wheels and data it travels with.
 
-Three commands (``python -m repro.gpu --help``; the parser is :mod:`repro.commands.gpu`):
+Three commands (``python -m repro.experiments.gpu --help``; the parser is :mod:`repro.commands.gpu`):
 
 ``pack``
     On a machine with registry access: download the pinned wheels and copy Fashion-MNIST's files into a folder with
-    ``manifest.json`` (:mod:`repro.gpu.wheels`).
+    ``manifest.json`` (:mod:`repro.experiments.gpu.wheels`).
 ``campaign``
     In one call of at most ``--budget-s`` seconds: install what is missing from that folder, plan, train the small
-    scale's runs, bench, and the long-horizon / token-axis parts when asked (:mod:`repro.gpu.campaign`, the plan in
-    :mod:`repro.gpu.plan`, the batch search in :mod:`repro.gpu.batch`, the long and token parts in
-    :mod:`repro.gpu.axes`, the record in :mod:`repro.gpu.record`). ``--dry-run`` runs the same code at a tiny size
-    on the CPU (the tests run it).
+    scale's runs, bench, and the long-horizon / token-axis parts when asked (:mod:`repro.experiments.gpu.campaign`, the
+    plan in :mod:`repro.experiments.gpu.plan`, the batch search in :mod:`repro.experiments.gpu.batch`, the long and
+    token parts in :mod:`repro.experiments.gpu.axes`, the record in :mod:`repro.experiments.gpu.record`). ``--dry-run``
+    runs the same code at a tiny size on the CPU (the tests run it).
 ``land OUT``
-    Copy a GPU campaign's outputs into ``goldens/small/`` (:mod:`repro.gpu.land`); a dry run is refused.
+    Copy a GPU campaign's outputs into ``goldens/small/`` (:mod:`repro.experiments.gpu.land`); a dry run is refused.
 
 None of these modules imports torch at import time, nor argparse.
 """

@@ -63,13 +63,13 @@ def _paths(method_cfg: Any) -> set[tuple[str, str]]:
 def uncovered(params: dict[str, Any], scale: str) -> dict[str, list[str]]:
     """``"field=value" -> [methods]``: each code path that a method of ``scale`` takes and no member of the
     scale's declared subset takes, with the methods that take it. Empty when the subset covers the scale."""
-    from .build import resolve
+    from ..build import resolve
 
     methods = params["scales"][scale]["methods"]
     members = MEMBERS.get(scale, {})
     unknown = sorted(set(members) - set(methods))
     if unknown:
-        raise ValueError(f"repro.recheck.MEMBERS[{scale!r}]: {unknown} are not methods of scale {scale}")
+        raise ValueError(f"repro.experiments.recheck.MEMBERS[{scale!r}]: {unknown} are not methods of scale {scale}")
     covered = set().union(*(_paths(resolve(params, scale, m, SEED)) for m in members)) if members else set()
     missing: dict[str, list[str]] = {}
     for m in methods:

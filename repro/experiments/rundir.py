@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
-from .io import atomic_write_text
+from ..config import RunConfig
+from ..io import atomic_write_text
 
 LOCK_FILE = ".lock"
 

@@ -126,7 +126,7 @@ def plot_points(curves: Sequence[dict]) -> list[dict[str, Any]]:
 
 
 def _provenance(command: str) -> dict[str, Any]:
-    from .io import git_commit
+    from ..io import git_commit
 
     return {"command": command, "git_commit": git_commit(), "inputs": "golden curves (arithmetic only)"}
 
@@ -209,7 +209,7 @@ def _check_out_folder(out: Path) -> list[Path]:
         raise ValueError(f"--out {str(out)!r} is a file; a folder is needed")
     if not out.exists():
         return []
-    from .io import _TEMPORARY
+    from ..io import _TEMPORARY
 
     ours, foreign = [], []
     for path in sorted(out.rglob("*")):
@@ -261,7 +261,7 @@ def write_summary(
     summary wrote there that no input makes now), and with ``plot_data`` every curve point, flat, recorded as
     made by ``command``. Every input is checked before anything is written; returns the number of files in
     ``out``."""
-    from .io import atomic_write_json
+    from ..io import atomic_write_json
     from .speedup import find_curve_files, load_curves
 
     out = Path(out)

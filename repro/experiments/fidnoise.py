@@ -1,8 +1,8 @@
 """The FID's sampling noise at a sample count, measured on one checkpoint: FIDs of independent sample sets.
 
 ``repro fidnoise RUN [--checkpoint PT] --num 2000 --sets 4 --out fid-noise.json`` (or ``python -m
-repro.fidnoise``) draws ``sets`` independent sets of ``num`` class-balanced samples (each from its own noise seed)
-with the run's sampler and evaluation settings, and reports each set's FID against the run's reference, their mean
+repro.experiments.fidnoise``) draws ``sets`` independent sets of ``num`` class-balanced samples (each from its own noise
+seed) with the run's sampler and evaluation settings, and reports each set's FID against the run's reference, their mean
 and sd, and the same for the disjoint halves and quarters of each set (the sd at ``num / 2`` and ``num / 4``, to
 see how it falls with the sample count). This is how a scale's ``eval.num_samples`` is chosen: the sd at the
 chosen count must be well below the FID differences that decide a verdict.
@@ -24,11 +24,11 @@ def fid_noise(
     run_dir: Path, checkpoint: Path | None, num: int, sets: int, device: str = "cpu", command: str | None = None
 ) -> dict[str, Any]:
     """The report of ``sets`` independent sets of ``num`` samples of a run (see above); ``command`` is recorded
-    as what made it (default: ``python -m repro.fidnoise`` and this process's arguments)."""
+    as what made it (default: ``python -m repro.experiments.fidnoise`` and this process's arguments)."""
     import torch
 
-    from .metrics.fid import compute_metrics
-    from .runtime import cpu_setup, device_name, pick_device
+    from ..metrics.fid import compute_metrics
+    from ..runtime import cpu_setup, device_name, pick_device
     from .sample import draw, find_checkpoint, load_for_sampling
 
     dev = pick_device(device)
@@ -66,13 +66,13 @@ def fid_noise(
         "sample_steps": ev.get("sample_steps"),
         "clip_denoised": run.get("objective", {}).get("clip_denoised", False),
         "seconds": round(time.perf_counter() - t0, 1),
-        "command": command if command is not None else "python -m repro.fidnoise " + " ".join(sys.argv[1:]),
+        "command": command if command is not None else "python -m repro.experiments.fidnoise " + " ".join(sys.argv[1:]),
         "torch": torch.__version__,
         "device": device_name(dev),
     }
 
 
-if __name__ == "__main__":  # `python -m repro.fidnoise ARGS` is `repro fidnoise ARGS`
+if __name__ == "__main__":  # `python -m repro.experiments.fidnoise ARGS` is `repro fidnoise ARGS`
     from repro.cli import run_as_module
 
     run_as_module("fidnoise")

@@ -1,4 +1,4 @@
-"""The published numbers (``repro/published.yaml``, package data): what the papers print, with their sources.
+"""The published numbers (``repro/evidence/published.yaml``, package data): what the papers print, with their sources.
 
 ``PUBLISHED`` maps a section (``dit_table4``, ``tread_figure1``, ...) to its values and its ``source``. The audit
 compares its counts with these and the tests read the same file, so a figure is written down once.
@@ -10,7 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .io import read_yaml
+from ..io import read_yaml
 
 PATH = Path(__file__).with_name("published.yaml")
 

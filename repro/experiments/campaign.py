@@ -38,9 +38,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .evidence.goldens import DIVERGED as DIVERGED_DIR
-from .evidence.goldens import SCALE_ARG
-from .io import atomic_write_json
+from ..evidence.goldens import DIVERGED as DIVERGED_DIR
+from ..evidence.goldens import SCALE_ARG
+from ..io import atomic_write_json
 
 TRAIN_PREFIX = "train"
 """dvc.yaml's training stages are the matrix stages named ``train...`` (one stage per run): ``train``,
@@ -161,7 +161,7 @@ def pending(root: Path, everything: bool = False, scale: str | None = None) -> l
 def _locked_stages(root: Path) -> set[str]:
     """The stage names ``dvc.lock`` records (none when there is no lock yet); a lock that is not valid YAML or not
     a mapping of stages is a one-line error naming it, not every run listed as out of date."""
-    from .io import read_yaml
+    from ..io import read_yaml
 
     path = root / "dvc.lock"
     if not path.exists():
