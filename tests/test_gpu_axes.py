@@ -129,6 +129,8 @@ def test_time_is_shared_so_the_long_part_keeps_its_room():
     assert gpu_axes.share_time(order, {"tokens": 100.0, "long": 900.0}, 400.0) == {"tokens": 0.0, "long": 0.0}
     assert gpu_axes.share_time(order, {"tokens": 500.0, "long": 200.0}, 400.0) == {"tokens": 200.0, "long": 0.0}
     assert gpu_axes.share_time(["long"], {"long": 200.0}, 400.0) == {"long": 0.0}
+    # no time left at all (a budget already spent): nothing fits, nothing is reserved, each part skips itself
+    assert gpu_axes.share_time(order, {"tokens": 100.0, "long": 200.0}, -10.0) == {"tokens": 0.0, "long": 0.0}
 
 
 class FakeTrain:
@@ -323,3 +325,24 @@ def test_parts_and_probe_seconds_are_checked(tmp_path, capsys):
     assert "tokenz" in capsys.readouterr().err
     assert gpu_cli.main(["campaign", "--out", str(tmp_path), "--parts", "long", "--probe-s", "0"]) == 2
     assert "--probe-s: 0.0" in capsys.readouterr().err
+
+
+def test_a_step_measured_on_a_busy_machine_reads_the_runs_last_point(tmp_path):
+    """A machine too busy to write a log line within the probe's seconds: the step is read from the point the run
+    made when its time was up; a run without a single step is an error that says so."""
+    cfg = gpu_axes.part_configs(load_params(), "long", True)[0]
+
+    def busy(c, work, **kw):
+        Path(work).mkdir(parents=True, exist_ok=True)
+        (Path(work) / "metrics.jsonl").write_text("")
+        return {"points": [{"step": 4, "seconds": 2.0, "val_loss": 1.0}]}
+
+    assert gpu_axes.measure_step(cfg, "cpu", 0.5, tmp_path / "a", train_fn=busy)["step_s"] == pytest.approx(0.5)
+
+    def stuck(c, work, **kw):
+        Path(work).mkdir(parents=True, exist_ok=True)
+        (Path(work) / "metrics.jsonl").write_text("")
+        return {"points": []}
+
+    with pytest.raises(RuntimeError, match="not one step in 0.5 s"):
+        gpu_axes.measure_step(cfg, "cpu", 0.5, tmp_path / "b", train_fn=stuck)
