@@ -166,7 +166,9 @@ def test_dvc_metrics_show_is_one_small_table_and_plots_show_draws_every_run(tmp_
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "<script" not in page and "http" not in page  # nothing fetched: it renders offline
     images = sorted(p.name for p in (tmp_path / "plots" / "static").glob("*.png"))
-    assert images == ["workspace_goldens_micro_fid_vs_cost.png", "workspace_goldens_micro_val_loss_vs_cost.png"]
+    plots = ["fid_vs_cost", "val_loss_vs_cost", "vs_tread_fid_vs_cost", "vs_tread_val_loss_vs_cost"]
+    plots += ["edm_fid_vs_cost", "edm_val_loss_vs_cost"]  # one per micro speedup report
+    assert images == sorted(f"workspace_goldens_micro_{name}.png" for name in plots)
     assert all(f'<img src="static/{name}">' in page for name in images)
     r = _dvc(repo, "plots", "show", "goldens/micro/curves.json", "--template", "by_run", "-x", "macs", "-y", "fid")
     assert r.returncode == 0, r.stderr  # the interactive one per run, for a browser that reaches the CDN
