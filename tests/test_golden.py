@@ -144,3 +144,39 @@ def test_common_steps_pairs_by_method_and_seed_and_fails_without_a_common_step(t
     (new / "dit-s0.json").write_text(json.dumps(long))
     report = compare_folders(new, gold, common=True)["micro-dit-s0"]
     assert report["status"] == "fail" and report["problems"] == ["no evaluated step in common"]
+
+
+def _paused_records():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = sorted(root.glob("goldens/*/pieces/*-at-*.json"))
+    return [pytest.param(p, id=f"{p.parent.parent.name}/{p.stem}") for p in found] or [
+        pytest.param(None, marks=pytest.mark.skip(reason="no record of a paused run is committed yet"))
+    ]
+
+
+@pytest.mark.parametrize("record", _paused_records())
+def test_a_finished_run_repeats_what_the_records_of_its_paused_pieces_hold(record):
+    """A long run paused by a piece left a record of its curve so far (repro.experiments.pieces); once the run is
+    committed, every recorded point is on its curve and, on the same CPU model, its validation loss is bitwise the
+    same (whether the run was resumed from that checkpoint or, on a fresh machine, re-made from step 0)."""
+    from pathlib import Path
+
+    from repro.experiments.pieces import compare_points, run_files
+
+    root = Path(__file__).resolve().parents[1]
+    rec = json.loads(record.read_text())
+    files = run_files(rec["command"])
+    assert files is not None, f"{record.name}: its command names no --out and --curve"
+    curve_path = root / files[1]
+    if not curve_path.exists():
+        pytest.skip(f"{files[1]} is not committed yet: the run is still in pieces")
+    final = json.loads(curve_path.read_text())
+    c = compare_points(rec["points"], final["points"])
+    assert c["common_steps"] == len(rec["points"]), f"{record.name}: recorded steps missing from {files[1]}"
+    model = rec["machine"].get("cpu_model")
+    if not model or f"cpu ({model}, " not in final["provenance"]["device"]:
+        pytest.skip(f"{record.name} and {files[1]} are from different CPU models: not bitwise comparable")
+    assert c["val_loss"]["bitwise"], f"{record.name}: {c}"
+    assert c["fid"]["max_rel_diff"] < 1e-6, f"{record.name}: {c}"

@@ -285,3 +285,101 @@ def test_a_run_longer_than_a_piece_is_stopped_and_resumed_by_the_next(tmp_path):
     assert second["train-long@a-0"] == "done" and (root / "out-a.txt").read_text() == "40"
     assert any("resum" in line or "start train-long@a-0" in line for line in logs)
     assert "train-long@a-0" not in {s.name for s in pending(root, scale="long")}  # dvc.lock marks it done
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Records of paused runs: what a lost piece leaves in git, and the check that a re-made run repeats it
+
+CMD = "repro train --scale t --method dit --seed 0 --out runs/t/dit-s0 --curve goldens/t/runs/dit-s0.json"
+
+
+def _points(steps, shift=0.0):
+    return [{"step": s, "val_loss": 1.0 / (s + 1) + shift, "fid": 100.0 / (s + 1)} for s in steps]
+
+
+def test_a_paused_run_leaves_a_record_of_its_checkpoint_and_later_curves_are_held_against_it(tmp_path):
+    import hashlib
+
+    import torch
+
+    from repro.experiments import pieces
+
+    ckpt = tmp_path / "runs" / "t" / "dit-s0" / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"step": 7, "seconds": 3.5, "points": json.dumps(_points([0, 2, 4, 6])), "model": {}}, ckpt)
+    path = pieces.write_record(tmp_path, "train-long@dit-0", CMD)
+    assert path == tmp_path / "goldens" / "t" / "pieces" / "dit-s0-at-7.json"
+    record = json.loads(path.read_text())
+    assert record["step"] == 7 and record["seconds"] == 3.5 and record["event"] == "paused"
+    assert record["points"] == _points([0, 2, 4, 6]) and record["command"] == CMD
+    assert record["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert set(record["machine"]) == {"cpu_model", "boot_id", "torch"}
+    assert [p for p, _ in pieces.records_of(tmp_path, CMD)] == [path]
+    # the same run re-made: equal at the common steps; another run: not; a step only one side has is not compared
+    same = pieces.compare_points(record["points"], _points([0, 2, 4, 6, 8]))
+    assert same["common_steps"] == 4 and same["up_to"] == 6 and same["val_loss"]["bitwise"]
+    assert same["fid"] == {"compared": 4, "bitwise": True, "max_rel_diff": 0.0}
+    other = pieces.compare_points(record["points"], _points([2, 6, 10], shift=1e-3))
+    assert other["common_steps"] == 2 and not other["val_loss"]["bitwise"] and other["fid"]["bitwise"]
+    assert other["val_loss"]["max_rel_diff"] == pytest.approx(1e-3 / (1 / 7 + 1e-3))
+    lines = pieces.check_repeats(tmp_path, CMD, _points([0, 2]))
+    assert lines == ["dit-s0-at-7.json: 2 common steps up to 2: val_loss bitwise at 2, fid bitwise at 2"]
+    assert pieces.check_repeats(tmp_path, CMD, _points([1]))[0].endswith("no common step yet")
+    assert pieces.check_repeats(tmp_path, CMD, _points([0]), skip=path) == []
+    # a command that is not a run (no --out and --curve), or no checkpoint: no record
+    assert pieces.write_record(tmp_path, "x", "python other.py") is None
+    ckpt.unlink()
+    assert pieces.write_record(tmp_path, "train-long@dit-0", CMD) is None
+
+
+# a "run" with a checkpoint like repro train's: a point every other tick to 30 ticks; SIGTERM saves and exits 75
+RECORDED_RUN = (
+    "import json, os, signal, sys, time; out, curve = sys.argv[1], sys.argv[2]; stopped = []\n"
+    "signal.signal(signal.SIGTERM, lambda *a: stopped.append(1))  # first: torch's import takes seconds\n"
+    "ck = os.path.join(out, 'checkpoints', 'last.pt')\n"
+    "if os.path.exists(ck):\n"
+    "    import torch; state = torch.load(ck)\n"
+    "else:\n"
+    "    state = {'step': 0, 'seconds': 0.0, 'points': '[]'}\n"
+    "n, points = state['step'], json.loads(state['points'])\n"
+    "while n < 30 and not stopped:\n"
+    "    time.sleep(0.1); n += 1\n"
+    "    if n % 2 == 0: points.append({'step': n, 'val_loss': 1 / n, 'fid': 50 / n})\n"
+    "if stopped:\n"
+    "    import torch; os.makedirs(os.path.dirname(ck), exist_ok=True)\n"
+    "    torch.save({'step': n, 'seconds': n / 10, 'points': json.dumps(points)}, ck); sys.exit(75)\n"
+    "os.makedirs(os.path.dirname(curve), exist_ok=True)\n"
+    "json.dump({'points': points, 'complete': True}, open(curve, 'w'))\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git")
+def test_a_run_restarted_on_a_fresh_machine_is_checked_against_the_record_of_its_lost_piece(tmp_path):
+    script = tmp_path / "recorded_run.py"
+    script.write_text(RECORDED_RUN)
+    curve = "goldens/long/runs/a-s0.json"
+    stages = {
+        "train-long": {
+            "matrix": {"method": ["a"], "seed": [0]},
+            "cmd": f"{sys.executable} {script} runs/long/a-s0 {curve} --scale long --out runs/long/a-s0"
+            f" --curve {curve}",
+            "outs": [{curve: {"cache": False}}],
+        }
+    }
+    root = _project(tmp_path, stages, {"x": 1})
+    logs: list[str] = []
+    first = run_campaign(root, ["a"], jobs=1, hours=1.5 / 3600, log=logs.append, scale="long")
+    assert first["train-long@a-0"].startswith("paused after")
+    records = sorted((root / "goldens" / "long" / "pieces").glob("a-s0-at-*.json"))
+    assert len(records) == 1
+    paused = json.loads(records[0].read_text())
+    assert 0 < paused["step"] < 30 and paused["points"] and paused["stage"] == "train-long@a-0"
+    assert any(line.startswith("recorded train-long@a-0 at its checkpoint") for line in logs)
+    shutil.rmtree(root / "runs" / "long")  # the next piece on a fresh machine: no checkpoint
+    logs.clear()
+    second = run_campaign(root, ["a"], jobs=1, hours=None, log=logs.append, scale="long")
+    assert second["train-long@a-0"] == "done"
+    assert any("no checkpoint in runs/long/a-s0 although earlier pieces paused it" in line for line in logs)
+    repeats = [line for line in logs if line.strip().startswith("repeats")]
+    assert len(repeats) == 1 and records[0].name in repeats[0] and "val_loss bitwise" in repeats[0]

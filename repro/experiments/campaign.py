@@ -41,6 +41,7 @@ from pathlib import Path
 from ..evidence.goldens import DIVERGED as DIVERGED_DIR
 from ..evidence.goldens import SCALE_ARG
 from ..io import atomic_write_json
+from . import pieces
 
 TRAIN_PREFIX = "train"
 """dvc.yaml's training stages are the matrix stages named ``train...`` (one stage per run): ``train``,
@@ -268,6 +269,8 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str
         while queue and not stopping and len(running) < jobs and may_start(queue[0], elapsed, longest, hours):
             stage = queue.pop(0)
             log(f"start {stage.name}: {stage.cmd}")
+            if stage.resumable:
+                _say_lost_checkpoint(root, stage, log)
             with _stage_log(logs, stage).open("w") as logfile:  # the child keeps its copy
                 proc = subprocess.Popen(
                     shlex.split(stage.cmd),
@@ -291,8 +294,11 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str
             if rc == PREEMPTED_RC and stage.resumable:
                 result[stage.name] = f"paused after {took / 60:.1f} min (checkpointed; the next piece resumes it)"
                 log(f"paused {stage.name} after {took / 60:.1f} min: its checkpoint is in runs/ for the next piece")
+                _record_pause(root, stage, log)
             elif rc == 0:
                 _dvc(root, "commit", "--force", stage.name)  # dvc.lock now marks the run done
+                if stage.resumable:
+                    _check_finished(root, stage, log)
                 diverged_record(root, stage).unlink(missing_ok=True)  # a rerun (--all, after a fix) ended well
                 result[stage.name] = "done"
                 log(f"done  {stage.name} in {took / 60:.1f} min (dvc commit {stage.name})")
@@ -308,6 +314,48 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str
     if queue:
         log(f"{len(queue)} stage(s) left for the next piece (the next would not fit in {hours} h)")
     return result
+
+
+def _say_lost_checkpoint(root: Path, stage: Stage, log) -> None:
+    """A resumable run about to start without its checkpoint although earlier pieces recorded it (a fresh
+    machine): say that it starts over and what its re-made curve will be held against."""
+    files = pieces.run_files(stage.cmd)
+    records = pieces.records_of(root, stage.cmd)
+    if files is None or not records or (root / files[0] / "checkpoints" / "last.pt").exists():
+        return
+    steps = ", ".join(str(rec.get("step")) for _, rec in records)
+    log(
+        f"{stage.name}: no checkpoint in {files[0]} although earlier pieces paused it (at step {steps}): the run "
+        "starts over, and its curve is compared with those records when it pauses or ends"
+    )
+
+
+def _record_pause(root: Path, stage: Stage, log) -> None:
+    """After a pause: the run's record in git (:mod:`repro.experiments.pieces`) and what its curve so far repeats
+    of the earlier ones. A record that cannot be written is said, not fatal: the checkpoint is what resumes."""
+    try:
+        path = pieces.write_record(root, stage.name, stage.cmd)
+        if path is None:
+            return
+        log(f"recorded {stage.name} at its checkpoint: {path.relative_to(root)}")
+        points = json.loads(path.read_text())["points"]
+        for line in pieces.check_repeats(root, stage.cmd, points, skip=path):
+            log(f"  repeats {line}")
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        log(f"warning: {stage.name}: no record of the pause ({type(e).__name__}: {e})")
+
+
+def _check_finished(root: Path, stage: Stage, log) -> None:
+    """After a resumable run ended: its committed curve against the records of its earlier pieces."""
+    files = pieces.run_files(stage.cmd)
+    if files is None or not (root / files[1]).exists():
+        return
+    try:
+        points = json.loads((root / files[1]).read_text())["points"]
+        for line in pieces.check_repeats(root, stage.cmd, points):
+            log(f"  repeats {line}")
+    except (OSError, ValueError, KeyError) as e:
+        log(f"warning: {stage.name}: its curve was not compared with its records ({type(e).__name__}: {e})")
 
 
 def _dies_with(parent: int):
