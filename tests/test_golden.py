@@ -180,3 +180,34 @@ def test_a_finished_run_repeats_what_the_records_of_its_paused_pieces_hold(recor
         pytest.skip(f"{record.name} and {files[1]} are from different CPU models: not bitwise comparable")
     assert c["val_loss"]["bitwise"], f"{record.name}: {c}"
     assert c["fid"]["max_rel_diff"] < 1e-6, f"{record.name}: {c}"
+
+
+def _long_dit_curves():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = sorted((root / "goldens" / "micro-long" / "runs").glob("dit-s*.json"))
+    return [pytest.param(p, id=p.stem) for p in found] or [
+        pytest.param(None, marks=pytest.mark.skip(reason="no DiT long run is committed yet"))
+    ]
+
+
+@pytest.mark.parametrize("long_curve", _long_dit_curves())
+def test_a_dit_long_run_repeats_its_core_run_over_the_core_budget(long_curve):
+    """Seeds 0-2 of micro-long repeat the core micro runs' data order and noise with the same model, optimiser and
+    thread count, so a committed DiT long run's first 3,000 steps are its core run's: at every step both evaluated
+    the validation loss is bitwise the same on the same CPU model (the FID's linear algebra may differ in its last
+    bits across CPU models, as may the whole run)."""
+    from pathlib import Path
+
+    from repro.experiments.pieces import compare_points
+
+    long = json.loads(long_curve.read_text())
+    core_path = Path(long_curve).parents[2] / "micro" / "runs" / long_curve.name
+    core = json.loads(core_path.read_text())
+    c = compare_points(core["points"], long["points"])
+    assert c["common_steps"] >= 6, c  # FID at 500 ... 3,000 in both
+    cpu = long["provenance"]["device"]
+    if cpu != core["provenance"]["device"]:
+        pytest.skip(f"{long_curve.name}: the long run ran on {cpu}, the core run on {core['provenance']['device']}")
+    assert c["val_loss"]["bitwise"], c

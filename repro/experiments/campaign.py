@@ -12,7 +12,8 @@ with an empty DVC cache sees the finished runs as up to date and a later piece s
 fits. A run longer than a piece (a stage whose command resumes, without ``--no-resume``: the long-horizon scale)
 is started whatever its length and, when the piece's time is up, sent SIGTERM: it checkpoints at the next step
 and exits with status 75, and the next piece resumes it from that checkpoint (on the same machine; on a fresh one
-it starts over and, being seeded, repeats the same curve). A stage whose dependencies include a file that does not
+it starts over and, being seeded, repeats the same curve: each pause leaves a record in git that the re-made run is
+compared with, :mod:`repro.experiments.pieces`). A stage whose dependencies include a file that does not
 exist yet (the targets a run trained to target stops at, written once the baseline's runs are done) waits.
 Afterwards the stages that read the curves (speedups, ledger, summary) are re-run. Commit the piece to
 git (``dvc.lock``, ``goldens/``, ``reports/``) before the next one. Do not edit the code a run depends on while
