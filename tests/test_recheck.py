@@ -53,6 +53,22 @@ def test_a_new_variant_without_a_member_is_named(params, model, objective, path)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("member, name", [("dit-dispersive", "dispersive"), ("dit-sra", "sra")])
+def test_each_regularizer_is_a_code_path_of_its_own(params, monkeypatch, member, name):
+    """A regularizer is a loss term and a forward of its own (its weight or temperature is only a number): without
+    its member no other member runs it, and post-norm DiT with the same regularizer is covered by the two members."""
+    members = {m: why for m, why in MEMBERS["micro"].items() if m != member}
+    monkeypatch.setitem(MEMBERS, "micro", members)
+    assert uncovered(params, "micro") == {f"regularizer.name={name!r}": [member]}
+    monkeypatch.undo()
+    p = copy.deepcopy(params)
+    p["methods"]["post-norm-reg"] = {**copy.deepcopy(p["methods"]["post-norm"]), "regularizer": {"name": name}}
+    p["scales"]["micro"]["methods"].append("post-norm-reg")
+    resolve(p, "micro", "post-norm-reg", SEED)
+    assert uncovered(p, "micro") == {}
+
+
+@pytest.mark.slow
 def test_dropping_a_member_uncovers_its_code_path(params, monkeypatch):
     members = dict(MEMBERS["micro"])
     del members["tread-xavier"]

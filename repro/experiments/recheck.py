@@ -3,7 +3,8 @@
 Re-training one run per method makes the main job grow by a run with every new method; most methods differ from
 another only in a number (a selection rate), not in the code they run. So the main job re-checks a declared
 subset chosen to run every code path the scale's methods use: each objective, the learned variance on and off,
-dense training, TREAD's routes and stochastic depth, each block variant and each initialisation.
+dense training, TREAD's routes and stochastic depth, each block variant, each initialisation and each
+representation regularizer.
 :func:`uncovered` names the code paths of a scale's methods that no member runs (a test keeps it empty for the
 micro scale, so a method that brings a new variant needs a member here). ``nox -s repro -- --full`` re-runs the
 whole campaign instead.
@@ -37,6 +38,10 @@ MEMBERS: dict[str, dict[str, str]] = {
         "lightningdit": "LightningDiT's block: RMSNorm with a weight, SwiGLU, sin-cos table plus 2-D RoPE",
         "tread-xavier": "the xavier initialisation of TREAD's release (init: xavier) instead of adaLN-Zero's; "
         "tread-rate-25 and tread-rate-75 run tread's code with another rate, so they have no member",
+        "dit-dispersive": "the dispersive loss: a block's output taken from the forward and a batch-wise repulsion "
+        "added to DDPM's loss",
+        "dit-sra": "self-representation alignment: the EMA model's forward at a lower noise level as the target, "
+        "the projector trained beside the model",
     },
 }
 
@@ -57,6 +62,8 @@ def _paths(method_cfg: Any) -> set[tuple[str, str]]:
         out.add((f"model.{f.name}", repr(value)))
     for key, value in method_cfg.objective.items():
         out.add((f"objective.{key}", repr(value)))
+    regularizer = getattr(method_cfg, "regularizer", None)  # which loss term, not its weight or temperature
+    out.add(("regularizer.name", repr(regularizer["name"] if regularizer else None)))
     return out
 
 
