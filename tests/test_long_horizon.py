@@ -326,6 +326,12 @@ def test_a_paused_run_leaves_a_record_of_its_checkpoint_and_later_curves_are_hel
     assert lines == ["dit-s0-at-7.json: 2 common steps up to 2: val_loss bitwise at 2, fid bitwise at 2"]
     assert pieces.check_repeats(tmp_path, CMD, _points([1]))[0].endswith("no common step yet")
     assert pieces.check_repeats(tmp_path, CMD, _points([0]), skip=path) == []
+    # another pause at the same step (a lost machine's run re-made and paused there again) keeps the first record
+    torch.save({"step": 7, "seconds": 9.0, "points": json.dumps(_points([0, 2, 4, 6])), "model": {}}, ckpt)
+    again = pieces.write_record(tmp_path, "train-long@dit-0", CMD)
+    assert again.name == "dit-s0-at-7-2.json" and json.loads(path.read_text())["seconds"] == 3.5
+    assert pieces.write_record(tmp_path, "train-long@dit-0", CMD) == again  # the same checkpoint: the same record
+    assert [p for p, _ in pieces.records_of(tmp_path, CMD)] == [path, again]
     # a command that is not a run (no --out and --curve), or no checkpoint: no record
     assert pieces.write_record(tmp_path, "x", "python other.py") is None
     ckpt.unlink()

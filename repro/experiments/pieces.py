@@ -65,7 +65,7 @@ def records_of(root: Path, cmd: str) -> list[tuple[Path, dict[str, Any]]]:
             continue
         if isinstance(record, dict) and isinstance(record.get("points"), list):
             found.append((path, record))
-    return sorted(found, key=lambda item: item[1].get("step", 0))
+    return sorted(found, key=lambda item: (item[1].get("step", 0), len(item[0].name), item[0].name))  # -at-7, -at-7-2
 
 
 def _boot_id() -> str | None:
@@ -116,9 +116,19 @@ def write_record(root: Path, stage_name: str, cmd: str) -> Path | None:
         "git_commit": git_commit(),
         "points": state["points"],
     }
-    path = root / records_dir(files[1]) / f"{files[1].stem}-at-{state['step']}.json"
+    folder, name = root / records_dir(files[1]), f"{files[1].stem}-at-{state['step']}"
+    path, n = folder / f"{name}.json", 2
+    while path.exists() and _sha_of(path) != record["checkpoint_sha256"]:  # another pause at this step: kept
+        path, n = folder / f"{name}-{n}.json", n + 1
     atomic_write_json(path, record)
     return path
+
+
+def _sha_of(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("checkpoint_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def compare_points(earlier: list[dict[str, Any]], later: list[dict[str, Any]]) -> dict[str, Any]:
