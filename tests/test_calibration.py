@@ -5,9 +5,9 @@ Every simulated experiment is a set of curves that goes through :func:`repro.evi
 ``repro speedup`` and ``repro claims`` treat the golden runs.
 
 The simulated process is the committed DiT runs' own (:class:`Process`, estimated when the module loads from
-``goldens/micro/runs/dit-s*.json``): each seed follows DiT's mean curve (interpolated in log cost, extended past the
-budget by a power law fitted to its last third) read ``exp(lambda)`` further along in cost, ``lambda`` normal over seeds
-(a seed that is ahead stays ahead: measured sd 0.050 on the validation loss, 0.023 on FID), plus noise at each
+``goldens/micro/runs/dit-s[0-9]*.json``): each seed follows DiT's mean curve (interpolated in log cost, extended past
+the budget by a power law fitted to its last third) read ``exp(lambda)`` further along in cost, ``lambda`` normal over
+seeds (a seed that is ahead stays ahead: measured sd 0.050 on the validation loss, 0.023 on FID), plus noise at each
 evaluation (AR(1) with the residuals' measured sd and lag-1 correlation: 1.0e-4 and 0.89 on the validation loss, 0.22
 and none on FID). A method ``s`` times faster reads the same curve ``s`` times further along, so its cost to any target
 is the baseline's divided by ``s`` in distribution. Both arms are evaluated on the micro campaign's grids (validation
@@ -56,9 +56,8 @@ class Process:
     """DiT's seed-to-seed process on one metric, estimated from the committed micro runs (module docstring)."""
 
     def __init__(self, metric: str):
-        runs = [
-            json.loads(Path(f).read_text()) for f in sorted(glob.glob(str(ROOT / "goldens/micro/runs/dit-s*.json")))
-        ]
+        files = sorted(glob.glob(str(ROOT / "goldens/micro/runs/dit-s[0-9]*.json")))  # not dit-sra-s0.json
+        runs = [json.loads(Path(f).read_text()) for f in files]
         costs, values = [], []
         for run in runs:
             pts = [p for p in run["points"] if p.get(metric) is not None and p["macs"] > 0]
