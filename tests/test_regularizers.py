@@ -353,11 +353,20 @@ def test_micro_regularizers_pay_for_their_macs_with_fewer_steps():
     assert "regularizer" not in dit.to_dict()  # the recorded configurations of other runs are as they were
 
 
-def test_new_methods_are_in_no_scales_list_of_runs():
-    """They are declared for their specs, not yet run: no scale's runs (dvc.yaml's matrices) include them."""
+def test_the_regularizers_run_at_micro_only_at_the_core_campaigns_budget_and_seeds():
+    """Their specs decide at micro: both are runs of the micro scale (dvc.yaml's matrix), so they get DiT's model,
+    data, optimiser, budget in MACs, seeds and evaluation; no other scale runs them (the CPU and GPU campaigns'
+    reports stay as registered)."""
     params = load_params("params.yaml")
-    for s in params["scales"].values():
-        assert not {"dit-dispersive", "dit-sra"} & set(s.get("methods", []))
+    for name, s in params["scales"].items():
+        runs = {"dit-dispersive", "dit-sra"} & set(s.get("methods", []))
+        assert runs == ({"dit-dispersive", "dit-sra"} if name == "micro" else set()), name
+    micro = params["scales"]["micro"]
+    assert micro["seeds"] == [0, 1, 2] and micro["train"]["equal_cost"] == "macs"
+    for method in ("dit-dispersive", "dit-sra"):
+        cfg, dit = resolve(params, "micro", method, 0), resolve(params, "micro", "dit", 0)
+        assert cfg.model == dit.model and cfg.objective == dit.objective and cfg.eval == dit.eval
+        assert cfg.train.steps < dit.train.steps  # the regularizer's own MACs are paid from the same budget
 
 
 # ------------------------------------------------------------------------------------------
