@@ -13,7 +13,6 @@ tests/test_golden.py holds every committed record against its run's committed cu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shlex
@@ -80,12 +79,14 @@ def checkpoint_state(path: Path) -> dict[str, Any]:
     into a model: only the bookkeeping), and its sha256."""
     import torch
 
+    from ..provenance import sha256_file
+
     ck = torch.load(path, map_location="cpu", weights_only=True)
     return {
         "step": int(ck["step"]),
         "seconds": float(ck["seconds"]),
         "points": json.loads(ck["points"]),
-        "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "checkpoint_sha256": sha256_file(path),
     }
 
 
