@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "ladder": "repro.commands.ladder",
     "fidnoise": "repro.commands.fidnoise",
     "adm": "repro.commands.adm",
+    "probe": "repro.commands.probe",
 }
 
 # One-line help of each command, shown by ``repro --help`` without importing the command's module
@@ -66,6 +67,7 @@ HELP: dict[str, str] = {
     "ladder": "PNG grids of the sanity gate's ladder: real images and their degraded copies",
     "fidnoise": "the FID's sampling noise at a sample count, from independent sample sets",
     "adm": "ADM's evaluation data: write a reference batch of an ImageFolder",
+    "probe": "spread of a run's tokens after each block (the dispersive loss's distance)",
 }
 
 DESCRIPTION = (
