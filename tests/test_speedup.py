@@ -657,3 +657,28 @@ def test_growth_of_a_speedup_between_two_targets():
     assert g["p_value_ge_k"]["1.0"] < 0.025  # it grows, significantly (all seeds agree)
     with pytest.raises(ValueError, match="growth target 'nope'"):
         speedup_report(base + meth, units=("iterations",), growth_pairs=[("nope", "final")])
+
+
+def _on(curve, device):
+    return {**curve, "points": [{**p, "device": device} for p in curve["points"]]}
+
+
+def test_seconds_measured_on_more_than_one_device_are_flagged_and_other_units_are_not():
+    base = [log_linear_curve(f"d{s}", "dit", s, STEPS, 70.0 + 3 * s, 10.0 + s) for s in range(3)]
+    fast = [scaled(c, 1 / 2.0, method="tread", run_id=f"t{c['seed']}") for c in base]
+    same = speedup_report([_on(c, "cpu A") for c in base + fast], ks=(1.0,), growth_pairs=[("third", "final")])
+    mixed = speedup_report(
+        [_on(c, "cpu A") for c in base] + [_on(c, "cpu B") for c in fast], ks=(1.0,), growth_pairs=[("third", "final")]
+    )
+    for t in ("final", "third", "common"):
+        assert same["unit_results"]["tread"][t]["seconds"]["status"] == "ok"
+        flagged = mixed["unit_results"]["tread"][t]["seconds"]["status"]
+        assert flagged.startswith("ok; not comparable in seconds: measured on 2 devices (cpu A; cpu B)")
+        for unit in ("iterations", "images", "macs"):
+            assert mixed["unit_results"]["tread"][t][unit]["status"] == "ok"
+    assert "not comparable" in mixed["growth"]["tread"]["third:final"]["seconds"]["status"]
+    assert "not comparable" not in mixed["growth"]["tread"]["third:final"]["macs"]["status"]
+    # one run resumed on another machine mixes its own seconds
+    resumed = [_on(c, "cpu A") for c in base + fast]
+    resumed[0]["points"][-1]["device"] = "cpu B"
+    assert "2 devices" in speedup_report(resumed)["unit_results"]["tread"]["final"]["seconds"]["status"]

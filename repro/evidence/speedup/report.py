@@ -158,6 +158,8 @@ def build_report(
                 f"{a}:{b}": {unit: _growth(base, arm, named[a], named[b], unit, metric, ks, alpha) for unit in units}
                 for a, b in growth_pairs
             }
+    if "seconds" in units:
+        _flag_mixed_devices(by_method, baseline, unit_results, growths)
     return SpeedupReport(
         scale=None if scales == ["None"] else scales[0],
         baseline=baseline,
@@ -184,6 +186,35 @@ def build_report(
         unit_results=unit_results,
         growth=growths if growth_pairs else None,
     )
+
+
+def devices(curves: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every device the curves' seconds were measured on: each point's ``device``, or its run's provenance device
+    where a point names none (a run resumed on another machine names two)."""
+    found: set[str] = set()
+    for c in curves:
+        fallback = (c.get("provenance") or {}).get("device")
+        for p in _points(c):
+            d = p.get("device", fallback)
+            if d is not None:
+                found.add(str(d))
+    return sorted(found)
+
+
+def _flag_mixed_devices(by_method, baseline: str, unit_results, growths) -> None:
+    """A seconds record whose two arms' seconds come from more than one device says so in its ``status``: wall-clock
+    time is a property of the machine, so its ratio is not the methods' alone (read MACs or iterations)."""
+    for method, results in unit_results.items():
+        found = devices([*by_method[baseline], *by_method[method]])
+        if len(found) < 2:
+            continue
+        note = f"; not comparable in seconds: measured on {len(found)} devices ({'; '.join(found)})"
+        records = [results[t]["seconds"] for t in TARGETS if "seconds" in results[t]]
+        records += [results["common"]["seconds"]] if "seconds" in results["common"] else []
+        records += [rung["seconds"] for rung in results["ladder"].values() if "seconds" in rung]
+        records += [pair["seconds"] for pair in growths.get(method, {}).values() if "seconds" in pair]
+        for record in records:
+            record.status += note
 
 
 def _checked(metric, units, anchor_unit, ladder_units, ks, alpha, train_size) -> tuple[list[str], list[str]]:
