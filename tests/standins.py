@@ -1,9 +1,12 @@
 """Tiny stand-ins for the paper scale's inputs, none of which can be downloaded here: an SD-VAE-shaped autoencoder
 (4 latent channels, 8x downsampling, random weights), an ImageFolder of random RGB images, and a weights file of
-torch-fidelity's TF-2015 Inception architecture with random weights."""
+torch-fidelity's TF-2015 Inception architecture with random weights; and a trained run's directory without the
+training (``fake_run``)."""
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 from unittest import mock
 
@@ -63,3 +66,30 @@ def random_inception_weights(path: Path, seed: int = 0) -> Path:
             torch.nn.init.normal_(m.weight, std=m.in_features**-0.5)
     torch.save(net.state_dict(), path)
     return path
+
+
+def fake_run(tmp_path: Path, method: str = "sit"):
+    """``(run directory, model, ema)``: a smoke-scale run of ``method`` as training leaves it, config.json and
+    checkpoints/last.pt (step 12) with non-zero gates and head and EMA weights distinct from the model's."""
+    from repro.build import resolve
+    from repro.config import load_params
+    from repro.models import DiT
+
+    cfg = resolve(load_params(Path(__file__).resolve().parents[1] / "params.yaml"), "smoke", method, 0)
+    torch.manual_seed(0)
+    model = DiT(cfg.model)
+    with torch.no_grad():  # non-zero gates and head, so that the weights matter
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ema = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.mul_(0.5)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    torch.save(
+        {"config": model.config.to_dict(), "model": model.state_dict(), "ema": ema.state_dict(), "step": 12},
+        run / "checkpoints" / "last.pt",
+    )
+    return run, model, ema

@@ -3,52 +3,26 @@ sees it; checked against the model's own ``features`` on the same draws."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from standins import fake_run
 
-from repro.build import resolve
 from repro.cli import main
-from repro.config import load_params
 from repro.data import fashion_mnist
-from repro.models import DiT
 from repro.objectives import make_objective
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run_dir(tmp_path: Path) -> tuple[Path, DiT, object]:
-    """A DiT run directory as training leaves it, with EMA weights that differ from the model's."""
-    cfg = resolve(load_params(ROOT / "params.yaml"), "smoke", "dit", 0)
-    torch.manual_seed(0)
-    model = DiT(cfg.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ema = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in ema.parameters():
-            p.mul_(0.7)
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
-    torch.save(
-        {"config": model.config.to_dict(), "model": model.state_dict(), "ema": ema.state_dict(), "step": 7},
-        run / "checkpoints" / "last.pt",
-    )
-    return run, ema.eval(), make_objective(**cfg.to_dict()["objective"])
 
 
 @pytest.mark.usefixtures("fashion_mnist_data")
 def test_probe_reports_each_blocks_output_of_the_ema_on_the_training_draws(tmp_path, capsys):
-    run, ema, objective = _run_dir(tmp_path)
+    run, _, ema = fake_run(tmp_path, "dit")
+    ema.eval()
+    objective = make_objective(**json.loads((run / "config.json").read_text())["objective"])
     assert main(["probe", str(run), "--batch", "6", "--seed", "3", "--json", str(tmp_path / "p.json")]) == 0
     report = json.loads((tmp_path / "p.json").read_text())
-    assert report["step"] == 7 and report["floor"] == pytest.approx(-math.log(6))
+    assert report["step"] == 12 and report["floor"] == pytest.approx(-math.log(6))
     assert [b["block"] for b in report["blocks"]] == list(range(ema.config.depth))
     rows = capsys.readouterr().out.splitlines()[2:]  # the heading, the column names, then one row per block
     assert [int(r.split()[0]) for r in rows] == list(range(ema.config.depth))
@@ -72,7 +46,7 @@ def test_probe_reports_each_blocks_output_of_the_ema_on_the_training_draws(tmp_p
 
 
 def test_probe_refuses_a_batch_of_one_and_names_the_field(tmp_path, capsys):
-    run, _, _ = _run_dir(tmp_path)
+    run, _, _ = fake_run(tmp_path, "dit")
     assert main(["probe", str(run), "--batch", "1"]) == 2
     err = capsys.readouterr().err
     assert "batch" in err and "1" in err

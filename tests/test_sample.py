@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from standins import fake_run
 
-from repro.build import resolve
 from repro.cli import main
-from repro.config import load_params
 from repro.metrics.grid import grid_array, save_grid, to_uint8
-from repro.models import DiT
 from repro.objectives import make_objective
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _fake_run(tmp_path: Path, method: str = "sit") -> tuple[Path, DiT, DiT]:
-    """A run directory as training leaves it: config.json and checkpoints/last.pt with distinct EMA weights."""
-    cfg = resolve(load_params(ROOT / "params.yaml"), "smoke", method, 0)
-    torch.manual_seed(0)
-    model = DiT(cfg.model)
-    with torch.no_grad():  # non-zero gates and head, so that the weights matter
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ema = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in ema.parameters():
-            p.mul_(0.5)
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
-    torch.save(
-        {"config": model.config.to_dict(), "model": model.state_dict(), "ema": ema.state_dict(), "step": 12},
-        run / "checkpoints" / "last.pt",
-    )
-    return run, model, ema
 
 
 def test_grid_places_every_image_and_pads():
@@ -67,7 +39,7 @@ def test_save_grid_writes_a_png(tmp_path):
 def test_sample_writes_the_ema_samples_of_the_run_and_evaluate_reads_them(tmp_path, capsys):
     from repro.experiments.sample import batch_seed, noise_seed
 
-    run, model, ema = _fake_run(tmp_path)
+    run, model, ema = fake_run(tmp_path)
     out = tmp_path / "s.npz"
     assert main(["sample", str(run), "--num-samples", "6", "--seed", "3", "--steps", "2", "--out", str(out)]) == 0
     with np.load(out, allow_pickle=False) as z:
@@ -115,7 +87,7 @@ def test_sample_writes_the_ema_samples_of_the_run_and_evaluate_reads_them(tmp_pa
 
 
 def test_sample_writes_into_the_run_directory_by_default(tmp_path, monkeypatch, capsys):
-    run, _, _ = _fake_run(tmp_path)
+    run, _, _ = fake_run(tmp_path)
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
@@ -143,7 +115,7 @@ def test_sample_refuses_abbreviations_and_keeps_clear_of_torchrun_options(capsys
 
 
 def test_sample_refuses_bad_sources_in_one_line(tmp_path, capsys):
-    run, _, _ = _fake_run(tmp_path)
+    run, _, _ = fake_run(tmp_path)
     assert main(["sample", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["sample", str(run), "--out", str(tmp_path / "x.png")]) == 2
@@ -164,7 +136,7 @@ def test_sample_refuses_bad_sources_in_one_line(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.usefixtures("fashion_mnist_data")
 def test_evaluate_scores_the_samples(tmp_path):
-    run, _, _ = _fake_run(tmp_path)
+    run, _, _ = fake_run(tmp_path)
     out = tmp_path / "s.npz"
     assert main(["sample", str(run), "--num-samples", "20", "--steps", "2", "--out", str(out), "--grid", "0"]) == 0
     report = tmp_path / "m.json"
@@ -176,7 +148,7 @@ def test_evaluate_scores_the_samples(tmp_path):
 def test_an_interrupted_sampling_keeps_its_finished_batches_and_refuses_another_plan(tmp_path, monkeypatch, capsys):
     from repro.experiments import sample
 
-    run, _, _ = _fake_run(tmp_path)
+    run, _, _ = fake_run(tmp_path)
     out = tmp_path / "s.npz"
     argv = ["sample", str(run), "--num-samples", "5", "--batch-size", "2", "--steps", "1", "--out", str(out)]
     real_assemble, real_draw = sample.assemble, sample.draw_batch
