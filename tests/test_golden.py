@@ -182,6 +182,35 @@ def test_a_finished_run_repeats_what_the_records_of_its_paused_pieces_hold(recor
     assert c["fid"]["max_rel_diff"] < 1e-6, f"{record.name}: {c}"
 
 
+def _resume_states():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = sorted(root.glob("goldens/resume/*/*.json"))
+    return [pytest.param(p, id=f"{p.parent.name}/{p.stem}") for p in found] or [
+        pytest.param(None, marks=pytest.mark.skip(reason="no resume state is committed (no long run is paused)"))
+    ]
+
+
+@pytest.mark.parametrize("manifest_path", _resume_states())
+def test_a_committed_resume_state_is_whole_and_is_a_recorded_pause_of_an_unfinished_run(manifest_path):
+    """A paused long run's committed resume state (repro.experiments.resume): its archive is the one its manifest
+    hashed, its checkpoint is one that a pause record of the same run names, and the run is not finished (a
+    finished run's state is removed by the campaign; a stale one would only weigh on every clone)."""
+    import hashlib
+    from pathlib import Path
+
+    from repro.experiments.pieces import records_of, run_files
+
+    root = Path(__file__).resolve().parents[1]
+    manifest = json.loads(manifest_path.read_text())
+    archive = manifest_path.with_suffix(".xz")
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == manifest["archive_sha256"], archive.name
+    records = {rec["checkpoint_sha256"]: rec["step"] for _, rec in records_of(root, manifest["command"])}
+    assert records.get(manifest["checkpoint_sha256"]) == manifest["step"], f"{manifest_path.name}: no such pause"
+    assert not (root / run_files(manifest["command"])[1]).exists(), f"{manifest_path.name}: the run is finished"
+
+
 def _long_dit_curves():
     from pathlib import Path
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from repro.build import from_dict, resolve
 from repro.config import ConfigError, RunConfig, load_params
 from repro.evidence.speedup import compare, published_tread_ladder, speedup_report, train_targets
-from repro.experiments.campaign import pending, run_campaign
+from repro.experiments.campaign import keep_paused_states, pending, run_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -361,7 +363,8 @@ RECORDED_RUN = (
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git")
-def test_a_run_restarted_on_a_fresh_machine_is_checked_against_the_record_of_its_lost_piece(tmp_path):
+def test_a_run_restarted_on_a_fresh_machine_is_checked_against_the_record_of_its_lost_piece(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_RESUME_STORE", str(tmp_path / "store"))
     script = tmp_path / "recorded_run.py"
     script.write_text(RECORDED_RUN)
     curve = "goldens/long/runs/a-s0.json"
@@ -382,10 +385,118 @@ def test_a_run_restarted_on_a_fresh_machine_is_checked_against_the_record_of_its
     paused = json.loads(records[0].read_text())
     assert 0 < paused["step"] < 30 and paused["points"] and paused["stage"] == "train-long@a-0"
     assert any(line.startswith("recorded train-long@a-0 at its checkpoint") for line in logs)
-    shutil.rmtree(root / "runs" / "long")  # the next piece on a fresh machine: no checkpoint
+    kept = root / "goldens" / "resume" / "long" / "a-s0.xz"
+    assert kept.is_file() and (tmp_path / "store" / "long" / "a-s0" / "checkpoints" / "last.pt").is_file()
+    kept.unlink()  # as a piece paused before states were kept left it: `repro campaign --keep-states` keeps it
+    assert keep_paused_states(root, "long", logs.append) == 1 and kept.is_file()
+    # the next piece on a fresh machine whose state was lost too: the run starts over, and pauses again
+    for lost in (root / "runs" / "long", tmp_path / "store"):
+        shutil.rmtree(lost)
+    kept.unlink()
     logs.clear()
-    second = run_campaign(root, ["a"], jobs=1, hours=None, log=logs.append, scale="long")
-    assert second["train-long@a-0"] == "done"
+    again = run_campaign(root, ["a"], jobs=1, hours=1.5 / 3600, log=logs.append, scale="long")
+    assert again["train-long@a-0"].startswith("paused after")
     assert any("no checkpoint in runs/long/a-s0 although earlier pieces paused it" in line for line in logs)
+    recorded = [line for line in logs if line.startswith("recorded train-long@a-0")]
     repeats = [line for line in logs if line.strip().startswith("repeats")]
-    assert len(repeats) == 1 and records[0].name in repeats[0] and "val_loss bitwise" in repeats[0]
+    if not recorded[0].endswith(records[0].name):  # paused at another step: its points held against the first's
+        assert len(repeats) == 1 and records[0].name in repeats[0] and "val_loss bitwise" in repeats[0]
+    # (at the same step the re-made checkpoint is the first one byte for byte: the same record)
+    # then a fresh machine with the state committed by that piece: the run resumes where it paused, and ends
+    step = json.loads((root / "goldens" / "resume" / "long" / "a-s0.json").read_text())["step"]
+    shutil.rmtree(root / "runs" / "long")
+    shutil.rmtree(tmp_path / "store")
+    logs.clear()
+    last = run_campaign(root, ["a"], jobs=1, hours=None, log=logs.append, scale="long")
+    assert last["train-long@a-0"] == "done"
+    assert any(f"restored its checkpoint at step {step} from git" in line for line in logs), logs
+    assert not any("starts over" in line for line in logs)
+    assert not kept.exists() and not (root / "goldens" / "resume" / "long" / "a-s0.json").exists()  # done: dropped
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Resume states: a paused run resumes on the same machine with its work tree laid anew, or on a fresh machine
+
+
+def _paused_run(root, step=7):
+    import torch
+
+    run = root / "runs" / "t" / "dit-s0"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text('{"seed": 0}\n')
+    (run / "metrics.jsonl").write_text('{"step": 5, "loss": 0.5}\n')
+    weights = torch.arange(1000, dtype=torch.float32) / 7.0 + step
+    torch.save({"step": step, "seconds": 1.0, "points": json.dumps(_points([0, 2])), "w": weights},
+               run / "checkpoints" / "last.pt")  # fmt: skip
+    return run
+
+
+def test_a_paused_runs_state_is_kept_outside_the_tree_and_in_git_and_restored_byte_for_byte(tmp_path):
+    from repro.experiments import pieces, resume
+
+    root, store = tmp_path / "proj", tmp_path / "store"
+    run = _paused_run(root)
+    wrote = {name: (run / name).read_bytes() for name in resume.FILES}
+    assert resume.restore(root, CMD, store=store) is None  # a checkpoint in place: nothing to do
+    pieces.write_record(root, "train-long@dit-0", CMD)
+    manifest = resume.save(root, CMD, store=store)
+    archive, listed = root / "goldens" / "resume" / "t" / "dit-s0.xz", root / "goldens" / "resume" / "t" / "dit-s0.json"
+    assert manifest["step"] == 7 and json.loads(listed.read_text()) == manifest
+    assert manifest["archive_bytes"] == archive.stat().st_size < len(wrote[resume.CHECKPOINT])
+    assert (store / "t" / "dit-s0" / "state.json").is_file()
+
+    def restored_from(store_dir):
+        shutil.rmtree(root / "runs")  # the work tree laid anew
+        got = resume.restore(root, CMD, store=store_dir, warn=warnings.append)
+        assert {name: (run / name).read_bytes() for name in resume.FILES} == wrote  # byte for byte
+        return got
+
+    warnings: list[str] = []
+    same_machine = restored_from(store)
+    assert (same_machine.step, same_machine.committed, same_machine.source) == (7, False, store / "t" / "dit-s0")
+    fresh_machine = restored_from(tmp_path / "empty-store")
+    assert (fresh_machine.step, fresh_machine.committed, fresh_machine.source) == (7, True, archive)
+    assert warnings == []
+    # a damaged archive is said and not used; a state no pause record names is not used; the run starts over
+    shutil.rmtree(root / "runs")
+    archive.write_bytes(archive.read_bytes()[:-10])
+    assert resume.restore(root, CMD, store=tmp_path / "empty-store", warn=warnings.append) is None
+    assert len(warnings) == 1 and "dit-s0.xz: its sha256 differs from its manifest's" in warnings[0]
+    for record in (root / "goldens" / "t" / "pieces").glob("*.json"):
+        record.unlink()
+    assert resume.restore(root, CMD, store=store, warn=warnings.append) is None
+    assert "not one a committed pause record of this run names" in warnings[-1]
+    # the run is done: both states go
+    assert set(resume.drop(root, CMD, store=store)) == {archive, listed, store / "t" / "dit-s0"}
+    assert not archive.exists() and not (store / "t").joinpath("dit-s0").exists()
+
+
+def test_the_newest_recorded_state_wins_and_a_manifest_that_lies_about_a_file_is_refused(tmp_path):
+    from repro.experiments import pieces, resume
+
+    root, store = tmp_path / "proj", tmp_path / "store"
+    _paused_run(root, step=7)
+    pieces.write_record(root, "train-long@dit-0", CMD)
+    resume.save(root, CMD, store=store)  # step 7: in git and in the store
+    _paused_run(root, step=9)
+    pieces.write_record(root, "train-long@dit-0", CMD)
+    resume.save(root, CMD, store=store, commit=False)  # step 9: in the store only
+    shutil.rmtree(root / "runs")
+    assert resume.restore(root, CMD, store=store).step == 9  # the newer one, from the store
+    shutil.rmtree(root / "runs")
+    state = store / "t" / "dit-s0" / "state.json"
+    manifest = json.loads(state.read_text())
+    manifest["files"]["metrics.jsonl"]["sha256"] = "0" * 64
+    state.write_text(json.dumps(manifest))
+    warnings: list[str] = []
+    got = resume.restore(root, CMD, store=store, warn=warnings.append)
+    assert got.step == 7 and got.committed  # the store's damaged state skipped, git's older one used
+    assert "metrics.jsonl's sha256 differs from its manifest's" in warnings[0]
+
+
+@given(st.binary(max_size=64))
+def test_regrouping_a_checkpoints_bytes_by_word_position_is_undone_exactly(data):
+    from repro.experiments.resume import transpose4, untranspose4
+
+    assert untranspose4(transpose4(data)) == data
+    assert len(transpose4(data)) == len(data)

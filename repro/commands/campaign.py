@@ -31,6 +31,12 @@ def register(subparsers: Any) -> None:
         help="run the stages of these methods only (for example the core methods before the ablations)",
     )
     p.add_argument("--dry-run", action="store_true", help="list the pending stages in their order, run nothing")
+    p.add_argument(
+        "--keep-states",
+        action="store_true",
+        help="keep the resume states of the scale's paused runs (machine store and goldens/resume/) and exit: for "
+        "runs paused by a piece that did not",
+    )
     p.add_argument("--no-downstream", action="store_true", help="do not re-run the speedup, claims and summary stages")
 
 
@@ -51,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
             allowed = ", ".join(methods)
             raise ConfigError(f"--methods: {method!r} is not a method of scale {args.scale}; allowed: {allowed}")
     root = Path.cwd()
+    if args.keep_states:
+        kept = campaign.keep_paused_states(root, args.scale)
+        print(f"kept the resume states of {kept} paused run(s) of scale {args.scale}")
+        return 0
     print(f"{len(runs)} runs in scale {args.scale}; {jobs} side by side")
     result = campaign.run_campaign(
         root, methods, jobs, args.hours, args.dry_run, everything=args.all, only=args.methods, scale=args.scale

@@ -11,11 +11,13 @@ with an empty DVC cache sees the finished runs as up to date and a later piece s
 ``hours`` bounds a piece: a run is started only when the time used so far plus the longest run seen so far
 fits. A run longer than a piece (a stage whose command resumes, without ``--no-resume``: the long-horizon scale)
 is started whatever its length and, when the piece's time is up, sent SIGTERM: it checkpoints at the next step
-and exits with status 75, and the next piece resumes it from that checkpoint (on the same machine; on a fresh one
-it starts over and, being seeded, repeats the same curve: each pause leaves a record in git that the re-made run is
-compared with, :mod:`repro.experiments.pieces`). A stage whose dependencies include a file that does not
-exist yet (the targets a run trained to target stops at, written once the baseline's runs are done) waits.
-Afterwards the stages that read the curves (speedups, ledger, summary) are re-run. Commit the piece to
+and exits with status 75, and the next piece resumes it from that checkpoint. Each pause leaves a record in git
+(:mod:`repro.experiments.pieces`) and the run's resume state both in the machine's store outside the work tree and,
+compressed, in ``goldens/resume/`` (:mod:`repro.experiments.resume`), so that a piece on the same machine with its
+work tree laid anew, or on a fresh machine, resumes the run where it paused; without any state it starts over and,
+being seeded, repeats the same curve, which is compared with the records. A stage whose dependencies include a
+file that does not exist yet (the targets a run trained to target stops at, written once the baseline's runs are
+done) waits. Afterwards the stages that read the curves (speedups, ledger, summary) are re-run. Commit the piece to
 git (``dvc.lock``, ``goldens/``, ``reports/``) before the next one. Do not edit the code a run depends on while
 a piece runs: ``dvc commit`` records the dependencies as they are when the run ends.
 
@@ -42,7 +44,7 @@ from pathlib import Path
 from ..evidence.goldens import DIVERGED as DIVERGED_DIR
 from ..evidence.goldens import SCALE_ARG
 from ..io import atomic_write_json
-from . import pieces
+from . import pieces, resume
 
 TRAIN_PREFIX = "train"
 """dvc.yaml's training stages are the matrix stages named ``train...`` (one stage per run): ``train``,
@@ -270,7 +272,7 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str
         while queue and not stopping and len(running) < jobs and may_start(queue[0], elapsed, longest, hours):
             stage = queue.pop(0)
             log(f"start {stage.name}: {stage.cmd}")
-            if stage.resumable:
+            if stage.resumable and not _restore_state(root, stage, log):
                 _say_lost_checkpoint(root, stage, log)
             with _stage_log(logs, stage).open("w") as logfile:  # the child keeps its copy
                 proc = subprocess.Popen(
@@ -300,6 +302,7 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str
                 _dvc(root, "commit", "--force", stage.name)  # dvc.lock now marks the run done
                 if stage.resumable:
                     _check_finished(root, stage, log)
+                    _drop_state(root, stage, log)
                 diverged_record(root, stage).unlink(missing_ok=True)  # a rerun (--all, after a fix) ended well
                 result[stage.name] = "done"
                 log(f"done  {stage.name} in {took / 60:.1f} min (dvc commit {stage.name})")
@@ -315,6 +318,26 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str
     if queue:
         log(f"{len(queue)} stage(s) left for the next piece (the next would not fit in {hours} h)")
     return result
+
+
+def keep_paused_states(root: Path, scale: str, log=print) -> int:
+    """The resume states of ``scale``'s paused runs (a checkpoint in runs/ that a committed pause record names),
+    for runs paused by a piece that did not keep them; how many were kept."""
+    from ..provenance import sha256_file
+
+    kept = 0
+    for stage in pending(root, False, scale):
+        files = pieces.run_files(stage.cmd)
+        ckpt = None if files is None else root / files[0] / resume.CHECKPOINT
+        if not stage.resumable or ckpt is None or not ckpt.is_file():
+            continue
+        recorded = {rec.get("checkpoint_sha256") for _, rec in pieces.records_of(root, stage.cmd)}
+        if sha256_file(ckpt) not in recorded:
+            log(f"{stage.name}: its checkpoint in {files[0]} has no pause record (write one first); not kept")
+            continue
+        save_state(root, stage.name, stage.cmd, log)
+        kept += 1
+    return kept
 
 
 def _say_lost_checkpoint(root: Path, stage: Stage, log) -> None:
@@ -344,6 +367,43 @@ def _record_pause(root: Path, stage: Stage, log) -> None:
             log(f"  repeats {line}")
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         log(f"warning: {stage.name}: no record of the pause ({type(e).__name__}: {e})")
+        return
+    save_state(root, stage.name, stage.cmd, log)
+
+
+def save_state(root: Path, name: str, cmd: str, log) -> None:
+    """A paused run's resume state into the machine's store and goldens/resume/ (:mod:`repro.experiments.resume`),
+    after its record; a state that cannot be written is said, not fatal (the checkpoint in runs/ still resumes)."""
+    try:
+        manifest = resume.save(root, cmd)
+        if manifest is not None:
+            where = resume.committed_paths(root, cmd)[0].relative_to(root)  # type: ignore[index]
+            log(
+                f"kept {name}'s resume state at step {manifest['step']}: {where} "
+                f"({manifest['archive_bytes'] / 1e6:.1f} MB, commit it with the piece) and {resume.store_path(cmd)}"
+            )
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        log(f"warning: {name}: its resume state was not kept ({type(e).__name__}: {e})")
+
+
+def _restore_state(root: Path, stage: Stage, log) -> bool:
+    """Before a resumable run starts without its checkpoint: the newest kept state a pause record names."""
+    try:
+        restored = resume.restore(root, stage.cmd, warn=lambda line: log(f"warning: {stage.name}: {line}"))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        log(f"warning: {stage.name}: its resume states were not read ({type(e).__name__}: {e})")
+        return False
+    if restored is None:
+        return False
+    where = "git (a fresh machine)" if restored.committed else "this machine's store"
+    log(f"{stage.name}: restored its checkpoint at step {restored.step} from {where}, {restored.source}; it resumes")
+    return True
+
+
+def _drop_state(root: Path, stage: Stage, log) -> None:
+    removed = resume.drop(root, stage.cmd)
+    if removed:
+        log(f"{stage.name} is done: its resume states removed ({', '.join(str(p) for p in removed)})")
 
 
 def _check_finished(root: Path, stage: Stage, log) -> None:

@@ -1,9 +1,10 @@
 """What a piece of a long campaign leaves in git about a run it paused, and the check that a re-made run repeats it.
 
 A run longer than a piece resumes from its checkpoint (``runs/<scale>/<run>/checkpoints/last.pt``, about 33 MB at
-micro, never committed). When the next piece starts on a fresh machine the checkpoint is gone and the run starts
-over; being seeded, it repeats the same curve. So that this is checked rather than assumed, and so that a lost
-piece leaves its numbers behind, the campaign writes a small record of every paused run into git beside the run's
+micro), which the next piece finds in runs/ or restores from a kept resume state (:mod:`repro.experiments.resume`,
+whose check is that a record here names its checkpoint). Where neither exists the run starts over; being seeded,
+it repeats the same curve. So that this is checked rather than assumed, and so that a lost piece leaves its numbers
+behind, the campaign writes a small record of every paused run into git beside the run's
 curve (``goldens/<scale>/pieces/<method>-s<seed>-at-<step>.json``: the curve's points so far, the step and training
 seconds, the checkpoint's sha256, the CPU model and boot of the machine). When a run pauses again or finishes, its
 points are compared with every earlier record of it at their common steps (validation loss and FID; bitwise on the
