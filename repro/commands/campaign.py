@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run and not args.no_downstream and changed:
         # a new diverged record changes the ledger too (the claims stage reads goldens/diverged)
         campaign.run_downstream(root, args.scale)
-    if changed:
+    paused = any(v.startswith("paused") for v in result.values())
+    if changed or paused:  # a pause leaves its record and resume state in goldens/ for the next piece
         print("record the piece: git add dvc.lock goldens reports && git commit -m '<what this piece ran>'")
     return 1 if failed else 0
