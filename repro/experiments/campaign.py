@@ -335,8 +335,7 @@ def keep_paused_states(root: Path, scale: str, log=print) -> int:
         if sha256_file(ckpt) not in recorded:
             log(f"{stage.name}: its checkpoint in {files[0]} has no pause record (write one first); not kept")
             continue
-        save_state(root, stage.name, stage.cmd, log)
-        kept += 1
+        kept += save_state(root, stage.name, stage.cmd, log)
     return kept
 
 
@@ -371,19 +370,23 @@ def _record_pause(root: Path, stage: Stage, log) -> None:
     save_state(root, stage.name, stage.cmd, log)
 
 
-def save_state(root: Path, name: str, cmd: str, log) -> None:
+def save_state(root: Path, name: str, cmd: str, log) -> bool:
     """A paused run's resume state into the machine's store and goldens/resume/ (:mod:`repro.experiments.resume`),
-    after its record; a state that cannot be written is said, not fatal (the checkpoint in runs/ still resumes)."""
+    after its record; a state that cannot be written is said, not fatal (the checkpoint in runs/ still resumes).
+    Whether it was kept."""
     try:
         manifest = resume.save(root, cmd)
-        if manifest is not None:
-            where = resume.committed_paths(root, cmd)[0].relative_to(root)  # type: ignore[index]
-            log(
-                f"kept {name}'s resume state at step {manifest['step']}: {where} "
-                f"({manifest['archive_bytes'] / 1e6:.1f} MB, commit it with the piece) and {resume.store_path(cmd)}"
-            )
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         log(f"warning: {name}: its resume state was not kept ({type(e).__name__}: {e})")
+        return False
+    if manifest is None:
+        return False
+    where = resume.committed_paths(root, cmd)[0].relative_to(root)  # type: ignore[index]
+    log(
+        f"kept {name}'s resume state at step {manifest['step']}: {where} "
+        f"({manifest['archive_bytes'] / 1e6:.1f} MB, commit it with the piece) and {resume.store_path(cmd)}"
+    )
+    return True
 
 
 def _restore_state(root: Path, stage: Stage, log) -> bool:
@@ -401,7 +404,11 @@ def _restore_state(root: Path, stage: Stage, log) -> bool:
 
 
 def _drop_state(root: Path, stage: Stage, log) -> None:
-    removed = resume.drop(root, stage.cmd)
+    try:
+        removed = resume.drop(root, stage.cmd)
+    except OSError as e:  # the run is done and marked so; a state left behind only weighs on the repository
+        log(f"warning: {stage.name}: its resume states were not removed ({e})")
+        return
     if removed:
         log(f"{stage.name} is done: its resume states removed ({', '.join(str(p) for p in removed)})")
 
