@@ -146,14 +146,20 @@ def test_common_steps_pairs_by_method_and_seed_and_fails_without_a_common_step(t
     assert report["status"] == "fail" and report["problems"] == ["no evaluated step in common"]
 
 
-def _paused_records():
+def _committed(pattern, name, none):
+    """One test parameter per committed file matching ``pattern`` (ids from ``name``), or one skip saying ``none``."""
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    found = sorted(root.glob("goldens/*/pieces/*-at-*.json"))
-    return [pytest.param(p, id=f"{p.parent.parent.name}/{p.stem}") for p in found] or [
-        pytest.param(None, marks=pytest.mark.skip(reason="no record of a paused run is committed yet"))
-    ]
+    found = sorted(Path(__file__).resolve().parents[1].glob(pattern))
+    return [pytest.param(p, id=name(p)) for p in found] or [pytest.param(None, marks=pytest.mark.skip(reason=none))]
+
+
+def _paused_records():
+    return _committed(
+        "goldens/*/pieces/*-at-*.json",
+        lambda p: f"{p.parent.parent.name}/{p.stem}",
+        "no record of a paused run is committed yet",
+    )
 
 
 @pytest.mark.parametrize("record", _paused_records())
@@ -192,13 +198,11 @@ def test_a_finished_run_repeats_what_the_records_of_its_paused_pieces_hold(recor
 
 
 def _resume_states():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    found = sorted(root.glob("goldens/resume/*/*.json"))
-    return [pytest.param(p, id=f"{p.parent.name}/{p.stem}") for p in found] or [
-        pytest.param(None, marks=pytest.mark.skip(reason="no resume state is committed (no long run is paused)"))
-    ]
+    return _committed(
+        "goldens/resume/*/*.json",
+        lambda p: f"{p.parent.name}/{p.stem}",
+        "no resume state is committed (no long run is paused)",
+    )
 
 
 @pytest.mark.parametrize("manifest_path", _resume_states())
@@ -221,13 +225,7 @@ def test_a_committed_resume_state_is_whole_and_is_a_recorded_pause_of_an_unfinis
 
 
 def _long_dit_curves():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    found = sorted((root / "goldens" / "micro-long" / "runs").glob("dit-s[0-9]*.json"))
-    return [pytest.param(p, id=p.stem) for p in found] or [
-        pytest.param(None, marks=pytest.mark.skip(reason="no DiT long run is committed yet"))
-    ]
+    return _committed("goldens/micro-long/runs/dit-s[0-9]*.json", lambda p: p.stem, "no DiT long run is committed yet")
 
 
 @pytest.mark.parametrize("long_curve", _long_dit_curves())
