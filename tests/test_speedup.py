@@ -682,3 +682,89 @@ def test_seconds_measured_on_more_than_one_device_are_flagged_and_other_units_ar
     resumed = [_on(c, "cpu A") for c in base + fast]
     resumed[0]["points"][-1]["device"] = "cpu B"
     assert "2 devices" in speedup_report(resumed)["unit_results"]["tread"]["final"]["seconds"]["status"]
+
+
+def three_arms():
+    """DiT-like seeds (fid = 90 + 0.3 seed - 20 log10 step, above 0); ``dit-edm`` the same curves 2x cheaper in
+    iterations (and in every unit); ``tread-edm`` 3x cheaper in iterations with steps costing 0.6 of a dense one: 5x
+    in MACs."""
+    base = [log_linear_curve(f"b{s}", "dit", s, DENSE, 90.0 + 0.3 * s, 20.0) for s in range(3)]
+    via = [
+        log_linear_curve(f"v{s}", "dit-edm", s, DENSE, 90.0 + 0.3 * s - 20.0 * math.log10(2), 20.0) for s in range(3)
+    ]
+    arm = [
+        log_linear_curve(f"a{s}", "tread-edm", s, DENSE, 90.0 + 0.3 * s - 20.0 * math.log10(3), 20.0, step_cost=0.6)
+        for s in range(3)
+    ]
+    return base, via, arm
+
+
+def test_each_rung_is_split_into_iterations_times_step_cost_and_through_an_intermediate_method():
+    base, via, arm = three_arms()
+    units = ("iterations", "macs", "seconds")
+    rep = speedup_report(base + via + arm, units=units, ladder_units=units, decompose=[("tread-edm", "dit-edm")])
+    parts = rep["decomposition"]
+    rung = "3200"  # every seed of every arm crosses the DiT mean there between two evaluations: estimates
+    split = parts["via"]["tread-edm"]["ladder"][rung]
+    assert parts["via"]["tread-edm"]["via"] == "dit-edm"
+    # the known shifts: 2x for the intermediate, 3x / 0.6 = 5x in MACs for the whole, so 2.5x from one to the other
+    assert split["macs"]["whole"] == pytest.approx(5.0, rel=1e-4) and split["macs"]["whole_is"] == "estimate"
+    assert split["macs"]["to_via"] == pytest.approx(2.0, rel=1e-4)
+    assert split["macs"]["from_via"]["ratio"] == pytest.approx(2.5, rel=1e-4)
+    assert split["iterations"]["from_via"]["ratio"] == pytest.approx(1.5, rel=1e-4)
+    assert split["macs"]["via_share"] == pytest.approx(math.log(2) / math.log(5), rel=1e-4)
+    assert split["macs"]["from_via"]["ratio_is"] == "estimate" and split["macs"]["from_via"]["ci_low"] is not None
+    # the routing factor's record compares the intermediate's seeds with the method's at DiT's rung target
+    whole = rep["unit_results"]["tread-edm"]["ladder"][rung]["macs"]
+    first = rep["unit_results"]["dit-edm"]["ladder"][rung]["macs"]
+    costs = split["macs"]["from_via"]["costs"]
+    assert costs == {"baseline": first["costs"]["method"], "method": whole["costs"]["method"]}
+    # iterations x per-step cost: the method's steps cost 0.6 of DiT's in MACs and seconds, the intermediate's 1
+    for unit in ("macs", "seconds"):
+        step = parts["per_step"]["tread-edm"][rung][unit]
+        assert step["iterations"] == pytest.approx(3.0, rel=1e-4) and step["per_step"] == pytest.approx(1 / 0.6)
+        assert step["iterations_share"] == pytest.approx(math.log(3) / math.log(5), rel=1e-4)
+        assert parts["per_step"]["dit-edm"][rung][unit]["per_step"] == pytest.approx(1.0)
+    assert set(parts["per_step"]["tread-edm"][rung]) == {"macs", "seconds"}
+    # at every rung, censored or not, the factors multiply to the whole
+    for r, split in parts["via"]["tread-edm"]["ladder"].items():
+        for unit in units:
+            s = split[unit]
+            assert s["to_via"] * s["from_via"]["ratio"] == pytest.approx(s["whole"], rel=1e-9), (r, unit)
+    # the record reads back typed, and writes back to the same JSON
+    from repro.evidence.speedup import Comparison, SpeedupReport, record_at
+
+    assert SpeedupReport.from_json(rep).to_json() == rep
+    path = ["decomposition", "via", "tread-edm", "ladder", rung, "macs", "from_via"]
+    assert isinstance(record_at(path, split["macs"]["from_via"]), Comparison)
+
+
+def test_a_decomposition_waits_for_missing_methods_and_refuses_the_baseline_or_no_ladder():
+    base, via, arm = three_arms()
+    rep = speedup_report(base + arm, units=("macs",), decompose=[("tread-edm", "dit-edm")])
+    assert rep["decomposition"]["via"]["tread-edm"] == {"via": "dit-edm", "status": "waiting for the curves of dit-edm"}
+    with pytest.raises(ValueError, match="decompose=tread-edm=dit is not allowed"):
+        speedup_report(base + arm, units=("macs",), decompose=[("tread-edm", "dit")])
+    with pytest.raises(ValueError, match="ladder_units is empty"):
+        speedup_report(base + via + arm, units=("macs",), ladder_units=(), decompose=[("tread-edm", "dit-edm")])
+    # seconds of the intermediate and the method measured on two machines: the routing factor in seconds says so
+    mixed = [_on(c, "cpu A") for c in base + via] + [_on(c, "cpu B") for c in arm]
+    rep = speedup_report(mixed, units=("macs", "seconds"), ladder_units=("macs", "seconds"),
+                         decompose=[("tread-edm", "dit-edm")])  # fmt: skip
+    split = rep["decomposition"]["via"]["tread-edm"]["ladder"]["3200"]
+    assert "not comparable in seconds" in split["seconds"]["from_via"]["status"]
+    assert "not comparable" not in split["macs"]["from_via"]["status"]
+
+
+def test_cli_decompose_writes_the_section_and_refuses_a_malformed_pair(tmp_path, capsys):
+    base, via, arm = three_arms()
+    paths = []
+    for c in base + via + arm:
+        paths.append(tmp_path / f"{c['run_id']}.json")
+        paths[-1].write_text(json.dumps(c))
+    out = tmp_path / "rep.json"
+    args = ["speedup", "--curves", *map(str, paths), "--ladder-units", "macs", "iterations", "--out", str(out)]
+    assert cli.main([*args, "--decompose", "tread-edm=dit-edm"]) == 0
+    assert set(json.loads(out.read_text())["decomposition"]["per_step"]) == {"dit-edm", "tread-edm"}
+    assert cli.main([*args, "--decompose", "tread-edm"]) == 2
+    assert "--decompose 'tread-edm' is not allowed; must be METHOD=VIA" in capsys.readouterr().err

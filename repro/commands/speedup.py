@@ -41,6 +41,15 @@ def register(subparsers: Any) -> None:
         help="report how the speedup grows from one target to another (named or a ladder rung), e.g. 3000:final",
     )
     p.add_argument(
+        "--decompose",
+        nargs="*",
+        default=[],
+        metavar="METHOD=VIA",
+        help="split METHOD's speedup at each rung into VIA's over the baseline and METHOD's over VIA, e.g. "
+        "tread-edm=dit-edm (the objective's and the routing's factors); each rung in the ladder units is also split "
+        "into iterations x per-step cost",
+    )
+    p.add_argument(
         "--ladder-units",
         nargs="*",
         default=["macs"],
@@ -89,6 +98,13 @@ def _growth_pair(text: str) -> tuple[str, str]:
     return start, end
 
 
+def _decompose_pair(text: str) -> tuple[str, str]:
+    method, sep, via = text.partition("=")
+    if not sep or not method or not via:
+        raise ValueError(f"--decompose {text!r} is not allowed; must be METHOD=VIA, e.g. tread-edm=dit-edm")
+    return method, via
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evidence import speedup
 
@@ -115,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         gate=speedup.gate_from_reference(args.gate_reference, args.gate) if args.gate_reference else None,
         ladder_units=[u for u in args.ladder_units if u in args.units],
         growth_pairs=[_growth_pair(g) for g in args.growth],
+        decompose=[_decompose_pair(d) for d in args.decompose],
     )
     record.inputs = [{"path": os.path.relpath(f), "run_id": c["run_id"]} for f, c in zip(files, curves)]
     report = record.to_json()

@@ -58,6 +58,15 @@ Definitions (all of them are what the JSON report means):
   Welch interval, tests and censoring rules as a speedup (:func:`compare` on them): a seed that does not reach
   ``to`` is censored at its budget; one that does not reach ``from``, or meets it at its first evaluation (its cost
   there unmeasured), leaves the comparison.
+* **Decomposition** (``decomposition``, ``--decompose METHOD=VIA``): at each rung of the ladder, each method's
+  speedup in a ladder unit other than iterations as the speedup in iterations times the per-step cost ratio
+  (``per_step.<method>.<rung>.<unit>``: ``speedup = iterations x per_step``, with ``iterations_share`` = ``log
+  iterations / log speedup``), and, per pair, METHOD's speedup over the baseline as VIA's over the baseline times
+  METHOD's over VIA at the same target (``via.<method>.ladder.<rung>.<unit>``: ``whole = to_via x
+  from_via.ratio``, ``via_share`` = ``log to_via / log whole``; ``from_via`` is a full record, interval and tests
+  included). TREAD-EDM via DiT-EDM over DDPM DiT splits TREAD's recipe into the objective's factor and the
+  routing's. Point estimates multiply exactly (geometric means of the same per-seed costs); a censored record's
+  factors split its bound.
 * **Minimum detectable effect** (``mde.factor``): with the observed spread and these seed counts, a true speedup of
   ``k * factor`` (or ``k / factor``) is detected with 80 % power by the one-sided test at 0.025.
 * **Late slope** (:func:`late_slope`): least-squares slope of the metric against log10(cost) over the evaluations in

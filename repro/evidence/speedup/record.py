@@ -328,6 +328,8 @@ class SpeedupReport(_Record):
     interval: dict[str, Any] | None = field(default=None, metadata=OMIT)
     status: str | None = field(default=None, metadata=OMIT)
     growth: dict[str, dict[str, dict[str, Comparison | NoGrowth]]] | None = field(default=None, metadata=OMIT)
+    decomposition: dict[str, Any] | None = field(default=None, metadata=OMIT)
+    """Each rung's speedups as iterations x per-step cost and through an intermediate method (``--decompose``)."""
     inputs: list[dict[str, Any]] | None = field(default=None, metadata=OMIT)
     """The curve files the command read (``path``, ``run_id``), in order: written by ``repro speedup``."""
     fid_records: dict[str, Any] | None = field(default=None, metadata=OMIT)
@@ -342,7 +344,7 @@ class SpeedupReport(_Record):
     ORDER: ClassVar[tuple[str, ...]] = (
         "scale", "baseline", "metric", "anchor_unit", "units", "ks", "alpha", "interval", "status", "training", "gate",
         "targets", "ladder_units", "run_ids", "runs", "late_slope", "matched_slope", "final_values", "unit_results",
-        "growth", "inputs", "fid_records", "format", "landed_by", "provenance", "digest",
+        "growth", "decomposition", "inputs", "fid_records", "format", "landed_by", "provenance", "digest",
     )  # fmt: skip
     """The keys in the order the report has them."""
 
@@ -379,6 +381,7 @@ class SpeedupReport(_Record):
             else {
                 m: {pair: _units(units, parse_growth) for pair, units in pairs.items()} for m, pairs in growth.items()
             },
+            decomposition=_parse_decomposition(data.get("decomposition")),
             inputs=data.get("inputs"),
             fid_records=data.get("fid_records"),
             format=data.get("format"),
@@ -386,6 +389,23 @@ class SpeedupReport(_Record):
             provenance=data.get("provenance"),
             digest=data.get("digest"),
         )
+
+
+def _parse_decomposition(data: Any) -> dict[str, Any] | None:
+    """The ``decomposition`` section with each ``from_via`` record typed (:class:`Comparison`)."""
+    if data is None:
+        return None
+    data = _mapping(data, "decomposition")
+    via = {}
+    for method, entry in _mapping(data.get("via", {}), "decomposition.via").items():
+        entry = dict(_mapping(entry, f"decomposition.via.{method}"))
+        if "ladder" in entry:
+            entry["ladder"] = {
+                rung: {unit: {**r, "from_via": Comparison.from_json(r["from_via"])} for unit, r in units.items()}
+                for rung, units in entry["ladder"].items()
+            }
+        via[method] = entry
+    return {"per_step": dict(data.get("per_step", {})), "via": via}
 
 
 def record_at(keys: Sequence[str], value: Any) -> Any:
@@ -400,6 +420,8 @@ def record_at(keys: Sequence[str], value: Any) -> Any:
         return Comparison.from_json(value)
     if head == "growth" and depth == 4:
         return parse_growth(value)
+    if head == "decomposition" and depth == 7 and keys[1] == "via" and keys[6] == "from_via":
+        return Comparison.from_json(value)
     if head in ("late_slope", "final_values") and depth == 2 or head == "matched_slope" and depth == 3:
         return Sample.from_json(value)
     return value

@@ -93,6 +93,7 @@ def speedup_report(
     gate: Mapping[str, Any] | None = None,
     ladder_units: Sequence[str] | None = None,
     growth_pairs: Sequence[tuple[str, str]] = (),
+    decompose: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Targets, per-run costs, late slopes and per-method speedups over ``baseline``, as a JSON-ready dict.
 
@@ -101,11 +102,14 @@ def speedup_report(
     ``train_size``. ``gate``, from :func:`gate_from_reference`, adds each run's sanity gate. ``ladder_units``: the
     units of the ladder (a subset of ``units``; empty for none; by default MACs, or the first unit without them).
     ``growth_pairs``: ``(from, to)`` targets, each a named target or a rung of the ladder, whose speedup growth is
-    reported per unit. See the module docstring. The report as JSON: :func:`build_report`'s record, serialised.
+    reported per unit. ``decompose``: ``(method, via)`` pairs whose speedup at each rung is split into ``via``'s over
+    the baseline and the method's over ``via`` (:func:`decomposition`). See the module docstring. The report as JSON:
+    :func:`build_report`'s record, serialised.
     """
     return build_report(
-        curves, baseline, units, metric, ks, anchor_unit, alpha, train_size, gate, ladder_units, growth_pairs
-    ).to_json()
+        curves, baseline, units, metric, ks, anchor_unit, alpha, train_size, gate, ladder_units, growth_pairs,
+        decompose,
+    ).to_json()  # fmt: skip
 
 
 def build_report(
@@ -120,12 +124,14 @@ def build_report(
     gate: Mapping[str, Any] | None = None,
     ladder_units: Sequence[str] | None = None,
     growth_pairs: Sequence[tuple[str, str]] = (),
+    decompose: Sequence[tuple[str, str]] = (),
 ) -> SpeedupReport:
     """:func:`speedup_report`'s record (the same arguments)."""
     units, ladder_units = _checked(metric, units, anchor_unit, ladder_units, ks, alpha, train_size)
     by_method = _group(curves)
     if baseline not in by_method:
         raise ValueError(f"baseline={baseline!r} has no curve; methods given: {', '.join(sorted(by_method)) or 'none'}")
+    _check_decompose(decompose, baseline, ladder_units)
     scales = sorted({str(c.get("scale")) for c in curves})
     if len(scales) > 1:
         raise ValueError(f"curves come from different scales: {', '.join(scales)}")
@@ -158,8 +164,11 @@ def build_report(
                 f"{a}:{b}": {unit: _growth(base, arm, named[a], named[b], unit, metric, ks, alpha) for unit in units}
                 for a, b in growth_pairs
             }
+    parts = None
+    if decompose:
+        parts = decomposition(by_method, base, costs, unit_results, ladder, ladder_units, decompose, metric, ks, alpha)
     if "seconds" in units:
-        _flag_mixed_devices(by_method, baseline, unit_results, growths)
+        _flag_mixed_devices(by_method, baseline, unit_results, growths, parts)
     return SpeedupReport(
         scale=None if scales == ["None"] else scales[0],
         baseline=baseline,
@@ -185,7 +194,94 @@ def build_report(
         final_values=_final_values(by_method, costs),
         unit_results=unit_results,
         growth=growths if growth_pairs else None,
+        decomposition=parts,
     )
+
+
+def _check_decompose(pairs: Sequence[tuple[str, str]], baseline: str, ladder_units: Sequence[str]) -> None:
+    for method, via in pairs:
+        if method == via or baseline in (method, via):
+            raise ValueError(
+                f"decompose={method}={via} is not allowed; must name two different methods, neither the baseline "
+                f"{baseline!r}"
+            )
+    if pairs and not ladder_units:
+        raise ValueError("decompose needs the ladder: ladder_units is empty")
+
+
+def _log_share(part: float | None, whole: float | None) -> float | None:
+    """``log part / log whole``: the share of a speedup's log taken by one factor (None where it has no meaning)."""
+    if part is None or whole is None or whole == 1.0:
+        return None
+    return math.log(part) / math.log(whole)
+
+
+def _per_step(record: Comparison, iterations: Comparison) -> dict[str, Any]:
+    """A speedup in one unit as iterations x per-step cost: ``per_step`` is the ratio of the two speedups, the
+    geometric mean over seeds of the baseline's cost per iteration over the method's, each at the point its cost
+    was read (exact when the per-step cost is constant: MACs). A seed reaches a target or not whatever the unit, so
+    both records are censored alike and the product holds for a bound too: the split of a bound (``speedup_is``)."""
+    given = record.ratio is not None and iterations.ratio is not None
+    return {
+        "speedup": record.ratio,
+        "speedup_is": record.ratio_is,
+        "iterations": iterations.ratio,
+        "per_step": record.ratio / iterations.ratio if given else None,  # type: ignore[operator]
+        "iterations_share": _log_share(iterations.ratio, record.ratio) if given else None,
+    }
+
+
+def decomposition(
+    by_method, base, costs, unit_results, ladder, ladder_units, pairs, metric: str, ks, alpha: float
+) -> dict[str, Any]:
+    """Each rung's speedups split two ways (``decomposition`` in the report).
+
+    ``per_step.<method>.<rung>.<unit>``: the speedup in ``unit`` (MACs, seconds) as the speedup in iterations times
+    the per-step cost ratio (needs iterations among the ladder units). ``via.<method>``: for each ``(method, via)``
+    pair, at each rung, the method's speedup over the baseline (``whole``) as ``via``'s over the baseline
+    (``to_via``, the ladder's record) times the method's over ``via`` at the same target (``from_via``, a full
+    record with interval and tests). With ``tread-edm`` via ``dit-edm`` over ``dit``, ``to_via`` is the objective's
+    factor and ``from_via`` the routing's. The point estimates multiply exactly (ratios of geometric means of the
+    same per-seed costs, a censored seed's entering at its budget in all three); ``via_share`` is ``log to_via / log
+    whole``. Where a record is a bound (``*_is``, ``from_via.ratio_is``) its factors split the bound."""
+    per_step: dict[str, Any] = {}
+    if "iterations" in ladder_units:
+        for method, results in unit_results.items():
+            per_step[method] = {
+                rung: {
+                    unit: _per_step(results["ladder"][rung][unit], results["ladder"][rung]["iterations"])
+                    for unit in ladder_units
+                    if unit != "iterations"
+                }
+                for rung in ladder
+            }
+    via: dict[str, Any] = {}
+    for method, mid in pairs:
+        missing = [m for m in (method, mid) if m not in by_method]
+        if missing:  # a campaign in progress: the pair waits for its runs
+            via[method] = {"via": mid, "status": f"waiting for the curves of {', '.join(missing)}"}
+            continue
+        (mid_curves, arm_curves) = (by_method[mid], by_method[method])
+        mid_points, arm_points = [_points(c) for c in mid_curves], [_points(c) for c in arm_curves]
+        mid_runs, arm_runs = [costs[c["run_id"]] for c in mid_curves], [costs[c["run_id"]] for c in arm_curves]
+        rungs: dict[str, Any] = {}
+        for rung, target in ladder.items():
+            rungs[rung] = {}
+            for unit in ladder_units:
+                whole = unit_results[method]["ladder"][rung][unit]
+                first = unit_results[mid]["ladder"][rung][unit]
+                then = _versus(mid_points, mid_runs, arm_points, arm_runs, target, unit, metric, ks, alpha)
+                given = all(r.ratio is not None for r in (whole, first, then))
+                rungs[rung][unit] = {
+                    "whole": whole.ratio,
+                    "whole_is": whole.ratio_is,
+                    "to_via": first.ratio,
+                    "to_via_is": first.ratio_is,
+                    "from_via": then,
+                    "via_share": _log_share(first.ratio, whole.ratio) if given else None,
+                }
+        via[method] = {"via": mid, "ladder": rungs}
+    return {"per_step": per_step, "via": via}
 
 
 def devices(curves: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -201,7 +297,7 @@ def devices(curves: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(found)
 
 
-def _flag_mixed_devices(by_method, baseline: str, unit_results, growths) -> None:
+def _flag_mixed_devices(by_method, baseline: str, unit_results, growths, parts=None) -> None:
     """A seconds record whose two arms' seconds come from more than one device says so in its ``status``: wall-clock
     time is a property of the machine, so its ratio is not the methods' alone (read MACs or iterations)."""
     for method, results in unit_results.items():
@@ -215,6 +311,14 @@ def _flag_mixed_devices(by_method, baseline: str, unit_results, growths) -> None
         records += [pair["seconds"] for pair in growths.get(method, {}).values() if "seconds" in pair]
         for record in records:
             record.status += note
+    for method, entry in ((parts or {}).get("via") or {}).items():
+        found = devices([*by_method[entry["via"]], *by_method[method]]) if "ladder" in entry else []
+        if len(found) < 2:
+            continue
+        note = f"; not comparable in seconds: measured on {len(found)} devices ({'; '.join(found)})"
+        for rung in entry["ladder"].values():
+            if "seconds" in rung:
+                rung["seconds"]["from_via"].status += note
 
 
 def _checked(metric, units, anchor_unit, ladder_units, ks, alpha, train_size) -> tuple[list[str], list[str]]:
