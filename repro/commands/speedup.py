@@ -91,18 +91,12 @@ def register(subparsers: Any) -> None:
     )
 
 
-def _growth_pair(text: str) -> tuple[str, str]:
-    start, sep, end = text.partition(":")
-    if not sep or not start or not end:
-        raise ValueError(f"--growth {text!r} is not allowed; must be FROM:TO, e.g. 3000:final")
-    return start, end
-
-
-def _decompose_pair(text: str) -> tuple[str, str]:
-    method, sep, via = text.partition("=")
-    if not sep or not method or not via:
-        raise ValueError(f"--decompose {text!r} is not allowed; must be METHOD=VIA, e.g. tread-edm=dit-edm")
-    return method, via
+def _pair(flag: str, text: str, sep: str, shape: str, example: str) -> tuple[str, str]:
+    """``A<sep>B`` of ``flag``'s value as ``(A, B)``, both non-empty."""
+    first, found, second = text.partition(sep)
+    if not found or not first or not second:
+        raise ValueError(f"{flag} {text!r} is not allowed; must be {shape}, e.g. {example}")
+    return first, second
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
         train_size=args.train_size,
         gate=speedup.gate_from_reference(args.gate_reference, args.gate) if args.gate_reference else None,
         ladder_units=[u for u in args.ladder_units if u in args.units],
-        growth_pairs=[_growth_pair(g) for g in args.growth],
-        decompose=[_decompose_pair(d) for d in args.decompose],
+        growth_pairs=[_pair("--growth", g, ":", "FROM:TO", "3000:final") for g in args.growth],
+        decompose=[_pair("--decompose", d, "=", "METHOD=VIA", "tread-edm=dit-edm") for d in args.decompose],
     )
     record.inputs = [{"path": os.path.relpath(f), "run_id": c["run_id"]} for f, c in zip(files, curves)]
     report = record.to_json()

@@ -166,7 +166,7 @@ def build_report(
             }
     parts = None
     if decompose:
-        parts = decomposition(by_method, base, costs, unit_results, ladder, ladder_units, decompose, metric, ks, alpha)
+        parts = decomposition(by_method, costs, unit_results, ladder, ladder_units, decompose, metric, ks, alpha)
     if "seconds" in units:
         _flag_mixed_devices(by_method, baseline, unit_results, growths, parts)
     return SpeedupReport(
@@ -232,7 +232,7 @@ def _per_step(record: Comparison, iterations: Comparison) -> dict[str, Any]:
 
 
 def decomposition(
-    by_method, base, costs, unit_results, ladder, ladder_units, pairs, metric: str, ks, alpha: float
+    by_method, costs, unit_results, ladder, ladder_units, pairs, metric: str, ks, alpha: float
 ) -> dict[str, Any]:
     """Each rung's speedups split two ways (``decomposition`` in the report).
 
@@ -261,7 +261,7 @@ def decomposition(
         if missing:  # a campaign in progress: the pair waits for its runs
             via[method] = {"via": mid, "status": f"waiting for the curves of {', '.join(missing)}"}
             continue
-        (mid_curves, arm_curves) = (by_method[mid], by_method[method])
+        mid_curves, arm_curves = by_method[mid], by_method[method]
         mid_points, arm_points = [_points(c) for c in mid_curves], [_points(c) for c in arm_curves]
         mid_runs, arm_runs = [costs[c["run_id"]] for c in mid_curves], [costs[c["run_id"]] for c in arm_curves]
         rungs: dict[str, Any] = {}
@@ -297,14 +297,21 @@ def devices(curves: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(found)
 
 
+def _mixed_devices_note(curves) -> str | None:
+    """What a seconds record over ``curves`` adds to its ``status`` when they were measured on more than one device."""
+    found = devices(curves)
+    if len(found) < 2:
+        return None
+    return f"; not comparable in seconds: measured on {len(found)} devices ({'; '.join(found)})"
+
+
 def _flag_mixed_devices(by_method, baseline: str, unit_results, growths, parts=None) -> None:
     """A seconds record whose two arms' seconds come from more than one device says so in its ``status``: wall-clock
     time is a property of the machine, so its ratio is not the methods' alone (read MACs or iterations)."""
     for method, results in unit_results.items():
-        found = devices([*by_method[baseline], *by_method[method]])
-        if len(found) < 2:
+        note = _mixed_devices_note([*by_method[baseline], *by_method[method]])
+        if note is None:
             continue
-        note = f"; not comparable in seconds: measured on {len(found)} devices ({'; '.join(found)})"
         records = [results[t]["seconds"] for t in TARGETS if "seconds" in results[t]]
         records += [results["common"]["seconds"]] if "seconds" in results["common"] else []
         records += [rung["seconds"] for rung in results["ladder"].values() if "seconds" in rung]
@@ -312,10 +319,9 @@ def _flag_mixed_devices(by_method, baseline: str, unit_results, growths, parts=N
         for record in records:
             record.status += note
     for method, entry in ((parts or {}).get("via") or {}).items():
-        found = devices([*by_method[entry["via"]], *by_method[method]]) if "ladder" in entry else []
-        if len(found) < 2:
+        note = _mixed_devices_note([*by_method[entry["via"]], *by_method[method]]) if "ladder" in entry else None
+        if note is None:
             continue
-        note = f"; not comparable in seconds: measured on {len(found)} devices ({'; '.join(found)})"
         for rung in entry["ladder"].values():
             if "seconds" in rung:
                 rung["seconds"]["from_via"].status += note
