@@ -286,7 +286,11 @@ def test_a_run_longer_than_a_piece_is_stopped_and_resumed_by_the_next(tmp_path):
     second = run_campaign(root, ["a", "b"], jobs=2, hours=None, log=logs.append, scale="long")
     assert second["train-long@a-0"] == "done" and (root / "out-a.txt").read_text() == "40"
     assert any("resum" in line or "start train-long@a-0" in line for line in logs)
-    assert "train-long@a-0" not in {s.name for s in pending(root, scale="long")}  # dvc.lock marks it done
+    # a's curve was what the targets are made of: the campaign made them when a ended and started b in that piece
+    assert (root / "targets.json").exists() and second["train-long-to-target@b-0"] == "done"
+    made = next(i for i, line in enumerate(logs) if line.startswith("dvc repro --single-item targets-x"))
+    assert made > next(i for i, line in enumerate(logs) if line.startswith("done  train-long@a-0"))
+    assert pending(root, scale="long") == []  # dvc.lock marks both done
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -17,9 +17,12 @@ compressed, in ``goldens/resume/`` (:mod:`repro.experiments.resume`), so that a 
 work tree laid anew, or on a fresh machine, resumes the run where it paused; without any state it starts over and,
 being seeded, repeats the same curve, which is compared with the records. A stage whose dependencies include a
 file that does not exist yet (the targets a run trained to target stops at, written once the baseline's runs are
-done) waits. Afterwards the stages that read the curves (speedups, ledger, summary) are re-run. Commit the piece to
-git (``dvc.lock``, ``goldens/``, ``reports/``) before the next one. Do not edit the code a run depends on while
-a piece runs: ``dvc commit`` records the dependencies as they are when the run ends.
+done) waits: whenever a run ends, the campaign makes what a waiting stage lacks if it can (``dvc repro
+--single-item`` of the stage writing the file, once that stage's own inputs exist) and starts the stage in the next
+free slot, so the long horizon's runs to target start beside the baseline's last run. Afterwards the stages that
+read the curves (speedups, ledger, summary) are re-run. Commit the piece to git (``dvc.lock``, ``goldens/``,
+``reports/``) before the next one. Do not edit the code a run depends on while a piece runs: ``dvc commit``
+records the dependencies as they are when the run ends.
 
 A run that diverges (``repro train`` exits 3 when its loss turns NaN/Inf) writes no curve, so DVC would see it
 as pending in every later piece and re-run it, to diverge again at the same step (a run is seeded). The runner
@@ -38,7 +41,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..evidence.goldens import DIVERGED as DIVERGED_DIR
@@ -236,6 +239,8 @@ def run_campaign(
             )
             result.update({s.name: "diverged earlier (skipped)" for s in skipped})
             todo = [s for s in todo if s not in skipped]
+    if not dry_run:
+        todo = make_waited_inputs(root, todo, log)
     waiting = [s for s in todo if s.waits_for]
     if waiting:
         log(
@@ -250,14 +255,14 @@ def run_campaign(
     logs.mkdir(parents=True, exist_ok=True)
     running: list[tuple[Stage, subprocess.Popen, float]] = []
     try:
-        return _run_pieces(root, todo, jobs, hours, log, logs, running, result)
+        return _run_pieces(root, todo, jobs, hours, log, logs, running, result, waiting)
     finally:  # an error or Ctrl-C here: no run goes on without the campaign that watches it
         _stop_children(running, log)
 
 
-def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str, str]:
+def _run_pieces(root, todo, jobs, hours, log, logs, running, result, waiting=()) -> dict[str, str]:
     start, longest = time.monotonic(), 0.0
-    queue = list(todo)
+    queue, waiting = list(todo), list(waiting)
     stopping = False
     while queue or running:
         elapsed = time.monotonic() - start
@@ -286,6 +291,7 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str
         if not running:  # the next run would not fit the piece
             break
         time.sleep(2.0)
+        ended_well = False
         for item in list(running):
             stage, proc, t0 = item
             rc = proc.poll()
@@ -305,6 +311,7 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str
                     _drop_state(root, stage, log)
                 diverged_record(root, stage).unlink(missing_ok=True)  # a rerun (--all, after a fix) ended well
                 result[stage.name] = "done"
+                ended_well = True
                 log(f"done  {stage.name} in {took / 60:.1f} min (dvc commit {stage.name})")
             elif rc == DIVERGED_RC:
                 record = record_divergence(root, stage, rc, took, _log_tail(_stage_log(logs, stage)))
@@ -313,11 +320,62 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result) -> dict[str
             else:
                 result[stage.name] = f"failed (rc {rc})"
                 log(f"FAILED {stage.name} (rc {rc}) after {took / 60:.1f} min: see runs/campaign-logs/")
+        if ended_well and waiting and not stopping:  # a run's curve may be what a waiting stage's input is made of
+            waiting = make_waited_inputs(root, waiting, log)
+            ready = [s for s in waiting if not s.waits_for]
+            if ready:
+                log(f"{len(ready)} waiting stage(s) may start now: {', '.join(s.name for s in ready)}")
+                queue += ready
+                waiting = [s for s in waiting if s.waits_for]
+                for s in ready:
+                    del result[s.name]
     for stage in queue:
         result[stage.name] = "not started"
     if queue:
         log(f"{len(queue)} stage(s) left for the next piece (the next would not fit in {hours} h)")
     return result
+
+
+def _other_stages(root: Path) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """``(name, deps, outs)`` of dvc.yaml's stages with a command, other than training stages, read from the
+    pipeline DVC expands (``foreach`` and ``matrix`` included), in dvc.yaml's order."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return [
+            (st.name, tuple(str(d.def_path) for d in st.deps), tuple(str(o.def_path) for o in st.outs))
+            for st in repo.index.stages
+            if getattr(st, "cmd", None) and not st.name.startswith(TRAIN_PREFIX)
+        ]
+
+
+def producers(root: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``{output path: (stage name, its deps)}`` over the stages other than training stages."""
+    return {out: (name, deps) for name, deps, outs in _other_stages(root) for out in outs}
+
+
+def make_waited_inputs(root: Path, stages: list[Stage], log=print) -> list[Stage]:
+    """``stages`` with what they wait for made where it can be: each missing dependency's producing stage
+    (:func:`producers`) whose own inputs all exist is run alone (``dvc repro --single-item``); each stage's
+    ``waits_for`` is then what is still missing. A producer that fails is said, not fatal: runs may be in flight,
+    and its stages go on waiting."""
+    missing = list(dict.fromkeys(d for s in stages for d in s.waits_for))
+    if not missing:
+        return stages
+    made = producers(root)
+    for name, deps in dict.fromkeys(made[d] for d in missing if d in made):
+        absent = [d for d in deps if not (root / d).exists()]
+        if absent:
+            continue
+        log(f"dvc repro --single-item {name} (its inputs are made; stages wait for its outputs)")
+        out = subprocess.run(["dvc", "repro", "--single-item", name], cwd=root, capture_output=True, text=True)
+        if out.returncode != 0:
+            tail = (out.stderr.strip() or out.stdout.strip()).splitlines()[-3:]
+            log(f"warning: dvc repro --single-item {name} failed ({out.returncode}): {' / '.join(tail)}")
+    return [
+        replace(s, waits_for=tuple(d for d in s.waits_for if not (root / d).exists())) if s.waits_for else s
+        for s in stages
+    ]
 
 
 def keep_paused_states(root: Path, scale: str, log=print) -> int:
@@ -476,15 +534,8 @@ def downstream_stages(root: Path, scale: str) -> list[tuple[str, tuple[str, ...]
     what such a stage writes, as ``(name, deps)`` in dependency order (ties: dvc.yaml's order), never a training
     stage (they run in the campaign). Read from the pipeline DVC expands (``foreach`` and ``matrix`` included), so
     a report added to dvc.yaml is re-run by the campaign without another list to keep."""
-    from dvc.repo import Repo
-
     runs = f"goldens/{scale}/runs"
-    with Repo(str(root)) as repo:
-        stages = [
-            (st.name, tuple(str(d.def_path) for d in st.deps), tuple(str(o.def_path) for o in st.outs))
-            for st in repo.index.stages
-            if getattr(st, "cmd", None) and not st.name.startswith(TRAIN_PREFIX)
-        ]
+    stages = _other_stages(root)
 
     def reads(dep: str, path: str) -> bool:  # a dependency on a path, a folder holding it, or a file inside it
         return _inside(dep, path) or _inside(path, dep)
