@@ -68,7 +68,9 @@ def records_of(root: Path, cmd: str) -> list[tuple[Path, dict[str, Any]]]:
     return sorted(found, key=lambda item: (item[1].get("step", 0), len(item[0].name), item[0].name))  # -at-7, -at-7-2
 
 
-def _boot_id() -> str | None:
+def boot_id() -> str | None:
+    """This boot of the machine (Linux's random boot id; None elsewhere), written into pause records and resume
+    manifests: two pieces with the same id ran on one machine without a restart between them."""
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -114,7 +116,7 @@ def write_record(root: Path, stage_name: str, cmd: str) -> Path | None:
         "seconds": state["seconds"],
         "checkpoint_sha256": state["checkpoint_sha256"],
         "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpu_model": cpu_model(), "boot_id": _boot_id(), "torch": torch.__version__},
+        "machine": {"cpu_model": cpu_model(), "boot_id": boot_id(), "torch": torch.__version__},
         "git_commit": git_commit(),
         "points": state["points"],
     }

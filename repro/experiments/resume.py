@@ -134,7 +134,7 @@ def _manifest(cmd: str, files: dict[str, bytes], step: int) -> dict[str, Any]:
         "checkpoint_sha256": _sha(files[CHECKPOINT]),
         "files": {name: {"sha256": _sha(data), "bytes": len(data)} for name, data in files.items()},
         "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpu_model": cpu_model(), "boot_id": pieces._boot_id()},
+        "machine": {"cpu_model": cpu_model(), "boot_id": pieces.boot_id()},
         "git_commit": git_commit(),
     }
 
