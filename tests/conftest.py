@@ -34,6 +34,28 @@ def _deterministic_torch():
     torch.set_flush_denormal(False)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _count_each_model_once():
+    """Resolving a run counts its step's MACs (``repro.build`` runs the model's forward and backward on the meta
+    device, a second or more per routed config on this CPU), and the tests resolve the same few configs hundreds
+    of times (every scale, method and seed). Within the test session each (model config, batch) is counted once:
+    the count is a pure function of the two (the tests of the count itself call ``repro.models`` directly)."""
+    import repro.build
+
+    counted: dict[tuple[str, int], int] = {}
+    count = repro.build.train_step_macs
+
+    def once(config, batch_size: int) -> int:
+        key = (repr(config), batch_size)
+        if key not in counted:
+            counted[key] = count(config, batch_size)
+        return counted[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(repro.build, "train_step_macs", once)
+        yield
+
+
 @pytest.fixture
 def fashion_mnist_data():
     """Skip the test unless Fashion-MNIST can be read without a download (``$REPRO_DATA_DIR``, Debian's
