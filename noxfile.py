@@ -91,6 +91,15 @@ def _data(session: nox.Session, bin_dir: Path) -> None:
         )
 
 
+def _workers(bin_dir: Path) -> list[str]:
+    """pytest-xdist's arguments: ``$REPRO_TEST_WORKERS`` workers (default ``auto``, one per core; ``0`` runs in this
+    process), each test file on one worker (``--dist loadfile``: a module's fixtures, the calibration's simulated
+    campaigns among them, are built once). Nothing where pytest-xdist is not installed (a GPU machine's wheels)."""
+    workers = os.environ.get("REPRO_TEST_WORKERS", "auto")
+    has = subprocess.run([str(bin_dir / "python"), "-c", "import xdist"], capture_output=True).returncode == 0
+    return ["-n", workers, "--dist", "loadfile"] if has and workers != "0" else []
+
+
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
     """Lint, then the whole test suite with the derandomized hypothesis profile ``ci`` (the same examples on every
@@ -99,7 +108,7 @@ def tests(session: nox.Session) -> None:
     _data(session, bin_dir)
     session.env["HYPOTHESIS_PROFILE"] = "ci"
     session.run(str(bin_dir / "ruff"), "check", "repro", "tests", "noxfile.py", external=True)
-    session.run(str(bin_dir / "python"), "-m", "pytest", *session.posargs, external=True)
+    session.run(str(bin_dir / "python"), "-m", "pytest", *_workers(bin_dir), *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none")
@@ -111,7 +120,9 @@ def quick(session: nox.Session) -> None:
     _data(session, bin_dir)
     session.env["HYPOTHESIS_PROFILE"] = "ci"
     session.run(str(bin_dir / "ruff"), "check", "repro", "tests", "noxfile.py", external=True)
-    session.run(str(bin_dir / "python"), "-m", "pytest", "-m", "not slow", *session.posargs, external=True)
+    session.run(
+        str(bin_dir / "python"), "-m", "pytest", "-m", "not slow", *_workers(bin_dir), *session.posargs, external=True
+    )
 
 
 @nox.session(name="property", venv_backend="none")

@@ -21,6 +21,12 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# Under pytest-xdist (``nox -s tests`` runs one worker per core) each worker's torch gets its share of the cores:
+# torch's default, a thread per core in every worker, oversubscribes them. Tests that time or compare thread counts
+# set their own.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 # No torch.set_flush_denormal(True) here: hypothesis refuses to draw floats while subnormals are
 # flushed. Training and benchmark entry points set it; tests are too short for denormals to matter.
 
@@ -68,8 +74,8 @@ def fashion_mnist_data():
         pytest.skip(str(e).splitlines()[0])
 
 
-# Measured numbers a test wants in the CI log (false-verdict rates, power, coverage): shown in the terminal summary
-_MEASURED: list[str] = []
+# Measured numbers a test wants in the CI log (false-verdict rates, power, coverage): each is a property of the test's
+# report (``record_property``), so the summary finds them whether the test ran here or in a pytest-xdist worker.
 
 
 @pytest.fixture
@@ -77,16 +83,22 @@ def report_measured(record_property):
     """``report_measured(name, text)``: the line goes to the terminal summary and to the JUnit properties."""
 
     def _report(name: str, text: str) -> None:
-        _MEASURED.append(f"{name}: {text}")
         record_property(name, text)
 
     return _report
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _MEASURED:
+    measured = [
+        f"{name}: {text}"
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, text in getattr(report, "user_properties", ())
+    ]
+    if measured:
         terminalreporter.section("measured")
-        for line in _MEASURED:
+        for line in measured:
             terminalreporter.write_line(line)
 
 
