@@ -541,6 +541,15 @@ def test_a_comparison_whose_baseline_has_no_run_yet_writes_an_empty_report_when_
         assert rep["unit_results"] == {} and rep["runs"] == [] and rep["status"].startswith("no runs yet")
         assert (rep["baseline"], rep["metric"]) == ("dit-edm", "val_loss")
         out.unlink()
+    # only the baseline's curves (a long horizon before its methods' runs end): nothing to compare
+    argv = ["speedup", "--curves", str(tmp_path / "micro-dit-s*.json"), "--out", str(out)]
+    assert cli.main(argv) == 2 and not out.exists()
+    assert "no method but the baseline 'dit' has a curve" in capsys.readouterr().err
+    assert cli.main([*argv, "--allow-no-runs", "--plot", str(tmp_path / "p.png")]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["unit_results"] == {} and rep["status"].startswith("no runs yet: no method but the baseline 'dit'")
+    assert not (tmp_path / "p.png").exists()
+    out.unlink()
     # a baseline that has curves: the flag changes nothing
     argv = ["speedup", "--curves", str(tmp_path / "micro-*.json"), "--out", str(out), "--allow-no-runs"]
     assert cli.main(argv) == 0 and "tread" in json.loads(out.read_text())["unit_results"]

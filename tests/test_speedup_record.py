@@ -65,6 +65,9 @@ def test_a_landed_paper_report_round_trips_with_what_the_landing_adds():
 def test_every_record_of_a_committed_report_is_typed(path):
     data = json.loads(path.read_bytes())
     report = SpeedupReport.from_json(data)
+    if (report.status or "").startswith("no runs yet"):  # a campaign in progress (--allow-no-runs): empty
+        assert data["unit_results"] == {} and data["runs"] == [] and not report.growth
+        return
     assert set(report.unit_results) == set(data["unit_results"]) and report.unit_results
     for targets in report.unit_results.values():
         for target, per in targets.items():

@@ -81,8 +81,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--allow-no-runs",
         action="store_true",
-        help="a comparison of a campaign in progress: when the baseline has no curve yet, write a report without "
-        "results (its claims stay pending) instead of failing",
+        help="a comparison of a campaign in progress: when the baseline or every other method has no curve yet, "
+        "write a report without results (its claims stay pending) instead of failing",
     )
     p.add_argument(
         "--include-incomplete",
@@ -108,8 +108,15 @@ def run(args: argparse.Namespace) -> int:
     warn = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
     files = speedup.find_curve_files(args.curves, warn=warn, allow_none=args.allow_no_runs)
     curves = speedup.load_curves(files, include_incomplete=args.include_incomplete)
-    if args.allow_no_runs and args.baseline not in {c["method"] for c in curves}:
+    methods = {c["method"] for c in curves}
+    why = None
+    if args.baseline not in methods:
         why = f"the baseline {args.baseline!r} has no curve in --curves {' '.join(args.curves)}"
+    elif methods == {args.baseline}:
+        why = f"no method but the baseline {args.baseline!r} has a curve in --curves {' '.join(args.curves)}"
+        if not args.allow_no_runs:
+            raise ValueError(f"--curves: {why}: nothing to compare (--allow-no-runs writes a report without results)")
+    if args.allow_no_runs and why is not None:
         speedup.check_replaceable("--out", args.out, ("baseline", "unit_results"), "a speedup report")
         speedup.write_json(speedup.no_runs_report(args.baseline, args.metric, args.units, args.k, why), args.out)
         warn(f"{why}; wrote {args.out} without results" + (f" and no {args.plot}" if args.plot else ""))
