@@ -280,6 +280,8 @@ def test_campaign_methods_must_be_the_scales(capsys):
     assert main(["campaign", "--scale", "micro", "--methods", "dit", "ditt", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "--methods: 'ditt' is not a method of scale micro; allowed: dit, tread" in err
+    assert main(["campaign", "--scale", "micro", "--commit-states-after", "-5", "--dry-run"]) == 2
+    assert "--commit-states-after: -5.0 is not allowed; must be >= 0 minutes" in capsys.readouterr().err
 
 
 def test_ladder_grids_put_one_class_in_each_column():

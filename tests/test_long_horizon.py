@@ -390,15 +390,16 @@ def test_a_run_restarted_on_a_fresh_machine_is_checked_against_the_record_of_its
     assert 0 < paused["step"] < 30 and paused["points"] and paused["stage"] == "train-long@a-0"
     assert any(line.startswith("recorded train-long@a-0 at its checkpoint") for line in logs)
     kept = root / "goldens" / "resume" / "long" / "a-s0.xz"
-    assert kept.is_file() and (tmp_path / "store" / "long" / "a-s0" / "checkpoints" / "last.pt").is_file()
-    kept.unlink()  # as a piece paused before states were kept left it: `repro campaign --keep-states` keeps it
-    assert keep_paused_states(root, "long", logs.append) == 1 and kept.is_file()
+    # seconds of training: the machine's store only, not git (--commit-states-after, 30 minutes by default)
+    assert not kept.exists() and (tmp_path / "store" / "long" / "a-s0" / "checkpoints" / "last.pt").is_file()
+    assert any("only: 0 minutes of training since its committed state" in line for line in logs), logs
+    assert keep_paused_states(root, "long", logs.append) == 1 and kept.is_file()  # `repro campaign --keep-states`
     # the next piece on a fresh machine whose state was lost too: the run starts over, and pauses again
     for lost in (root / "runs" / "long", tmp_path / "store"):
         shutil.rmtree(lost)
     kept.unlink()
     logs.clear()
-    again = run_campaign(root, ["a"], jobs=1, hours=1.5 / 3600, log=logs.append, scale="long")
+    again = run_campaign(root, ["a"], jobs=1, hours=1.5 / 3600, log=logs.append, scale="long", min_commit_minutes=0)
     assert again["train-long@a-0"].startswith("paused after")
     assert any("no checkpoint in runs/long/a-s0 although earlier pieces paused it" in line for line in logs)
     recorded = [line for line in logs if line.startswith("recorded train-long@a-0")]
@@ -422,7 +423,7 @@ def test_a_run_restarted_on_a_fresh_machine_is_checked_against_the_record_of_its
 # Resume states: a paused run resumes on the same machine with its work tree laid anew, or on a fresh machine
 
 
-def _paused_run(root, step=7):
+def _paused_run(root, step=7, seconds=1.0):
     import torch
 
     run = root / "runs" / "t" / "dit-s0"
@@ -430,7 +431,7 @@ def _paused_run(root, step=7):
     (run / "config.json").write_text('{"seed": 0}\n')
     (run / "metrics.jsonl").write_text('{"step": 5, "loss": 0.5}\n')
     weights = torch.arange(1000, dtype=torch.float32) / 7.0 + step
-    torch.save({"step": step, "seconds": 1.0, "points": json.dumps(_points([0, 2])), "w": weights},
+    torch.save({"step": step, "seconds": seconds, "points": json.dumps(_points([0, 2])), "w": weights},
                run / "checkpoints" / "last.pt")  # fmt: skip
     return run
 
@@ -473,6 +474,37 @@ def test_a_paused_runs_state_is_kept_outside_the_tree_and_in_git_and_restored_by
     # the run is done: both states go
     assert set(resume.drop(root, CMD, store=store)) == {archive, listed, store / "t" / "dit-s0"}
     assert not archive.exists() and not (store / "t").joinpath("dit-s0").exists()
+
+
+def test_git_keeps_a_state_only_after_enough_training_since_the_committed_one(tmp_path, monkeypatch):
+    from repro.experiments import campaign, pieces, resume
+
+    root, store = tmp_path / "proj", tmp_path / "store"
+    monkeypatch.setenv("REPRO_RESUME_STORE", str(store))
+    archive, listed = root / "goldens" / "resume" / "t" / "dit-s0.xz", root / "goldens" / "resume" / "t" / "dit-s0.json"
+    logs: list[str] = []
+    _paused_run(root, step=7, seconds=600.0)  # ten minutes, none committed: the store only
+    pieces.write_record(root, "train-long@dit-0", CMD)
+    assert campaign.save_state(root, "train-long@dit-0", CMD, logs.append, min_commit_seconds=1800.0)
+    assert not archive.exists() and json.loads((store / "t" / "dit-s0" / "state.json").read_text())["step"] == 7
+    assert f"in {store / 't' / 'dit-s0'} only: 10 minutes of training since its committed state" in logs[-1]
+    _paused_run(root, step=40, seconds=2400.0)  # forty minutes: into git, with its training clock
+    pieces.write_record(root, "train-long@dit-0", CMD)
+    manifest = resume.save(root, CMD, store=store, min_commit_seconds=1800.0)
+    assert archive.is_file() and json.loads(listed.read_text()) == manifest
+    assert (manifest["step"], manifest["seconds"]) == (40, 2400.0) and "trained_since_committed" not in manifest
+    _paused_run(root, step=45, seconds=2700.0)  # five more minutes: git keeps step 40, the store has step 45
+    pieces.write_record(root, "train-long@dit-0", CMD)
+    later = resume.save(root, CMD, store=store, min_commit_seconds=1800.0)
+    assert later["trained_since_committed"] == 300.0 and json.loads(listed.read_text())["step"] == 40
+    shutil.rmtree(root / "runs")
+    assert resume.restore(root, CMD, store=store).step == 45  # this machine: the newer state
+    shutil.rmtree(root / "runs")
+    fresh = resume.restore(root, CMD, store=tmp_path / "empty-store")
+    assert (fresh.step, fresh.committed) == (40, True)  # a fresh machine: git's, five minutes older
+    # a manifest from before the training clock was recorded counts as nothing committed
+    listed.write_text(json.dumps({k: v for k, v in json.loads(listed.read_text()).items() if k != "seconds"}))
+    assert resume.trained_since_committed(root, CMD, 2700.0) == 2700.0
 
 
 def test_the_newest_recorded_state_wins_and_a_manifest_that_lies_about_a_file_is_refused(tmp_path):

@@ -37,6 +37,15 @@ def register(subparsers: Any) -> None:
         help="keep the resume states of the scale's paused runs (machine store and goldens/resume/) and exit: for "
         "runs paused by a piece that did not",
     )
+    p.add_argument(
+        "--commit-states-after",
+        type=float,
+        default=30.0,
+        metavar="MINUTES",
+        help="a run paused at the deadline has its resume state written to goldens/resume/ (26 MB at micro, for git) "
+        "only after this much training since its committed state; a shorter stretch stays in the machine's store "
+        "and runs/ (a fresh machine re-makes it); 0: always",
+    )
     p.add_argument("--no-downstream", action="store_true", help="do not re-run the speedup, claims and summary stages")
 
 
@@ -48,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.hours is not None and not args.hours > 0:
         raise ConfigError(f"--hours: {args.hours!r} is not allowed; must be a positive number of hours")
+    if not args.commit_states_after >= 0:
+        raise ConfigError(f"--commit-states-after: {args.commit_states_after!r} is not allowed; must be >= 0 minutes")
     params = load_params(args.params)
     runs = runs_of(params, args.scale)
     jobs = side_by_side(args.jobs, [resolve(params, args.scale, m, s).train.threads for m, s in runs], args.scale)
@@ -63,7 +74,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{len(runs)} runs in scale {args.scale}; {jobs} side by side")
     result = campaign.run_campaign(
-        root, methods, jobs, args.hours, args.dry_run, everything=args.all, only=args.methods, scale=args.scale
+        root,
+        methods,
+        jobs,
+        args.hours,
+        args.dry_run,
+        everything=args.all,
+        only=args.methods,
+        scale=args.scale,
+        min_commit_minutes=args.commit_states_after,
     )
     failed = [k for k, v in result.items() if v.startswith("failed")]
     changed = any(v == "done" or "diverged, recorded" in v for v in result.values())

@@ -200,6 +200,11 @@ def plan_fits(elapsed: float, longest: float, hours: float | None) -> bool:
     return hours is None or (elapsed + longest <= hours * 3600.0 if longest > 0 else elapsed < hours * 3600.0)
 
 
+MIN_COMMIT_SECONDS = 1800.0
+"""A paused run's resume state goes into git (26 MB at micro) only after this much training since its committed
+state; a shorter stretch stays in the machine's store and in runs/ (a fresh machine re-makes it)."""
+
+
 def run_campaign(
     root: Path,
     methods: list[str],
@@ -210,9 +215,14 @@ def run_campaign(
     everything: bool = False,
     only: list[str] | None = None,
     scale: str | None = None,
+    min_commit_minutes: float = MIN_COMMIT_SECONDS / 60,
 ) -> dict[str, str]:
     """Run the pending training stages (of ``scale`` when given; ``everything``: all; ``only``: of those methods
-    only), ``jobs`` at a time; ``{stage: "done" | "paused (...)" | "failed (rc N)" | "not started" | ...}``."""
+    only), ``jobs`` at a time; ``{stage: "done" | "paused (...)" | "failed (rc N)" | "not started" | ...}``. A run
+    paused at the deadline has its resume state committed after ``min_commit_minutes`` of training since its
+    committed one (:func:`save_state`)."""
+    if not min_commit_minutes >= 0:
+        raise ValueError(f"min_commit_minutes: {min_commit_minutes} is not allowed; must be >= 0 (minutes)")
     todo = seed_major(pending(root, everything, scale), methods)
     what = "to run" if everything else "not up to date"
     if only is not None:
@@ -255,12 +265,12 @@ def run_campaign(
     logs.mkdir(parents=True, exist_ok=True)
     running: list[tuple[Stage, subprocess.Popen, float]] = []
     try:
-        return _run_pieces(root, todo, jobs, hours, log, logs, running, result, waiting)
+        return _run_pieces(root, todo, jobs, hours, log, logs, running, result, waiting, min_commit_minutes * 60)
     finally:  # an error or Ctrl-C here: no run goes on without the campaign that watches it
         _stop_children(running, log)
 
 
-def _run_pieces(root, todo, jobs, hours, log, logs, running, result, waiting=()) -> dict[str, str]:
+def _run_pieces(root, todo, jobs, hours, log, logs, running, result, waiting=(), min_commit_s=0.0) -> dict[str, str]:
     start, longest = time.monotonic(), 0.0
     queue, waiting = list(todo), list(waiting)
     stopping = False
@@ -303,7 +313,7 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result, waiting=())
             if rc == PREEMPTED_RC and stage.resumable:
                 result[stage.name] = f"paused after {took / 60:.1f} min (checkpointed; the next piece resumes it)"
                 log(f"paused {stage.name} after {took / 60:.1f} min: its checkpoint is in runs/ for the next piece")
-                _record_pause(root, stage, log)
+                _record_pause(root, stage, log, min_commit_s)
             elif rc == 0:
                 _dvc(root, "commit", "--force", stage.name)  # dvc.lock now marks the run done
                 if stage.resumable:
@@ -411,7 +421,7 @@ def _say_lost_checkpoint(root: Path, stage: Stage, log) -> None:
     )
 
 
-def _record_pause(root: Path, stage: Stage, log) -> None:
+def _record_pause(root: Path, stage: Stage, log, min_commit_seconds: float = 0.0) -> None:
     """After a pause: the run's record in git (:mod:`repro.experiments.pieces`) and what its curve so far repeats
     of the earlier ones. A record that cannot be written is said, not fatal: the checkpoint is what resumes."""
     try:
@@ -425,20 +435,27 @@ def _record_pause(root: Path, stage: Stage, log) -> None:
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         log(f"warning: {stage.name}: no record of the pause ({type(e).__name__}: {e})")
         return
-    save_state(root, stage.name, stage.cmd, log)
+    save_state(root, stage.name, stage.cmd, log, min_commit_seconds)
 
 
-def save_state(root: Path, name: str, cmd: str, log) -> bool:
+def save_state(root: Path, name: str, cmd: str, log, min_commit_seconds: float = 0.0) -> bool:
     """A paused run's resume state into the machine's store and goldens/resume/ (:mod:`repro.experiments.resume`),
-    after its record; a state that cannot be written is said, not fatal (the checkpoint in runs/ still resumes).
-    Whether it was kept."""
+    after its record; the git copy only after ``min_commit_seconds`` of training since the committed one. A state
+    that cannot be written is said, not fatal (the checkpoint in runs/ still resumes). Whether it was kept."""
     try:
-        manifest = resume.save(root, cmd)
+        manifest = resume.save(root, cmd, min_commit_seconds=min_commit_seconds)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         log(f"warning: {name}: its resume state was not kept ({type(e).__name__}: {e})")
         return False
     if manifest is None:
         return False
+    if "trained_since_committed" in manifest:
+        log(
+            f"kept {name}'s resume state at step {manifest['step']} in {resume.store_path(cmd)} only: "
+            f"{manifest['trained_since_committed'] / 60:.0f} minutes of training since its committed state (git keeps "
+            f"one after {min_commit_seconds / 60:.0f}; a fresh machine re-makes those steps)"
+        )
+        return True
     where = resume.committed_paths(root, cmd)[0].relative_to(root)  # type: ignore[index]
     log(
         f"kept {name}'s resume state at step {manifest['step']}: {where} "

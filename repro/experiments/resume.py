@@ -14,6 +14,9 @@ After each pause the campaign therefore keeps the run's resume state (its ``conf
   the checkpoint's bytes regrouped by position in each 4-byte word (the sign and exponent bytes of the float32s
   compress, the low mantissa bytes do not) and xz-compressed, 26 MB at micro. It is rewritten at each pause (git
   keeps each version, so the history grows by that much per paused run per piece) and deleted when the run ends.
+  The campaign rewrites it only when the run trained long enough since the committed state (``min_commit_seconds``
+  of :func:`save`): a run started minutes before a piece's deadline costs a fresh machine those minutes, not the
+  repository another 26 MB.
 
 Before a resumable run starts without a checkpoint, the campaign installs the newest of the two whose checkpoint is
 one a committed pause record of the run names (:mod:`repro.experiments.pieces`): the record is what says that this
@@ -123,7 +126,7 @@ def _read_run(run_dir: Path) -> dict[str, bytes]:
     return found
 
 
-def _manifest(cmd: str, files: dict[str, bytes], step: int) -> dict[str, Any]:
+def _manifest(cmd: str, files: dict[str, bytes], step: int, seconds: float) -> dict[str, Any]:
     from ..provenance import git_commit
     from ..runtime import cpu_model
 
@@ -131,6 +134,7 @@ def _manifest(cmd: str, files: dict[str, bytes], step: int) -> dict[str, Any]:
         "format": FORMAT,
         "command": cmd,
         "step": step,
+        "seconds": seconds,
         "checkpoint_sha256": _sha(files[CHECKPOINT]),
         "files": {name: {"sha256": _sha(data), "bytes": len(data)} for name, data in files.items()},
         "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -183,16 +187,38 @@ def _check(files: dict[str, bytes], manifest: dict[str, Any], where: Path) -> No
             raise ResumeError(f"{where}: {name}'s sha256 differs from its manifest's (the state is damaged)")
 
 
-def save(root: Path, cmd: str, *, commit: bool = True, store: Path | None = None) -> dict[str, Any] | None:
+def trained_since_committed(root: Path, cmd: str, seconds: float) -> float:
+    """The training seconds a run at ``seconds`` (its checkpoint's training clock) has added since its committed
+    state; all of them when it has none, or one whose manifest predates the ``seconds`` field."""
+    paths = committed_paths(root, cmd)
+    if paths is None or not paths[1].is_file():
+        return seconds
+    try:
+        committed = json.loads(paths[1].read_text())
+    except (OSError, ValueError):
+        return seconds
+    base = committed.get("seconds") if isinstance(committed, dict) and committed.get("command") == cmd else None
+    return seconds - float(base) if isinstance(base, int | float) else seconds
+
+
+def save(
+    root: Path, cmd: str, *, commit: bool = True, store: Path | None = None, min_commit_seconds: float = 0.0
+) -> dict[str, Any] | None:
     """After ``cmd``'s run paused: its resume state into the machine's store and (``commit``) into
-    ``goldens/resume/``. None when the command names no run or the run has no checkpoint. Returns the manifest, with
-    ``archive_bytes`` when committed."""
+    ``goldens/resume/``, the latter only when the run trained at least ``min_commit_seconds`` since its committed
+    state (:func:`trained_since_committed`). None when the command names no run or the run has no checkpoint.
+    Returns the manifest, with ``archive_bytes`` when committed and ``trained_since_committed`` (seconds) when not
+    for lack of training."""
     names = _names(cmd)
     if names is None or not (root / names[0] / CHECKPOINT).is_file():
         return None
     files = _read_run(root / names[0])
-    step = pieces.checkpoint_state(root / names[0] / CHECKPOINT)["step"]
-    manifest = _manifest(cmd, files, step)
+    state = pieces.checkpoint_state(root / names[0] / CHECKPOINT)
+    manifest = _manifest(cmd, files, state["step"], state["seconds"])
+    trained = trained_since_committed(root, cmd, state["seconds"])
+    if commit and trained < min_commit_seconds:
+        commit = False
+        manifest = manifest | {"trained_since_committed": trained}
     folder = store_path(cmd, store)
     assert folder is not None
     for name, data in files.items():  # the checkpoint last: a folder with one is complete
