@@ -545,10 +545,12 @@ def test_a_comparison_whose_baseline_has_no_run_yet_writes_an_empty_report_when_
     argv = ["speedup", "--curves", str(tmp_path / "micro-dit-s*.json"), "--out", str(out)]
     assert cli.main(argv) == 2 and not out.exists()
     assert "no method but the baseline 'dit' has a curve" in capsys.readouterr().err
-    assert cli.main([*argv, "--allow-no-runs", "--plot", str(tmp_path / "p.png")]) == 0
+    plots = ["--plot", str(tmp_path / "p.png"), "--ladder-plot", str(tmp_path / "l.png")]
+    assert cli.main([*argv, "--allow-no-runs", *plots]) == 0
     rep = json.loads(out.read_text())
     assert rep["unit_results"] == {} and rep["status"].startswith("no runs yet: no method but the baseline 'dit'")
-    assert not (tmp_path / "p.png").exists()
+    # the plots a pipeline stage declares are drawn: the baseline's curves, the published ladder
+    assert (tmp_path / "p.png").read_bytes()[:8] == (tmp_path / "l.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out.unlink()
     # a baseline that has curves: the flag changes nothing
     argv = ["speedup", "--curves", str(tmp_path / "micro-*.json"), "--out", str(out), "--allow-no-runs"]

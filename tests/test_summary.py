@@ -105,15 +105,22 @@ def test_dvc_yaml_declares_only_the_small_files_as_metrics_and_static_images_as_
     ]
     assert metrics == ["goldens/micro/summary"]
     assert not dvc.get("plots")  # no top-level (data) plots
-    plots = []
-    for s in dvc["stages"].values():
-        for key, item in (s.get("foreach") or {None: None}).items():  # a foreach stage: each item's plot
-            for p in (s["do"] if item is not None else s).get("plots", []):
-                p = next(iter(p)) if isinstance(p, dict) else p
-                plots.append(p if item is None else p.replace("${key}", key).replace("${item.plot}", item["plot"]))
+    plots = _declared_plots()
     assert {"goldens/micro/fid_vs_cost.png", "goldens/micro/val_loss_vs_cost.png"} <= set(plots)
     assert all(p.endswith(".png") for p in plots), plots
     assert (ROOT / ".dvc" / "plots" / "by_run.json").exists() and (SCALE / "curves.json").exists()
+
+
+def _declared_plots() -> list[str]:
+    """The plots of dvc.yaml's stages (a foreach stage: each item's)."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    plots = []
+    for s in dvc["stages"].values():
+        for key, item in (s.get("foreach") or {None: None}).items():
+            for p in (s["do"] if item is not None else s).get("plots", []):
+                p = next(iter(p)) if isinstance(p, dict) else p
+                plots.append(p if item is None else p.replace("${key}", key).replace("${item.plot}", item["plot"]))
+    return plots
 
 
 def _dvc_copy(tmp_path: Path, extra: tuple[str, ...] = ()) -> Path:
@@ -168,7 +175,11 @@ def test_dvc_metrics_show_is_one_small_table_and_plots_show_draws_every_run(tmp_
     images = sorted(p.name for p in (tmp_path / "plots" / "static").glob("*.png"))
     plots = ["fid_vs_cost", "val_loss_vs_cost", "vs_tread_fid_vs_cost", "vs_tread_val_loss_vs_cost"]
     plots += ["edm_fid_vs_cost", "edm_val_loss_vs_cost"]  # one per micro speedup report
-    assert images == sorted(f"workspace_goldens_micro_{name}.png" for name in plots)
+    micro = {f"goldens/micro/{name}.png" for name in plots}
+    # and every other declared plot that is made (the long horizon's, once its reports are)
+    made = micro | {p for p in _declared_plots() if (ROOT / p).is_file()}
+    assert micro <= {p for p in _declared_plots() if (ROOT / p).is_file()}
+    assert images == sorted("workspace_" + p.replace("/", "_") for p in made)
     assert all(f'<img src="static/{name}">' in page for name in images)
     r = _dvc(repo, "plots", "show", "goldens/micro/curves.json", "--template", "by_run", "-x", "macs", "-y", "fid")
     assert r.returncode == 0, r.stderr  # the interactive one per run, for a browser that reaches the CDN

@@ -118,8 +118,19 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--curves: {why}: nothing to compare (--allow-no-runs writes a report without results)")
     if args.allow_no_runs and why is not None:
         speedup.check_replaceable("--out", args.out, ("baseline", "unit_results"), "a speedup report")
-        speedup.write_json(speedup.no_runs_report(args.baseline, args.metric, args.units, args.k, why), args.out)
-        warn(f"{why}; wrote {args.out} without results" + (f" and no {args.plot}" if args.plot else ""))
+        empty = speedup.no_runs_report(args.baseline, args.metric, args.units, args.k, why)
+        speedup.write_json(empty, args.out)
+        if args.baseline not in methods:
+            warn(f"{why}; wrote {args.out} without results" + (f" and no {args.plot}" if args.plot else ""))
+            return 0
+        # the baseline's curves alone: its plots still draw them (and the ladder plot the published ladder), so a
+        # pipeline stage that declares the plots is complete
+        if args.plot:
+            speedup.plot_curves(curves, args.plot_unit, args.plot, metric=args.metric)
+        if args.ladder_plot:
+            speedup.plot_ladder(empty, args.ladder_plot)
+        drawn = " and ".join(p for p in (args.plot, args.ladder_plot) if p)
+        warn(f"{why}; wrote {args.out} without results" + (f", {drawn} with the baseline alone" if drawn else ""))
         return 0
     record = speedup.build_report(
         curves,
