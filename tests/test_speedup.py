@@ -514,11 +514,11 @@ def test_a_glob_of_runs_not_made_yet_is_skipped_next_to_one_that_matches(tmp_pat
     for c in micro_curves():
         (tmp_path / f"{c['run_id']}.json").write_text(json.dumps(c))
     out = tmp_path / "o.json"
-    argv = ["speedup", "--curves", str(tmp_path / "micro-tread-*.json"), str(tmp_path / "micro-sd-*.json")]
-    rc = cli.main([*argv, "--baseline", "tread", "--out", str(out)])
+    globs = [str(tmp_path / f"micro-{m}-*.json") for m in ("dit", "tread", "sd")]
+    rc = cli.main(["speedup", "--curves", *globs, "--baseline", "dit", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 0 and "micro-sd-*.json" in err and "matches no file yet" in err
-    assert json.loads(out.read_text())["run_ids"] == ["micro-tread-s0", "micro-tread-s1"]
+    assert json.loads(out.read_text())["run_ids"] == [f"micro-{m}-s{s}" for m in ("dit", "tread") for s in (0, 1)]
     out.unlink()
     none = [str(tmp_path / "micro-sd-*.json"), str(tmp_path / "x-*.json")]
     rc = cli.main(["speedup", "--curves", *none, "--out", str(out)])
