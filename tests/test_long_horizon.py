@@ -399,7 +399,7 @@ def test_a_run_restarted_on_a_fresh_machine_is_checked_against_the_record_of_its
         shutil.rmtree(lost)
     kept.unlink()
     logs.clear()
-    again = run_campaign(root, ["a"], jobs=1, hours=1.5 / 3600, log=logs.append, scale="long", min_commit_minutes=0)
+    again = run_campaign(root, ["a"], jobs=1, hours=1.5 / 3600, log=logs.append, scale="long", min_commit_seconds=0)
     assert again["train-long@a-0"].startswith("paused after")
     assert any("no checkpoint in runs/long/a-s0 although earlier pieces paused it" in line for line in logs)
     recorded = [line for line in logs if line.startswith("recorded train-long@a-0")]

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         everything=args.all,
         only=args.methods,
         scale=args.scale,
-        min_commit_minutes=args.commit_states_after,
+        min_commit_seconds=args.commit_states_after * 60,
     )
     failed = [k for k, v in result.items() if v.startswith("failed")]
     changed = any(v == "done" or "diverged, recorded" in v for v in result.values())

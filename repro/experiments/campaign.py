@@ -215,14 +215,14 @@ def run_campaign(
     everything: bool = False,
     only: list[str] | None = None,
     scale: str | None = None,
-    min_commit_minutes: float = MIN_COMMIT_SECONDS / 60,
+    min_commit_seconds: float = MIN_COMMIT_SECONDS,
 ) -> dict[str, str]:
     """Run the pending training stages (of ``scale`` when given; ``everything``: all; ``only``: of those methods
     only), ``jobs`` at a time; ``{stage: "done" | "paused (...)" | "failed (rc N)" | "not started" | ...}``. A run
-    paused at the deadline has its resume state committed after ``min_commit_minutes`` of training since its
+    paused at the deadline has its resume state committed after ``min_commit_seconds`` of training since its
     committed one (:func:`save_state`)."""
-    if not min_commit_minutes >= 0:
-        raise ValueError(f"min_commit_minutes: {min_commit_minutes} is not allowed; must be >= 0 (minutes)")
+    if not min_commit_seconds >= 0:
+        raise ValueError(f"min_commit_seconds: {min_commit_seconds} is not allowed; must be >= 0 (seconds)")
     todo = seed_major(pending(root, everything, scale), methods)
     what = "to run" if everything else "not up to date"
     if only is not None:
@@ -265,12 +265,14 @@ def run_campaign(
     logs.mkdir(parents=True, exist_ok=True)
     running: list[tuple[Stage, subprocess.Popen, float]] = []
     try:
-        return _run_pieces(root, todo, jobs, hours, log, logs, running, result, waiting, min_commit_minutes * 60)
+        return _run_pieces(root, todo, jobs, hours, log, logs, running, result, waiting, min_commit_seconds)
     finally:  # an error or Ctrl-C here: no run goes on without the campaign that watches it
         _stop_children(running, log)
 
 
-def _run_pieces(root, todo, jobs, hours, log, logs, running, result, waiting=(), min_commit_s=0.0) -> dict[str, str]:
+def _run_pieces(
+    root, todo, jobs, hours, log, logs, running, result, waiting=(), min_commit_seconds=0.0
+) -> dict[str, str]:
     start, longest = time.monotonic(), 0.0
     queue, waiting = list(todo), list(waiting)
     stopping = False
@@ -313,7 +315,7 @@ def _run_pieces(root, todo, jobs, hours, log, logs, running, result, waiting=(),
             if rc == PREEMPTED_RC and stage.resumable:
                 result[stage.name] = f"paused after {took / 60:.1f} min (checkpointed; the next piece resumes it)"
                 log(f"paused {stage.name} after {took / 60:.1f} min: its checkpoint is in runs/ for the next piece")
-                _record_pause(root, stage, log, min_commit_s)
+                _record_pause(root, stage, log, min_commit_seconds)
             elif rc == 0:
                 _dvc(root, "commit", "--force", stage.name)  # dvc.lock now marks the run done
                 if stage.resumable:
