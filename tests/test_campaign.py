@@ -438,6 +438,41 @@ def test_the_campaign_reruns_every_stage_that_reads_the_curves_in_dependency_ord
                 assert downstream.index(outs[d]) < i, (n, d)
 
 
+def test_a_failed_downstream_stage_stops_only_the_stages_that_read_it(tmp_path, monkeypatch):
+    """At a piece's end one report failing must not leave the others (and the ledger of what did not fail) un-made:
+    the stages that read its outputs, directly or through another, are skipped, the rest run, and the failure is
+    raised at the end with what was skipped."""
+    import repro.experiments.campaign as campaign
+
+    (tmp_path / "goldens/m/runs").mkdir(parents=True)
+    for made in ("a.json", "b.json", "c.json", "claims.json"):  # every input exists: only the failure skips
+        (tmp_path / made).write_text("{}")
+    pipeline = [  # (name, deps, outs): b fails; c reads b; claims reads a and c; other reads a only
+        ("a", ("goldens/m/runs",), ("a.json",)),
+        ("b", ("goldens/m/runs",), ("b.json",)),
+        ("c", ("b.json",), ("c.json",)),
+        ("other", ("a.json",), ("other.json",)),
+        ("claims", ("a.json", "c.json"), ("claims.json",)),
+    ]
+    monkeypatch.setattr(campaign, "_other_stages", lambda root: pipeline)
+    ran, fails = [], {"b"}
+
+    def repro_single(root, name, capture=False):
+        ran.append(name)
+        return (2 if name in fails else 0), []
+
+    monkeypatch.setattr(campaign, "_repro_single", repro_single)
+    lines = []
+    with pytest.raises(RuntimeError, match=r"failed for b \(2\); skipped after them: c, claims"):
+        campaign.run_downstream(tmp_path, "m", log=lines.append)
+    assert ran == ["a", "b", "other"]
+    assert any(line.startswith("skip claims: it reads what a failed stage writes (c.json)") for line in lines)
+    ran.clear()
+    fails.clear()
+    campaign.run_downstream(tmp_path, "m", log=lines.append)  # nothing fails: all five, in dependency order
+    assert ran == ["a", "b", "c", "other", "claims"]
+
+
 @pytest.mark.slow
 def test_a_piece_whose_only_news_is_a_diverged_run_still_remakes_the_ledger(monkeypatch, capsys):
     """The claims stage reads the diverged records, so a piece that records one re-runs the downstream stages."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,11 @@ def run(args: argparse.Namespace) -> int:
     changed = any(v == "done" or "diverged, recorded" in v for v in result.values())
     if not args.dry_run and not args.no_downstream and changed:
         # a new diverged record changes the ledger too (the claims stage reads goldens/diverged)
-        campaign.run_downstream(root, args.scale)
+        try:
+            campaign.run_downstream(root, args.scale)
+        except RuntimeError as err:  # the piece's runs are committed to dvc.lock all the same: say so, then fail
+            print(f"error: {err}; fix it and run `dvc repro` before recording the piece", file=sys.stderr)
+            failed.append("downstream")
     paused = any(v.startswith("paused") for v in result.values())
     if changed or paused:  # a pause leaves its record and resume state in goldens/ for the next piece
         print("record the piece: git add dvc.lock goldens reports && git commit -m '<what this piece ran>'")

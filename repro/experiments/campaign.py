@@ -376,14 +376,12 @@ def make_waited_inputs(root: Path, stages: list[Stage], log=print) -> list[Stage
         return stages
     made = producers(root)
     for name, deps in dict.fromkeys(made[d] for d in missing if d in made):
-        absent = [d for d in deps if not (root / d).exists()]
-        if absent:
+        if _absent(root, deps):
             continue
         log(f"dvc repro --single-item {name} (its inputs are made; stages wait for its outputs)")
-        out = subprocess.run(["dvc", "repro", "--single-item", name], cwd=root, capture_output=True, text=True)
-        if out.returncode != 0:
-            tail = (out.stderr.strip() or out.stdout.strip()).splitlines()[-3:]
-            log(f"warning: dvc repro --single-item {name} failed ({out.returncode}): {' / '.join(tail)}")
+        rc, tail = _repro_single(root, name, capture=True)
+        if rc != 0:
+            log(f"warning: dvc repro --single-item {name} failed ({rc}): {' / '.join(tail)}")
     return [
         replace(s, waits_for=tuple(d for d in s.waits_for if not (root / d).exists())) if s.waits_for else s
         for s in stages
@@ -583,16 +581,45 @@ def downstream_stages(root: Path, scale: str) -> list[tuple[str, tuple[str, ...]
     return order
 
 
+def _absent(root: Path, deps) -> list[str]:
+    """The dependencies in ``deps`` that do not exist under ``root`` yet."""
+    return [d for d in deps if not (root / d).exists()]
+
+
+def _repro_single(root: Path, name: str, capture: bool = False) -> tuple[int, list[str]]:
+    """``dvc repro --single-item name`` (that stage alone, never its upstream): its exit status and, when
+    ``capture``, the last lines it wrote (otherwise its output goes to the terminal)."""
+    out = subprocess.run(["dvc", "repro", "--single-item", name], cwd=root, capture_output=capture, text=True)
+    tail = ((out.stderr or "").strip() or (out.stdout or "").strip()).splitlines()[-3:] if capture else []
+    return out.returncode, tail
+
+
 def run_downstream(root: Path, scale: str, log=print) -> None:
     """Re-run the stages that read ``scale``'s curves (:func:`downstream_stages`), each alone (``--single-item``:
     never the training upstream); a stage whose inputs are not made yet (the long horizon's targets before the
-    baseline's runs) is skipped."""
+    baseline's runs) is skipped. A stage that fails does not stop the others: those that read what it writes are
+    skipped (their inputs would be stale), the rest run, and the failures are raised together at the end."""
+    writes = {name: outs for name, _, outs in _other_stages(root)}
+    failed: list[str] = []
+    stale: set[str] = set()  # outputs of a failed or skipped stage
+    skipped: list[str] = []
     for name, deps in downstream_stages(root, scale):
-        missing = [d for d in deps if not (root / d).exists()]
+        missing = _absent(root, deps)
         if missing:
             log(f"skip {name}: its inputs are not made yet ({', '.join(missing)})")
             continue
+        after = [d for d in deps if any(_inside(d, o) or _inside(o, d) for o in stale)]
+        if after:
+            log(f"skip {name}: it reads what a failed stage writes ({', '.join(after)})")
+            skipped.append(name)
+            stale.update(writes.get(name, ()))
+            continue
         log(f"dvc repro --single-item {name}")
-        out = subprocess.run(["dvc", "repro", "--single-item", name], cwd=root)
-        if out.returncode != 0:
-            raise RuntimeError(f"dvc repro --single-item {name} failed ({out.returncode})")
+        rc, _ = _repro_single(root, name)
+        if rc != 0:
+            log(f"FAILED dvc repro --single-item {name} ({rc}); the stages that do not read its outputs go on")
+            failed.append(f"{name} ({rc})")
+            stale.update(writes.get(name, ()))
+    if failed:
+        also = f"; skipped after them: {', '.join(skipped)}" if skipped else ""
+        raise RuntimeError(f"dvc repro --single-item failed for {', '.join(failed)}{also}")
