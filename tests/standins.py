@@ -93,3 +93,24 @@ def fake_run(tmp_path: Path, method: str = "sit"):
         run / "checkpoints" / "last.pt",
     )
     return run, model, ema
+
+
+def fashion_run(**changes):
+    """A tiny Fashion-MNIST DiT run (12 steps, metrics every 2; the tests fake or run them); ``changes``:
+    ``{"train": {...}, "eval": {...}}``."""
+    d = {
+        "run_id": "t-dit-s0",
+        "scale": "t",
+        "method": "dit",
+        "seed": 0,
+        "model": dict(input_size=32, patch_size=8, in_channels=1, hidden_size=16, depth=2, num_heads=2, num_classes=10),
+        "objective": {"name": "ddpm"},
+        "data": {"name": "fashion-mnist", "subset": 64},
+        "train": dict(steps=12, batch_size=8, lr=1e-3, ema_decay=0.9, eval_every=2, ckpt_every=2, log_every=2),
+        "eval": dict(metrics=["fid"], num_samples=20, sample_steps=2, batch_size=20, val_size=8, val_points=2),
+    }
+    for section, values in changes.items():
+        d[section].update(values)
+    from repro.build import from_dict
+
+    return from_dict(d)

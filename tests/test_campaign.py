@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from standins import fashion_run
 
-from repro.build import from_dict
 from repro.config import ConfigError, RunConfig, check_params, load_params, runs_of
 from repro.experiments.campaign import DIVERGED, Stage, parse_stage_name, pending, plan_fits, run_campaign, seed_major
 
@@ -42,19 +42,7 @@ def test_extra_seeds_add_runs_of_some_methods_and_are_checked():
 
 
 def _fashion_run(tmp_path, **eval_overrides) -> RunConfig:
-    d = {
-        "run_id": "t-dit-s0",
-        "scale": "t",
-        "method": "dit",
-        "seed": 0,
-        "model": dict(input_size=32, patch_size=8, in_channels=1, hidden_size=16, depth=2, num_heads=2, num_classes=10),
-        "objective": {"name": "ddpm"},
-        "data": {"name": "fashion-mnist", "subset": 64},
-        "train": dict(steps=8, batch_size=8, lr=1e-3, ema_decay=0.9, eval_every=2, ckpt_every=4, log_every=2),
-        "eval": dict(metrics=["fid"], num_samples=20, sample_steps=2, batch_size=20, val_size=8, val_points=2),
-    }
-    d["eval"].update(eval_overrides)
-    return from_dict(d)
+    return fashion_run(train=dict(steps=8, ckpt_every=4), eval=eval_overrides)
 
 
 def test_sample_every_must_be_a_multiple_of_eval_every(tmp_path):

@@ -14,31 +14,14 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from standins import fashion_run
 
-from repro.build import from_dict, resolve
-from repro.config import ConfigError, RunConfig, load_params
+from repro.build import resolve
+from repro.config import ConfigError, load_params
 from repro.evidence.speedup import compare, published_tread_ladder, speedup_report, train_targets
 from repro.experiments.campaign import keep_paused_states, pending, run_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fashion_run(**changes) -> RunConfig:
-    """A tiny Fashion-MNIST run (its metrics faked by the tests); ``changes``: {"train": {...}, "eval": {...}}."""
-    d = {
-        "run_id": "t-dit-s0",
-        "scale": "t",
-        "method": "dit",
-        "seed": 0,
-        "model": dict(input_size=32, patch_size=8, in_channels=1, hidden_size=16, depth=2, num_heads=2, num_classes=10),
-        "objective": {"name": "ddpm"},
-        "data": {"name": "fashion-mnist", "subset": 64},
-        "train": dict(steps=12, batch_size=8, lr=1e-3, ema_decay=0.9, eval_every=2, ckpt_every=2, log_every=2),
-        "eval": dict(metrics=["fid"], num_samples=20, sample_steps=2, batch_size=20, val_size=8, val_points=2),
-    }
-    for section, values in changes.items():
-        d[section].update(values)
-    return from_dict(d)
 
 
 @pytest.fixture
