@@ -33,6 +33,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="list the pending stages in their order, run nothing")
     p.add_argument(
+        "--status",
+        action="store_true",
+        help="where each run of the scale stands (done, paused at which step and resumable from what, waiting, not "
+        "started; its newest FID and validation loss) and exit: runs nothing",
+    )
+    p.add_argument(
         "--keep-states",
         action="store_true",
         help="keep the resume states of the scale's paused runs (machine store and goldens/resume/) and exit: for "
@@ -69,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
             allowed = ", ".join(methods)
             raise ConfigError(f"--methods: {method!r} is not a method of scale {args.scale}; allowed: {allowed}")
     root = Path.cwd()
+    if args.status:
+        from ..experiments.progress import campaign_status, format_status
+
+        print(format_status(campaign_status(root, args.scale)))
+        return 0
     if args.keep_states:
         kept = campaign.keep_paused_states(root, args.scale)
         print(f"kept the resume states of {kept} paused run(s) of scale {args.scale}")

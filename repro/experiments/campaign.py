@@ -104,6 +104,7 @@ class Stage:
     cmd: str
     waits_for: tuple[str, ...] = ()  # dependencies that do not exist yet
     unlocked: bool = False  # its outputs exist but dvc.lock has no entry for it (a truncated or lost dvc.lock)
+    up_to_date: bool = False  # DVC sees it as done (listed by pending(everything=True) only)
 
     @property
     def resumable(self) -> bool:
@@ -161,7 +162,8 @@ def pending(root: Path, everything: bool = False, scale: str | None = None) -> l
                 method, seed = parse_stage_name(stage.name)
                 missing = tuple(str(d.def_path) for d in stage.deps if not (root / str(d.def_path)).exists())
                 made = bool(stage.outs) and all((root / str(o.def_path)).exists() for o in stage.outs)
-                stages.append(Stage(stage.name, method, seed, stage.cmd, missing, made and stage.name not in locked))
+                unlocked = made and stage.name not in locked
+                stages.append(Stage(stage.name, method, seed, stage.cmd, missing, unlocked, stage.name not in stale))
     return stages
 
 
