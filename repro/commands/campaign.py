@@ -35,8 +35,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--status",
         action="store_true",
-        help="where each run of the scale stands (done, paused at which step and resumable from what, waiting, not "
-        "started; its newest FID and validation loss) and exit: runs nothing",
+        help="where each run of the scale stands (done, in progress at which step and resumable from what, waiting, "
+        "not started; its newest FID and validation loss) and exit: runs nothing",
     )
     p.add_argument(
         "--keep-states",

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import pieces, resume
-
-CHECKPOINT = Path("checkpoints") / "last.pt"
+from .resume import CHECKPOINT
 
 
 def _last(points: list[dict[str, Any]], key: str) -> tuple[int, float] | None:
@@ -135,7 +134,7 @@ def format_status(status: dict[str, Any]) -> str:
     hours = sum(r["hours"] for r in rows)
     lines.append(
         f"{done} of {len(rows)} runs of scale {status['scale']} done; {hours:.1f} h of training so far "
-        "(one run's own steps, evaluations not counted; paused runs as far as recorded here)"
+        "(each run's own steps, evaluations not counted; runs in progress as far as recorded here)"
     )
     targets = status.get("targets")
     if targets:
