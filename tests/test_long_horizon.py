@@ -397,7 +397,7 @@ def test_a_run_restarted_on_a_fresh_machine_is_checked_against_the_record_of_its
     logs.clear()
     last = run_campaign(root, ["a"], jobs=1, hours=None, log=logs.append, scale="long")
     assert last["train-long@a-0"] == "done"
-    assert any(f"restored its checkpoint at step {step} from git" in line for line in logs), logs
+    assert any(f"restored its checkpoint at step {step} from git" in line for line in logs), "\n".join(logs)
     assert not any("starts over" in line for line in logs)
     assert not kept.exists() and not (root / "goldens" / "resume" / "long" / "a-s0.json").exists()  # done: dropped
 
