@@ -61,6 +61,8 @@ def test_a_run_reads_as_far_as_its_newest_evidence_and_says_what_the_next_piece_
     (state / "tread-s0.json").write_text(json.dumps({"step": 400, "checkpoint_sha256": "sha-other"}))
     assert run_status(tmp_path, stage, done=False, store=store)["resumes_from"].startswith("step 0")
     (state / "tread-s0.json").write_text(json.dumps({"step": 400, "checkpoint_sha256": "sha-400"}))
+    assert run_status(tmp_path, stage, done=False, store=store)["resumes_from"].startswith("step 0")  # no archive
+    (state / "tread-s0.xz").write_bytes(b"")
     assert run_status(tmp_path, stage, done=False, store=store)["resumes_from"] == (
         "the committed resume state (step 400)"
     )

@@ -511,6 +511,13 @@ def test_the_newest_recorded_state_wins_and_a_manifest_that_lies_about_a_file_is
     got = resume.restore(root, CMD, store=store, warn=warnings.append)
     assert got.step == 7 and got.committed  # the store's damaged state skipped, git's older one used
     assert "metrics.jsonl's sha256 differs from its manifest's" in warnings[0]
+    # a manifest cut short (a write interrupted by a full disk) is said, not fatal: git's state is used
+    shutil.rmtree(root / "runs")
+    state.write_text(state.read_text()[:40])
+    warnings.clear()
+    got = resume.restore(root, CMD, store=store, warn=warnings.append)
+    assert got.step == 7 and got.committed
+    assert len(warnings) == 1 and str(state) in warnings[0] and "unreadable" in warnings[0]
 
 
 @given(st.binary(max_size=64))

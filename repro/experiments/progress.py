@@ -67,20 +67,13 @@ def run_status(root: Path, stage, done: bool, store: Path | None = None) -> dict
             row["warning"] = f"{ckpt.relative_to(root)} unreadable ({type(err).__name__})"
         else:
             candidates.append((local["step"], local["seconds"], local["points"], f"{out / CHECKPOINT}"))
-    committed = resume.committed_paths(root, stage.cmd)
-    manifest = _read_json(committed[1]) if committed and committed[1].exists() else None
-    stored = resume.store_path(stage.cmd, store)
-    in_store = _read_json(stored / "state.json") if stored is not None and (stored / CHECKPOINT).exists() else None
-    recorded = {rec.get("checkpoint_sha256") for _, rec in records}
-    states = [  # the campaign installs the newest of these that a pause record names, when runs/ has no checkpoint
-        (int(m.get("step", 0)), f"{where} (step {int(m.get('step', 0))})")
-        for m, where in ((in_store, "this machine's store of resume states"), (manifest, "the committed resume state"))
-        if m is not None and m.get("checkpoint_sha256") in recorded
-    ]
+    states = resume.usable(root, stage.cmd, store=store, warn=lambda _: None)  # the campaign installs the first
     if local is not None:
         row["resumes_from"] = f"this machine's checkpoint (step {local['step']})"
     elif states:
-        row["resumes_from"] = max(states)[1]
+        step0, _, committed, _ = states[0]
+        where = "the committed resume state" if committed else "this machine's store of resume states"
+        row["resumes_from"] = f"{where} (step {step0})"
     else:
         row["resumes_from"] = "step 0 (no checkpoint or resume state here)"
     if stage.waits_for:

@@ -235,15 +235,49 @@ def save(
     return manifest
 
 
-def _candidates(root: Path, cmd: str, store: Path | None) -> list[tuple[Path, bool, dict[str, Any]]]:
+def _manifest_of(path: Path, warn) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        warn(f"{path}: unreadable ({e}); its resume state is not used")
+        return None
+    if not isinstance(data, dict):
+        warn(f"{path}: not a JSON object; its resume state is not used")
+        return None
+    return data
+
+
+def _candidates(root: Path, cmd: str, store: Path | None, warn) -> list[tuple[Path, bool, dict[str, Any]]]:
     found = []
     folder = store_path(cmd, store)
     if folder is not None and (folder / "state.json").is_file() and (folder / CHECKPOINT).is_file():
-        found.append((folder, False, json.loads((folder / "state.json").read_text())))
+        manifest = _manifest_of(folder / "state.json", warn)
+        if manifest is not None:
+            found.append((folder, False, manifest))
     paths = committed_paths(root, cmd)
     if paths is not None and paths[0].is_file() and paths[1].is_file():
-        found.append((paths[0], True, json.loads(paths[1].read_text())))
+        manifest = _manifest_of(paths[1], warn)
+        if manifest is not None:
+            found.append((paths[0], True, manifest))
     return found
+
+
+def usable(
+    root: Path, cmd: str, *, store: Path | None = None, warn=print
+) -> list[tuple[int, Path, bool, dict[str, Any]]]:
+    """``cmd``'s resume states whose checkpoint a committed pause record of the run names, in the order
+    :func:`restore` tries them: newest recorded step first, the machine's store before git at the same step. Each
+    ``(step, source, committed, manifest)``; each state left out is said through ``warn``. Reads manifests only."""
+    recorded = {rec.get("checkpoint_sha256"): rec.get("step") for _, rec in pieces.records_of(root, cmd)}
+    found = []
+    for source, committed, manifest in _candidates(root, cmd, store, warn):
+        sha = manifest.get("checkpoint_sha256")
+        if sha not in recorded:
+            warn(f"{source}: its checkpoint is not one a committed pause record of this run names; not used")
+            continue
+        found.append((int(recorded[sha]), not committed, source, committed, manifest))
+    found.sort(key=lambda u: u[:2], reverse=True)
+    return [(step, source, committed, manifest) for step, _, source, committed, manifest in found]
 
 
 def _load(source: Path, committed: bool, manifest: dict[str, Any]) -> dict[str, bytes]:
@@ -265,15 +299,7 @@ def restore(root: Path, cmd: str, *, store: Path | None = None, warn=print) -> R
     names = _names(cmd)
     if names is None or (root / names[0] / CHECKPOINT).exists():
         return None
-    recorded = {rec.get("checkpoint_sha256"): rec.get("step") for _, rec in pieces.records_of(root, cmd)}
-    usable = []
-    for source, committed, manifest in _candidates(root, cmd, store):
-        sha = manifest.get("checkpoint_sha256")
-        if sha not in recorded:
-            warn(f"{source}: its checkpoint is not one a committed pause record of this run names; not used")
-            continue
-        usable.append((int(recorded[sha]), not committed, source, committed, manifest))
-    for step, _, source, committed, manifest in sorted(usable, key=lambda u: u[:2], reverse=True):
+    for step, source, committed, manifest in usable(root, cmd, store=store, warn=warn):
         try:
             files = _load(source, committed, manifest)
         except (ResumeError, OSError, ValueError) as e:
