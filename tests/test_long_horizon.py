@@ -485,8 +485,16 @@ def test_git_keeps_a_state_only_after_enough_training_since_the_committed_one(tm
     shutil.rmtree(root / "runs")
     fresh = resume.restore(root, CMD, store=tmp_path / "empty-store")
     assert (fresh.step, fresh.committed) == (40, True)  # a fresh machine: git's, five minutes older
-    # a manifest from before the training clock was recorded counts as nothing committed
-    listed.write_text(json.dumps({k: v for k, v in json.loads(listed.read_text()).items() if k != "seconds"}))
+    assert resume.trained_since_committed(root, CMD, 2700.0) == 300.0
+    # a run that started over behind its committed state (which it could not use): all its training counts, so a
+    # piece that pauses it commits its state, as a fresh machine needs
+    assert resume.trained_since_committed(root, CMD, 900.0) == 900.0
+    # likewise when the archive is gone, or the manifest predates the training clock
+    manifest_text = listed.read_text()
+    listed.write_text(json.dumps({k: v for k, v in json.loads(manifest_text).items() if k != "seconds"}))
+    assert resume.trained_since_committed(root, CMD, 2700.0) == 2700.0
+    listed.write_text(manifest_text)
+    archive.unlink()
     assert resume.trained_since_committed(root, CMD, 2700.0) == 2700.0
 
 

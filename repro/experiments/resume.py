@@ -189,16 +189,20 @@ def _check(files: dict[str, bytes], manifest: dict[str, Any], where: Path) -> No
 
 def trained_since_committed(root: Path, cmd: str, seconds: float) -> float:
     """The training seconds a run at ``seconds`` (its checkpoint's training clock) has added since its committed
-    state; all of them when it has none, or one whose manifest predates the ``seconds`` field."""
+    state; all of them when it has none that could resume it: no archive, a manifest of another command or from
+    before the ``seconds`` field, or a state ahead of the run (the run started over without it, so the committed
+    state is not one it came from, and a fresh machine could not use it)."""
     paths = committed_paths(root, cmd)
-    if paths is None or not paths[1].is_file():
+    if paths is None or not paths[0].is_file() or not paths[1].is_file():
         return seconds
     try:
         committed = json.loads(paths[1].read_text())
     except (OSError, ValueError):
         return seconds
     base = committed.get("seconds") if isinstance(committed, dict) and committed.get("command") == cmd else None
-    return seconds - float(base) if isinstance(base, int | float) else seconds
+    if not isinstance(base, int | float) or base > seconds:
+        return seconds
+    return seconds - float(base)
 
 
 def save(
